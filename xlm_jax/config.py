@@ -1,0 +1,207 @@
+"""Model configuration: one dataclass covers XLM, XLM-R (post-LN) and XLM-R XL/XXL (pre-LN).
+
+Every published size has a named configuration (`get_model_config("xlmr_base")`); the tiny ones are for tests
+and the embedded default run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from typing import Any, Literal
+
+from xlm_jax.errors import UserError
+
+Family = Literal["xlm", "xlmr"]
+
+# Special ids of the two dictionaries. Our own vocabularies always use the XLM-R (fairseq) layout; the XLM
+# layout only appears in checkpoints converted from the original XLM models.
+XLMR_SPECIALS = dict(bos_token_id=0, pad_token_id=1, eos_token_id=2, unk_token_id=3)
+XLM_SPECIALS = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2, unk_token_id=3, mask_token_id=5)
+
+XNLI15_LANGS = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and numerics of one encoder.
+
+    `family` decides the two things that differ between XLM and XLM-R beyond plain hyperparameters: how
+    positions are computed (XLM-R offsets them past the padding row and gives padding its own row) and the
+    shape of the classification head.
+    """
+
+    family: Family = "xlmr"
+    vocab_size: int = 250002
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 512  # usable positions; the table has max_positions + position_offset rows
+    activation: Literal["gelu", "relu"] = "gelu"  # exact (erf) GELU, as in both papers' code
+    layer_norm_eps: float = 1e-5
+    pre_layer_norm: bool = False  # XLM-R XL / XXL
+    embedding_layer_norm: bool = True  # False for the pre-LN models
+    type_vocab_size: int = 1  # XLM-R carries a 1-row token-type table; XLM has none (0)
+    n_langs: int = 1
+    use_lang_emb: bool = False
+    sinusoidal_positions: bool = False  # XLM option: frozen sin/cos table, not a parameter
+    lm_head_transform: bool = True  # XLM-R: dense -> GELU -> LayerNorm before the tied projection
+    zero_pad_states: bool = False  # XLM zeroes padded positions after the embeddings and every block
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    initializer_range: float = 0.02  # XLM-R; XLM embeddings use D^-0.5 (see `embedding_init_std`)
+    bos_token_id: int = 0
+    pad_token_id: int = 1
+    eos_token_id: int = 2
+    unk_token_id: int = 3
+    mask_token_id: int = -1  # -1: the last id (XLM-R's layout)
+    langs: tuple[str, ...] = ()  # language codes in lang-id order (sorted, as XLM's lang2id)
+    # Numerics and memory: not part of the architecture, so they never make two checkpoints incompatible.
+    dtype: str = "float32"  # compute dtype (bfloat16 for training on accelerators)
+    param_dtype: str = "float32"
+    scan_layers: bool = True  # nn.scan over layers (fast compile); False unrolls the same stacked params
+    remat_policy: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+    attention_impl: Literal["auto", "xla", "cudnn"] = "auto"
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise UserError(
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+            )
+        if self.family not in ("xlm", "xlmr"):
+            raise UserError(f"model.family={self.family!r}: valid values are 'xlm' and 'xlmr'")
+        if self.activation not in ("gelu", "relu"):
+            raise UserError(f"model.activation={self.activation!r}: valid values are 'gelu' and 'relu'")
+        if self.langs and len(self.langs) != self.n_langs:
+            raise UserError(f"model.langs has {len(self.langs)} codes but model.n_langs={self.n_langs}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def position_offset(self) -> int:
+        """XLM-R numbers real tokens from padding_idx + 1 (rows 0..padding_idx are never used by text)."""
+        return self.pad_token_id + 1 if self.family == "xlmr" else 0
+
+    @property
+    def num_position_rows(self) -> int:
+        return self.max_positions + self.position_offset
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size - 1 if self.mask_token_id < 0 else self.mask_token_id
+
+    @property
+    def has_lang_embeddings(self) -> bool:
+        return self.use_lang_emb and self.n_langs > 1
+
+    @property
+    def embedding_init_std(self) -> float:
+        return self.hidden_size**-0.5 if self.family == "xlm" else self.initializer_range
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return from_dict({**to_dict(self), **changes})
+
+    def num_params(self) -> dict[str, int]:
+        """Parameter counts (embeddings vs the rest), without building the model."""
+        d, f, l_ = self.hidden_size, self.intermediate_size, self.num_layers
+        emb = self.vocab_size * d
+        if not self.sinusoidal_positions:
+            emb += self.num_position_rows * d
+        emb += self.type_vocab_size * d + (self.n_langs * d if self.has_lang_embeddings else 0)
+        norms = 2 * d * (int(self.embedding_layer_norm) + int(self.pre_layer_norm))
+        layer = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 2 * 2 * d
+        head = self.vocab_size + ((d * d + d) + 2 * d if self.lm_head_transform else 0)
+        return {"embeddings": emb, "non_embedding": l_ * layer + norms + head, "total": emb + l_ * layer + norms + head}
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
+
+
+def to_dict(config: ModelConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(config)
+    out["langs"] = list(config.langs)
+    return out
+
+
+def from_dict(d: dict[str, Any], where: str = "model") -> ModelConfig:
+    """Builds a config, rejecting unknown keys with the closest valid names."""
+    unknown = [k for k in d if k not in _FIELDS]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(k, _FIELDS, n=3)
+        hint = f"; did you mean {', '.join(f'{where}.{c}' for c in close)}?" if close else ""
+        raise UserError(f"unknown key {where}.{k}{hint} (valid: {', '.join(sorted(_FIELDS))})")
+    d = dict(d)
+    if "langs" in d:
+        d["langs"] = tuple(d["langs"])
+    return ModelConfig(**d)
+
+
+def to_json(config: ModelConfig) -> str:
+    return json.dumps(to_dict(config), indent=2, sort_keys=True)
+
+
+def _xlm(**kw) -> ModelConfig:
+    base = dict(
+        family="xlm", layer_norm_eps=1e-12, type_vocab_size=0, lm_head_transform=False, zero_pad_states=True,
+        **XLM_SPECIALS,
+    )
+    return ModelConfig(**{**base, **kw})
+
+
+NAMED_CONFIGS: dict[str, ModelConfig] = {
+    # Original XLM (Lample & Conneau 2019): post-LN, eps 1e-12, 512 learned positions, tied output + bias.
+    "xlm_mlm_en_2048": _xlm(vocab_size=30145, hidden_size=2048, num_layers=12, num_heads=16, intermediate_size=8192),
+    "xlm_mlm_xnli15_1024": _xlm(
+        vocab_size=95000, hidden_size=1024, num_layers=12, num_heads=8, intermediate_size=4096,
+        n_langs=15, use_lang_emb=True, langs=XNLI15_LANGS,
+    ),
+    "xlm_mlm_tlm_xnli15_1024": _xlm(
+        vocab_size=95000, hidden_size=1024, num_layers=12, num_heads=8, intermediate_size=4096,
+        n_langs=15, use_lang_emb=True, langs=XNLI15_LANGS,
+    ),
+    "xlm_mlm_17_1280": _xlm(
+        vocab_size=200000, hidden_size=1280, num_layers=16, num_heads=16, intermediate_size=5120, n_langs=17,
+        use_lang_emb=False,
+    ),
+    "xlm_mlm_100_1280": _xlm(
+        vocab_size=200000, hidden_size=1280, num_layers=16, num_heads=16, intermediate_size=5120, n_langs=100,
+        use_lang_emb=False,
+    ),
+    # XLM-R (Conneau et al. 2020).
+    "xlmr_base": ModelConfig(),
+    "xlmr_large": ModelConfig(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096),
+    "xlmr_xl": ModelConfig(
+        hidden_size=2560, num_layers=36, num_heads=32, intermediate_size=10240,
+        pre_layer_norm=True, embedding_layer_norm=False,
+    ),
+    "xlmr_xxl": ModelConfig(
+        hidden_size=4096, num_layers=48, num_heads=32, intermediate_size=16384,
+        pre_layer_norm=True, embedding_layer_norm=False,
+    ),
+    # Tiny models for tests and the CPU default run.
+    "xlmr_tiny": ModelConfig(
+        vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, max_positions=128
+    ),
+    "xlmr_xl_tiny": ModelConfig(
+        vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, max_positions=128,
+        pre_layer_norm=True, embedding_layer_norm=False,
+    ),
+    "xlm_tiny": _xlm(
+        vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, max_positions=128,
+        n_langs=3, use_lang_emb=True, langs=("de", "en", "fr"),
+    ),
+}
+
+
+def get_model_config(name: str, **overrides: Any) -> ModelConfig:
+    if name not in NAMED_CONFIGS:
+        close = difflib.get_close_matches(name, NAMED_CONFIGS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UserError(f"unknown model config {name!r}{hint}; known: {', '.join(NAMED_CONFIGS)}")
+    config = NAMED_CONFIGS[name]
+    return config.replace(**overrides) if overrides else config

@@ -1,0 +1,386 @@
+"""The XLM / XLM-R encoder family in Flax linen.
+
+One set of modules covers, by `ModelConfig`:
+- XLM: token + position (learned or frozen sinusoidal) + language embeddings, post-LN, padded states zeroed;
+- XLM-R base / large: post-LN, pad-aware positions from padding_idx + 1, a 1-row token-type table;
+- XLM-R XL / XXL: pre-LN with a final LayerNorm and no embedding LayerNorm.
+
+Parameter layout (stacked layers, whether or not the layers are scanned):
+
+    encoder/embeddings/{word,position,token_type,lang}_embeddings/embedding, encoder/embeddings/layer_norm
+    encoder/layers/{attention/{query,key,value,out}, attention_norm, mlp/{wi,wo}, mlp_norm}   # leading axis L
+    encoder/final_norm                                                                         # pre-LN only
+    lm_head/{dense, layer_norm, bias}                                                         # projection tied
+
+Every parameter carries logical axis names (vocab, embed, heads, kv, mlp, layers, ...) so that the trainer can
+shard by a rule table without touching this file.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xlm_jax.config import ModelConfig
+
+Array = jax.Array
+
+
+def _dtype(name: str) -> Any:
+    return jnp.dtype(name)
+
+
+def _init(std: float, axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def _zeros(axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def _ones(axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
+    """XLM's frozen position table: sin on even channels, cos on odd ones (same formula as XLM / HF)."""
+    j = np.arange(dim)
+    angles = np.arange(n_pos)[:, None] / np.power(10000.0, 2 * (j // 2) / dim)[None, :]
+    table = np.empty((n_pos, dim), np.float32)
+    table[:, 0::2] = np.sin(angles[:, 0::2])
+    table[:, 1::2] = np.cos(angles[:, 1::2])
+    return table
+
+
+def activation_fn(name: str):
+    return functools.partial(jax.nn.gelu, approximate=False) if name == "gelu" else jax.nn.relu
+
+
+def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.LayerNorm:
+    """LayerNorm with logically named parameters; Flax computes its statistics in float32."""
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps,
+        dtype=_dtype(cfg.dtype),
+        param_dtype=_dtype(cfg.param_dtype),
+        scale_init=_ones(("norm",)),
+        bias_init=_zeros(("norm",)),
+        name=name,
+    )
+
+
+class Embed(nn.Module):
+    """A lookup table with logically named axes."""
+
+    num_embeddings: int
+    features: int
+    std: float
+    axes: tuple[str, str]
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding", _init(self.std, self.axes), (self.num_embeddings, self.features), self.param_dtype
+        )
+
+    def __call__(self, ids: Array, dtype: Any) -> Array:
+        return jnp.take(self.embedding, ids, axis=0).astype(dtype)
+
+
+def default_positions(config: ModelConfig, attention_mask: Array) -> Array:
+    """0-based logical positions: XLM counts every slot, XLM-R counts only real tokens (as HF / fairseq)."""
+    if config.family == "xlmr":
+        return jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0).astype(jnp.int32)
+    return jnp.broadcast_to(jnp.arange(attention_mask.shape[1], dtype=jnp.int32), attention_mask.shape)
+
+
+def position_rows(config: ModelConfig, positions: Array, attention_mask: Array) -> Array:
+    """Rows of the position table. XLM-R gives padding the padding_idx row and real tokens padding_idx + 1 + p."""
+    if config.family == "xlmr":
+        return jnp.where(attention_mask > 0, positions + config.position_offset, config.pad_token_id)
+    return positions
+
+
+class Embeddings(nn.Module):
+    config: ModelConfig
+
+    def setup(self):
+        cfg = self.config
+        pdt = _dtype(cfg.param_dtype)
+        std = cfg.embedding_init_std
+        self.word_embeddings = Embed(cfg.vocab_size, cfg.hidden_size, std, ("vocab", "embed"), pdt)
+        if not cfg.sinusoidal_positions:
+            self.position_embeddings = Embed(cfg.num_position_rows, cfg.hidden_size, std, ("pos", "embed"), pdt)
+        if cfg.type_vocab_size:
+            self.token_type_embeddings = Embed(cfg.type_vocab_size, cfg.hidden_size, std, ("types", "embed"), pdt)
+        if cfg.has_lang_embeddings:
+            self.lang_embeddings = Embed(cfg.n_langs, cfg.hidden_size, std, ("langs", "embed"), pdt)
+        if cfg.embedding_layer_norm:
+            self.layer_norm = layer_norm(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def __call__(self, input_ids, attention_mask, positions, langs, deterministic: bool) -> Array:
+        cfg = self.config
+        dt = _dtype(cfg.dtype)
+        x = self.word_embeddings(input_ids, dt)
+        rows = position_rows(cfg, positions, attention_mask)
+        if cfg.sinusoidal_positions:
+            x = x + jnp.take(jnp.asarray(sinusoidal_table(cfg.num_position_rows, cfg.hidden_size)), rows, axis=0).astype(dt)
+        else:
+            x = x + self.position_embeddings(rows, dt)
+        if cfg.type_vocab_size:
+            x = x + self.token_type_embeddings(jnp.zeros_like(input_ids), dt)
+        if cfg.has_lang_embeddings and langs is not None:
+            x = x + self.lang_embeddings(langs, dt)
+        if cfg.embedding_layer_norm:
+            x = self.layer_norm(x)
+        x = self.dropout(x, deterministic=deterministic)
+        if cfg.zero_pad_states:
+            x = x * attention_mask[..., None].astype(dt)
+        return x
+
+
+def _dense(cfg: ModelConfig, features, axes_in: tuple, axes_out: tuple, axis=-1, name=None) -> nn.DenseGeneral:
+    return nn.DenseGeneral(
+        features=features,
+        axis=axis,
+        dtype=_dtype(cfg.dtype),
+        param_dtype=_dtype(cfg.param_dtype),
+        kernel_init=_init(cfg.initializer_range, axes_in + axes_out),
+        bias_init=_zeros(axes_out),
+        name=name,
+    )
+
+
+class SelfAttention(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+        """x: [B, T, D]; mask: bool [B, 1, T or 1, T], True where attention is allowed."""
+        cfg = self.config
+        heads = (cfg.num_heads, cfg.head_dim)
+        q = _dense(cfg, heads, ("embed",), ("heads", "kv"), name="query")(x)
+        k = _dense(cfg, heads, ("embed",), ("heads", "kv"), name="key")(x)
+        v = _dense(cfg, heads, ("embed",), ("heads", "kv"), name="value")(x)
+        use_dropout = not deterministic and cfg.attention_dropout > 0
+        if use_dropout or cfg.attention_impl == "xla":
+            # Explicit form: attention dropout needs the probabilities; softmax in float32 as XLM / fairseq.
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q * cfg.head_dim**-0.5, k).astype(jnp.float32)
+            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+            probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+            out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        else:
+            impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=cfg.head_dim**-0.5, implementation=impl)
+        return _dense(cfg, cfg.hidden_size, ("heads", "kv"), ("embed",), axis=(-2, -1), name="out")(out)
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        h = _dense(cfg, cfg.intermediate_size, ("embed",), ("mlp",), name="wi")(x)
+        h = activation_fn(cfg.activation)(h)
+        h = _dense(cfg, cfg.hidden_size, ("mlp",), ("embed",), name="wo")(h)
+        return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+
+
+class Layer(nn.Module):
+    """One transformer block, post-LN (XLM, XLM-R) or pre-LN (XLM-R XL). Scan-compatible: (carry, _) -> (carry, y)."""
+
+    config: ModelConfig
+    deterministic: bool = True
+    output_states: bool = False
+
+    @nn.compact
+    def __call__(self, carry, _):
+        x, mask, pad = carry
+        cfg = self.config
+        attention = SelfAttention(cfg, name="attention")
+        mlp = MLP(cfg, name="mlp")
+        attention_norm, mlp_norm = layer_norm(cfg, "attention_norm"), layer_norm(cfg, "mlp_norm")
+        drop = nn.Dropout(cfg.dropout)
+        if cfg.pre_layer_norm:
+            x = x + drop(attention(attention_norm(x), mask, self.deterministic), deterministic=self.deterministic)
+            x = x + mlp(mlp_norm(x), self.deterministic)
+        else:
+            x = attention_norm(x + drop(attention(x, mask, self.deterministic), deterministic=self.deterministic))
+            x = mlp_norm(x + mlp(x, self.deterministic))
+        if cfg.zero_pad_states:
+            x = x * pad
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed_act"))
+        return (x, mask, pad), (x if self.output_states else None)
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Encoder(nn.Module):
+    """Embeddings and the layer stack; returns the last hidden states (and every layer's when asked)."""
+
+    config: ModelConfig
+
+    def _stack(self, deterministic: bool, output_states: bool):
+        cfg = self.config
+        layer_cls = Layer
+        if cfg.remat_policy != "none":
+            layer_cls = nn.remat(Layer, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+        stack = nn.scan(
+            layer_cls,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            length=cfg.num_layers,
+            unroll=1 if cfg.scan_layers else cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )
+        return stack(cfg, deterministic, output_states, name="layers")
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        positions: Array | None = None,
+        langs: Array | None = None,
+        *,
+        deterministic: bool = True,
+        causal: bool = False,
+        output_all_layers: bool = False,
+    ):
+        cfg = self.config
+        if attention_mask is None:
+            attention_mask = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+        if positions is None:
+            positions = default_positions(cfg, attention_mask)
+        x = Embeddings(cfg, name="embeddings")(input_ids, attention_mask, positions, langs, deterministic)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed_act"))
+        mask = (attention_mask > 0)[:, None, None, :]
+        if causal:
+            length = input_ids.shape[1]
+            mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+        pad = attention_mask[..., None].astype(x.dtype)
+        (x, _, _), states = self._stack(deterministic, output_all_layers)((x, mask, pad), None)
+        if cfg.pre_layer_norm:
+            x = layer_norm(cfg, "final_norm")(x)
+        if output_all_layers:
+            # states[i] is the output of layer i; the final LayerNorm of pre-LN models belongs to the last one.
+            return x, states
+        return x
+
+
+class LMHead(nn.Module):
+    """MLM / CLM head. XLM: tied projection + bias. XLM-R: dense -> GELU -> LayerNorm -> tied projection + bias."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, word_embeddings: Array) -> Array:
+        cfg = self.config
+        if cfg.lm_head_transform:
+            x = _dense(cfg, cfg.hidden_size, ("embed",), ("embed_out",), name="dense")(x)
+            x = activation_fn("gelu")(x)
+            x = layer_norm(cfg, "layer_norm")(x)
+        bias = self.param("bias", _zeros(("vocab",)), (cfg.vocab_size,), _dtype(cfg.param_dtype))
+        return jnp.einsum("...d,vd->...v", x, word_embeddings.astype(x.dtype)) + bias.astype(x.dtype)
+
+
+class XLMForMaskedLM(nn.Module):
+    """Encoder + tied LM head. `__call__` gives hidden states; `mlm_logits` / `logits_at` the predictions."""
+
+    config: ModelConfig
+
+    def setup(self):
+        self.encoder = Encoder(self.config)
+        self.lm_head = LMHead(self.config)
+
+    def __call__(self, input_ids, attention_mask=None, positions=None, langs=None, **kwargs):
+        return self.encoder(input_ids, attention_mask, positions, langs, **kwargs)
+
+    def project(self, hidden: Array) -> Array:
+        # The projection is tied to the token embedding (XLM `share_inout_emb`, XLM-R `lm_head.decoder`).
+        table = self.encoder.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
+        return self.lm_head(hidden, nn.unbox(table))
+
+    def mlm_logits(self, input_ids, attention_mask=None, positions=None, langs=None, **kwargs) -> Array:
+        """Logits at every position: [B, T, V]. For inspection; training uses `logits_at`."""
+        return self.project(self(input_ids, attention_mask, positions, langs, **kwargs))
+
+    def logits_at(self, input_ids, attention_mask, positions, langs, predict_positions, **kwargs) -> Array:
+        """Logits only at `predict_positions` [B, P]: the hidden states are gathered before the vocabulary
+        projection, so B x T x V logits never exist."""
+        hidden = self(input_ids, attention_mask, positions, langs, **kwargs)
+        picked = jnp.take_along_axis(hidden, predict_positions[..., None], axis=1)
+        return self.project(picked)
+
+
+class SequenceClassificationHead(nn.Module):
+    """XLM: first token -> dropout -> linear. XLM-R: <s> -> dropout -> dense -> tanh -> dropout -> out_proj."""
+
+    config: ModelConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, hidden: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        x = nn.Dropout(cfg.dropout)(hidden[:, 0], deterministic=deterministic)
+        if cfg.family == "xlmr":
+            x = jnp.tanh(_dense(cfg, cfg.hidden_size, ("embed",), ("embed_out",), name="dense")(x))
+            x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        return _dense(cfg, self.num_labels, ("embed",), ("labels",), name="out_proj")(x).astype(jnp.float32)
+
+
+class TokenClassificationHead(nn.Module):
+    config: ModelConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, hidden: Array, deterministic: bool) -> Array:
+        x = nn.Dropout(self.config.dropout)(hidden, deterministic=deterministic)
+        return _dense(self.config, self.num_labels, ("embed",), ("labels",), name="out_proj")(x).astype(jnp.float32)
+
+
+class XLMForSequenceClassification(nn.Module):
+    config: ModelConfig
+    num_labels: int
+
+    def setup(self):
+        self.encoder = Encoder(self.config)
+        self.classifier = SequenceClassificationHead(self.config, self.num_labels)
+
+    def __call__(self, input_ids, attention_mask=None, positions=None, langs=None, *, deterministic=True):
+        hidden = self.encoder(input_ids, attention_mask, positions, langs, deterministic=deterministic)
+        return self.classifier(hidden, deterministic)
+
+
+class XLMForTokenClassification(nn.Module):
+    config: ModelConfig
+    num_labels: int
+
+    def setup(self):
+        self.encoder = Encoder(self.config)
+        self.classifier = TokenClassificationHead(self.config, self.num_labels)
+
+    def __call__(self, input_ids, attention_mask=None, positions=None, langs=None, *, deterministic=True):
+        hidden = self.encoder(input_ids, attention_mask, positions, langs, deterministic=deterministic)
+        return self.classifier(hidden, deterministic)
+
+
+def init_params(model: nn.Module, rng: Array, seq_len: int = 8, batch: int = 1) -> dict:
+    """Initialises parameters (boxed with their logical axes). `nn.unbox` gives plain arrays."""
+    ids = jnp.zeros((batch, seq_len), jnp.int32)
+    method = model.mlm_logits if isinstance(model, XLMForMaskedLM) else None
+    # langs are passed so that language embeddings (created on first use) are initialised too.
+    variables = model.init({"params": rng, "dropout": rng}, ids, jnp.ones_like(ids), None, ids, method=method)
+    return variables["params"]
