@@ -254,3 +254,16 @@ def test_bad_inputs(corpus):
         DataConfig(objectives={"tlm": 1.0}, para_pairs=("de-en",), tlm_layout="bert")
     with pytest.raises(UserError, match="mono_langs is empty"):
         DataConfig(objectives={"mlm": 1.0})
+
+
+def test_cli_synth_and_bench(tmp_path, capsys):
+    from xlm_jax.data.__main__ import main
+
+    main(["synth", str(tmp_path / "s"), "--langs", "2", "--tokens", "20000", "--para-pairs", "1", "--vocab-size", "300"])
+    main(["bench", str(tmp_path / "s"), "--seq-len", "64", "--batch-size", "8", "--steps", "3", "--objective", "tlm"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["steps"] == 3 and report["tokens_per_s"] > 0
+    assert report["real_tokens_per_s"] < report["tokens_per_s"]  # TLM rows are padded to seq_len
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
