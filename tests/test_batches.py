@@ -267,3 +267,11 @@ def test_cli_synth_and_bench(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", str(tmp_path / "missing")])
     assert exit_info.value.code == 2
+
+
+def test_tlm_seq_len_separate_from_stream_len(corpus):
+    cfg = DataConfig(seq_len=32, tlm_seq_len=128, batch_size=4, objectives={"mlm": 1.0, "tlm": 1.0},
+                     mono_langs=("en",), para_pairs=("en-fr",), tlm_max_len=60)
+    b = BatchSource(corpus, cfg).batch(0)
+    assert b["mlm"]["input_ids"].shape == (4, 32) and b["tlm"]["input_ids"].shape == (4, 128)
+    assert b["tlm"]["mlm_positions"].shape == (4, 20)  # ceil(0.15 * 128)

@@ -74,6 +74,9 @@ def bench(args: argparse.Namespace) -> dict:
         para_pairs=pairs,
         sample_alpha=args.sample_alpha,
         mask_count="ceil" if args.sample_alpha else "stochastic",
+        tlm_seq_len=args.tlm_seq_len,
+        tlm_batching="tokens" if args.tlm_tokens_per_batch else "fixed",
+        tlm_tokens_per_batch=args.tlm_tokens_per_batch,
     )
     source = BatchSource(corpus, cfg)
     t0 = time.perf_counter()
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--objective", choices=("mlm", "clm", "tlm"), default="mlm")
     b.add_argument("--langs", default="", help="comma-separated mono languages (default: all in train)")
     b.add_argument("--sample-alpha", type=float, default=0.0)
+    b.add_argument("--tlm-seq-len", type=int, default=0, help="TLM row length (0: --seq-len)")
+    b.add_argument("--tlm-tokens-per-batch", type=int, default=0, help="token-budget TLM batches (0: fixed shape)")
     s = sub.add_parser("synth", help="write a synthetic preprocessed directory (Zipf ids)")
     s.add_argument("out")
     s.add_argument("--langs", type=int, default=10)

@@ -65,6 +65,7 @@ class DataConfig:
     bos_per_sequence: bool = True  # stream rows start with <s> (XLM-R); False: pure XLM stream windows
     tlm_layout: str = "xlmr"
     tlm_max_len: int = 100
+    tlm_seq_len: int = 0  # TLM row length; 0 → seq_len (2·tlm_max_len + 4 = 204 fits every kept pair)
     tlm_random_order: bool = True  # swap src/tgt per row with probability 1/2
     tlm_batching: str = "fixed"  # "fixed": [batch_size, seq_len]; "tokens": bucketed by tlm_tokens_per_batch
     tlm_tokens_per_batch: int = 0
@@ -91,8 +92,11 @@ class DataConfig:
             raise UserError(f"tlm_layout={self.tlm_layout!r}: valid values are {TLM_LAYOUTS}")
         if self.tlm_batching not in TLM_BATCHING:
             raise UserError(f"tlm_batching={self.tlm_batching!r}: valid values are {TLM_BATCHING}")
-        if "tlm" in self.enabled and self.tlm_batching == "tokens" and self.tlm_tokens_per_batch < self.seq_len:
-            raise UserError(f"tlm_tokens_per_batch={self.tlm_tokens_per_batch}: must be >= seq_len={self.seq_len}")
+        if self.tlm_seq_len and self.tlm_seq_len < 8:
+            raise UserError(f"tlm_seq_len={self.tlm_seq_len}: need 0 (= seq_len) or >= 8")
+        if "tlm" in self.enabled and self.tlm_batching == "tokens" and self.tlm_tokens_per_batch < self.pair_len:
+            raise UserError(f"tlm_tokens_per_batch={self.tlm_tokens_per_batch}: must be >= {self.pair_len} "
+                            "(tlm_seq_len or seq_len)")
         used = set(self.mono_langs) | {lang for pair in self.para_pairs for lang in pair}
         if self.langs:
             missing = sorted(used - set(self.langs))
@@ -101,6 +105,11 @@ class DataConfig:
         else:
             object.__setattr__(self, "langs", tuple(sorted(used)))
         MaskConfig(vocab_size=N_MIN_VOCAB, mask_id=N_MIN_VOCAB - 1, **self._mask_kwargs())  # validate early
+
+    @property
+    def pair_len(self) -> int:
+        """The longest TLM row (fixed mode: every TLM row's length)."""
+        return self.tlm_seq_len or self.seq_len
 
     @property
     def enabled(self) -> list[str]:
@@ -295,11 +304,11 @@ class BatchSource:
         pairs = []
         for l1, l2 in self.cfg.para_pairs:
             a, b = self.corpus.para(self.cfg.split, l1, l2)
-            pairs.append(_PairData.of(a, b, self.cfg.tlm_max_len, self.cfg.seq_len))
+            pairs.append(_PairData.of(a, b, self.cfg.tlm_max_len, self.cfg.pair_len))
             if not len(pairs[-1].valid):
                 raise UserError(
                     f"{self.corpus.dir}: no {l1}-{l2} pair fits tlm_max_len={self.cfg.tlm_max_len} "
-                    f"and seq_len={self.cfg.seq_len}"
+                    f"and a TLM row length of {self.cfg.pair_len}"
                 )
         return pairs
 
@@ -310,10 +319,10 @@ class BatchSource:
     def tlm_bucket_lengths(self) -> list[int]:
         """The static [B, T] shapes token-budget TLM batches can take (fixed mode: one shape)."""
         cfg = self.cfg
+        longest, step = cfg.pair_len, cfg.tlm_bucket_multiple
         if cfg.tlm_batching == "fixed":
-            return [cfg.seq_len]
-        return sorted({min(cfg.seq_len, m) for m in range(cfg.tlm_bucket_multiple, cfg.seq_len + cfg.tlm_bucket_multiple,
-                                                            cfg.tlm_bucket_multiple)})
+            return [longest]
+        return sorted({min(longest, m) for m in range(step, longest + step, step)})
 
     def _bucket_rows(self, length: int) -> int:
         rows = self.cfg.tlm_tokens_per_batch // length
@@ -328,7 +337,7 @@ class BatchSource:
             valid_sizes = np.array([len(p.valid) for p in self._pairs])
             pick = np.minimum((u[:, 1] * valid_sizes[pair]).astype(np.int64), valid_sizes[pair] - 1)
             sentence = np.array([self._pairs[p].valid[i] for p, i in zip(pair, pick)], dtype=np.int64)
-            seq_len = cfg.seq_len
+            seq_len = cfg.pair_len
         else:
             # One pair and one length bucket per step (shared by all processes), rows uniform within it; a
             # bucket is chosen in proportion to its number of batches so every pair is equally likely.
