@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
+from xlm_jax.data.corpus import replace_dir
 from xlm_jax.errors import UserError
 
 DEFAULT_LOCALE_DIRS = ("/usr/share/locale", "/usr/share/locale-langpack", "/usr/local/share/locale")
@@ -378,18 +379,6 @@ def build_gettext_corpus(
 def _write_mono(path: Path, docs: dict[str, dict[str, None]]) -> None:
     blocks = ["\n".join(sentences) for sentences in docs.values() if sentences]
     path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move the finished directory `new` to `target`, so readers never see a half-written one."""
-    target = Path(target)
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)
 
 
 def format_table(stats: dict) -> str:
