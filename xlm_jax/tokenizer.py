@@ -270,17 +270,22 @@ def train_tokenizer(
                 eos_id=2,
                 pad_id=-1,
                 num_threads=os.cpu_count() or 1,
-                input_sentence_size=len(chosen),
+                input_sentence_size=0,  # all of them: the sample above is the selection
                 shuffle_input_sentence=True,
                 minloglevel=0 if verbose else 2,
             )
         except RuntimeError as err:
-            match = re.search(r"value <= (\d+)", str(err))
-            if match or "Vocabulary size" in str(err):
-                limit = f" (at most {match.group(1)} for this data)" if match else ""
+            too_large = re.search(r"value <= (\d+)", str(err))
+            too_small = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(err))
+            if too_large:
                 raise UserError(
-                    f"--vocab-size {vocab_size} is too large for {len(chosen)} sentences from "
-                    f"{', '.join(inputs)}{limit}; use a smaller vocabulary or more text"
+                    f"--vocab-size {vocab_size} is too large for the {len(chosen)} sentences sampled from "
+                    f"{', '.join(inputs)} (at most {too_large.group(1)}); use a smaller vocabulary or more text"
+                ) from None
+            if too_small:
+                raise UserError(
+                    f"--vocab-size {vocab_size} is too small for the {too_small.group(1)} distinct characters of "
+                    f"{', '.join(inputs)} (character_coverage 0.9995); use at least {int(too_small.group(1)) + 100}"
                 ) from None
             raise UserError(f"SentencePiece training failed on {', '.join(inputs)}: {err}") from None
         os.replace(f"{prefix}.model", output)

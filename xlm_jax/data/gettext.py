@@ -119,7 +119,7 @@ _TAG = re.compile(r"</?[A-Za-z][\w:-]*(?:\s+[^<>]*)?/?>")
 _FORMAT = re.compile(
     r"%\([\w.-]+\)[-+ #0]*\d*(?:\.\d+)?[a-zA-Z]"  # %(name)s
     r"|%\d+\$[-+ #0]*\d*(?:\.\d+)?(?:hh|ll|[hlLqjzt])?[a-zA-Z]"  # %1$s
-    r"|%[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzt]|I64|I32)?[diouxXeEfFgGaAcsSpn]"  # %5.2f %lu
+    r"|%[-+ #0'_^]*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzt]|I64|I32)?[diouxXeEfFgGaAcsSpn]"  # %5.2f %lu
     r"|%[lL]?\d+"  # Qt's %1, %L1
     r"|%%"
     r"|\{[\w.:!\[\]-]*\}"  # {0} {name} {0:d}
