@@ -1,0 +1,146 @@
+"""Export tensorflow-datasets corpora into the raw corpus layout (see `xlm_jax.data.corpus`).
+
+    python -m xlm_jax.data.tfds_source NAME OUT_DIR [--data-dir gs://…] [--split train] [--langs …]
+                                       [--max-examples N]
+
+NAME: wiki40b/{lang}, c4/multilingual, para_crawl/{config}, ted_multi_translate, opus/{config}. TensorFlow
+is optional: it is imported only here, and its absence is a clear error naming the `[tfds]` extra. The field
+mapping lives in pure functions over plain dicts (`example_records`) so it is tested without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from xlm_jax.data.corpus import replace_dir
+from xlm_jax.errors import UserError
+
+SUPPORTED = ("wiki40b", "c4", "para_crawl", "ted_multi_translate", "opus")
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _lines(text: str) -> list[str]:
+    # wiki40b marks structure inline; paragraphs become sentences-per-line, markers are dropped.
+    for marker in ("_START_ARTICLE_", "_START_SECTION_", "_START_PARAGRAPH_"):
+        text = text.replace(marker, "\n")
+    return [line.strip() for line in text.replace("_NEWLINE_", "\n").split("\n") if line.strip()]
+
+
+def example_records(name: str, example: dict, lang: str | None = None) -> Iterator[tuple[str, object]]:
+    """One tfds example (plain dict, bytes or str) → ("mono", (lang, [lines])) / ("para", ((l1, s1), (l2, s2)))."""
+    family = name.split("/")[0]
+    if family == "wiki40b":
+        yield "mono", (lang or name.split("/")[1], _lines(_text(example["text"])))
+    elif family == "c4":
+        yield "mono", (lang, _lines(_text(example["text"])))
+    elif family == "ted_multi_translate":
+        translations = example["translations"]
+        sides = dict(zip(map(_text, translations["language"]), map(_text, translations["translation"])))
+        if "en" in sides:
+            for other, text in sides.items():
+                if other != "en":
+                    yield "para", (("en", _text(sides["en"])), (other, text))
+    elif family in ("para_crawl", "opus"):
+        if "translation" in example:
+            example = example["translation"]
+        (l1, s1), (l2, s2) = sorted(example.items())[:2]
+        yield "para", ((_text(l1), _text(s1)), (_text(l2), _text(s2)))
+    else:
+        raise UserError(f"tfds dataset {name!r} is not supported; use one of {', '.join(SUPPORTED)}")
+
+
+def write_records(records: Iterable[tuple[str, object]], out_dir: Path, langs: list[str] | None = None) -> dict:
+    """Write records into out_dir/mono and out_dir/para (l1 < l2 naming); returns lines per file."""
+    mono: dict[str, list[str]] = defaultdict(list)
+    para: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for kind, record in records:
+        if kind == "mono":
+            lang, lines = record
+            if lines and (not langs or lang in langs):
+                mono[lang] += [*lines, ""]  # a blank line ends each document
+        else:
+            (a, sa), (b, sb) = sorted(record)
+            if langs and not {a, b} <= set(langs):
+                continue
+            sa, sb = " ".join(sa.split()), " ".join(sb.split())
+            if sa and sb:
+                para[f"{a}-{b}"][0].append(sa)
+                para[f"{a}-{b}"][1].append(sb)
+    counts = {}
+    for lang, lines in mono.items():
+        (out_dir / "mono").mkdir(parents=True, exist_ok=True)
+        (out_dir / "mono" / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        counts[f"mono/{lang}.txt"] = sum(1 for l in lines if l)
+    for stem, (left, right) in para.items():
+        (out_dir / "para").mkdir(parents=True, exist_ok=True)
+        l1, l2 = stem.split("-")
+        (out_dir / "para" / f"{stem}.{l1}").write_text("\n".join(left) + "\n", encoding="utf-8")
+        (out_dir / "para" / f"{stem}.{l2}").write_text("\n".join(right) + "\n", encoding="utf-8")
+        counts[f"para/{stem}"] = len(left)
+    return counts
+
+
+def _import_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise UserError(
+            "tensorflow-datasets is not installed; install the optional extra with `pip install xlm_jax[tfds]` "
+            "or give a corpus directory instead"
+        ) from None
+    return tfds
+
+
+def export(name: str, out_dir: str, data_dir: str | None = None, split: str = "train",
+           langs: list[str] | None = None, max_examples: int | None = None) -> dict:
+    tfds = _import_tfds()
+    if name.split("/")[0] not in SUPPORTED:
+        raise UserError(f"tfds dataset {name!r} is not supported; use one of {', '.join(SUPPORTED)}")
+    ds = tfds.load(name, split=split, data_dir=data_dir)
+    if max_examples:
+        ds = ds.take(max_examples)
+    lang = name.split("/")[1] if name.startswith("c4/") and name != "c4/multilingual" else None
+    records = (r for ex in tfds.as_numpy(ds) for r in example_records(name, ex, lang or (langs or [None])[0]))
+    out = Path(out_dir)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        counts = write_records(records, tmp, langs)
+        if not counts:
+            raise UserError(f"tfds {name} split {split} gave no text" + (f" for languages {langs}" if langs else ""))
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m xlm_jax.data.tfds_source", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name")
+    parser.add_argument("out_dir")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--langs", nargs="+")
+    parser.add_argument("--max-examples", type=int)
+    args = parser.parse_args(argv)
+    try:
+        counts = export(args.name, args.out_dir, args.data_dir, args.split, args.langs, args.max_examples)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for path, n in sorted(counts.items()):
+        print(f"{path:<24} {n:>10}")
+
+
+if __name__ == "__main__":
+    main()
