@@ -1,0 +1,192 @@
+"""One device mesh (data, fsdp, tensor) and the logical-axis rule table that places parameters and batches on it.
+
+The model names every parameter dimension logically (vocab, embed, heads, mlp, ...; see `xlm_jax.model`); this
+module alone decides where those names live on the mesh:
+
+- "data": pure data parallelism (parameters replicated, batch rows split);
+- "fsdp": ZeRO-3 style: batch rows split *and* parameters / optimizer state sharded along their "embed"
+  dimension, gathered by XLA just before use;
+- "tensor": Megatron-style tensor parallelism: attention heads, MLP hidden units and the vocabulary split.
+
+A dimension whose size does not divide the product of its mesh axes is replicated instead (for example a
+130-row position table on fsdp=4, or 4 heads on tensor=8): correctness never depends on divisibility, only
+memory does. `param_shardings` applies that fallback per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from xlm_jax.errors import UserError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# Logical name -> mesh axes. Names not listed (or mapped to None) are replicated.
+LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    # activations
+    ("batch", BATCH_AXES),
+    ("length", None),
+    ("embed_act", None),
+    # parameters
+    ("vocab", "tensor"),  # word table rows and the tied projection: vocab-parallel logits
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("kv", None),
+    ("layers", None),
+    ("pos", None),
+    ("types", None),
+    ("langs", None),
+    ("norm", None),
+    ("embed_out", None),
+    ("labels", None),
+)
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    data: int = -1  # -1: all devices not used by fsdp x tensor
+    fsdp: int = 1
+    tensor: int = 1
+
+    def shape(self, n_devices: int) -> tuple[int, int, int]:
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        fill = [k for k, v in sizes.items() if v == -1]
+        bad = {k: v for k, v in sizes.items() if v == 0 or v < -1}
+        if bad or len(fill) > 1:
+            raise UserError(f"mesh {sizes}: sizes must be positive, with at most one -1 (fill with the rest)")
+        known = math.prod(v for v in sizes.values() if v != -1)
+        if fill:
+            if n_devices % known:
+                raise UserError(f"mesh {sizes}: {n_devices} devices are not divisible by the fixed axes' product {known}")
+            sizes[fill[0]] = n_devices // known
+        if math.prod(sizes.values()) != n_devices:
+            raise UserError(
+                f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} x tensor={sizes['tensor']} = "
+                f"{math.prod(sizes.values())} devices, but {n_devices} are available; set one axis to -1 to fill"
+            )
+        return sizes["data"], sizes["fsdp"], sizes["tensor"]
+
+
+def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over all (or the given) devices, with Auto axes (sharding propagation by XLA,
+    steered by `with_sharding_constraint`), as the logical-rule style of Flax linen expects."""
+    if devices is not None:
+        # Explicit devices: taken in the given order (process-major when they come from jax.devices()), so
+        # each process's devices form a contiguous block of batch rows, as `global_batch` assumes.
+        devices = list(devices)
+        grid = np.empty(len(devices), dtype=object)
+        grid[:] = devices
+        return Mesh(grid.reshape(cfg.shape(len(devices))), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+    shape = cfg.shape(jax.device_count())
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def _mesh_axis_size(mesh: Mesh, axes) -> int:
+    if axes is None:
+        return 1
+    axes = (axes,) if isinstance(axes, str) else axes
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+    """Replicates every dimension whose size does not divide its mesh axes."""
+    dims = list(spec) + [None] * (len(shape) - len(spec))
+    return PartitionSpec(*(a if size % _mesh_axis_size(mesh, a) == 0 else None for a, size in zip(dims, shape)))
+
+
+def logical_spec(names: tuple[str | None, ...] | None, shape: tuple[int, ...], mesh: Mesh,
+                 rules=LOGICAL_RULES) -> PartitionSpec:
+    """Mesh PartitionSpec for one array with logical axis `names`, after the divisibility fallback."""
+    if names is None:
+        return PartitionSpec()
+    spec = nn.logical_to_mesh_axes(names, rules)
+    return _fit(spec, tuple(shape), mesh)
+
+
+def _is_box(x) -> bool:
+    return isinstance(x, nn.Partitioned)
+
+
+def param_shardings(boxed_params_or_abstract, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+    """NamedSharding per leaf of a params tree boxed with `nn.Partitioned` (real arrays or ShapeDtypeStructs).
+
+    The result has the *unboxed* tree's structure (one NamedSharding per array). Unboxed leaves are replicated.
+    """
+
+    def one(leaf):
+        if _is_box(leaf):
+            return NamedSharding(mesh, logical_spec(leaf.names, leaf.value.shape, mesh, rules))
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree.map(one, boxed_params_or_abstract, is_leaf=_is_box)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows over (data, fsdp); every other dimension replicated."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def batch_size_multiple(mesh: Mesh) -> int:
+    """Global rows must be a multiple of this (data x fsdp)."""
+    return _mesh_axis_size(mesh, BATCH_AXES)
+
+
+def global_batch(mesh: Mesh, local: dict) -> dict:
+    """Process-local NumPy rows -> global jax.Arrays sharded by `batch_sharding` (nested dicts allowed).
+
+    Each process passes its own contiguous slice of rows (process p: rows [p·B/P, (p+1)·B/P)), as
+    `BatchSource(process_index=p, process_count=P)` produces; the global row order is then process-major.
+    """
+    sharding = batch_sharding(mesh)
+    multiple = batch_size_multiple(mesh)
+
+    def one(x):
+        x = np.asarray(x)
+        global_rows = x.shape[0] * jax.process_count()
+        if global_rows % multiple:
+            raise UserError(
+                f"global batch of {global_rows} rows is not divisible by mesh data x fsdp = {multiple}"
+            )
+        return jax.make_array_from_process_local_data(sharding, x, (global_rows,) + x.shape[1:])
+
+    return jax.tree.map(one, local)
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, **kwargs) -> None:
+    """Starts multi-process JAX when asked; a no-op for a single process.
+
+    Sources, first match wins: the arguments; env XLMJAX_COORDINATOR / XLMJAX_NUM_PROCESSES / XLMJAX_PROCESS_ID;
+    a multi-host TPU slice (TPU_WORKER_HOSTNAMES lists several hosts: JAX detects the rest itself). Must run before
+    any other JAX call. On CPU, cross-process collectives use gloo (jax's default `jax_cpu_collectives_implementation`).
+    `kwargs` go to `jax.distributed.initialize` (e.g. initialization_timeout, local_device_ids).
+    """
+    coordinator = coordinator or os.environ.get("XLMJAX_COORDINATOR")
+    if num_processes is None and os.environ.get("XLMJAX_NUM_PROCESSES"):
+        num_processes = int(os.environ["XLMJAX_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("XLMJAX_PROCESS_ID"):
+        process_id = int(os.environ["XLMJAX_PROCESS_ID"])
+    if coordinator is not None or num_processes is not None or process_id is not None:
+        if coordinator is None or num_processes is None or process_id is None:
+            raise UserError(
+                f"distributed: coordinator={coordinator!r}, num_processes={num_processes}, process_id={process_id}: "
+                "give all three (or none for a single process)"
+            )
+        if num_processes <= 1:
+            return
+        if not 0 <= process_id < num_processes:
+            raise UserError(f"distributed: process_id={process_id} must be in [0, num_processes={num_processes})")
+        jax.distributed.initialize(coordinator, num_processes, process_id, **kwargs)
+        return
+    if len([h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1:
+        jax.distributed.initialize(**kwargs)

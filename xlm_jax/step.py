@@ -1,0 +1,314 @@
+"""The sharded train and eval steps: pure functions, jitted once with explicit shardings.
+
+State is a plain dict `{"params", "opt_state", "step"}` of float32 parameters and optimizer state (compute runs
+in `ModelConfig.dtype`; losses are float32), laid out on the mesh by `xlm_jax.sharding.LOGICAL_RULES`.
+
+`train_step(state, batch, rng) -> (state, metrics)` takes one batch per objective ({"mlm": {...}, "tlm": {...}})
+and minimises sum_o weight_o * loss_o, where loss_o is objective o's mean token loss over the *whole* global
+batch. Gradient accumulation splits every objective's rows into `grad_accum` micro-batches and scans over them;
+each micro-batch's loss is normalised by the whole batch's prediction count (known up front from the masks), so
+the summed gradient equals the big-batch gradient exactly (up to float reassociation). Dropout keys are
+`fold_in(fold_in(fold_in(rng, step), objective), micro_batch)`: a pure function of the run's rng and the step.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from xlm_jax.config import ModelConfig
+from xlm_jax.errors import UserError
+from xlm_jax.model import XLMForMaskedLM, init_params
+from xlm_jax.objectives import OBJECTIVES
+from xlm_jax.optim import current_lr
+from xlm_jax.sharding import BATCH_AXES, LOGICAL_RULES, batch_sharding, batch_size_multiple, param_shardings
+
+# Fixed per objective (as the data pipeline's keys) so enabling another objective leaves the others' dropout alone.
+OBJECTIVE_RNG_KEYS = {"mlm": 0, "clm": 1, "tlm": 2}
+
+
+def _boxed_abstract_params(model_cfg: ModelConfig) -> Any:
+    model = XLMForMaskedLM(model_cfg)
+    return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
+
+
+def _state_shardings(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh):
+    boxed = _boxed_abstract_params(model_cfg)
+    params_sh = param_shardings(boxed, mesh)
+    abstract_params = nn.unbox(boxed)
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    # Moments mirror their parameter's sharding; counters and hyperparameters are replicated.
+    opt_sh = optax.tree_map_params(
+        optimizer, lambda _, sharding: sharding, abstract_opt, params_sh,
+        transform_non_params=lambda _: replicated,
+    )
+    shardings = {"params": params_sh, "opt_state": opt_sh, "step": replicated}
+    abstract = {
+        "params": abstract_params,
+        "opt_state": abstract_opt,
+        "step": jax.ShapeDtypeStruct((), jnp.int32),
+    }
+    return abstract, shardings
+
+
+def abstract_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh) -> tuple[Any, Any]:
+    """(ShapeDtypeStruct tree carrying shardings, NamedSharding tree): the restore target for orbax."""
+    abstract, shardings = _state_shardings(model_cfg, optimizer, mesh)
+    with_shardings = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    return with_shardings, shardings
+
+
+def init_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh, rng) -> tuple[dict, Any]:
+    """Fresh state created directly in its sharded layout (no host-side copy of the full parameters)."""
+    _, shardings = _state_shardings(model_cfg, optimizer, mesh)
+    model = XLMForMaskedLM(model_cfg)
+
+    def init(rng):
+        params = nn.unbox(init_params(model, rng))
+        return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+
+    # No logical-rules context here: init runs the model on one dummy row, which must not be batch-sharded.
+    with jax.set_mesh(mesh):
+        state = jax.jit(init, out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def prediction_count(objective: str, batch: dict) -> jax.Array:
+    """Number of predicted tokens in an objective's batch (the denominator of its mean loss)."""
+    if objective == "clm":
+        return (batch["attention_mask"][:, 1:] > 0).sum().astype(jnp.float32)
+    return batch["mlm_weights"].astype(jnp.float32).sum()
+
+
+def _objective_sums(objective: str, rows: dict, example_lang: jax.Array, n_groups: int) -> dict:
+    seg = functools.partial(jax.ops.segment_sum, segment_ids=example_lang, num_segments=n_groups)
+    return {
+        "loss_sum": rows["loss_sum"].sum(),
+        "correct": rows["correct"].sum(),
+        "count": rows["count"].sum(),
+        "group_loss_sum": seg(rows["loss_sum"]),
+        "group_correct": seg(rows["correct"]),
+        "group_count": seg(rows["count"]),
+    }
+
+
+def _micro_batches(batch: dict, grad_accum: int, mesh: Mesh) -> dict:
+    """[B, ...] -> [grad_accum, B / grad_accum, ...], micro-batch m = rows m, m + A, m + 2A, ...
+
+    Strided rather than contiguous so that every device keeps its own rows: each device's contiguous block of
+    rows holds B / (A · devices) rows of every micro-batch, and no data moves."""
+
+    def split(x):
+        b = x.shape[0]
+        x = x.reshape((b // grad_accum, grad_accum) + x.shape[1:]).swapaxes(0, 1)
+        spec = PartitionSpec(None, BATCH_AXES, *([None] * (x.ndim - 2)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(
+    model_cfg: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    state_shardings: Any,
+    objectives: dict[str, float],
+    n_groups: dict[str, int],
+    grad_accum: int = 1,
+    *,
+    schedule: optax.Schedule | None = None,
+    constrain_activations: bool = False,
+) -> Callable:
+    """-> train_step(state, batch, rng) -> (state, metrics); see the module docstring.
+
+    Metrics (float32 scalars unless noted): loss, grad_norm (before clipping), lr (of this update: `schedule` if
+    given, else the optimizer's injected rate), and per objective o: o/loss, o/accuracy, o/tokens (predicted
+    tokens), o/input_tokens (real input tokens), o/group_loss_sum, o/group_correct, o/group_count
+    ([n_groups[o]], summed by batch[o]["example_lang"]).
+    `state` is donated: do not use it after the call.
+
+    `constrain_activations` runs the model under `nn.logical_axis_rules(LOGICAL_RULES)` so that its
+    `with_logical_constraint` calls pin activations to (batch over data x fsdp). Off by default: with flax 0.12
+    the rules context breaks `apply` of multi-dimensional `DenseGeneral` kernels (flax re-runs the boxed
+    initializer for its shape check and constrains the *flat* kernel with the 3-axis spec). Without it, XLA
+    propagates the batch sharding from the inputs, which gives the same layout for data / fsdp meshes.
+    """
+    weights = {name: float(w) for name, w in objectives.items() if w > 0}
+    unknown = sorted(set(weights) - set(OBJECTIVES))
+    if unknown or not weights:
+        raise UserError(f"objectives {objectives}: need positive weights for some of {sorted(OBJECTIVES)}")
+    missing = [name for name in weights if name not in n_groups]
+    if missing:
+        raise UserError(f"n_groups lacks {missing} (number of languages / pairs per objective)")
+    if grad_accum < 1:
+        raise UserError(f"grad_accum={grad_accum}: must be >= 1")
+    model = XLMForMaskedLM(model_cfg)
+    rows_multiple = batch_size_multiple(mesh) * grad_accum
+
+    def loss_fn(params, batch, rng, denominators):
+        total = jnp.zeros((), jnp.float32)
+        sums = {}
+        for name, weight in weights.items():
+            key = jax.random.fold_in(rng, OBJECTIVE_RNG_KEYS[name])
+            _, metrics = OBJECTIVES[name](model, params, batch[name], key)
+            rows = metrics["rows"]
+            total = total + weight * rows["loss_sum"].sum() / denominators[name]
+            sums[name] = _objective_sums(name, rows, batch[name]["example_lang"], n_groups[name])
+            sums[name]["input_tokens"] = (batch[name]["attention_mask"] > 0).sum().astype(jnp.float32)
+        return total, sums
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def step_fn(state, batch, rng):
+        params = state["params"]
+        batch = {name: batch[name] for name in weights}
+        denominators = {name: jnp.maximum(prediction_count(name, b), 1.0) for name, b in batch.items()}
+        step_rng = jax.random.fold_in(rng, state["step"])
+        if grad_accum == 1:
+            grads, sums = grad_fn(params, batch, step_rng, denominators)
+        else:
+            micro = _micro_batches(batch, grad_accum, mesh)
+
+            def body(carry, xs):
+                index, micro_batch = xs
+                g, s = grad_fn(params, micro_batch, jax.random.fold_in(step_rng, index), denominators)
+                return jax.tree.map(jnp.add, carry, (g, s)), None
+
+            zeros = jax.tree.map(
+                jnp.zeros_like,
+                jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), step_rng, denominators),
+            )
+            (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1}
+        if schedule is not None:
+            lr = jnp.asarray(schedule(state["step"]), jnp.float32)
+        else:
+            injected = current_lr(opt_state)
+            lr = jnp.asarray(jnp.nan if injected is None else injected, jnp.float32)
+        metrics = {"grad_norm": grad_norm, "lr": lr}
+        loss = jnp.zeros((), jnp.float32)
+        for name, s in sums.items():
+            count = jnp.maximum(s["count"], 1.0)
+            metrics[f"{name}/loss"] = s["loss_sum"] / count
+            metrics[f"{name}/accuracy"] = s["correct"] / count
+            metrics[f"{name}/tokens"] = s["count"]
+            metrics[f"{name}/input_tokens"] = s["input_tokens"]
+            for field in ("group_loss_sum", "group_correct", "group_count"):
+                metrics[f"{name}/{field}"] = s[field]
+            loss = loss + weights[name] * metrics[f"{name}/loss"]
+        metrics["loss"] = loss
+        return new_state, metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sharding(mesh), replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+
+    def train_step(state, batch, rng):
+        for name in weights:
+            if name not in batch:
+                raise UserError(f"train batch lacks objective {name!r} (has {sorted(batch)})")
+            rows = batch[name]["input_ids"].shape[0]
+            if rows % rows_multiple:
+                raise UserError(
+                    f"{name} batch of {rows} rows is not divisible by data x fsdp x grad_accum = {rows_multiple}"
+                )
+        with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES if constrain_activations else ()):
+            return jitted(state, {name: batch[name] for name in weights}, rng)
+
+    train_step.jitted = jitted  # for .lower(...) / cost analysis
+    return train_step
+
+
+def make_eval_step(model_cfg: ModelConfig, mesh: Mesh, state_shardings: Any, *, objective: str = "mlm",
+                   n_groups: int | None = None, constrain_activations: bool = False) -> Callable:
+    """-> eval_fn(params, batch) -> {"loss_sum", "correct", "count"} (float32 sums over the batch; with
+    `n_groups`, also "group_loss_sum" / "group_correct" / "group_count" by example_lang). No dropout."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"eval objective {objective!r}: valid are {sorted(OBJECTIVES)}")
+    model = XLMForMaskedLM(model_cfg)
+    params_sh = state_shardings["params"] if isinstance(state_shardings, dict) and "params" in state_shardings \
+        else state_shardings
+
+    def eval_fn(params, batch):
+        _, metrics = OBJECTIVES[objective](model, params, batch, None)
+        sums = _objective_sums(objective, metrics["rows"], batch["example_lang"], n_groups or 1)
+        keys = ("loss_sum", "correct", "count") + (("group_loss_sum", "group_correct", "group_count") if n_groups else ())
+        return {k: sums[k] for k in keys}
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = jax.jit(eval_fn, in_shardings=(params_sh, batch_sharding(mesh)), out_shardings=replicated)
+
+    def eval_step(params, batch):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES if constrain_activations else ()):
+            return jitted(params, batch)
+
+    eval_step.jitted = jitted
+    return eval_step
+
+
+# ---- FLOPs and MFU ---------------------------------------------------------------------------------------------
+
+
+def model_flops_per_token(model_cfg: ModelConfig, seq_len: int, predicted_fraction: float) -> float:
+    """Training FLOPs per input token (forward + backward = 3 x forward, 2 FLOPs per multiply-add), analytic:
+
+        6 * L * (4 D^2 + 2 D F)                     dense matmuls of the layers (Q, K, V, out; MLP in and out)
+      + 12 * L * T * D                              attention scores and weighted sum, bidirectional (full T x T)
+      + 6 * p * (D V + [D^2 if lm_head_transform])  LM head, only at the predicted fraction p of positions
+
+    L layers, D hidden, F MLP width, T seq_len, V vocab. Embedding lookups, biases, LayerNorm, softmax and GELU
+    are not counted (MaxText's convention), so MFU is slightly conservative. p = 0.15 for MLM / TLM with 15%
+    masking (the model projects only predicted positions), (T-1)/T for CLM.
+    """
+    d, f, layers, v = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers, model_cfg.vocab_size
+    dense = 6 * layers * (4 * d * d + 2 * d * f)
+    attention = 12 * layers * seq_len * d
+    head = 6 * predicted_fraction * (d * v + (d * d if model_cfg.lm_head_transform else 0))
+    return float(dense + attention + head)
+
+
+# Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity).
+_PEAK_BF16 = (
+    (r"H100.*PCIe", 756e12),
+    (r"H100|H200|GH200", 989e12),
+    (r"A100", 312e12),
+    (r"TPU v4", 275e12),
+    (r"TPU v5 ?lite|TPU v5e", 197e12),
+    (r"TPU v5p|TPU v5$", 459e12),
+    (r"TPU v6 ?lite|TPU v6e|Trillium", 918e12),
+)
+
+
+def peak_flops_per_device(device) -> float | None:
+    """Peak dense bf16 FLOP/s of a device from its `device_kind`; None when unknown (CPU, other GPUs)."""
+    if getattr(device, "platform", "") == "cpu":
+        return None
+    kind = getattr(device, "device_kind", "")
+    for pattern, flops in _PEAK_BF16:
+        if re.search(pattern, kind, flags=re.IGNORECASE):
+            return flops
+    return None
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, devices) -> float | None:
+    """Model FLOPs utilisation over `devices` (all devices of the run), or None if a peak is unknown."""
+    peaks = [peak_flops_per_device(d) for d in devices]
+    if not peaks or any(p is None for p in peaks):
+        return None
+    return tokens_per_second * flops_per_token / sum(peaks)
