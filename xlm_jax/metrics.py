@@ -1,0 +1,81 @@
+"""Training metrics on disk: `RUN_DIR/metrics.jsonl` (one JSON object per record) and TensorBoard events.
+
+Records carry `step` and `kind` ("train" or "valid"); every other key is a number (or null, e.g. `mfu` on
+CPU). On resume the file is cut back to the checkpoint's step, so the file of a resumed run equals that of a
+run never interrupted. TensorBoard events go to `RUN_DIR/tb` through tensorboardX (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut by a kill -9 in mid-write
+                continue
+    return records
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN / inf: they are written as null (the trainer reports them separately)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsWriter:
+    """Appends records to metrics.jsonl and TensorBoard. Only process 0 creates one (`enabled=False` elsewhere)."""
+
+    def __init__(self, run_dir: str | Path, resume_step: int = 0, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(run_dir) / METRICS_FILE
+        self._tb = None
+        if not enabled:
+            return
+        kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= resume_step]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(self.path)
+        self._file = open(self.path, "a")
+        try:
+            from tensorboardX import SummaryWriter
+
+            # purge_step drops events past the checkpoint that a killed run had already written.
+            self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1 if resume_step else None)
+        except ImportError:  # TensorBoard is optional; metrics.jsonl is the record of truth
+            self._tb = None
+
+    def write(self, step: int, kind: str, values: dict[str, Any]) -> dict[str, Any]:
+        record = {"step": int(step), "kind": kind, **{k: _clean(v) for k, v in values.items()}}
+        if not self.enabled:
+            return record
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            prefix = "" if kind == "train" else f"{kind}/"
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self._tb.add_scalar(f"{prefix}{key}", value, int(step))
+        return record
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()

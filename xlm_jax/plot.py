@@ -1,0 +1,86 @@
+"""Training curves of a run: `python -m xlm_jax.plot RUN_DIR [--out FILE.png]` (default RUN_DIR/metrics.png).
+
+Four panels from RUN_DIR/metrics.jsonl: training loss (total and per objective), accuracy per objective,
+validation loss per language, throughput (tokens/s, global and per device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xlm_jax.errors import UserError
+from xlm_jax.metrics import read_metrics
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    train = [r for r in records if r.get("kind", "train") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    if not train:
+        raise UserError(f"{run_dir}/metrics.jsonl has no training records to plot")
+    objectives = sorted({k.split("/")[0] for r in train for k in r if k.endswith("/loss") and k.count("/") == 1})
+
+    def series(rows, key):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    ax = axes[0, 0]
+    ax.plot(*series(train, "loss"), label="total (weighted sum)", color="black")
+    for obj in objectives:
+        ax.plot(*series(train, f"{obj}/loss"), label=obj)
+    ax.set_title("training loss")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax = axes[0, 1]
+    for obj in objectives:
+        ax.plot(*series(train, f"{obj}/accuracy"), label=obj)
+    ax.set_title("masked-token accuracy")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax = axes[1, 0]
+    if valid:
+        langs = sorted({k.split("/", 1)[1] for r in valid for k in r if k.startswith("loss/")})
+        for lang in langs:
+            ax.plot(*series(valid, f"loss/{lang}"), marker="o", lw=0.8, label=lang)
+        ax.plot(*series(valid, "loss"), color="black", lw=2, marker="o", label="mean")
+        ax.legend(fontsize=6, ncol=2)
+    ax.set_title("validation MLM loss per language")
+    ax.set_xlabel("step")
+    ax = axes[1, 1]
+    ax.plot(*series(train, "tokens_per_s"), label="global")
+    ax.plot(*series(train, "tokens_per_s_per_device"), label="per device")
+    ax.set_title("throughput (tokens/s)")
+    ax.set_xlabel("step")
+    ax.legend()
+    fig.suptitle(str(run_dir))
+    fig.tight_layout()
+    out = Path(out) if out else run_dir / "metrics.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m xlm_jax.plot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", help="PNG path (default RUN_DIR/metrics.png)")
+    args = parser.parse_args(argv)
+    try:
+        path = plot_run(args.run_dir, args.out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

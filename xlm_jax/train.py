@@ -1,0 +1,602 @@
+"""Pretraining: `python -m xlm_jax.train [CONFIG.yaml] [key=value ...]`.
+
+With no arguments it runs the embedded default (configs/default.yaml = the `TrainConfig` defaults): a small
+XLM-R-style model trained with MLM on 16 languages and TLM on their en-X pairs, from the gettext catalogs of
+this machine (built, tokenized and preprocessed into the cache on first use), in a few minutes on a CPU.
+
+    python -m xlm_jax.train                                   # the embedded default run -> runs/default
+    python -m xlm_jax.train configs/xlmr_base.yaml data.dir=/data/cc100_pre mesh.fsdp=8
+    python -m xlm_jax.train train.steps=200 run_dir=runs/short
+    python -m xlm_jax.train --help-config                     # every key and its default
+
+Re-running the same command on an existing run directory resumes from its latest complete checkpoint, and the
+run continues exactly as if it had never stopped (batches and dropout keys are pure functions of seed and
+step). RUN_DIR holds config.yaml (resolved), metrics.jsonl, tb/ (TensorBoard), checkpoints/<step>/
+(params, model_config, opt_state, train_meta), best/ (keep-best), metrics.png.
+
+Exit codes: 0 done (or stopped at train.stop_at); 2 bad input (config, data, mesh, checkpoint, no room to save);
+3 the loss or parameters became NaN / inf (nothing saved after the last good checkpoint); 130 / 143 stopped by
+SIGINT / SIGTERM after saving a checkpoint (a second signal stops at once, without one).
+
+Multi-host: start one process per host with --coordinator HOST:PORT --num-processes N --process-id I (or
+XLMJAX_COORDINATOR / XLMJAX_NUM_PROCESSES / XLMJAX_PROCESS_ID; automatic on TPU slices). Each process builds
+only its own rows of every batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import yaml
+
+from xlm_jax import checkpoint as ckpt_lib
+from xlm_jax.config import ModelConfig, to_dict as model_to_dict
+from xlm_jax.data.batches import BatchSource, DataConfig
+from xlm_jax.data.corpus import PreprocessedCorpus
+from xlm_jax.errors import UserError
+from xlm_jax.metrics import MetricsWriter, read_metrics
+from xlm_jax.train_config import TrainConfig, describe, flatten, load_config, to_dict, to_yaml
+
+EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
+# Fields of the model config that do not change what a checkpoint means (numerics, memory, regularisation).
+NON_ARCHITECTURE = {"dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl", "dropout",
+                    "attention_dropout"}
+INIT_STREAM = 0x7FFFFFFF  # fold_in(key(seed), INIT_STREAM) initialises; step k's dropout uses fold_in(key(seed), k)
+
+
+class NonFiniteError(Exception):
+    def __init__(self, step: int, what: str):
+        super().__init__(f"{what} at step {step}")
+        self.step, self.what = step, what
+
+
+class Stopped(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+
+
+def cache_root(cfg: TrainConfig) -> Path:
+    return Path(cfg.data.cache_dir or os.environ.get("XLM_JAX_CACHE") or Path.home() / ".cache" / "xlm_jax")
+
+
+def prepare_data(cfg: TrainConfig, log) -> Path:
+    """The preprocessed directory: `data.dir`, or `data.corpus` built / tokenized / preprocessed into the cache
+    (each stage skipped when its output is already there, so a second run starts training at once)."""
+    d = cfg.data
+    if d.dir:
+        return Path(d.dir)
+    from xlm_jax.preprocess import preprocess_corpus
+    from xlm_jax.tokenizer import train_tokenizer
+
+    cache = cache_root(cfg)
+    if d.corpus == "gettext":
+        from xlm_jax.data.gettext import build_gettext_corpus
+
+        corpus = cache / "gettext"
+        if not (corpus / "stats.json").is_file():
+            log(f"building the gettext corpus from the system's translation catalogs -> {corpus} (once)")
+            t0 = time.perf_counter()
+            build_gettext_corpus(corpus)
+            log(f"  done in {time.perf_counter() - t0:.0f} s")
+        stats = json.loads((corpus / "stats.json").read_text())["languages"]
+        by_pairs = sorted(stats, key=lambda lang: (-stats[lang]["pairs"], lang))
+        langs = sorted(by_pairs[: d.max_langs] if d.max_langs else by_pairs) + ["en"]
+        tag = f"gettext-{len(langs)}l"
+    else:
+        corpus = Path(d.corpus)
+        if not corpus.is_dir():
+            raise UserError(f"data.corpus={d.corpus!r}: not a directory (give a raw corpus, 'gettext', or data.dir)")
+        langs = None
+        tag = f"{corpus.name}-{abs(hash(str(corpus.resolve()))) % 10**8:08d}"
+    tag += f"-v{d.vocab_size}"
+    tokenizer = cache / "tokenizers" / f"{tag}.model"
+    if not tokenizer.is_file():
+        inputs = [str(corpus / "mono" / f"{lang}.txt") for lang in langs] if langs else [str(corpus)]
+        log(f"training a {d.vocab_size}-piece SentencePiece model on {d.tokenizer_sentences} sentences -> {tokenizer}")
+        t0 = time.perf_counter()
+        train_tokenizer(inputs, d.vocab_size, str(tokenizer), max_sentences=d.tokenizer_sentences, seed=0)
+        log(f"  done in {time.perf_counter() - t0:.0f} s")
+    out = cache / "preprocessed" / f"{tag}-len{d.max_len}"
+    t0 = time.perf_counter()
+    manifest = preprocess_corpus(corpus, tokenizer, out, max_len=d.max_len, valid_fraction=d.valid_fraction,
+                                 langs=langs, log=lambda msg: None)
+    if time.perf_counter() - t0 > 1:
+        log(f"preprocessed {len(manifest['langs'])} languages -> {out} in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def make_data_config(cfg: TrainConfig, corpus: PreprocessedCorpus) -> DataConfig:
+    d = cfg.data
+    recipe = {f.name: getattr(d, f.name) for f in dataclasses.fields(DataConfig) if hasattr(d, f.name)
+              and f.name not in ("mono_langs", "para_pairs", "objectives")}
+    objectives = {k: float(v) for k, v in d.objectives.items()}
+    stream = any(objectives.get(o, 0) > 0 for o in ("mlm", "clm"))
+    mono = tuple(d.mono_langs) or (tuple(corpus.mono_langs("train")) if stream else ())
+    pairs = tuple(d.para_pairs) or tuple("-".join(p) for p in corpus.para_pairs("train"))
+    return DataConfig(
+        **recipe, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size, objectives=objectives,
+        mono_langs=mono, para_pairs=pairs if objectives.get("tlm", 0) > 0 else (), seed=cfg.seed,
+    )
+
+
+def make_model_config(cfg: TrainConfig, corpus: PreprocessedCorpus, data_cfg: DataConfig) -> ModelConfig:
+    """The base model with the data's vocabulary, special ids and language list (the user's model.* win)."""
+    tok = corpus.manifest["tokenizer"]
+    model_cfg = cfg.model.resolve(
+        vocab_size=int(tok["vocab_size"]), bos_token_id=int(tok["bos_id"]), pad_token_id=int(tok["pad_id"]),
+        eos_token_id=int(tok["eos_id"]), unk_token_id=int(tok["unk_id"]), mask_token_id=int(tok["mask_id"]),
+        langs=tuple(data_cfg.langs), n_langs=len(data_cfg.langs),
+    )
+    if model_cfg.vocab_size < int(tok["vocab_size"]):
+        raise UserError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the data's vocabulary "
+                        f"({tok['vocab_size']} ids, {corpus.dir}/manifest.json)")
+    longest = max(data_cfg.seq_len, data_cfg.pair_len if "tlm" in data_cfg.enabled else 0)
+    if longest > model_cfg.max_positions:
+        raise UserError(f"sequences of {longest} tokens (train.seq_len / data.tlm_seq_len) exceed "
+                        f"model.max_positions={model_cfg.max_positions}")
+    return model_cfg
+
+
+def group_names(data_cfg: DataConfig) -> dict[str, list[str]]:
+    """Names of the groups of each objective's `example_lang` (languages, or pairs for TLM)."""
+    return {o: (["-".join(p) for p in data_cfg.para_pairs] if o == "tlm" else list(data_cfg.mono_langs))
+            for o in data_cfg.enabled}
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------------------
+
+
+def _has_os_error(err: BaseException) -> OSError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def save_checkpoint(mngr, step: int, state: dict, model_cfg: ModelConfig, meta: dict, with_opt: bool = True) -> None:
+    """Starts an (async) save of step; a full disk or read-only directory becomes a UserError, the checkpoints
+    already there stay intact (orbax writes into a temporary directory and renames it when complete)."""
+    items = {
+        "params": ocp.args.StandardSave(state["params"]),
+        "model_config": ocp.args.JsonSave(model_to_dict(model_cfg)),
+        "train_meta": ocp.args.JsonSave(meta),
+    }
+    if with_opt:
+        items["opt_state"] = ocp.args.StandardSave(state["opt_state"])
+    try:
+        mngr.save(step, args=ocp.args.Composite(**items))
+    except Exception as err:  # noqa: BLE001 - orbax may wrap the OSError
+        raise _write_error(mngr, step, err) from err
+
+
+def _write_error(mngr, step: int, err: BaseException) -> BaseException:
+    os_err = _has_os_error(err)
+    if os_err is None:
+        return err
+    return UserError(f"could not write the checkpoint of step {step} to {mngr.directory}: {os_err}; "
+                     f"the checkpoints already there ({list(mngr.all_steps()) or 'none'}) are intact. "
+                     "Free some space (or fix permissions) and re-run the same command to resume.")
+
+
+def wait_for_saves(mngr) -> None:
+    try:
+        mngr.wait_until_finished()
+    except Exception as err:  # noqa: BLE001
+        raise _write_error(mngr, -1, err) from err
+
+
+def check_compatible(step_dir: Path, model_cfg: ModelConfig, abstract_params: Any) -> None:
+    """Refuses to resume from a checkpoint of another model: architecture fields, then tensor shapes."""
+    saved_cfg = ckpt_lib.load_model_config(step_dir)
+    ours, theirs = model_to_dict(model_cfg), model_to_dict(saved_cfg)
+    diff = [f"model.{k}: checkpoint {theirs[k]!r}, config {ours[k]!r}" for k in sorted(ours)
+            if k not in NON_ARCHITECTURE and ours[k] != theirs.get(k)]
+    with ocp.StandardCheckpointer() as ckptr:
+        meta = ckptr.metadata(step_dir / "params")
+    saved = getattr(meta, "item_metadata", meta)
+    flat_saved = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(
+        saved, is_leaf=lambda m: hasattr(m, "shape"))[0]}
+    flat_ours = {jax.tree_util.keystr(p): tuple(a.shape) for p, a in
+                 jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+    shapes = []
+    for name in sorted(set(flat_saved) | set(flat_ours)):
+        a, b = flat_saved.get(name), flat_ours.get(name)
+        if a != b:
+            shapes.append(f"tensor {name}: checkpoint {a or 'absent'}, config {b or 'absent'}")
+    if shapes or diff:
+        details = "; ".join(shapes[:3] + (["..."] if len(shapes) > 3 else []) + diff[:4])
+        raise UserError(f"cannot resume from {step_dir}: it holds a different model ({details}). Use another "
+                        "run_dir, or the checkpoint's model settings.")
+
+
+def restore_state(mngr, step: int, abstract: dict, shardings: dict) -> tuple[dict, dict]:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract["params"]),
+        opt_state=ocp.args.StandardRestore(abstract["opt_state"]),
+        train_meta=ocp.args.JsonRestore(),
+    ))
+    state = {
+        "params": restored["params"],
+        "opt_state": restored["opt_state"],
+        "step": jax.device_put(jnp.asarray(step, jnp.int32), shardings["step"]),
+    }
+    return state, dict(restored["train_meta"])
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+# ---- metrics ---------------------------------------------------------------------------------------------------
+
+
+@jax.jit
+def accumulate(sums: dict, first_bad: jax.Array, metrics: dict, step: jax.Array):
+    """Running sums of the step metrics on device (no host sync per step) and the first step whose loss or
+    gradient norm was not finite (-1 if none)."""
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    first_bad = jnp.where((first_bad < 0) & ~finite, step, first_bad)
+    return jax.tree.map(jnp.add, sums, metrics), first_bad
+
+
+def summarize_interval(sums: dict, n_steps: int, last_lr: float, groups: dict[str, list[str]]) -> dict:
+    out = {"loss": float(sums["loss"]) / n_steps, "lr": last_lr, "grad_norm": float(sums["grad_norm"]) / n_steps}
+    for obj, names in groups.items():
+        count = max(float(sums[f"{obj}/tokens"]), 1.0)
+        out[f"{obj}/loss"] = float(sums[f"{obj}/loss"]) / n_steps
+        out[f"{obj}/accuracy"] = float(sums[f"{obj}/accuracy"]) / n_steps
+        out[f"{obj}/predicted_tokens"] = count / n_steps
+        gl, gc = np.asarray(sums[f"{obj}/group_loss_sum"]), np.asarray(sums[f"{obj}/group_count"])
+        for i, name in enumerate(names):
+            if gc[i] > 0:
+                out[f"{obj}/loss/{name}"] = float(gl[i] / gc[i])
+    return out
+
+
+def evaluate(eval_step, params, source: BatchSource, langs: list[str], mesh, batch_size: int,
+             max_batches: int) -> dict[str, float]:
+    """MLM loss, accuracy and perplexity per held-out language; `valid/loss` is the mean over languages."""
+    from xlm_jax.sharding import global_batch
+
+    out, losses = {}, []
+    for lang in langs:
+        totals = None
+        for i, batch in enumerate(source.valid_batches(lang, split="valid", batch_size=batch_size)):
+            if max_batches and i >= max_batches:
+                break
+            sums = eval_step(params, global_batch(mesh, batch))
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        if totals is None:
+            continue
+        totals = jax.device_get(totals)
+        count = max(float(totals["count"]), 1.0)
+        loss = float(totals["loss_sum"]) / count
+        out[f"loss/{lang}"] = loss
+        out[f"ppl/{lang}"] = math.exp(min(loss, 50.0))
+        out[f"accuracy/{lang}"] = float(totals["correct"]) / count
+        losses.append(loss)
+    if losses:
+        out["loss"] = float(np.mean(losses))
+        out["ppl"] = math.exp(min(out["loss"], 50.0))
+    return out
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+
+
+def _fmt(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def train(cfg: TrainConfig) -> int:
+    """Runs (or resumes) the pretraining described by `cfg`; returns the process exit code."""
+    from tqdm import tqdm
+
+    from xlm_jax.optim import make_optimizer, make_schedule
+    from xlm_jax.sharding import batch_size_multiple, global_batch, make_mesh
+    from xlm_jax.step import (abstract_state, init_state, make_eval_step, make_train_step, model_flops_per_token,
+                              peak_flops_per_device)
+
+    wall_start = time.perf_counter()
+    lead = jax.process_index() == 0
+    run_dir = Path(cfg.run_dir)
+
+    def log(msg: str) -> None:
+        if lead:
+            tqdm.write(msg, file=sys.stdout)
+
+    # Data: prepared once per machine, process 0 first so that processes sharing a disk do not race.
+    if not lead:
+        _barrier("xlm_jax_prepare")
+    data_dir = prepare_data(cfg, log)
+    if lead:
+        _barrier("xlm_jax_prepare")
+    corpus = PreprocessedCorpus(data_dir)
+    data_cfg = make_data_config(cfg, corpus)
+    model_cfg = make_model_config(cfg, corpus, data_cfg)
+    source = BatchSource(corpus, data_cfg, jax.process_index(), jax.process_count())
+    groups = group_names(data_cfg)
+
+    # Mesh, optimizer, state shapes.
+    mesh = make_mesh(cfg.mesh)
+    rows_multiple = batch_size_multiple(mesh) * cfg.train.grad_accum
+    if cfg.train.batch_size % rows_multiple:
+        shape = dict(mesh.shape)
+        raise UserError(
+            f"train.batch_size={cfg.train.batch_size} (global sequences) does not divide over the mesh "
+            f"data={shape['data']} x fsdp={shape['fsdp']} = {shape['data'] * shape['fsdp']} batch shards"
+            + (f" times train.grad_accum={cfg.train.grad_accum}" if cfg.train.grad_accum > 1 else "")
+            + f": use a multiple of {rows_multiple}"
+        )
+    steps = cfg.train.steps
+    stop_step = cfg.train.stop_at or steps
+    if stop_step > steps:
+        raise UserError(f"train.stop_at={cfg.train.stop_at} is beyond train.steps={steps}")
+    schedule = make_schedule(cfg.optimizer, steps)
+    optimizer = make_optimizer(cfg.optimizer, steps)
+    abstract, shardings = abstract_state(model_cfg, optimizer, mesh)
+
+    # Checkpoints: resume from the latest complete one if there is any.
+    ckpt_dir = run_dir / "checkpoints"
+    mngr = ckpt_lib.manager(ckpt_dir, max_to_keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
+    best_mngr = ckpt_lib.manager(run_dir / "best", max_to_keep=1) if cfg.checkpoint.keep_best else None
+    start = mngr.latest_step() or 0
+    key = jax.random.key(cfg.seed)
+    meta = {"best_valid_loss": None, "best_step": None}
+    if start:
+        check_compatible(ckpt_dir / str(start), model_cfg, abstract["params"])
+        state, saved_meta = restore_state(mngr, start, abstract, shardings)
+        meta.update({k: saved_meta.get(k) for k in meta})
+        log(f"resuming from step {start} ({ckpt_dir / str(start)})")
+    else:
+        state, _ = init_state(model_cfg, optimizer, mesh, jax.random.fold_in(key, INIT_STREAM))
+
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        previous = run_dir / "config.yaml"
+        if previous.is_file() and start:
+            old, new = flatten(yaml.safe_load(previous.read_text()) or {}), flatten(to_dict(cfg))
+            changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+            if changed:
+                log("config changed since the last run: " + "; ".join(changed))
+        resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(data_dir)))
+        model_section = {"base": cfg.model.base, **{k: v for k, v in model_to_dict(model_cfg).items()}}
+        text = to_yaml(resolved)
+        doc = yaml.safe_load(text)
+        doc["model"] = model_section
+        previous.write_text(f"# resolved config; re-run: python -m xlm_jax.train {previous}\n"
+                            + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
+
+    # Summary.
+    n_dev, n_local = jax.device_count(), jax.local_device_count()
+    counts = model_cfg.num_params()
+    seq_lens = {o: (data_cfg.pair_len if o == "tlm" else data_cfg.seq_len) for o in data_cfg.enabled}
+    fixed_shapes = data_cfg.tlm_batching == "fixed"
+    tokens_per_step = sum(cfg.train.batch_size * t for t in seq_lens.values())
+    predicted = data_cfg.mask_prob
+    flops_per_step = sum(
+        cfg.train.batch_size * t * model_flops_per_token(model_cfg, t, (t - 1) / t if o == "clm" else predicted)
+        for o, t in seq_lens.items())
+    peak = peak_flops_per_device(jax.devices()[0])
+    log(f"devices: {n_dev} x {jax.devices()[0].device_kind} ({jax.process_count()} process(es), {n_local} local); "
+        f"mesh {dict(mesh.shape)}")
+    log(f"model: {cfg.model.base} + {dict(cfg.model.overrides)}; vocab {model_cfg.vocab_size}, "
+        f"{len(data_cfg.langs)} languages; params {_fmt(counts['total'])} = embeddings {_fmt(counts['embeddings'])}"
+        f" + other {_fmt(counts['non_embedding'])}")
+    per_obj = ", ".join(f"{o} {cfg.train.batch_size}x{t}" for o, t in seq_lens.items())
+    log(f"batch per step: {per_obj} (global sequences x tokens) = {_fmt(tokens_per_step)} tokens"
+        f"{'' if fixed_shapes else ' (TLM by token budget: varies)'}; per device {cfg.train.batch_size // max(1, batch_size_multiple(mesh))}"
+        f" sequences = {_fmt(tokens_per_step / max(1, batch_size_multiple(mesh)))} tokens"
+        f"{f'; grad_accum {cfg.train.grad_accum}' if cfg.train.grad_accum > 1 else ''}")
+    log(f"steps: {steps} (from {start}{f', stopping at {stop_step}' if stop_step < steps else ''}); "
+        f"data {data_dir}; run dir {run_dir}")
+
+    train_step = make_train_step(model_cfg, optimizer, mesh, shardings, data_cfg.objectives,
+                                 {o: len(g) for o, g in groups.items()}, cfg.train.grad_accum, schedule=schedule)
+    eval_langs = list(cfg.train.eval_langs)
+    if not eval_langs and "mlm" in data_cfg.enabled:
+        try:
+            eval_langs = [lang for lang in corpus.mono_langs("valid") if lang in data_cfg.mono_langs]
+        except UserError:
+            eval_langs = []
+    eval_step = make_eval_step(model_cfg, mesh, shardings) if eval_langs else None
+
+    writer = MetricsWriter(run_dir, resume_step=start, enabled=lead)
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+        # A second signal ends the process at once (no checkpoint).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def finite_or_raise(sums_and_bad) -> None:
+        first_bad = int(jax.device_get(sums_and_bad))
+        if first_bad >= 0:
+            raise NonFiniteError(first_bad, "the loss or gradient norm is NaN / inf")
+
+    def train_meta(step: int) -> dict:
+        return {"step": step, "seed": cfg.seed, "data_position": step,
+                "rng": f"dropout key of step k = fold_in(key({cfg.seed}), k)", **meta}
+
+    def checkpoint(step: int, first_bad) -> None:
+        finite_or_raise(first_bad)
+        if not bool(all_finite(state["params"])):
+            raise NonFiniteError(step, "the parameters contain NaN / inf")
+        if step not in mngr.all_steps():
+            save_checkpoint(mngr, step, state, model_cfg, train_meta(step))
+
+    def run_eval(step: int) -> None:
+        if eval_step is None:
+            return
+        values = evaluate(eval_step, state["params"], source, eval_langs, mesh, cfg.train.batch_size,
+                          cfg.train.eval_batches)
+        if not values:
+            return
+        writer.write(step, "valid", values)
+        log(f"step {step}: valid loss {values['loss']:.3f} (ppl {values['ppl']:.1f}) over {len(eval_langs)} languages")
+        if best_mngr is not None and math.isfinite(values["loss"]) and (
+                meta["best_valid_loss"] is None or values["loss"] < meta["best_valid_loss"]):
+            meta.update(best_valid_loss=values["loss"], best_step=step)
+            save_checkpoint(best_mngr, step, state, model_cfg, train_meta(step), with_opt=False)
+
+    bar = tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (lead and cfg.train.progress), file=sys.stderr)
+    sums, first_bad = None, jnp.asarray(-1, jnp.int32)
+    interval_steps, interval_tokens, interval_flops = 0, 0.0, 0.0
+    timer = time.perf_counter()
+    step = start
+    exit_code = 0
+    try:
+        for step in range(start + 1, stop_step + 1):
+            batch = global_batch(mesh, source.batch(step - 1))
+            state, metrics = train_step(state, batch, key)
+            if sums is None:
+                sums = jax.tree.map(jnp.zeros_like, metrics)
+            sums, first_bad = accumulate(sums, first_bad, metrics, jnp.asarray(step, jnp.int32))
+            interval_steps += 1
+            step_tokens = sum(int(np.prod(b["input_ids"].shape)) for b in batch.values())
+            interval_tokens += step_tokens
+            interval_flops += flops_per_step * step_tokens / tokens_per_step
+            bar.update(1)
+            if step == start + 1:
+                # Time compilation apart so that the first interval's throughput is the steady state's.
+                jax.block_until_ready(metrics["loss"])
+                log(f"first step (compilation) took {time.perf_counter() - timer:.1f} s")
+                interval_tokens = interval_flops = 0.0
+                timer = time.perf_counter()
+            if step % cfg.train.log_every == 0 or step == stop_step:
+                finite_or_raise(first_bad)
+                host = jax.device_get(sums)
+                elapsed = max(time.perf_counter() - timer, 1e-9)
+                values = summarize_interval(host, interval_steps, float(metrics["lr"]), groups)
+                tps = interval_tokens / elapsed
+                values.update(
+                    tokens_per_s=tps, tokens_per_s_per_device=tps / n_dev,
+                    tflops_per_s=interval_flops / elapsed / 1e12,
+                    tflops_per_s_per_device=interval_flops / elapsed / 1e12 / n_dev,
+                    mfu=(interval_flops / elapsed / n_dev / peak) if peak else None,
+                    elapsed_s=time.perf_counter() - wall_start,
+                )
+                writer.write(step, "train", values)
+                bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=_fmt(tps), tok_s_dev=_fmt(tps / n_dev))
+                sums, interval_steps, interval_tokens, interval_flops = None, 0, 0.0, 0.0
+                timer = time.perf_counter()
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != stop_step:
+                run_eval(step)
+            if step % cfg.checkpoint.every == 0 or step == stop_step:
+                if step == stop_step:
+                    run_eval(step)
+                checkpoint(step, first_bad)
+            if stop["signal"] is not None:
+                checkpoint(step, first_bad)
+                raise Stopped(stop["signal"])
+        wait_for_saves(mngr)
+    except NonFiniteError as err:
+        bar.close()
+        mngr.wait_until_finished()
+        good = [s for s in mngr.all_steps() if s < err.step]
+        print(f"error: {err}; training stopped. The last good checkpoint is "
+              f"{ckpt_dir / str(max(good)) if good else 'none'} (nothing later was saved). Lower optimizer.lr, "
+              "raise optimizer.warmup_steps or check the data, then re-run to resume from it.", file=sys.stderr)
+        exit_code = EXIT_NON_FINITE
+    except Stopped as err:
+        bar.close()
+        wait_for_saves(mngr)
+        name = signal.Signals(err.signum).name
+        log(f"{name}: stopped after step {step}; checkpoint {ckpt_dir / str(step)} saved. "
+            "Re-run the same command to resume.")
+        exit_code = 128 + err.signum
+    finally:
+        bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        writer.close()
+        mngr.close()
+        if best_mngr is not None:
+            best_mngr.close()
+    if lead and exit_code == 0:
+        _finish(run_dir, wall_start, log)
+    return exit_code
+
+
+def _finish(run_dir: Path, wall_start: float, log) -> None:
+    records = [r for r in read_metrics(run_dir) if r.get("kind") == "train" and r.get("loss") is not None]
+    try:
+        from xlm_jax.plot import plot_run
+
+        png = plot_run(run_dir)
+        log(f"plot: {png}")
+    except Exception as err:  # noqa: BLE001 - a plot must never fail a finished run
+        log(f"(could not draw the plot: {err})")
+    if records:
+        first, last = records[0], records[-1]
+        tps = [r["tokens_per_s"] for r in records[1:] if r.get("tokens_per_s")] or [records[-1]["tokens_per_s"]]
+        log(f"loss: {first['loss']:.3f} (step {first['step']}) -> {last['loss']:.3f} (step {last['step']}); "
+            f"median throughput {_fmt(float(np.median(tps)))} tokens/s; "
+            f"wall time {time.perf_counter() - wall_start:.0f} s; run dir {run_dir}")
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m xlm_jax.train", description=__doc__.split("\n\n")[0],
+        epilog="Keys: python -m xlm_jax.train --help-config", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value",
+                        help="an optional YAML config, then overrides such as train.steps=100")
+    parser.add_argument("--help-config", action="store_true", help="print every config key with its default")
+    parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host)")
+    parser.add_argument("--num-processes", type=int)
+    parser.add_argument("--process-id", type=int)
+    args = parser.parse_args(argv)
+    if args.help_config:
+        print(describe())
+        return
+    try:
+        configs = [a for a in args.args if "=" not in a]
+        if len(configs) > 1:
+            raise UserError(f"more than one config file given: {configs} (overrides look like key=value)")
+        from xlm_jax.sharding import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        cfg = load_config(configs[0] if configs else None, [a for a in args.args if "=" in a])
+        code = train(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

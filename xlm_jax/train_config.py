@@ -1,0 +1,392 @@
+"""The pretraining configuration: typed dataclasses, read from YAML and `key=value` overrides.
+
+    python -m xlm_jax.train configs/xlmr_base.yaml train.steps=1000 optimizer.lr=3e-4 mesh.fsdp=8
+
+Sections (every field below is a valid key; `python -m xlm_jax.train --help-config` prints them with defaults):
+
+    run_dir, seed                 where the run lives; the seed of parameters, dropout and batches
+    model.base                    a named ModelConfig (`xlm_jax.config.NAMED_CONFIGS`); model.<field> overrides
+                                  any ModelConfig field (model.hidden_size=256, model.dtype=bfloat16 ...)
+    data.*                        the preprocessed directory (or the corpus to prepare) and the batch recipe
+    train.*                       steps, global batch, sequence length, logging / evaluation cadence
+    optimizer.*                   `xlm_jax.optim.OptimizerConfig`
+    mesh.data / fsdp / tensor     `xlm_jax.sharding.MeshConfig` (-1 = fill with the remaining devices)
+    checkpoint.*                  cadence, how many to keep, keep-best
+
+Values are parsed with `yaml.safe_load` (so `train.steps=100` is an int, `data.mono_langs=[en, fr]` a list,
+`data.objectives={mlm: 1, tlm: 1}` a mapping) and checked against the field's type: a wrong type or an unknown
+key is a `UserError` naming the key, the value and what is valid. Two conveniences: a float field accepts a
+string such as `1e-4` (PyYAML reads exponents without a dot as strings), and a tuple-of-strings field accepts
+`en,fr`. A key inside a mapping field may be set alone: `data.objectives.tlm=0`.
+
+The dataclass defaults ARE the embedded default run (`configs/default.yaml` spells the same values out; a test
+keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xlm_jax.config import NAMED_CONFIGS, ModelConfig, get_model_config
+from xlm_jax.errors import UserError
+from xlm_jax.optim import OptimizerConfig
+from xlm_jax.sharding import MeshConfig
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """A named base configuration plus ModelConfig field overrides (the vocabulary size, special ids and
+    languages come from the data unless set here)."""
+
+    base: str = "xlmr_tiny"
+    overrides: Mapping[str, Any] = field(
+        default_factory=lambda: {
+            "hidden_size": 192, "num_layers": 3, "num_heads": 4, "intermediate_size": 768, "dropout": 0.0,
+            "attention_dropout": 0.0,
+        }
+    )
+
+    def __post_init__(self):
+        if self.base not in NAMED_CONFIGS:
+            close = difflib.get_close_matches(self.base, NAMED_CONFIGS, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"model.base={self.base!r} is not a named model config{hint} (known: {', '.join(NAMED_CONFIGS)})")
+
+    def resolve(self, **data_fields: Any) -> ModelConfig:
+        """The ModelConfig: base, then the data-derived fields (vocab, specials, langs), then the user's overrides."""
+        return get_model_config(self.base, **{**data_fields, **self.overrides})
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """What to read and how to batch it. Batch-recipe fields mean what they mean in `xlm_jax.data.batches.DataConfig`."""
+
+    # Where the preprocessed arrays are. "" = prepare `corpus` into the cache (gettext demo by default).
+    dir: str = ""
+    corpus: str = "gettext"  # raw corpus directory to prepare when dir is "", or "gettext" (system catalogs)
+    vocab_size: int = 8000  # SentencePiece pieces + 2 ... trained when preparing (the vocab is vocab_size + 2 ids)
+    tokenizer_sentences: int = 200000  # sentences sampled (α = 0.3 over languages) to train it
+    max_langs: int = 15  # when preparing: keep the N languages with the most en-X pairs, plus en (0 = all)
+    max_len: int = 64  # when preparing: pieces per sentence (longer ones are truncated)
+    valid_fraction: float = 0.01  # when preparing a flat corpus: held-out share (by hash of the text)
+    cache_dir: str = ""  # "" = $XLM_JAX_CACHE or ~/.cache/xlm_jax
+    # Batch recipe.
+    objectives: Mapping[str, float] = field(default_factory=lambda: {"mlm": 1.0, "tlm": 1.0})
+    mono_langs: tuple[str, ...] = ()  # () = every language of the corpus
+    para_pairs: tuple[str, ...] = ()  # ("en-fr", ...); () = every pair of the corpus (when TLM is on)
+    lang_alpha_mono: float = 0.7
+    lang_alpha_para: float = 0.7
+    mask_prob: float = 0.15
+    mask_replace: float = 0.8
+    mask_random: float = 0.1
+    mask_keep: float = 0.1
+    mask_count: str = "stochastic"
+    sample_alpha: float = 0.0
+    bos_per_sequence: bool = True
+    tlm_layout: str = "xlmr"
+    tlm_max_len: int = 100
+    tlm_seq_len: int = 0
+    tlm_random_order: bool = True
+    tlm_batching: str = "fixed"
+    tlm_tokens_per_batch: int = 0
+    tlm_bucket_multiple: int = 32
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    steps: int = 1200  # optimizer updates in the whole run (the schedule's length)
+    batch_size: int = 32  # GLOBAL sequences per objective per update (all processes, all micro-batches)
+    seq_len: int = 64  # MLM/CLM row length in tokens (TLM: data.tlm_seq_len, 0 = the same)
+    grad_accum: int = 1  # micro-batches per update (batch_size / grad_accum rows each)
+    stop_at: int = 0  # stop (with a checkpoint) after this step without changing the schedule; 0 = steps
+    log_every: int = 25  # steps between metrics.jsonl / TensorBoard records (values averaged over the interval)
+    eval_every: int = 400  # steps between validations (0 = only at the end)
+    eval_batches: int = 2  # held-out batches per language per validation (0 = the whole split)
+    eval_langs: tuple[str, ...] = ()  # () = every MLM language that has a valid split
+    progress: bool = True  # tqdm progress bar (process 0)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "seq_len", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name}={getattr(self, name)}: must be >= 1")
+        if self.stop_at < 0 or self.eval_every < 0 or self.eval_batches < 0:
+            raise UserError("train.stop_at, train.eval_every and train.eval_batches must be >= 0")
+        if self.batch_size % self.grad_accum:
+            raise UserError(f"train.batch_size={self.batch_size} is not divisible by train.grad_accum={self.grad_accum}")
+
+
+@dataclass(frozen=True)
+class CheckpointSection:
+    every: int = 400  # steps between checkpoints (also one at the end, and on SIGTERM / SIGINT)
+    keep: int = 2  # most recent checkpoints kept in RUN_DIR/checkpoints
+    keep_best: bool = True  # also keep the best by validation loss in RUN_DIR/best (params + model_config)
+    async_save: bool = True  # write in a background thread while training continues
+
+    def __post_init__(self):
+        if self.every < 1 or self.keep < 1:
+            raise UserError(f"checkpoint.every={self.every}, checkpoint.keep={self.keep}: both must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    run_dir: str = "runs/default"
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(lr=1e-3, warmup_steps=100, weight_decay=0.01)
+    )
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+
+
+# ---- parsing ------------------------------------------------------------------------------------------------
+
+_MODEL_FIELD_TYPES = typing.get_type_hints(ModelConfig)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (tuple,):
+        return "a list of strings (or 'a,b')" if args and args[0] is str else f"a list ({hint})"
+    if origin in (dict, Mapping, typing.Mapping) or hint is Mapping:
+        return "a mapping like {mlm: 1.0, tlm: 1.0}"
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in args)
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(
+        hint, str(hint)
+    )
+
+
+def check_value(key: str, value: Any, hint: Any) -> Any:
+    """`value` converted to the field type `hint`, or UserError naming key, value and expected type."""
+
+    def bad():
+        return UserError(f"{key}={value!r} ({type(value).__name__}): expected {_type_name(hint)}")
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        for option in args:
+            try:
+                return check_value(key, value, option)
+            except UserError:
+                pass
+        raise bad()
+    if hint is type(None):
+        if value is None:
+            return None
+        raise bad()
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise bad()
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        item = args[0] if args else Any
+        return tuple(check_value(f"{key}[{i}]", v, item) if item is not Any else v for i, v in enumerate(value))
+    if origin in (dict, Mapping) or hint is Mapping or origin is typing.Mapping:
+        if not isinstance(value, Mapping):
+            raise bad()
+        key_t, val_t = args if args else (str, Any)
+        out = {}
+        for k, v in value.items():
+            check_value(f"{key} key", k, key_t)
+            out[k] = v if val_t is Any else check_value(f"{key}.{k}", v, val_t)
+        return out
+    if hint is Any:
+        return value
+    raise bad()
+
+
+def _unknown_key(prefix: str, key: str, valid: list[str]) -> UserError:
+    full = f"{prefix}{key}"
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+    return UserError(f"unknown config key {full}{hint} (valid keys{' in ' + prefix[:-1] if prefix else ''}: "
+                     f"{', '.join(valid)})")
+
+
+def _build(default: Any, raw: Any, prefix: str):
+    """`default` (a dataclass instance) with the mapping `raw` applied, recursively, every value checked and
+    unknown keys rejected. Sections start from the enclosing default, so `optimizer.lr=1e-4` keeps the default
+    run's other optimizer settings."""
+    where = prefix[:-1] or "the config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise UserError(f"{where} must be a mapping of keys to values, got {raw!r}")
+    if isinstance(default, ModelSection):
+        return _build_model(default, raw, prefix)
+    cls = type(default)
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    changes = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise _unknown_key(prefix, str(key), names)
+        if dataclasses.is_dataclass(hints[key]):
+            changes[key] = _build(getattr(default, key), value, f"{prefix}{key}.")
+        else:
+            changes[key] = check_value(f"{prefix}{key}", value, hints[key])
+    return dataclasses.replace(default, **changes)
+
+
+def _build_model(default: ModelSection, raw: Mapping, prefix: str) -> ModelSection:
+    valid = ["base"] + sorted(_MODEL_FIELD_TYPES)
+    overrides = {}
+    for key, value in raw.items():
+        if key == "base":
+            continue
+        if key not in _MODEL_FIELD_TYPES:
+            raise _unknown_key(prefix, str(key), valid)
+        overrides[key] = check_value(f"{prefix}{key}", value, _MODEL_FIELD_TYPES[key])
+    base = check_value(f"{prefix}base", raw.get("base", default.base), str)
+    # Naming another base drops the default's overrides (they were chosen for the default's base).
+    kept = dict(default.overrides) if base == default.base else {}
+    return ModelSection(base=base, overrides={**kept, **overrides})
+
+
+def _field_hint(path: list[str]) -> Any:
+    """The type of the field at a dotted path (None if it is not a field), used to set one mapping entry."""
+    cls: Any = TrainConfig
+    for name in path:
+        if cls is ModelSection:
+            return _MODEL_FIELD_TYPES.get(name)
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = _hints(cls)
+        if name not in hints:
+            return None
+        cls = hints[name]
+    return cls
+
+
+def _is_mapping_hint(hint: Any) -> bool:
+    return hint is Mapping or typing.get_origin(hint) in (dict, Mapping, typing.Mapping)
+
+
+def _default_of(path: list[str]) -> Any:
+    obj: Any = TrainConfig()
+    for name in path:
+        obj = getattr(obj, name)
+    return obj
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Sets `a.b.c=value` (value parsed by yaml.safe_load) in the nested mapping `raw`."""
+    if "=" not in item:
+        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. train.steps=100")
+    key, text = item.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not all(path):
+        raise UserError(f"override {item!r}: empty key part in {key!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise UserError(f"override {item!r}: value {text!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+    node = raw
+    for depth, name in enumerate(path[:-1]):
+        child = node.get(name)
+        if child is None:
+            hint = _field_hint(path[: depth + 1])
+            # Setting one entry of a mapping field starts from its default, so `data.objectives.tlm=0` keeps mlm.
+            child = dict(_default_of(path[: depth + 1])) if _is_mapping_hint(hint) and path[0] != "model" else {}
+            node[name] = child
+        if not isinstance(child, dict):
+            raise UserError(f"override {item!r}: {'.'.join(path[: depth + 1])} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """The TrainConfig of a YAML file (None: the defaults) with `key=value` overrides applied in order."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {p} not found (configs are in configs/*.yaml)")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"{p}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return _build(TrainConfig(), raw, "")
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML-able data (tuples -> lists; the model section flattened to base + fields)."""
+    if isinstance(cfg, ModelSection):
+        return {"base": cfg.base, **{k: to_dict(v) for k, v in cfg.overrides.items()}}
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, Mapping):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=120)
+
+
+def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v and not (prefix == "data." and k == "objectives"):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def describe() -> str:
+    """Every key with its default (for --help-config)."""
+    lines = []
+    for key, value in flatten(to_dict(TrainConfig())).items():
+        lines.append(f"{key} = {value!r}")
+    lines.append("model.<any ModelConfig field>: " + ", ".join(sorted(_MODEL_FIELD_TYPES)))
+    return "\n".join(lines)
