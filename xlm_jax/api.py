@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlm_jax.checkpoint import restore_params
+from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
+from xlm_jax.errors import UserError
 from xlm_jax.model import XLMForMaskedLM
 
 
@@ -78,6 +79,14 @@ class LoadedModel:
 
 def load(path: str | Path) -> LoadedModel:
     """Loads an xlm_jax checkpoint: a run directory (its latest checkpoint), a checkpoints directory written by
-    `python -m xlm_jax.convert`, or one step directory."""
-    params, config = restore_params(path)
+    `python -m xlm_jax.convert`, or one step directory. A Hugging Face directory, a fairseq XLM-R `model.pt` or
+    an original XLM `.pth` is converted in memory (`xlm_jax.convert.load_any`)."""
+    try:
+        resolve(path)
+    except UserError:
+        from xlm_jax.convert import load_any
+
+        params, config, _ = load_any(path)
+    else:
+        params, config = restore_params(path)
     return LoadedModel(config, jax.tree_util.tree_map(jnp.asarray, params))

@@ -4,8 +4,8 @@ One table per family drives both directions, so import and export cannot drift a
 on a leading axis and keeps attention heads as separate axes ([D, H, Dh]); HF keeps per-layer
 `nn.Linear` weights as [out, in].
 
-fairseq and original-XLM checkpoints are first renamed to HF keys (`fairseq_to_hf_keys`, `xlm_pth_to_hf_keys`)
-and then share this table.
+fairseq and original-XLM checkpoints are first renamed to HF keys (`fairseq_to_hf_keys`, `xlm_pth_to_hf_keys`,
+at the end of this file) and then share this table.
 """
 
 from __future__ import annotations
@@ -161,12 +161,15 @@ def _get(tree: dict, path: tuple[str, ...]) -> Any:
 def check_shape(name: str, got: tuple, want: tuple, source: str) -> None:
     if tuple(got) != tuple(want):
         hint = ""
-        if "word_embeddings" in name or name.endswith("embeddings.weight") or "proj" in name or "lm_head.bias" in name:
-            hint = " (vocabulary size mismatch: the tokenizer / dictionary and the model disagree)"
-        elif "position" in name:
+        # Positions and languages first: XLM's `position_embeddings.weight` / `lang_embeddings.weight` also end
+        # in "embeddings.weight", like its word table `embeddings.weight`.
+        if "position" in name:
             hint = " (position table mismatch: XLM-R tables have max_positions + 2 rows, e.g. 514 for 512 tokens)"
         elif "lang" in name:
             hint = " (language embedding mismatch: n_langs differs, or the model has no language embeddings)"
+        elif ("word_embeddings" in name or name.split(" ")[0].split(".")[-2:] == ["embeddings", "weight"]
+              or "proj" in name or "lm_head.bias" in name):
+            hint = " (vocabulary size mismatch: the tokenizer / dictionary and the model disagree)"
         raise UserError(f"{source}: tensor {name} has shape {tuple(got)}, expected {tuple(want)}{hint}")
 
 
@@ -373,3 +376,102 @@ def check_xlm_intermediate(cfg: ModelConfig, source: str) -> None:
     if cfg.family == "xlm" and cfg.intermediate_size != 4 * cfg.hidden_size:
         raise UserError(f"{source}: XLM models have FFN width 4 x hidden ({4 * cfg.hidden_size}), got {cfg.intermediate_size}")
 
+
+
+# ------------------------------------------------------------------------------ fairseq / original XLM names
+
+def fairseq_prefix(state: dict[str, Any]) -> str | None:
+    """"decoder." (old fairseq) or "encoder." (newer), or None when this is no fairseq XLM-R state dict."""
+    return next((p for p in ("decoder.", "encoder.") if f"{p}sentence_encoder.embed_tokens.weight" in state), None)
+
+
+def fairseq_hf_name(key: str, prefix: str, pre_layer_norm: bool) -> str | None:
+    """The HF name of one fairseq XLM-R tensor, or None for tensors HF has no use for (e.g. the tied
+    `lm_head.weight`, `version` buffers)."""
+    enc = f"{prefix}sentence_encoder."
+    fixed = {
+        f"{enc}embed_tokens.weight": "roberta.embeddings.word_embeddings.weight",
+        f"{enc}embed_positions.weight": "roberta.embeddings.position_embeddings.weight",
+        f"{enc}emb_layer_norm.weight": "roberta.embeddings.LayerNorm.weight",
+        f"{enc}emb_layer_norm.bias": "roberta.embeddings.LayerNorm.bias",
+        f"{enc}layernorm_embedding.weight": "roberta.embeddings.LayerNorm.weight",
+        f"{enc}layernorm_embedding.bias": "roberta.embeddings.LayerNorm.bias",
+        f"{enc}layer_norm.weight": "roberta.encoder.LayerNorm.weight",
+        f"{enc}layer_norm.bias": "roberta.encoder.LayerNorm.bias",
+        f"{prefix}lm_head.dense.weight": "lm_head.dense.weight",
+        f"{prefix}lm_head.dense.bias": "lm_head.dense.bias",
+        f"{prefix}lm_head.layer_norm.weight": "lm_head.layer_norm.weight",
+        f"{prefix}lm_head.layer_norm.bias": "lm_head.layer_norm.bias",
+        f"{prefix}lm_head.bias": "lm_head.bias",
+    }
+    if key in fixed:
+        return fixed[key]
+    if not key.startswith(f"{enc}layers."):
+        return None
+    index, _, name = key[len(f"{enc}layers."):].partition(".")
+    module, _, leaf = name.rpartition(".")
+    if pre_layer_norm:  # HF XLMRobertaXL* names
+        norms = {"self_attn_layer_norm": "attention.self_attn_layer_norm", "final_layer_norm": "LayerNorm"}
+    else:
+        norms = {"self_attn_layer_norm": "attention.output.LayerNorm", "final_layer_norm": "output.LayerNorm"}
+    layer_names = norms | {
+        "self_attn.q_proj": "attention.self.query",
+        "self_attn.k_proj": "attention.self.key",
+        "self_attn.v_proj": "attention.self.value",
+        "self_attn.out_proj": "attention.output.dense",
+        "fc1": "intermediate.dense",
+        "fc2": "output.dense",
+    }
+    if module in layer_names and index.isdigit():
+        return f"roberta.encoder.layer.{index}.{layer_names[module]}.{leaf}"
+    return None
+
+
+def fairseq_to_hf_keys(state: dict[str, np.ndarray], pre_layer_norm: bool, source: str) -> dict[str, np.ndarray]:
+    """fairseq XLM-R state dict -> HF `XLMRobertaForMaskedLM` / `XLMRobertaXLForMaskedLM` keys.
+
+    Old fairseq prefixes everything with `decoder.`, newer with `encoder.`; the embedding LayerNorm was renamed
+    `layernorm_embedding`. fairseq has no token-type table: HF's conversion script adds a zero row, so do we.
+    The LM projection `lm_head.weight` is tied to `embed_tokens` in fairseq; one that differs cannot be
+    represented by a tied model and is refused.
+    """
+    prefix = fairseq_prefix(state)
+    if prefix is None:
+        raise UserError(
+            f"{source}: not a fairseq XLM-R state dict (no decoder.sentence_encoder.embed_tokens.weight or "
+            f"encoder.sentence_encoder.embed_tokens.weight; first keys: {', '.join(list(state)[:5])})"
+        )
+    out: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        name = fairseq_hf_name(key, prefix, pre_layer_norm)
+        if name is not None:
+            out[name] = value
+    if "roberta.embeddings.LayerNorm.weight" in out and pre_layer_norm:
+        raise UserError(f"{source}: pre-LN (normalize_before) model with an embedding LayerNorm is not supported")
+    enc = f"{prefix}sentence_encoder."
+    tied = state.get(f"{prefix}lm_head.weight")
+    words = state[f"{enc}embed_tokens.weight"]
+    if tied is not None and (tied.shape != words.shape or not np.array_equal(tied, words)):
+        raise UserError(
+            f"{source}: {prefix}lm_head.weight {tuple(tied.shape)} is not tied to {enc}embed_tokens.weight "
+            f"{tuple(words.shape)}; xlm_jax models always tie the output projection to the token embeddings"
+        )
+    out["roberta.embeddings.token_type_embeddings.weight"] = np.zeros((1, words.shape[1]), np.float32)
+    return out
+
+
+def fairseq_layer_count(state: dict[str, Any]) -> int:
+    indices = {int(k.split("layers.", 1)[1].split(".", 1)[0]) for k in state
+               if ".sentence_encoder.layers." in k and k.split("layers.", 1)[1].split(".", 1)[0].isdigit()}
+    return max(indices) + 1 if indices else 0
+
+
+def xlm_pth_hf_name(key: str) -> str:
+    """Original XLM name (maybe `module.`-prefixed, from DistributedDataParallel) -> HF `XLMWithLMHeadModel`
+    name: the same names under `transformer.`, `pred_layer.proj.*` kept."""
+    key = key.removeprefix("module.")
+    return key if key.startswith("pred_layer.") else f"transformer.{key}"
+
+
+def xlm_pth_to_hf_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {xlm_pth_hf_name(key): value for key, value in state.items()}
