@@ -1,0 +1,347 @@
+"""Evaluation of fine-tuned checkpoints (per-language tables) and zero-shot sentence retrieval.
+
+    python -m xlm_jax.evaluate task --checkpoint RUN_DIR --tokenizer T.model --data FILE… [--out DIR]
+    python -m xlm_jax.evaluate retrieval --checkpoint CKPT --tokenizer T.model --src-file A --tgt-file B
+                                         [--src-lang en --tgt-lang fr] [--layer K] [--max-len 128]
+
+`task` rebuilds the model from a fine-tuning run's best checkpoint (`RUN_DIR/best`, whose `task.json` names the
+task and its labels) and prints the per-language table (accuracy, or seqeval entity-level F1 for NER), writing
+`results.md` / `results.json` to --out when given. Data files take an optional `LANG:` prefix (see
+`xlm_jax.tasks`).
+
+`retrieval` embeds two line-aligned files (line i of A translates line i of B) as the mean of layer K's states
+over the real tokens (XTREME's protocol; K counts layers from 1, negative from the top, default the last),
+retrieves each sentence's nearest neighbour on the other side by cosine similarity, and prints JSON with
+P@1 in both directions. Any xlm_jax checkpoint works: pretrained (MLM / TLM) or fine-tuned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from xlm_jax import tasks as T
+from xlm_jax.checkpoint import resolve, restore_params
+from xlm_jax.config import ModelConfig
+from xlm_jax.errors import UserError
+from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
+from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
+
+TASK_FILE = "task.json"
+
+
+# ------------------------------------------------------------------------------------------ task models
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What `evaluate` needs to rebuild a head: saved as `task.json` next to the best checkpoint."""
+
+    task: str
+    labels: tuple[str, ...]
+    max_len: int
+
+    @property
+    def spec(self) -> T.TaskSpec:
+        return T.get_task(self.task)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": 1, "task": self.task, "labels": list(self.labels), "max_len": self.max_len,
+                           "kind": self.spec.kind, "pair": self.spec.pair, "metric": self.spec.metric}, indent=2)
+
+    @classmethod
+    def read(cls, path: Path) -> "TaskInfo":
+        d = json.loads(path.read_text())
+        return cls(d["task"], tuple(d["labels"]), int(d["max_len"]))
+
+
+def task_model(config: ModelConfig, spec: T.TaskSpec, num_labels: int) -> nn.Module:
+    cls = XLMForTokenClassification if spec.kind == "token" else XLMForSequenceClassification
+    return cls(config, num_labels)
+
+
+def find_task_checkpoint(path: str | Path) -> tuple[Path, TaskInfo]:
+    """A fine-tuning run directory, its `best` directory or a step inside it -> (checkpoint dir, task info)."""
+    p = Path(path)
+    if (p / "best").is_dir():
+        p = p / "best"
+    for candidate in (p, p.parent):
+        if (candidate / TASK_FILE).is_file():
+            return p, TaskInfo.read(candidate / TASK_FILE)
+    resolve(p)  # a clear error when there is no checkpoint at all
+    raise UserError(
+        f"{path}: no {TASK_FILE} found; this is not a fine-tuned checkpoint (fine-tune it with "
+        "`python -m xlm_jax.finetune CONFIG.yaml init=...`; for retrieval use `evaluate retrieval`)"
+    )
+
+
+def load_task_model(path: str | Path) -> tuple[nn.Module, Any, ModelConfig, TaskInfo]:
+    ckpt, info = find_task_checkpoint(path)
+    params, config = restore_params(ckpt)
+    if "classifier" not in params:
+        raise UserError(f"{ckpt}: the checkpoint has no classifier head although {TASK_FILE} names task {info.task!r}")
+    config = config.replace(dropout=0.0, attention_dropout=0.0)
+    return task_model(config, info.spec, len(info.labels)), params, config, info
+
+
+# ----------------------------------------------------------------------------------------- predictions
+
+
+def make_predict_fn(model: nn.Module, mesh: Mesh, params_shardings: Any) -> Callable:
+    """-> predict(params, batch) -> argmax labels ([B] or [B, T]), jitted with the run's shardings."""
+
+    def predict(params, batch):
+        logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"])
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = jax.jit(predict, in_shardings=(params_shardings, batch_sharding(mesh)), out_shardings=replicated)
+
+    def run(params, batch):
+        # No logical-rules context: see `xlm_jax.finetune.make_finetune_step`.
+        return jitted(params, {k: batch[k] for k in ("input_ids", "attention_mask", "langs")})
+
+    return run
+
+
+def predict_all(predict: Callable, params: Any, enc: T.Encoded, batch_size: int, max_len: int, pad_id: int,
+                token_task: bool) -> list:
+    """Predictions for every row of `enc` (rows sorted by length into batches, returned in the original order)."""
+    order = sorted(range(len(enc.ids)), key=lambda r: len(enc.ids[r]))
+    out: list = [None] * len(order)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = T.make_batch(enc, rows, batch_size, max_len, pad_id, token_task)
+        preds = np.asarray(predict(params, batch))
+        for j, r in enumerate(rows):
+            out[r] = preds[j]
+    return out
+
+
+def score_by_lang(spec: T.TaskSpec, enc: T.Encoded, examples: Sequence, preds: list, labels: Sequence[str]) -> dict:
+    """{lang: {"score": accuracy or entity F1, "n": examples, (NER) "precision", "recall"}}."""
+    by_lang: dict[str, list[int]] = {}
+    for i, lang in enumerate(enc.langs):
+        by_lang.setdefault(lang, []).append(i)
+    out = {}
+    for lang, rows in by_lang.items():
+        if spec.kind == "token":
+            gold = [list(examples[r].labels) for r in rows]
+            pred = [T.word_predictions(preds[r], enc.word_starts[r], enc.n_words[r], labels) for r in rows]
+            out[lang] = {"n": len(rows), **entity_scores(gold, pred)}
+        else:
+            correct = sum(int(preds[r]) == enc.labels[r] for r in rows)
+            out[lang] = {"n": len(rows), "score": correct / len(rows)}
+    return out
+
+
+def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    """Entity-level precision / recall / F1 (seqeval, conlleval-compatible default mode)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    return {"score": float(f1_score(gold, pred, zero_division=0)),
+            "precision": float(precision_score(gold, pred, zero_division=0)),
+            "recall": float(recall_score(gold, pred, zero_division=0))}
+
+
+def lang_order(langs, first: str | None = "en") -> list[str]:
+    langs = sorted(set(langs))
+    return ([first] if first in langs else []) + [x for x in langs if x != first]
+
+
+def results_table(results: dict[str, dict[str, dict]], metric: str, first_lang: str | None = "en") -> tuple[str, dict]:
+    """Markdown table (one row per split, one column per language, average last) and its JSON form.
+
+    `results` is {split: {lang: {"score", "n", ...}}}; scores are shown in percent."""
+    langs = lang_order({lang for per in results.values() for lang in per}, first_lang)
+    lines = [f"| {metric} | " + " | ".join(langs) + " | avg |", "|---" * (len(langs) + 2) + "|"]
+    table: dict[str, Any] = {"metric": metric, "langs": langs, "splits": {}}
+    for split, per in results.items():
+        scores = [per[lang]["score"] for lang in langs if lang in per]
+        avg = float(np.mean(scores)) if scores else float("nan")
+        cells = [f"{100 * per[lang]['score']:.1f}" if lang in per else "–" for lang in langs]
+        lines.append(f"| {split} | " + " | ".join(cells) + f" | {100 * avg:.1f} |")
+        table["splits"][split] = {"per_lang": {lang: per[lang] for lang in langs if lang in per}, "avg": avg}
+    return "\n".join(lines), table
+
+
+def evaluate_examples(model, params, config: ModelConfig, info: TaskInfo, tokenizer, examples: Sequence, mesh: Mesh,
+                      params_shardings: Any, batch_size: int = 64, predict: Callable | None = None) -> tuple[dict, int]:
+    """-> ({lang: scores}, number of truncated inputs)."""
+    spec = info.spec
+    T.check_labels(examples, info.labels)
+    protocol = T.InputProtocol.from_config(config)
+    encode = T.encode_token_examples if spec.kind == "token" else T.encode_sequence_examples
+    enc = encode(examples, tokenizer, protocol, info.labels, info.max_len)
+    predict = predict or make_predict_fn(model, mesh, params_shardings)
+    batch_size = _round_up(batch_size, batch_size_multiple(mesh))
+    preds = predict_all(predict, params, enc, batch_size, info.max_len, config.pad_token_id, spec.kind == "token")
+    return score_by_lang(spec, enc, examples, preds, info.labels), enc.truncated
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+# ------------------------------------------------------------------------------------------- retrieval
+
+
+def embed_sentences(model, tokenizer, lines: Sequence[str], lang: str | None = None, layer: int = -1,
+                    max_len: int = 128, batch_size: int = 32) -> np.ndarray:
+    """Mean-pooled layer states over each sentence's real tokens: [N, D] float32.
+
+    `model` is an `xlm_jax.load(...)` result; `layer` counts from 1 (first layer) or from the top when negative.
+    XLM models with language embeddings get `lang`'s id on every token."""
+    config: ModelConfig = model.config
+    n_layers = config.num_layers
+    index = layer - 1 if layer > 0 else n_layers + layer
+    if not 0 <= index < n_layers:
+        raise UserError(f"--layer {layer}: the model has layers 1..{n_layers} (or -1..-{n_layers} from the top)")
+    protocol = T.InputProtocol.from_config(config)
+    max_len = min(max_len, config.max_positions)
+    lang_id = protocol.lang_id(lang) if (lang and protocol.use_langs) else 0
+    if protocol.use_langs and not lang:
+        raise UserError(f"this XLM model has language embeddings ({', '.join(config.langs)}): pass --src-lang / --tgt-lang")
+    pieces = tokenizer.encode_batch_pieces_ids(list(lines))
+    ids = [protocol.frame(p.tolist()[: max_len - 2], None) for p in pieces]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = np.zeros((len(ids), config.hidden_size), np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = T.pad_width(max(len(ids[r]) for r in rows), max_len)
+        batch = np.full((batch_size, width), config.pad_token_id, np.int32)
+        mask = np.zeros((batch_size, width), np.int32)
+        for j, r in enumerate(rows):
+            batch[j, : len(ids[r])] = ids[r]
+            mask[j, : len(ids[r])] = 1
+        mask[len(rows):, 0] = 1  # filler rows: one real token, so that nothing divides by zero
+        langs = np.full((batch_size, width), lang_id, np.int32) if protocol.use_langs else None
+        states = np.asarray(model.layer_states(batch, mask, langs)[index], np.float32)
+        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+        out[rows] = pooled[: len(rows)]
+    return out
+
+
+def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def retrieval_scores(src: np.ndarray, tgt: np.ndarray) -> dict:
+    """P@1 both ways for aligned embeddings (row i of src translates row i of tgt)."""
+    sim = cosine_matrix(src, tgt)
+    gold = np.arange(len(src))
+    return {
+        "src_to_tgt_p@1": float(np.mean(sim.argmax(1) == gold)),
+        "tgt_to_src_p@1": float(np.mean(sim.argmax(0) == gold)),
+        "n": int(len(src)),
+    }
+
+
+def read_lines(path: str | Path) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    with open(p, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file: str, src_lang: str | None = None,
+                  tgt_lang: str | None = None, layer: int = -1, max_len: int = 128, batch_size: int = 32) -> dict:
+    from xlm_jax.api import load
+    from xlm_jax.tokenizer import Tokenizer
+
+    src, tgt = read_lines(src_file), read_lines(tgt_file)
+    if len(src) != len(tgt):
+        raise UserError(f"{src_file} has {len(src)} lines but {tgt_file} has {len(tgt)}: they must be line-aligned")
+    if not src:
+        raise UserError(f"{src_file} is empty")
+    if (Path(checkpoint) / "best" / TASK_FILE).is_file():  # a fine-tuning run directory: its best checkpoint
+        checkpoint = str(Path(checkpoint) / "best")
+    model = load(checkpoint)
+    tokenizer = Tokenizer.load(tokenizer_path)
+    if len(tokenizer) > model.config.vocab_size:
+        raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids but the model's vocabulary has "
+                        f"{model.config.vocab_size}: they do not belong together")
+    a = embed_sentences(model, tokenizer, src, src_lang, layer, max_len, batch_size)
+    b = embed_sentences(model, tokenizer, tgt, tgt_lang, layer, max_len, batch_size)
+    out = retrieval_scores(a, b)
+    return {"src_file": str(src_file), "tgt_file": str(tgt_file), "src_lang": src_lang, "tgt_lang": tgt_lang,
+            "layer": layer, **out}
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out: str | None = None,
+                  batch_size: int = 64, split_name: str = "test") -> tuple[str, dict]:
+    from xlm_jax.tokenizer import Tokenizer
+
+    model, params, config, info = load_task_model(checkpoint)
+    tokenizer = Tokenizer.load(tokenizer_path)
+    examples = T.read_files(info.spec, data)
+    if not examples:
+        raise UserError(f"no examples in {', '.join(data)}")
+    mesh = make_mesh(MeshConfig())
+    replicated = NamedSharding(mesh, PartitionSpec())
+    shardings = jax.tree.map(lambda _: replicated, params)
+    params = jax.device_put(params, shardings)
+    scores, truncated = evaluate_examples(model, params, config, info, tokenizer, examples, mesh, shardings, batch_size)
+    markdown, table = results_table({split_name: scores}, info.spec.metric)
+    table.update(task=info.task, checkpoint=str(checkpoint), truncated=truncated)
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "results.md").write_text(markdown + "\n")
+        (Path(out) / "results.json").write_text(json.dumps(table, indent=2))
+    return markdown, table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m xlm_jax.evaluate", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("task", help="evaluate a fine-tuned checkpoint on task data, per language")
+    t.add_argument("--checkpoint", required=True, help="fine-tuning run directory (or its best/ directory)")
+    t.add_argument("--tokenizer", required=True)
+    t.add_argument("--data", nargs="+", required=True, help="data files, optionally LANG:PATH")
+    t.add_argument("--out", default=None, help="directory for results.md / results.json")
+    t.add_argument("--batch-size", type=int, default=64)
+    r = sub.add_parser("retrieval", help="sentence retrieval P@1 on line-aligned files (Tatoeba / BUCC style)")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--tokenizer", required=True)
+    r.add_argument("--src-file", required=True)
+    r.add_argument("--tgt-file", required=True)
+    r.add_argument("--src-lang", default=None)
+    r.add_argument("--tgt-lang", default=None)
+    r.add_argument("--layer", type=int, default=-1, help="layer to pool (1..L, negative from the top; default -1)")
+    r.add_argument("--max-len", type=int, default=128)
+    r.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "retrieval":
+            result = run_retrieval(args.checkpoint, args.tokenizer, args.src_file, args.tgt_file, args.src_lang,
+                                   args.tgt_lang, args.layer, args.max_len, args.batch_size)
+            print(json.dumps(result, indent=2))
+        else:
+            markdown, table = run_task_eval(args.checkpoint, args.tokenizer, args.data, args.out, args.batch_size)
+            if table["truncated"]:
+                print(f"note: {table['truncated']} inputs were longer than max_len={table.get('max_len', '')} and were truncated",
+                      file=sys.stderr)
+            print(markdown)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,492 @@
+"""Cross-lingual fine-tuning: XNLI, PAWS-X, generic classification and NER, with per-language results.
+
+    python -m xlm_jax.finetune configs/finetune_xnli.yaml init=CKPT tokenizer=T.model out=runs/xnli [key=value …]
+
+Protocols (`protocol=`):
+- zero_shot (default): train on the `train_lang` (English) examples only, evaluate on every language present in
+  the valid / test files (the XLM and XLM-R papers' "cross-lingual transfer");
+- translate_train_all: train on every language's training examples (machine-translated train files).
+
+Model selection: after every `eval_every` steps (default: once per epoch) the valid set is scored per language;
+`select_on=avg` keeps the step with the best average over languages, `select_on=en` (any code) the best score on
+that language. `patience=N` stops after N evaluations without improvement. The best parameters are written to
+`OUT/best/<step>` (our orbax format, with `task.json`: task, labels, max_len) so that `python -m xlm_jax.evaluate
+task --checkpoint OUT` rebuilds the head. At the end the best parameters are scored on valid and test and the
+per-language table (average last) is printed and written to `OUT/results.md` and `OUT/results.json`.
+
+Optimisation: AdamW with linear warm-up (`warmup_ratio` of the steps) and linear decay (`xlm_jax.optim`), a
+separate head learning rate (`head_lr`), and layer-wise learning-rate decay (`layer_decay` < 1): layer l of L
+(1 = bottom) updates with lr · decay^(L + 1 - l), the embeddings with lr · decay^(L + 1), the head with head_lr.
+Because layers are stacked [L, ...], the decay is a per-row scale on the leading axis. It scales the *updates*
+(after Adam), not the gradients: Adam divides out any constant gradient scale, so scaling gradients would leave
+the learning rates unchanged.
+
+The step is pure and jitted once per batch width with explicit shardings on the same (data, fsdp, tensor) mesh
+and logical-axis rules as pretraining (`xlm_jax.sharding`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import yaml
+from jax.sharding import NamedSharding, PartitionSpec
+
+from xlm_jax import tasks as T
+from xlm_jax.checkpoint import restore_params, save_params
+from xlm_jax.config import ModelConfig
+from xlm_jax.errors import UserError
+from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
+from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
+from xlm_jax.optim import OptimizerConfig, current_lr, make_optimizer
+from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh, param_shardings
+
+PROTOCOLS = ("zero_shot", "translate_train_all")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    task: str = "xnli"  # xnli | pawsx | classification | ner
+    init: str = ""  # orbax checkpoint: ours, or converted (python -m xlm_jax.convert)
+    tokenizer: str = ""  # SentencePiece model
+    out: str = "runs/finetune"
+    train: tuple[str, ...] = ()  # data files, optionally LANG:PATH
+    valid: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # classification / ner: label set (default: every label in the train files)
+    protocol: str = "zero_shot"  # zero_shot | translate_train_all
+    train_lang: str = "en"  # zero_shot: the only training language
+    select_on: str = "avg"  # avg | a language code: validation score used for model selection
+    max_len: int = 128  # tokens per input, specials included (capped at the model's positions)
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    epochs: float = 3.0
+    max_steps: int = 0  # > 0 overrides epochs
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
+    lr: float = 2e-5
+    head_lr: float = 0.0  # 0 = lr
+    layer_decay: float = 1.0  # layer-wise lr decay; 1 = off
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-6
+    dropout: float = -1.0  # < 0: the checkpoint's
+    dtype: str = ""  # compute dtype override (bfloat16 on accelerators); "" = the checkpoint's
+    seed: int = 0
+    log_every: int = 50
+    mesh_data: int = -1
+    mesh_fsdp: int = 1
+    mesh_tensor: int = 1
+
+    def __post_init__(self):
+        T.get_task(self.task)
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"protocol={self.protocol!r}: valid values are {', '.join(PROTOCOLS)}")
+        for name in ("batch_size", "eval_batch_size", "max_len"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not 0 < self.layer_decay <= 1:
+            raise UserError(f"layer_decay={self.layer_decay}: must be in (0, 1]")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+_TUPLES = {"train", "valid", "test", "labels"}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key in _TUPLES:
+        if value is None:
+            return ()
+        return tuple(str(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    kind = _FIELDS[key].type
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={value!r}: expected {kind}") from None
+
+
+def load_config(path: str | None, overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """YAML file (flat mapping) + key=value overrides (values parsed as YAML: `train=[a.tsv,de:b.tsv]`)."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"{p}: no such config file")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{p}: expected a mapping of key: value")
+        values.update(loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        values[key] = yaml.safe_load(raw) if raw else ""
+    unknown = [k for k in values if k not in _FIELDS]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(k, _FIELDS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown key {k!r}{hint} (valid: {', '.join(_FIELDS)})")
+    return FinetuneConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+
+def head_module(config: ModelConfig, spec: T.TaskSpec, num_labels: int) -> nn.Module:
+    cls = TokenClassificationHead if spec.kind == "token" else SequenceClassificationHead
+    return cls(config, num_labels)
+
+
+def boxed_abstract(model: nn.Module) -> Any:
+    from xlm_jax.model import init_params
+
+    return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
+
+
+def init_from_checkpoint(path: str, spec: T.TaskSpec, labels: Sequence[str], rng, overrides: dict) -> tuple[dict, ModelConfig, str]:
+    """-> (params {"encoder", "classifier"} as NumPy, config, message). The encoder comes from the checkpoint; the
+    head is kept when the checkpoint already has one of the right shape, else freshly initialised."""
+    params, config = restore_params(path)
+    if "encoder" not in params:
+        raise UserError(f"{path}: no 'encoder' parameters (top-level keys: {sorted(params)}); not an xlm_jax checkpoint")
+    config = config.replace(**overrides) if overrides else config
+    head = head_module(config, spec, len(labels))
+    dummy = jnp.zeros((1, 4, config.hidden_size), jnp.float32)
+    fresh = jax.tree.map(np.asarray, nn.unbox(head.init({"params": rng}, dummy, True)["params"]))
+    old = params.get("classifier")
+    if old is not None and jax.tree.structure(old) == jax.tree.structure(fresh) and all(
+        a.shape == b.shape for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(fresh))
+    ):
+        return {"encoder": params["encoder"], "classifier": old}, config, "kept the checkpoint's classifier head"
+    what = "has no classifier head" if old is None else "has a classifier head of another shape"
+    message = f"the checkpoint {what}: initialised a new {spec.name} head with {len(labels)} labels"
+    return {"encoder": params["encoder"], "classifier": fresh}, config, message
+
+
+def check_tree(params: Any, abstract: Any, path: str) -> None:
+    """The checkpoint's encoder must match the architecture its own config describes."""
+    got = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
+    if got != want:
+        diff = sorted(set(got.items()) ^ set(want.items()))[:3]
+        raise UserError(f"{path}: parameters do not match the model config (first differences: {diff})")
+
+
+def lr_scales(params: Any, config: ModelConfig, layer_decay: float, head_scale: float) -> Any:
+    """Per-leaf update scale: head_scale for the head, decay^(L+1-l) for layer l (a [L, 1, ...] array on the
+    stacked axis), decay^(L+1) for the embeddings, decay for the final LayerNorm of pre-LN models."""
+    n = config.num_layers
+    layer_scale = layer_decay ** (n - np.arange(n, dtype=np.float32))  # bottom layer (index 0): decay^L
+
+    def one(path, leaf):
+        names = [str(getattr(k, "key", k)) for k in path]
+        if names[0] == "classifier":
+            return np.float32(head_scale)
+        if "layers" in names:
+            return layer_scale.reshape((n,) + (1,) * (leaf.ndim - 1))
+        if "embeddings" in names:
+            return np.float32(layer_decay ** (n + 1))
+        return np.float32(layer_decay)  # final_norm sits on top of the last layer
+
+    return jax.tree_util.tree_map_with_path(one, params)
+
+
+def scale_updates(scales: Any) -> optax.GradientTransformation:
+    """Multiplies each update leaf by a fixed (broadcastable) scale: per-layer and head learning rates."""
+
+    def init(params):
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def build_optimizer(cfg: FinetuneConfig, params: Any, config: ModelConfig, total_steps: int) -> optax.GradientTransformation:
+    warmup = int(cfg.warmup_ratio * total_steps)
+    opt_cfg = OptimizerConfig(lr=cfg.lr, schedule="linear", warmup_steps=warmup, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                              weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
+    base = make_optimizer(opt_cfg, max(total_steps, warmup + 1))
+    head_scale = (cfg.head_lr / cfg.lr) if cfg.head_lr > 0 else 1.0
+    if cfg.layer_decay == 1.0 and head_scale == 1.0:
+        return base
+    return optax.chain(base, scale_updates(lr_scales(params, config, cfg.layer_decay, head_scale)))
+
+
+# ------------------------------------------------------------------------------------------------ step
+
+
+def task_loss(logits: jax.Array, batch: dict, token_task: bool) -> tuple[jax.Array, dict]:
+    """Mean cross-entropy over real rows (sequence) or labelled first sub-words (token), float32."""
+    logits = logits.astype(jnp.float32)
+    labels = batch["labels"]
+    if token_task:
+        weights = (labels != T.IGNORE_INDEX) * batch["weights"][:, None]
+    else:
+        weights = batch["weights"]
+    safe = jnp.maximum(labels, 0)
+    nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, safe[..., None], -1)[..., 0]
+    count = jnp.maximum(weights.sum(), 1.0)
+    correct = ((jnp.argmax(logits, -1) == labels) * weights).sum()
+    loss = (nll * weights).sum() / count
+    return loss, {"loss": loss, "accuracy": correct / count, "count": weights.sum()}
+
+
+def make_finetune_step(model: nn.Module, optimizer: optax.GradientTransformation, mesh, state_shardings,
+                       token_task: bool):
+    """-> train_step(state, batch, rng) -> (state, metrics); pure, jitted with explicit shardings, state donated."""
+
+    def loss_fn(params, batch, rng):
+        logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
+                             deterministic=False, rngs={"dropout": rng})
+        return task_loss(logits, batch, token_task)
+
+    def step_fn(state, batch, rng):
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], batch, jax.random.fold_in(rng, state["step"]))
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        new_state = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
+                     "step": state["step"] + 1}
+        lr = current_lr(opt_state)
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads),
+                   "lr": jnp.asarray(jnp.nan if lr is None else lr, jnp.float32)}
+        return new_state, metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding(mesh), replicated),
+                     out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+    def train_step(state, batch, rng):
+        # Traced without `nn.logical_axis_rules` / `jax.set_mesh`: under them flax's apply-time shape check of
+        # DenseGeneral kernels (multi-dim features) re-runs the boxed initialiser on the *flat* kernel and its
+        # logical constraint fails (flax 0.12). Parameters and batches are still placed by the explicit
+        # in/out shardings; activations follow XLA's sharding propagation.
+        return jitted(state, batch, rng)
+
+    return train_step
+
+
+def setup_state(params: Any, model: nn.Module, optimizer, mesh) -> tuple[dict, Any]:
+    """Places params + fresh optimizer state on the mesh -> (state, state shardings)."""
+    params_sh = param_shardings(boxed_abstract(model), mesh)
+    abstract_opt = jax.eval_shape(optimizer.init, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, params_sh,
+                                   transform_non_params=lambda _: replicated)
+    shardings = {"params": params_sh, "opt_state": opt_sh, "step": replicated}
+    params = jax.device_put(params, params_sh)
+    with jax.set_mesh(mesh):
+        opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(params)
+    state = {"params": params, "opt_state": opt_state, "step": jax.device_put(jnp.zeros((), jnp.int32), replicated)}
+    return state, shardings
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+@dataclasses.dataclass
+class RunResult:
+    best_step: int
+    best_score: float
+    stopped_early: bool
+    steps: int
+    markdown: str
+    table: dict
+    history: list
+
+
+def select_score(per_lang: dict, select_on: str) -> float:
+    if select_on == "avg":
+        return float(np.mean([v["score"] for v in per_lang.values()]))
+    if select_on not in per_lang:
+        raise UserError(f"select_on={select_on!r}: the valid data has languages {', '.join(sorted(per_lang))} (or use avg)")
+    return float(per_lang[select_on]["score"])
+
+
+def save_best(out: Path, params: Any, config: ModelConfig, info: TaskInfo, step: int) -> Path:
+    best = out / "best"
+    tmp = out / "best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_params(tmp, jax.device_get(params), config, step)
+    (tmp / TASK_FILE).write_text(info.to_json())
+    # Swap in one rename so a crash never leaves a run without a complete best checkpoint.
+    old = out / "best.old"
+    if best.exists():
+        best.rename(old)
+    tmp.rename(best)
+    shutil.rmtree(old, ignore_errors=True)
+    return best
+
+
+def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
+    from xlm_jax.tokenizer import Tokenizer
+
+    if not cfg.init:
+        raise UserError("init= is required: an xlm_jax checkpoint (python -m xlm_jax.train, or python -m xlm_jax.convert)")
+    if not cfg.tokenizer:
+        raise UserError("tokenizer= is required: a SentencePiece model (python -m xlm_jax.tokenizer train)")
+    if not cfg.train:
+        raise UserError("train= is required: one or more data files (LANG:PATH to set their language)")
+    spec = T.get_task(cfg.task)
+    out = Path(cfg.out)
+    tokenizer = Tokenizer.load(cfg.tokenizer)
+
+    train_all = T.read_files(spec, cfg.train)
+    valid = T.read_files(spec, cfg.valid)
+    test = T.read_files(spec, cfg.test)
+    train = train_all if cfg.protocol == "translate_train_all" else [e for e in train_all if e.lang == cfg.train_lang]
+    if not train:
+        langs = sorted({e.lang for e in train_all})
+        raise UserError(f"no {cfg.train_lang!r} training examples in {', '.join(cfg.train)} (languages: {langs}); "
+                        "set train_lang= or protocol=translate_train_all")
+    labels = T.resolve_labels(spec, cfg.labels, train)
+    for examples in (train, valid, test):
+        T.check_labels(examples, labels)
+
+    overrides: dict[str, Any] = {}
+    if cfg.dropout >= 0:
+        overrides.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
+    if cfg.dtype:
+        overrides["dtype"] = cfg.dtype
+    rng = jax.random.key(cfg.seed)
+    params, config, message = init_from_checkpoint(cfg.init, spec, labels, rng, overrides)
+    log(message)
+    if len(tokenizer) > config.vocab_size:
+        raise UserError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} ids, more than the model's vocab_size="
+                        f"{config.vocab_size}: they do not belong together")
+    max_len = min(cfg.max_len, config.max_positions)
+    info = TaskInfo(spec.name, labels, max_len)
+    model = task_model(config, spec, len(labels))
+    check_tree(params, nn.unbox(boxed_abstract(model)), cfg.init)
+
+    protocol = T.InputProtocol.from_config(config)
+    encode = T.encode_token_examples if spec.kind == "token" else T.encode_sequence_examples
+    enc = encode(train, tokenizer, protocol, labels, max_len)
+    if enc.truncated:
+        what = "words" if spec.kind == "token" else "inputs"
+        log(f"note: {enc.truncated} training {what} did not fit in max_len={max_len} and were truncated")
+
+    mesh = make_mesh(MeshConfig(cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor))
+    multiple = batch_size_multiple(mesh)
+    if cfg.batch_size % multiple:
+        raise UserError(f"batch_size={cfg.batch_size} is not divisible by mesh data x fsdp = {multiple}")
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    eval_every = cfg.eval_every or steps_per_epoch
+    optimizer = build_optimizer(cfg, params, config, total)
+    state, shardings = setup_state(params, model, optimizer, mesh)
+    train_step = make_finetune_step(model, optimizer, mesh, shardings, spec.kind == "token")
+    predict = make_predict_fn(model.clone(config=config.replace(dropout=0.0, attention_dropout=0.0)), mesh,
+                              shardings["params"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "finetune_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    log(f"{spec.name}: {len(train)} training examples ({cfg.protocol}), {len(valid)} valid, {len(test)} test; "
+        f"{total} steps of {cfg.batch_size}, labels {list(labels)}")
+
+    def evaluate(examples, params):
+        return evaluate_examples(None, params, config, info, tokenizer, examples, mesh, shardings["params"],
+                                 cfg.eval_batch_size, predict)
+
+    history, best_score, best_step, bad, stopped_early = [], -math.inf, 0, 0, False
+    best_params = None
+    order_rng = np.random.default_rng(cfg.seed)
+    order = np.array([], np.int64)
+    dropout_rng = jax.random.fold_in(rng, 1)
+    start = time.perf_counter()
+    with open(out / "log.jsonl", "w") as logfile:
+        for step in range(1, total + 1):
+            if len(order) < cfg.batch_size:  # epochs chained: reshuffle when the current one runs out
+                order = np.concatenate([order, order_rng.permutation(len(train))])
+            rows, order = order[: cfg.batch_size], order[cfg.batch_size:]
+            batch = T.make_batch(enc, rows, cfg.batch_size, max_len, config.pad_token_id, spec.kind == "token")
+            state, metrics = train_step(state, batch, dropout_rng)
+            if step % cfg.log_every == 0 or step == total:
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                record = {"step": step, **m, "elapsed_s": round(time.perf_counter() - start, 2)}
+                logfile.write(json.dumps(record) + "\n")
+                log(f"step {step}/{total} loss {m['loss']:.4f} acc {m['accuracy']:.3f} lr {m['lr']:.2e}")
+            if valid and (step % eval_every == 0 or step == total):
+                per_lang, _ = evaluate(valid, state["params"])
+                score = select_score(per_lang, cfg.select_on)
+                history.append({"step": step, "score": score, "per_lang": {k: v["score"] for k, v in per_lang.items()}})
+                logfile.write(json.dumps({"step": step, "valid": history[-1]}) + "\n")
+                improved = score > best_score
+                log(f"step {step}: valid {cfg.select_on} {100 * score:.2f}" + (" (best)" if improved else ""))
+                if improved:
+                    best_score, best_step, bad = score, step, 0
+                    best_params = jax.device_get(state["params"])
+                    save_best(out, best_params, config, info, step)
+                else:
+                    bad += 1
+                    if cfg.patience and bad >= cfg.patience:
+                        stopped_early = True
+                        log(f"early stop at step {step}: no improvement in {bad} evaluations (best step {best_step})")
+                        break
+            logfile.flush()
+    steps_done = step
+    if best_params is None:  # no valid data: the last step is the model
+        best_params, best_step = jax.device_get(state["params"]), steps_done
+        save_best(out, best_params, config, info, steps_done)
+    params_final = jax.device_put(best_params, shardings["params"])
+    results, truncated = {}, {}
+    for split, examples in (("valid", valid), ("test", test)):
+        if examples:
+            results[split], truncated[split] = evaluate(examples, params_final)
+    markdown, table = results_table(results, spec.metric, cfg.train_lang) if results else ("(no valid / test data)", {})
+    table.update(task=spec.name, protocol=cfg.protocol, select_on=cfg.select_on, best_step=best_step,
+                 steps=steps_done, stopped_early=stopped_early, truncated={"train": enc.truncated, **truncated},
+                 labels=list(labels), history=history)
+    (out / "results.md").write_text(markdown + "\n")
+    (out / "results.json").write_text(json.dumps(table, indent=2))
+    for split, n in truncated.items():
+        if n:
+            log(f"note: {n} {split} inputs did not fit in max_len={max_len} and were truncated")
+    return RunResult(best_step, best_score, stopped_early, steps_done, markdown, table, history)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m xlm_jax.finetune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", nargs="?", help="YAML config (configs/finetune_*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    args = parser.parse_args(argv)
+    config_path, overrides = args.config, list(args.overrides)
+    if config_path and "=" in config_path and not Path(config_path).exists():
+        config_path, overrides = None, [config_path] + overrides
+    try:
+        cfg = load_config(config_path, overrides)
+        result = finetune(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(result.markdown)
+    print(f"best step {result.best_step}; results in {cfg.out}/results.md and results.json")
+
+
+if __name__ == "__main__":
+    main()

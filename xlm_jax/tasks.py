@@ -1,0 +1,526 @@
+"""Fine-tuning tasks: readers for the released file formats, label sets, and model inputs.
+
+Tasks (`TASKS`):
+    xnli            sentence pairs, 3 classes (entailment, neutral, contradiction) — XNLI 1.0 TSV, MultiNLI JSONL
+    pawsx           sentence pairs, 2 classes ("0" not a paraphrase, "1" paraphrase) — PAWS-X TSV
+    classification  single sentences (or pairs when `text_b` is present), labels from the config or the train
+                    files — generic TSV with a header / JSONL with `text`, `label`, optional `text_b`, `lang`
+    ner             token classification, BIO tags — CoNLL / WikiANN (`token label` per line)
+
+Readers return plain dataclasses; `encode_*` turn them into fixed-shape NumPy batches following the
+original input protocols:
+- XLM-R: `<s> A </s>` and `<s> A </s></s> B </s>`; langs are ignored by the model;
+- XLM:   `</s> A </s>` and `</s> A </s> B </s>` (XLM's XNLI code), and *every* token — both halves — carries
+  the id of the language being evaluated (index in `ModelConfig.langs`), as the original fine-tuning did.
+
+Which language an example belongs to: a per-row field wins (XNLI's `language` column, JSONL `lang`, WikiANN's
+`en:` token prefix), then a `LANG:` prefix on the file name given in the config (`de:data/de/test.tsv`),
+then `default_lang`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from xlm_jax.errors import UserError
+
+IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
+
+XNLI_LABELS = ("entailment", "neutral", "contradiction")
+PAWSX_LABELS = ("0", "1")
+WIKIANN_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+
+# XNLI 1.0's `xnli.{dev,test}.tsv` header, in the released order.
+XNLI_COLUMNS = (
+    "language", "gold_label", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
+    "sentence2_parse", "sentence1", "sentence2", "promptID", "pairID", "genre", "label1", "label2", "label3",
+    "label4", "label5", "sentence1_tokenized", "sentence2_tokenized", "match",
+)
+
+csv.field_size_limit(sys.maxsize)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # "sequence" (one label per example) or "token" (one label per word)
+    pair: bool  # sentence-pair input
+    labels: tuple[str, ...]  # fixed label set; empty: from the config or the training files
+    metric: str  # "accuracy" or "f1" (seqeval entity-level)
+
+
+TASKS: dict[str, TaskSpec] = {
+    "xnli": TaskSpec("xnli", "sequence", True, XNLI_LABELS, "accuracy"),
+    "pawsx": TaskSpec("pawsx", "sequence", True, PAWSX_LABELS, "accuracy"),
+    "classification": TaskSpec("classification", "sequence", False, (), "accuracy"),
+    "ner": TaskSpec("ner", "token", False, (), "f1"),
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """A sentence (text_b None) or sentence-pair example; `label` is the label *string*."""
+
+    text_a: str
+    text_b: str | None
+    label: str
+    lang: str
+    where: str = ""  # "file:line", for error messages
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenExample:
+    words: tuple[str, ...]
+    labels: tuple[str, ...]
+    lang: str
+    where: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def split_lang_prefix(spec: str) -> tuple[str | None, Path]:
+    """"de:path/x.tsv" → ("de", Path("path/x.tsv")); a plain path → (None, path). Windows drive letters and
+    paths that exist as given are never split."""
+    match = re.fullmatch(r"([a-z]{2,3}(?:[-_][A-Za-z]+)?):(.+)", spec)
+    if match and not Path(spec).exists():
+        return match.group(1), Path(match.group(2))
+    return None, Path(spec)
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise UserError(f"{path}: no such data file")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_xnli_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
+    """XNLI 1.0 `xnli.dev.tsv` / `xnli.test.tsv` (header row; `language`, `gold_label`, `sentence1`,
+    `sentence2` are the columns used). Quotes are not special in these files."""
+    out = []
+    with _open(path) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        need = ("gold_label", "sentence1", "sentence2")
+        missing = [c for c in need if c not in header]
+        if missing:
+            raise UserError(f"{path}: header lacks column(s) {', '.join(missing)} (XNLI 1.0 header: {' '.join(XNLI_COLUMNS)})")
+        col = {c: header.index(c) for c in header}
+        for n, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            cells = line.rstrip("\n").split("\t")
+            if len(cells) < len(header):
+                raise UserError(f"{path}:{n}: {len(cells)} tab-separated fields, the header has {len(header)}")
+            lang = cells[col["language"]] if "language" in col else default_lang or "en"
+            out.append(Example(cells[col["sentence1"]], cells[col["sentence2"]], cells[col["gold_label"]], lang, f"{path}:{n}"))
+    return out
+
+
+def read_mnli_jsonl(path: Path, default_lang: str | None = None) -> list[Example]:
+    """MultiNLI 1.0 JSONL (`gold_label`, `sentence1`, `sentence2`); "-" (no annotator consensus) is skipped."""
+    out = []
+    for n, record in _jsonl(path):
+        label = record.get("gold_label")
+        if label == "-":
+            continue
+        try:
+            out.append(Example(record["sentence1"], record["sentence2"], str(label), default_lang or "en", f"{path}:{n}"))
+        except KeyError as err:
+            raise UserError(f"{path}:{n}: missing field {err} (MultiNLI JSONL needs gold_label, sentence1, sentence2)") from None
+    return out
+
+
+def read_pawsx_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
+    """PAWS-X `x-final/{lang}/{train,dev_2k,test_2k,translated_train}.tsv`: header `id sentence1 sentence2 label`.
+    The language comes from the `LANG:` prefix or the directory name (PAWS-X's own layout)."""
+    lang = default_lang or _dir_lang(path) or "en"
+    out = []
+    with _open(path) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if header[:4] != ["id", "sentence1", "sentence2", "label"]:
+            raise UserError(f"{path}:1: expected the PAWS-X header 'id\\tsentence1\\tsentence2\\tlabel', got {header!r}")
+        for n, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            cells = line.rstrip("\n").split("\t")
+            if len(cells) < 4:
+                raise UserError(f"{path}:{n}: {len(cells)} tab-separated fields, PAWS-X rows have 4")
+            out.append(Example(cells[1], cells[2], cells[3].strip(), lang, f"{path}:{n}"))
+    return out
+
+
+def _dir_lang(path: Path) -> str | None:
+    name = path.parent.name
+    return name if re.fullmatch(r"[a-z]{2}(?:[-_][A-Za-z]+)?", name) else None
+
+
+def _jsonl(path: Path) -> Iterable[tuple[int, dict]]:
+    with _open(path) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{n}: expected a JSON object per line")
+            yield n, record
+
+
+def read_classification(path: Path, default_lang: str | None = None) -> list[Example]:
+    """Generic single-sentence data: JSONL (`text`, `label`, optional `text_b`, `lang`) or TSV/CSV with a header
+    naming the same columns (`.tsv` tab-separated, `.csv` comma-separated)."""
+    lang0 = default_lang or "en"
+    out = []
+    if path.suffix == ".jsonl" or path.suffix == ".json":
+        for n, r in _jsonl(path):
+            if "text" not in r or "label" not in r:
+                raise UserError(f"{path}:{n}: needs fields 'text' and 'label' (optional 'text_b', 'lang'), got {sorted(r)}")
+            out.append(Example(str(r["text"]), r.get("text_b"), str(r["label"]), str(r.get("lang") or lang0), f"{path}:{n}"))
+        return out
+    with _open(path) as f:
+        reader = csv.DictReader(f, delimiter="," if path.suffix == ".csv" else "\t", quoting=csv.QUOTE_NONE)
+        if not reader.fieldnames or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
+            raise UserError(f"{path}:1: the header must name columns 'text' and 'label' (optional 'text_b', 'lang'), got {reader.fieldnames}")
+        for r in reader:
+            n = reader.line_num
+            if r["text"] is None or r["label"] is None:
+                raise UserError(f"{path}:{n}: fewer fields than the header")
+            out.append(Example(r["text"], r.get("text_b") or None, r["label"].strip(), r.get("lang") or lang0, f"{path}:{n}"))
+    return out
+
+
+def read_conll(path: Path, default_lang: str | None = None) -> list[TokenExample]:
+    """CoNLL / WikiANN BIO: `token ... label` per line (whitespace-separated, label last), blank line between
+    sentences, `-DOCSTART-` lines skipped. XTREME's WikiANN prefixes tokens with their language (`en:Paris`)."""
+    out: list[TokenExample] = []
+    words: list[str] = []
+    labels: list[str] = []
+    lang = default_lang or "en"
+    start = 1
+
+    def flush():
+        nonlocal words, labels, lang
+        if words:
+            out.append(TokenExample(tuple(words), tuple(labels), lang, f"{path}:{start}"))
+        words, labels, lang = [], [], default_lang or "en"
+
+    with _open(path) as f:
+        for n, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                flush()
+                continue
+            if line.startswith("-DOCSTART-"):
+                continue
+            parts = line.split()
+            if len(parts) < 2:
+                raise UserError(
+                    f"{path}:{n}: malformed line {line[:60]!r}; expected 'token label' (whitespace-separated), "
+                    "a blank line between sentences"
+                )
+            token, label = parts[0], parts[-1]
+            match = re.match(r"^([a-z]{2,3}(?:[-_][A-Za-z]+)?):(.+)$", token)
+            if match:
+                lang, token = match.group(1), match.group(2)
+            if not words:
+                start = n
+            words.append(token)
+            labels.append(label)
+        flush()
+    return out
+
+
+READERS = {"xnli_tsv": read_xnli_tsv, "mnli_jsonl": read_mnli_jsonl, "pawsx_tsv": read_pawsx_tsv,
+           "classification": read_classification, "conll": read_conll}
+
+
+def detect_format(task: TaskSpec, path: Path) -> str:
+    """Which reader a file needs, from the task and the file's first line."""
+    if task.name == "ner":
+        return "conll"
+    if task.name == "classification":
+        return "classification"
+    if path.suffix in (".jsonl", ".json"):
+        return "mnli_jsonl" if task.name == "xnli" else "classification"
+    with _open(path) as f:
+        first = f.readline().rstrip("\n").split("\t")
+    if task.name == "xnli" and "gold_label" in first:
+        return "xnli_tsv"
+    if first[:4] == ["id", "sentence1", "sentence2", "label"]:
+        return "pawsx_tsv"
+    if "text" in first and "label" in first:
+        return "classification"
+    raise UserError(
+        f"{path}:1: cannot tell the format of this {task.name} file from its header {first[:6]!r}; expected XNLI 1.0 "
+        "TSV (language gold_label … sentence1 sentence2 …), MultiNLI JSONL, PAWS-X TSV (id sentence1 sentence2 label) "
+        "or a TSV/JSONL with text, label columns"
+    )
+
+
+def read_file(task: TaskSpec, spec: str) -> list[Example] | list[TokenExample]:
+    lang, path = split_lang_prefix(spec)
+    return READERS[detect_format(task, path)](path, lang)
+
+
+def read_files(task: TaskSpec, specs: Sequence[str]) -> list:
+    out: list = []
+    for spec in specs:
+        out += read_file(task, spec)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- labels
+
+
+def resolve_labels(task: TaskSpec, configured: Sequence[str], train: Sequence) -> tuple[str, ...]:
+    """The label set: the task's fixed one, else the config's, else every label seen in training (sorted; for
+    NER "O" first so that a model predicting nothing predicts the outside tag)."""
+    if task.labels:
+        return task.labels
+    if configured:
+        return tuple(configured)
+    seen: set[str] = set()
+    for ex in train:
+        seen.update(ex.labels if isinstance(ex, TokenExample) else (ex.label,))
+    labels = sorted(seen)
+    if "O" in seen:
+        labels = ["O"] + [x for x in labels if x != "O"]
+    return tuple(labels)
+
+
+def check_labels(examples: Sequence, labels: Sequence[str]) -> None:
+    valid = set(labels)
+    for ex in examples:
+        if isinstance(ex, TokenExample):
+            # `where` is the sentence's first line; sentences have no blank lines inside, so token i is on start + i.
+            path, _, start = ex.where.rpartition(":")
+            for i, label in enumerate(ex.labels):
+                if label not in valid:
+                    where = f"{path}:{int(start) + i}" if start.isdigit() else ex.where
+                    raise UserError(f"{where}: label {label!r} is not in the label set {{{', '.join(labels)}}}")
+        elif ex.label not in valid:
+            raise UserError(f"{ex.where}: label {ex.label!r} is not in the label set {{{', '.join(labels)}}}")
+
+
+# ------------------------------------------------------------------------------------------------ tfds
+
+
+def _text(x: Any) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def tfds_xnli_examples(record: dict, split_langs: Sequence[str] | None = None) -> list[Example]:
+    """tfds `xnli` / `xtreme_xnli` record → one Example per language: `premise` is a Translation
+    ({lang: text}), `hypothesis` a TranslationVariableLanguages ({language: [...], translation: [...]})."""
+    premise = {(_text(k)): _text(v) for k, v in record["premise"].items()}
+    hyp = record["hypothesis"]
+    label = XNLI_LABELS[int(record["label"])]
+    out = []
+    for lang, text in zip(hyp["language"], hyp["translation"]):
+        lang = _text(lang)
+        if lang in premise and (split_langs is None or lang in split_langs):
+            out.append(Example(premise[lang], _text(text), label, lang, "tfds:xnli"))
+    return out
+
+
+def tfds_pawsx_example(record: dict, lang: str) -> Example:
+    """tfds `xtreme_pawsx/{lang}`: sentence1, sentence2, label (ClassLabel 0/1)."""
+    return Example(_text(record["sentence1"]), _text(record["sentence2"]), str(int(record["label"])), lang, "tfds:xtreme_pawsx")
+
+
+def tfds_wikiann_example(record: dict, lang: str, tag_names: Sequence[str] = WIKIANN_LABELS) -> TokenExample:
+    """tfds `wikiann/{lang}`: tokens, tags (ClassLabel over WIKIANN_LABELS), langs."""
+    words = tuple(_text(t) for t in record["tokens"])
+    tags = tuple(tag_names[int(t)] for t in record["tags"])
+    return TokenExample(words, tags, lang, "tfds:wikiann")
+
+
+def tfds_pair_sentences(record: dict) -> tuple[str, str]:
+    """tfds `tatoeba/tatoeba_{lang}` and `bucc/bucc_{lang}`: source_sentence, target_sentence."""
+    return _text(record["source_sentence"]), _text(record["target_sentence"])
+
+
+def load_tfds(name: str, split: str, data_dir: str | None = None, lang: str = "en") -> list:
+    """Reads a task from tensorflow_datasets (the `[tfds]` extra). name: xnli, xtreme_xnli, xtreme_pawsx,
+    wikiann, tatoeba, bucc (per-language builders take `lang`)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise UserError(
+            f"reading {name!r} from TensorFlow Datasets needs the [tfds] extra: pip install 'xlm_jax[tfds]'"
+        ) from None
+    builders = {"xnli": "xnli", "xtreme_xnli": "xtreme_xnli", "xtreme_pawsx": f"xtreme_pawsx/{lang}",
+                "wikiann": f"wikiann/{lang}", "tatoeba": f"tatoeba/tatoeba_{lang}", "bucc": f"bucc/bucc_{lang}"}
+    if name not in builders:
+        raise UserError(f"unknown tfds dataset {name!r}; known: {', '.join(builders)}")
+    ds = tfds.as_numpy(tfds.load(builders[name], split=split, data_dir=data_dir))
+    if name in ("xnli", "xtreme_xnli"):
+        return [ex for r in ds for ex in tfds_xnli_examples(r)]
+    if name == "xtreme_pawsx":
+        return [tfds_pawsx_example(r, lang) for r in ds]
+    if name == "wikiann":
+        return [tfds_wikiann_example(r, lang) for r in ds]
+    return [tfds_pair_sentences(r) for r in ds]
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+@dataclasses.dataclass(frozen=True)
+class InputProtocol:
+    """How one model family frames sentences: special ids from the model config, lang ids from its langs."""
+
+    family: str
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    langs: tuple[str, ...]
+    use_langs: bool  # the model has language embeddings
+
+    @classmethod
+    def from_config(cls, config) -> "InputProtocol":
+        return cls(config.family, config.bos_token_id, config.eos_token_id, config.pad_token_id, tuple(config.langs),
+                   bool(config.has_lang_embeddings))
+
+    def frame(self, a: list[int], b: list[int] | None) -> list[int]:
+        if self.family == "xlm":  # XLM's XNLI code: </s> a </s> [b </s>]
+            return [self.eos_id, *a, self.eos_id] + ([*b, self.eos_id] if b is not None else [])
+        return [self.bos_id, *a, self.eos_id] + ([self.eos_id, *b, self.eos_id] if b is not None else [])
+
+    def n_specials(self, pair: bool) -> int:
+        if self.family == "xlm":
+            return 3 if pair else 2
+        return 4 if pair else 2
+
+    def lang_id(self, lang: str) -> int:
+        """Index of `lang` in the model's language list (0 when the model has no language embeddings)."""
+        if not self.use_langs:
+            return 0
+        if lang not in self.langs:
+            raise UserError(
+                f"language {lang!r} is not one of the model's languages ({', '.join(self.langs)}); an XLM model with "
+                "language embeddings can only be run on its own languages"
+            )
+        return self.langs.index(lang)
+
+
+def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None, bool]:
+    """Longest-first truncation (remove from the longer side, ties from b) to fit `budget` pieces."""
+    if b is None:
+        return (a[:budget], None, True) if len(a) > budget else (a, None, False)
+    excess = len(a) + len(b) - budget
+    if excess <= 0:
+        return a, b, False
+    la, lb = len(a), len(b)
+    for _ in range(excess):
+        if la > lb:
+            la -= 1
+        else:
+            lb -= 1
+    return a[:la], b[:lb], True
+
+
+@dataclasses.dataclass
+class Encoded:
+    """Model inputs for a list of examples (rows in example order), unpadded; `batches` pads them."""
+
+    ids: list[list[int]]
+    labels: list[Any]  # int per row (sequence) or list[int] per row aligned with ids (token)
+    langs: list[str]
+    lang_ids: list[int]
+    truncated: int
+    word_starts: list[list[int]] = dataclasses.field(default_factory=list)  # token tasks: position of each word
+    n_words: list[int] = dataclasses.field(default_factory=list)
+
+
+def encode_sequence_examples(examples: Sequence[Example], tokenizer, protocol: InputProtocol, labels: Sequence[str],
+                             max_len: int) -> Encoded:
+    label_ids = {x: i for i, x in enumerate(labels)}
+    texts_a = tokenizer.encode_batch_pieces_ids([ex.text_a for ex in examples])
+    pair_idx = [i for i, ex in enumerate(examples) if ex.text_b is not None]
+    texts_b = dict(zip(pair_idx, tokenizer.encode_batch_pieces_ids([examples[i].text_b for i in pair_idx])))
+    out = Encoded([], [], [], [], 0)
+    for i, ex in enumerate(examples):
+        b = texts_b[i].tolist() if i in texts_b else None
+        a, b, cut = truncate_pair(texts_a[i].tolist(), b, max_len - protocol.n_specials(b is not None))
+        out.truncated += cut
+        out.ids.append(protocol.frame(a, b))
+        out.labels.append(label_ids.get(ex.label, -1))
+        out.langs.append(ex.lang)
+        out.lang_ids.append(protocol.lang_id(ex.lang))
+    return out
+
+
+def encode_token_examples(examples: Sequence[TokenExample], tokenizer, protocol: InputProtocol,
+                          labels: Sequence[str], max_len: int) -> Encoded:
+    """Each word is encoded on its own; its label goes on its FIRST sub-word, the other sub-words (and the
+    specials) get IGNORE_INDEX. Words that do not fit in max_len are cut and counted (predicted 'O')."""
+    label_ids = {x: i for i, x in enumerate(labels)}
+    out = Encoded([], [], [], [], 0)
+    budget = max_len - protocol.n_specials(False)
+    for ex in examples:
+        pieces = tokenizer.encode_batch_pieces_ids(list(ex.words)) if ex.words else []
+        ids, row_labels, starts = [], [], []
+        for word_pieces, label in zip(pieces, ex.labels):
+            word_pieces = word_pieces.tolist() or [tokenizer.unk_id]
+            if len(ids) + len(word_pieces) > budget:
+                out.truncated += 1
+                break
+            starts.append(len(ids) + 1)  # +1: the leading special
+            row_labels += [label_ids.get(label, -1)] + [IGNORE_INDEX] * (len(word_pieces) - 1)
+            ids += word_pieces
+        out.ids.append(protocol.frame(ids, None))
+        out.labels.append([IGNORE_INDEX] + row_labels + [IGNORE_INDEX])
+        out.langs.append(ex.lang)
+        out.lang_ids.append(protocol.lang_id(ex.lang))
+        out.word_starts.append(starts)
+        out.n_words.append(len(ex.words))
+    return out
+
+
+def pad_width(length: int, max_len: int, multiple: int = 16) -> int:
+    """Batches are padded to a multiple of 16 (capped at max_len): few distinct shapes, so few compilations."""
+    return min(max_len, -(-length // multiple) * multiple)
+
+
+def make_batch(enc: Encoded, rows: Sequence[int], batch_size: int, max_len: int, pad_id: int, token_task: bool) -> dict:
+    """Fixed-shape batch of `rows` (padded with weight-0 rows up to batch_size)."""
+    width = pad_width(max((len(enc.ids[r]) for r in rows), default=1), max_len)
+    ids = np.full((batch_size, width), pad_id, np.int32)
+    mask = np.zeros((batch_size, width), np.int32)
+    langs = np.zeros((batch_size, width), np.int32)
+    weights = np.zeros((batch_size,), np.float32)
+    labels = np.full((batch_size, width), IGNORE_INDEX, np.int32) if token_task else np.zeros((batch_size,), np.int32)
+    for j, r in enumerate(rows):
+        n = len(enc.ids[r])
+        ids[j, :n] = enc.ids[r]
+        mask[j, :n] = 1
+        langs[j, :] = enc.lang_ids[r]  # every token (both halves) carries the example's language
+        weights[j] = 1.0
+        if token_task:
+            labels[j, :n] = enc.labels[r]
+        else:
+            labels[j] = enc.labels[r]
+    return {"input_ids": ids, "attention_mask": mask, "langs": langs, "labels": labels, "weights": weights}
+
+
+def word_predictions(token_preds: np.ndarray, starts: Sequence[int], n_words: int, labels: Sequence[str]) -> list[str]:
+    """Word-level tags from sub-word predictions (read at each word's first sub-word); cut words get 'O'."""
+    tags = [labels[int(token_preds[s])] for s in starts]
+    return tags + ["O"] * (n_words - len(tags))
