@@ -461,7 +461,8 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
     markdown, table = results_table(results, spec.metric, cfg.train_lang) if results else ("(no valid / test data)", {})
     table.update(task=spec.name, protocol=cfg.protocol, select_on=cfg.select_on, best_step=best_step,
                  steps=steps_done, stopped_early=stopped_early, truncated={"train": enc.truncated, **truncated},
-                 labels=list(labels), history=history)
+                 labels=list(labels), history=history,
+                 train_examples={lang: sum(e.lang == lang for e in train) for lang in sorted({e.lang for e in train})})
     (out / "results.md").write_text(markdown + "\n")
     (out / "results.json").write_text(json.dumps(table, indent=2))
     for split, n in truncated.items():
