@@ -371,3 +371,21 @@ def test_cli_refuses_non_empty_destination_unless_forced(hf, tmp_path):
     assert result.stdout.count("\n") == 1 and "XLMRobertaForMaskedLM" in result.stdout
     assert "parameters" in result.stdout and str(dst) in result.stdout
     assert sorted(os.listdir(dst)) == ["config.json", "model.safetensors"]
+
+
+def test_fairseq_config_problems_are_explained(hf, tmp_path):
+    model, _ = hf["xlmr"]
+    state = _fairseq_state(model, new_names=False)
+    torch.save({"model": state, "args": None}, tmp_path / "model.pt")
+    with pytest.raises(xlm_jax.UserError, match=r"model\.pt: the number of attention heads .* pass --num-heads"):
+        convert.load_any(tmp_path / "model.pt")
+    params, cfg, info = convert.load_any(tmp_path / "model.pt", num_heads=4)
+    assert (info.kind, cfg.num_heads, cfg.num_layers, cfg.intermediate_size, cfg.max_positions) == ("fairseq", 4, 2, 37, 64)
+
+    # args.max_positions=66 wants 66 + padding_idx + 1 = 68 rows; the table has 66 (the "512 vs 514" mistake).
+    torch.save({"model": state, "args": argparse.Namespace(encoder_attention_heads=4, max_positions=66)},
+               tmp_path / "model.pt")
+    with pytest.raises(xlm_jax.UserError, match=r"position_embeddings\.weight \(decoder\.sentence_encoder\."
+                                                r"embed_positions\.weight in the file\) has shape \(66, 32\), "
+                                                r"expected \(68, 32\) \(position table mismatch"):
+        convert.load_any(tmp_path / "model.pt")

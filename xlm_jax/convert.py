@@ -52,8 +52,6 @@ TOKENIZER_FILES = (
 )
 # Tied copies that `save_pretrained` leaves out (transformers re-ties them on load).
 TIED_HF_KEYS = ("lm_head.decoder.weight", "lm_head.decoder.bias", "pred_layer.proj.weight")
-# Keys a source may carry that our model has no use for.
-_IGNORED = re.compile(r"(^|\.)position_ids$|^(roberta\.)?pooler\.|^lm_head\.decoder\.|^pred_layer\.proj\.weight$")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
