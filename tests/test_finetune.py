@@ -1,0 +1,161 @@
+"""Fine-tuning on tiny models: learning on a fixture task, per-language tables, protocols, early stopping,
+layer-wise learning rates, NER end to end, and bad inputs through the CLI (exit 2, clear messages)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xlm_jax import finetune as F
+from xlm_jax.config import get_model_config
+from xlm_jax.errors import UserError
+
+FIX = Path(__file__).parent / "fixtures" / "finetune"
+ROOT = Path(__file__).parent.parent
+
+
+def _tiny():
+    spec = importlib.util.spec_from_file_location("tiny_setup", FIX / "tiny_setup.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tiny = _tiny()
+    d = tmp_path_factory.mktemp("ft")
+    tok = tiny.make_tokenizer(d)
+    ckpt = tiny.make_checkpoint(d)
+    train = tiny.write_jsonl(d / "train.jsonl", tiny.task_examples("en", 32, 1) + tiny.task_examples("de", 32, 2))
+    valid = tiny.write_jsonl(d / "valid.jsonl", [e for lang in ("fr", "de", "en") for e in tiny.task_examples(lang, 16, 3)])
+    return {"dir": d, "tok": str(tok), "ckpt": str(ckpt), "train": str(train), "valid": str(valid)}
+
+
+def _cfg(setup, out, **kw):
+    base = dict(task="classification", init=setup["ckpt"], tokenizer=setup["tok"], out=str(out),
+                train=[setup["train"]], valid=[setup["valid"]], test=[setup["valid"]], lr=1e-3, batch_size=16,
+                dropout=0, log_every=10, warmup_ratio=0.1)
+    base.update(kw)
+    return F.load_config(None, [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in base.items()])
+
+
+def test_tiny_finetune_learns_zero_shot_and_writes_table(setup, tmp_path):
+    messages = []
+    out = tmp_path / "run"
+    result = F.finetune(_cfg(setup, out, max_steps=60, eval_every=20), log=messages.append)
+    assert any("has no classifier head: initialised a new classification head with 2 labels" in m for m in messages)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train_acc = [r["accuracy"] for r in log if "accuracy" in r]
+    assert train_acc[-1] >= 0.9  # overfits the 32 English examples (chance = 0.5)
+    table = json.loads((out / "results.json").read_text())
+    assert table["train_examples"] == {"en": 32}  # zero-shot: English only, although de is in the train file
+    assert table["langs"] == ["en", "de", "fr"]
+    assert table["metric"] == "accuracy" and table["best_step"] == result.best_step
+    test = table["splits"]["test"]
+    assert test["per_lang"]["en"]["score"] > 0.6 and test["per_lang"]["en"]["n"] == 16
+    assert test["avg"] == pytest.approx(np.mean([test["per_lang"][x]["score"] for x in ("en", "de", "fr")]))
+    md = (out / "results.md").read_text().splitlines()
+    assert md[0] == "| accuracy | en | de | fr | avg |"
+    assert md[2].startswith("| valid |") and md[3].startswith("| test |")
+    assert md[3].endswith(f"| {100 * test['avg']:.1f} |")  # average last
+    # The best checkpoint carries its task: evaluate rebuilds the head and reproduces the table's numbers.
+    assert json.loads((out / "best" / "task.json").read_text())["labels"] == ["file", "other"]
+    from xlm_jax.evaluate import run_task_eval
+
+    _, again = run_task_eval(str(out), setup["tok"], [setup["valid"]])
+    assert again["splits"]["test"]["per_lang"] == test["per_lang"]
+
+
+def test_translate_train_all_and_truncation(setup, tmp_path):
+    result = F.finetune(_cfg(setup, tmp_path / "tta", protocol="translate_train_all", max_steps=2, max_len=8,
+                             valid=[]), log=lambda m: None)
+    table = result.table
+    assert table["train_examples"] == {"de": 32, "en": 32}
+    assert table["truncated"]["train"] > 0 and table["truncated"]["test"] > 0
+    assert result.best_step == 2  # no valid data: the last step is kept
+
+
+def test_early_stopping(setup, tmp_path):
+    # A learning rate too small to change predictions: the valid score never improves after the first evaluation.
+    result = F.finetune(_cfg(setup, tmp_path / "es", lr=1e-12, max_steps=50, eval_every=1, patience=2, test=[]),
+                        log=lambda m: None)
+    assert result.stopped_early and result.steps == 3 and result.best_step == 1
+    assert [h["step"] for h in result.history] == [1, 2, 3]
+    assert sorted(p.name for p in (tmp_path / "es" / "best").iterdir()) == ["1", "task.json"]
+
+
+def test_select_on_one_language(setup, tmp_path):
+    result = F.finetune(_cfg(setup, tmp_path / "sel", max_steps=4, eval_every=2, select_on="en", test=[]),
+                        log=lambda m: None)
+    assert result.best_score == max(h["per_lang"]["en"] for h in result.history)
+
+
+def test_layerwise_lr_scales_updates_not_gradients():
+    config = get_model_config("xlmr_tiny")
+    from xlm_jax.evaluate import task_model
+    from xlm_jax.model import init_params
+    import flax.linen as nn
+
+    params = nn.unbox(init_params(task_model(config, F.T.TASKS["classification"], 2), jax.random.key(0)))
+    scales = F.lr_scales(params, config, 0.5, 10.0)
+    assert scales["encoder"]["layers"]["attention"]["query"]["kernel"].reshape(-1).tolist() == [0.25, 0.5]
+    assert float(scales["encoder"]["embeddings"]["word_embeddings"]["embedding"]) == 0.125
+    assert float(scales["classifier"]["out_proj"]["kernel"]) == 10.0
+    cfg = F.FinetuneConfig(task="classification", lr=1e-3, head_lr=1e-2, layer_decay=0.5, warmup_ratio=0.0,
+                           weight_decay=0.0, clip_norm=0.0)
+    opt = F.build_optimizer(cfg, params, config, total_steps=10)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    q = np.asarray(updates["encoder"]["layers"]["attention"]["query"]["kernel"])
+    # Adam's first update is -lr * g / (|g| + eps) = -lr: the per-layer scale shows up exactly in the update.
+    np.testing.assert_allclose(q[0], -1e-3 * 0.25, rtol=1e-4)
+    np.testing.assert_allclose(q[1], -1e-3 * 0.5, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(updates["classifier"]["out_proj"]["kernel"]), -1e-2, rtol=1e-4)
+
+
+def test_ner_finetune_reports_entity_f1(setup, tmp_path):
+    result = F.finetune(F.load_config(None, [
+        "task=ner", f"init={setup['ckpt']}", f"tokenizer={setup['tok']}", f"out={tmp_path / 'ner'}",
+        f"train=[{FIX / 'conll_en.txt'}]", f"valid=[{FIX / 'wikiann_test.txt'}]", "max_steps=3", "batch_size=2",
+        "lr=1e-3", "labels=[O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC]",
+    ]), log=lambda m: None)
+    table = result.table
+    assert table["metric"] == "f1" and table["langs"] == ["en", "de"]
+    per = table["splits"]["valid"]["per_lang"]
+    assert set(per["en"]) == {"n", "score", "precision", "recall"} and per["de"]["n"] == 1
+    assert table["labels"][:3] == ["O", "B-PER", "I-PER"]
+
+
+def test_config_errors():
+    with pytest.raises(UserError, match="unknown key 'learning_rate'"):
+        F.load_config(None, ["learning_rate=1"])
+    with pytest.raises(UserError, match="did you mean lr"):
+        F.load_config(None, ["lrr=1"])
+    with pytest.raises(UserError, match="protocol='translate'"):
+        F.load_config(None, ["protocol=translate"])
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "xlm_jax.finetune", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+def test_cli_bad_inputs_exit_2(setup, tmp_path):
+    common = [f"init={setup['ckpt']}", f"tokenizer={setup['tok']}", f"out={tmp_path / 'x'}"]
+    r = _cli("task=sentiment", *common, f"train=[{setup['train']}]")
+    assert r.returncode == 2 and "unknown task 'sentiment'; known tasks: xnli, pawsx, classification, ner" in r.stderr
+    r = _cli("task=classification", "labels=[file,print]", *common, f"train=[{FIX / 'bad_label.tsv'}]")
+    assert r.returncode == 2
+    assert "bad_label.tsv:3: label 'prnt' is not in the label set {file, print}" in r.stderr
+    r = _cli("task=ner", *common, f"train=[{FIX / 'bad_ner.txt'}]")
+    assert r.returncode == 2 and "bad_ner.txt:3: malformed line" in r.stderr
+    r = _cli("task=classification", f"init={tmp_path / 'nope'}", f"tokenizer={setup['tok']}", f"train=[{setup['train']}]")
+    assert r.returncode == 2 and "no such checkpoint" in r.stderr
+    assert not (tmp_path / "x").exists()  # nothing written on bad input

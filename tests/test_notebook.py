@@ -1,0 +1,58 @@
+"""Executes experiments/notebooks/evaluate.ipynb end to end on a tiny checkpoint so that it never rots."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+FIX = Path(__file__).parent / "fixtures" / "finetune"
+NOTEBOOK = ROOT / "experiments" / "notebooks" / "evaluate.ipynb"
+
+
+def _tiny():
+    spec = importlib.util.spec_from_file_location("tiny_setup", FIX / "tiny_setup.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _kernel_spec(tmp: Path) -> str:
+    """A kernel spec that runs this interpreter (the venv's), whatever kernels the machine has installed."""
+    import json
+
+    kdir = tmp / "kernels" / "xlmjax-test"
+    kdir.mkdir(parents=True)
+    (kdir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "xlm_jax test", "language": "python",
+    }))
+    return str(tmp)
+
+
+@pytest.mark.slow
+def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    tiny = _tiny()
+    tok = tiny.make_tokenizer(tmp_path)
+    ckpt = tiny.make_checkpoint(tmp_path)
+    figure = tmp_path / "heatmap.png"
+    monkeypatch.setenv("XLMJAX_CHECKPOINT", str(ckpt))
+    monkeypatch.setenv("XLMJAX_TOKENIZER", str(tok))
+    monkeypatch.setenv("XLMJAX_FIGURE", str(figure))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("JUPYTER_PATH", _kernel_spec(tmp_path) + os.pathsep + os.environ.get("JUPYTER_PATH", ""))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="xlmjax-test", resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
+    outputs = ["".join(o.get("text", "") for o in cell.get("outputs", [])) for cell in nb.cells if cell.cell_type == "code"]
+    assert "xlmr: 2 layers, hidden 64" in outputs[1]
+    assert outputs[2].count("->") == 3  # en, de, fr tokenized
+    assert outputs[3].count("top-3") == 6
+    assert "(15, 15)" in outputs[4] and figure.stat().st_size > 1000
+    table = outputs[5].splitlines()
+    assert table[0] == "| src → tgt | P@1 | P@1 (reverse) |" and len(table) == 2 + 3  # en-de, en-fr, de-fr
