@@ -77,13 +77,9 @@ def restore_params(path: str | Path, target: Any | None = None) -> tuple[Any, Mo
     directory, step = resolve(path)
     config = load_model_config(directory / str(step))
     item = directory / str(step) / PARAMS
+    if target is None:
+        # Without a target orbax restores the saved arrays as NumPy, on the host.
+        with ocp.PyTreeCheckpointer() as ckptr:
+            return jax.tree_util.tree_map(np.asarray, ckptr.restore(item)), config
     with ocp.StandardCheckpointer() as ckptr:
-        if target is None:
-            meta = ckptr.metadata(item)
-            tree = getattr(meta, "item_metadata", meta)
-            target = jax.tree_util.tree_map(
-                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree,
-                is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
-            )
-            return jax.tree_util.tree_map(np.asarray, ckptr.restore(item, target)), config
         return ckptr.restore(item, target), config
