@@ -34,13 +34,13 @@ from xlm_jax.sharding import BATCH_AXES, LOGICAL_RULES, batch_sharding, batch_si
 OBJECTIVE_RNG_KEYS = {"mlm": 0, "clm": 1, "tlm": 2}
 
 
-def _boxed_abstract_params(model_cfg: ModelConfig) -> Any:
+def boxed_abstract_params(model_cfg: ModelConfig) -> Any:
     model = XLMForMaskedLM(model_cfg)
     return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
 
 
 def _state_shardings(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh):
-    boxed = _boxed_abstract_params(model_cfg)
+    boxed = boxed_abstract_params(model_cfg)
     params_sh = param_shardings(boxed, mesh)
     abstract_params = nn.unbox(boxed)
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)

@@ -1,0 +1,168 @@
+"""The sharded train step: meshes and two processes give the single-device losses, gradient accumulation equals
+one big batch, metrics are consistent, analytic FLOPs.
+
+JAX fixes its device count per process, so the multi-device runs happen in subprocesses
+(tests/multiprocess_worker.py), all started at once: one with 8 simulated CPU devices runs the single-device
+reference and the meshes (data=8), (fsdp=8), (data=2, fsdp=2, tensor=2); two more form a 2-process job over
+loopback (4 CPU devices each, gloo collectives), each feeding its own half of the rows.
+"""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from xlm_jax.config import get_model_config
+from xlm_jax.optim import OptimizerConfig, make_schedule
+from xlm_jax.step import mfu, model_flops_per_token, peak_flops_per_device
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "multiprocess_worker.py"
+TIMEOUT_S = 420
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("step")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    # LLVM optimisation of the tiny CPU programs costs more than running them; every run uses the same flags.
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+    port = _free_port()
+    commands = {
+        "meshes": [sys.executable, str(WORKER), "meshes", str(tmp / "meshes.json")],
+        "process0": [sys.executable, str(WORKER), "process", str(port), "0", str(tmp / "process0.json")],
+        "process1": [sys.executable, str(WORKER), "process", str(port), "1", str(tmp / "process1.json")],
+    }
+    procs = {name: subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True) for name, cmd in commands.items()}
+    out = {}
+    for name, proc in procs.items():
+        try:
+            log, _ = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            for p in procs.values():
+                p.kill()
+            pytest.fail(f"{name} worker did not finish in {TIMEOUT_S}s")
+        result = tmp / f"{name}.json"
+        out[name] = json.loads(result.read_text()) if proc.returncode == 0 and result.exists() else None
+        out[f"{name}_log"] = log[-4000:]
+    return out
+
+
+def _result(runs, name):
+    if runs[name] is None:
+        pytest.fail(f"{name} worker failed:\n{runs[name + '_log']}")
+    return runs[name]
+
+
+def _assert_same_history(got, want, tol=1e-4):
+    assert len(got) == len(want)
+    for step, (g, w) in enumerate(zip(got, want)):
+        assert g.keys() == w.keys()
+        for key in w:
+            np.testing.assert_allclose(g[key], w[key], rtol=tol, atol=tol, err_msg=f"step {step} {key}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", ["data8", "fsdp8", "2x2x2"])
+def test_meshes_match_one_device(runs, mesh):
+    results = _result(runs, "meshes")
+    single = results["single"]["history"]
+    assert len(single) == 3 and single[0]["loss"] != single[2]["loss"]  # it trains
+    _assert_same_history(results[mesh]["history"], single)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(runs):
+    single = _result(runs, "meshes")["single"]["history"]
+    for name in ("process0", "process1"):
+        _assert_same_history(_result(runs, name)["history"], single)
+
+
+@pytest.mark.slow
+def test_params_and_moments_are_sharded_by_the_rules(runs):
+    specs = _result(runs, "meshes")["2x2x2"]["specs"]
+    assert specs == {
+        "query_kernel": "P(None, 'fsdp', 'tensor', None)",  # [layers, embed, heads, kv]
+        "word_embedding": "P('tensor', 'fsdp')",  # [vocab, embed]
+        "wo_kernel": "P(None, 'tensor', 'fsdp')",  # [layers, mlp, embed]
+        "position_embedding": "P(None, 'fsdp')",  # [pos, embed]
+        "adam_mu_query": "P(None, 'fsdp', 'tensor', None)",  # moments follow their parameter
+    }
+    assert _result(runs, "process0")["specs"] == specs
+    assert _result(runs, "meshes")["abstract_query_spec"] == specs["query_kernel"]
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_equals_big_batch(runs):
+    acc = _result(runs, "meshes")["grad_accum"]
+    # SGD(lr=1): the parameter change is the gradient, so equal params mean equal gradients.
+    assert acc["max_param_diff"] <= 1e-5 * max(1.0, acc["max_param"])
+    _assert_same_history(acc["accum"], acc["big"], tol=1e-5)
+
+
+@pytest.mark.slow
+def test_metrics_are_consistent(runs):
+    history = _result(runs, "meshes")["single"]["history"]
+    schedule = make_schedule(OptimizerConfig(lr=1e-3, warmup_steps=2, weight_decay=0.01, clip_norm=1.0), 10)
+    for k, m in enumerate(history):
+        assert math.isclose(m["lr"], float(schedule(k)), rel_tol=1e-6, abs_tol=1e-12)
+        assert math.isclose(m["loss"], m["mlm/loss"] + 0.5 * m["tlm/loss"], rel_tol=1e-6)
+        for obj in ("mlm", "tlm"):
+            # 8 rows x 6 predictions, 3 of row 0 padded; rows grouped by row % 3 (row 0 in group 0).
+            assert m[f"{obj}/tokens"] == 45.0 and m[f"{obj}/group_count"] == [15.0, 18.0, 12.0]
+            assert math.isclose(sum(m[f"{obj}/group_loss_sum"]) / 45.0, m[f"{obj}/loss"], rel_tol=1e-5)
+            assert 0.0 <= m[f"{obj}/accuracy"] <= 1.0 and 8 * 16 <= m[f"{obj}/input_tokens"] <= 8 * 32
+            assert abs(m[f"{obj}/loss"] - math.log(1000)) < 0.5  # untrained: near uniform over the vocabulary
+        assert m["grad_norm"] > 0
+
+
+@pytest.mark.slow
+def test_eval_step_sums(runs):
+    ev = _result(runs, "meshes")["eval"]
+    assert ev["count"] == 45.0 and ev["group_count"] == [15.0, 18.0, 12.0]
+    assert math.isclose(sum(ev["group_loss_sum"]), ev["loss_sum"], rel_tol=1e-5)
+    assert abs(ev["loss_sum"] / ev["count"] - math.log(1000)) < 0.5
+
+
+def test_flops_formula_on_a_hand_computed_config():
+    cfg = get_model_config("xlmr_tiny")  # D=64, F=128, L=2, V=1000, dense LM-head transform
+    dense = 6 * 2 * (4 * 64 * 64 + 2 * 64 * 128)  # 393,216
+    attention = 12 * 2 * 32 * 64  # 49,152
+    head = 6 * 0.15 * (64 * 1000 + 64 * 64)  # 61,286.4
+    assert dense + attention + head == pytest.approx(503_654.4)
+    assert model_flops_per_token(cfg, 32, 0.15) == pytest.approx(503_654.4)
+    no_transform = cfg.replace(lm_head_transform=False)
+    assert model_flops_per_token(no_transform, 32, 1.0) == pytest.approx(dense + attention + 6 * 64 * 1000)
+    # The dense term is 6 x the layers' matmul parameters (biases excluded).
+    base = get_model_config("xlmr_base")
+    per_layer_matrices = 4 * 768 * 768 + 2 * 768 * 3072
+    assert model_flops_per_token(base, 512, 0.0) == pytest.approx(6 * 12 * per_layer_matrices + 12 * 12 * 512 * 768)
+
+
+def test_peak_flops_and_mfu():
+    dev = lambda kind, platform="gpu": SimpleNamespace(device_kind=kind, platform=platform)  # noqa: E731
+    assert peak_flops_per_device(dev("NVIDIA H100 80GB HBM3")) == 989e12
+    assert peak_flops_per_device(dev("NVIDIA H100 PCIe")) == 756e12
+    assert peak_flops_per_device(dev("NVIDIA H200")) == 989e12
+    assert peak_flops_per_device(dev("NVIDIA A100-SXM4-80GB")) == 312e12
+    assert peak_flops_per_device(dev("TPU v4", "tpu")) == 275e12
+    assert peak_flops_per_device(dev("TPU v5 lite", "tpu")) == 197e12
+    assert peak_flops_per_device(dev("TPU v5p", "tpu")) == 459e12
+    assert peak_flops_per_device(dev("TPU v6 lite", "tpu")) == 918e12
+    assert peak_flops_per_device(dev("cpu", "cpu")) is None
+    assert mfu(1e6, 1e8, [dev("NVIDIA H100 80GB HBM3")] * 2) == pytest.approx(1e14 / (2 * 989e12))
+    assert mfu(1e6, 1e8, [dev("cpu", "cpu")]) is None
