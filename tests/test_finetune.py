@@ -142,20 +142,25 @@ def test_config_errors():
         F.load_config(None, ["protocol=translate"])
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "xlm_jax.finetune", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+def _cli_many(*commands):
+    """Runs the CLI once per argument list, concurrently (each pays the JAX import), -> CompletedProcess-likes."""
+    procs = [subprocess.Popen([sys.executable, "-m", "xlm_jax.finetune", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT) for args in commands]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=180), *p.communicate()) for p in procs]
 
 
 def test_cli_bad_inputs_exit_2(setup, tmp_path):
     common = [f"init={setup['ckpt']}", f"tokenizer={setup['tok']}", f"out={tmp_path / 'x'}"]
-    r = _cli("task=sentiment", *common, f"train=[{setup['train']}]")
-    assert r.returncode == 2 and "unknown task 'sentiment'; known tasks: xnli, pawsx, classification, ner" in r.stderr
-    r = _cli("task=classification", "labels=[file,print]", *common, f"train=[{FIX / 'bad_label.tsv'}]")
-    assert r.returncode == 2
-    assert "bad_label.tsv:3: label 'prnt' is not in the label set {file, print}" in r.stderr
-    r = _cli("task=ner", *common, f"train=[{FIX / 'bad_ner.txt'}]")
-    assert r.returncode == 2 and "bad_ner.txt:3: malformed line" in r.stderr
-    r = _cli("task=classification", f"init={tmp_path / 'nope'}", f"tokenizer={setup['tok']}", f"train=[{setup['train']}]")
-    assert r.returncode == 2 and "no such checkpoint" in r.stderr
+    unknown, label, ner, ckpt = _cli_many(
+        ["task=sentiment", *common, f"train=[{setup['train']}]"],
+        ["task=classification", "labels=[file,print]", *common, f"train=[{FIX / 'bad_label.tsv'}]"],
+        ["task=ner", *common, f"train=[{FIX / 'bad_ner.txt'}]"],
+        ["task=classification", f"init={tmp_path / 'nope'}", f"tokenizer={setup['tok']}", f"train=[{setup['train']}]"],
+    )
+    assert unknown.returncode == 2
+    assert "unknown task 'sentiment'; known tasks: xnli, pawsx, classification, ner" in unknown.stderr
+    assert label.returncode == 2
+    assert "bad_label.tsv:3: label 'prnt' is not in the label set {file, print}" in label.stderr
+    assert ner.returncode == 2 and "bad_ner.txt:3: malformed line" in ner.stderr
+    assert ckpt.returncode == 2 and "no such checkpoint" in ckpt.stderr
     assert not (tmp_path / "x").exists()  # nothing written on bad input
