@@ -321,7 +321,10 @@ def train(cfg: TrainConfig) -> int:
                               peak_flops_per_device)
 
     wall_start = time.perf_counter()
-    lead = jax.process_index() == 0
+    # Single process: leave the JAX backend uninitialised until the data is prepared, since the corpus and
+    # preprocessing stages fork worker processes (fork after backend start-up can deadlock).
+    multi_process = jax.distributed.is_initialized()
+    lead = jax.process_index() == 0 if multi_process else True
     run_dir = Path(cfg.run_dir)
 
     def log(msg: str) -> None:
@@ -329,10 +332,10 @@ def train(cfg: TrainConfig) -> int:
             tqdm.write(msg, file=sys.stdout)
 
     # Data: prepared once per machine, process 0 first so that processes sharing a disk do not race.
-    if not lead:
+    if multi_process and not lead:
         _barrier("xlm_jax_prepare")
     data_dir = prepare_data(cfg, log)
-    if lead:
+    if multi_process and lead:
         _barrier("xlm_jax_prepare")
     corpus = PreprocessedCorpus(data_dir)
     data_cfg = make_data_config(cfg, corpus)
@@ -507,11 +510,11 @@ def train(cfg: TrainConfig) -> int:
                 bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=_fmt(tps), tok_s_dev=_fmt(tps / n_dev))
                 sums, interval_steps, interval_tokens, interval_flops = None, 0, 0.0, 0.0
                 timer = time.perf_counter()
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != stop_step:
+            # Evaluation depends on the step alone (never on where a time slice stopped), so that a resumed
+            # run's metrics.jsonl equals an uninterrupted one's.
+            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == steps:
                 run_eval(step)
             if step % cfg.checkpoint.every == 0 or step == stop_step:
-                if step == stop_step:
-                    run_eval(step)
                 checkpoint(step, first_bad)
             if stop["signal"] is not None:
                 checkpoint(step, first_bad)

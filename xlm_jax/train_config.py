@@ -50,7 +50,7 @@ class ModelSection:
     base: str = "xlmr_tiny"
     overrides: Mapping[str, Any] = field(
         default_factory=lambda: {
-            "hidden_size": 192, "num_layers": 3, "num_heads": 4, "intermediate_size": 768, "dropout": 0.0,
+            "hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 512, "dropout": 0.0,
             "attention_dropout": 0.0,
         }
     )
@@ -74,7 +74,7 @@ class DataSection:
     dir: str = ""
     corpus: str = "gettext"  # raw corpus directory to prepare when dir is "", or "gettext" (system catalogs)
     vocab_size: int = 8000  # SentencePiece pieces + 2 ... trained when preparing (the vocab is vocab_size + 2 ids)
-    tokenizer_sentences: int = 200000  # sentences sampled (α = 0.3 over languages) to train it
+    tokenizer_sentences: int = 100000  # sentences sampled (α = 0.3 over languages) to train it
     max_langs: int = 15  # when preparing: keep the N languages with the most en-X pairs, plus en (0 = all)
     max_len: int = 64  # when preparing: pieces per sentence (longer ones are truncated)
     valid_fraction: float = 0.01  # when preparing a flat corpus: held-out share (by hash of the text)
@@ -103,13 +103,13 @@ class DataSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    steps: int = 1200  # optimizer updates in the whole run (the schedule's length)
+    steps: int = 500  # optimizer updates in the whole run (the schedule's length)
     batch_size: int = 32  # GLOBAL sequences per objective per update (all processes, all micro-batches)
     seq_len: int = 64  # MLM/CLM row length in tokens (TLM: data.tlm_seq_len, 0 = the same)
     grad_accum: int = 1  # micro-batches per update (batch_size / grad_accum rows each)
     stop_at: int = 0  # stop (with a checkpoint) after this step without changing the schedule; 0 = steps
     log_every: int = 25  # steps between metrics.jsonl / TensorBoard records (values averaged over the interval)
-    eval_every: int = 400  # steps between validations (0 = only at the end)
+    eval_every: int = 250  # steps between validations (0 = only at the end)
     eval_batches: int = 2  # held-out batches per language per validation (0 = the whole split)
     eval_langs: tuple[str, ...] = ()  # () = every MLM language that has a valid split
     progress: bool = True  # tqdm progress bar (process 0)
@@ -126,7 +126,7 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class CheckpointSection:
-    every: int = 400  # steps between checkpoints (also one at the end, and on SIGTERM / SIGINT)
+    every: int = 250  # steps between checkpoints (also one at the end, and on SIGTERM / SIGINT)
     keep: int = 2  # most recent checkpoints kept in RUN_DIR/checkpoints
     keep_best: bool = True  # also keep the best by validation loss in RUN_DIR/best (params + model_config)
     async_save: bool = True  # write in a background thread while training continues
@@ -144,7 +144,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     optimizer: OptimizerConfig = field(
-        default_factory=lambda: OptimizerConfig(lr=1e-3, warmup_steps=100, weight_decay=0.01)
+        default_factory=lambda: OptimizerConfig(lr=1e-3, warmup_steps=50, weight_decay=0.01)
     )
     mesh: MeshConfig = field(default_factory=MeshConfig)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
