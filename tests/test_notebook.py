@@ -50,9 +50,9 @@ def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="xlmjax-test", resources={"metadata": {"path": str(ROOT)}})
     client.execute()
     outputs = ["".join(o.get("text", "") for o in cell.get("outputs", [])) for cell in nb.cells if cell.cell_type == "code"]
-    assert "xlmr: 2 layers, hidden 64" in outputs[1]
-    assert outputs[2].count("->") == 3  # en, de, fr tokenized
-    assert outputs[3].count("top-3") == 6
-    assert "(15, 15)" in outputs[4] and figure.stat().st_size > 1000
-    table = outputs[5].splitlines()
+    assert "xlmr: 2 layers, hidden 64" in outputs[0]
+    assert outputs[1].count("->") == 3  # en, de, fr tokenized
+    assert outputs[2].count("top-3") == 6
+    assert "(15, 15)" in outputs[3] and figure.stat().st_size > 1000
+    table = outputs[4].splitlines()
     assert table[0] == "| src → tgt | P@1 | P@1 (reverse) |" and len(table) == 2 + 3  # en-de, en-fr, de-fr
