@@ -121,6 +121,17 @@ def meshes(out: str) -> None:
     state, _ = init_state(MODEL, sgd, one, jax.random.key(0))
     sums = eval_step(state["params"], global_batch(one, synthetic_batch(0, "mlm")))
     results["eval"] = {k: to_list(v) for k, v in sums.items()}
+    # Mixed precision: bf16 compute, float32 parameters, optimizer state and losses.
+    bf16 = MODEL.replace(dtype="bfloat16")
+    adam = make_optimizer(OPT_CFG, total_steps=10)
+    state, shardings = init_state(bf16, adam, one, jax.random.key(0))
+    step = make_train_step(bf16, adam, one, shardings, OBJECTIVES, {"mlm": GROUPS, "tlm": GROUPS})
+    state, metrics = step(state, global_batch(one, {n: synthetic_batch(0, n) for n in OBJECTIVES}), jax.random.key(1))
+    results["bf16"] = {
+        "loss": float(metrics["loss"]),
+        "dtypes": sorted({str(x.dtype) for x in jax.tree.leaves(state)}),
+        "metric_dtypes": sorted({str(x.dtype) for x in jax.tree.leaves(metrics)}),
+    }
     abstract, _ = abstract_state(MODEL, sgd, mesh)
     results["abstract_query_spec"] = str(
         abstract["params"]["encoder"]["layers"]["attention"]["query"]["kernel"].sharding.spec)

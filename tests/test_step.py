@@ -21,7 +21,7 @@ import pytest
 
 from xlm_jax.config import get_model_config
 from xlm_jax.optim import OptimizerConfig, make_schedule
-from xlm_jax.step import mfu, model_flops_per_token, peak_flops_per_device
+from xlm_jax.step import make_train_step, mfu, model_flops_per_token, peak_flops_per_device
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "multiprocess_worker.py"
@@ -136,6 +136,33 @@ def test_eval_step_sums(runs):
     assert ev["count"] == 45.0 and ev["group_count"] == [15.0, 18.0, 12.0]
     assert math.isclose(sum(ev["group_loss_sum"]), ev["loss_sum"], rel_tol=1e-5)
     assert abs(ev["loss_sum"] / ev["count"] - math.log(1000)) < 0.5
+
+
+@pytest.mark.slow
+def test_bf16_compute_keeps_float32_state_and_loss(runs):
+    result = _result(runs, "meshes")
+    bf16 = result["bf16"]
+    assert bf16["dtypes"] == ["float32", "int32"] and bf16["metric_dtypes"] == ["float32"]
+    # Same initial parameters and batch as the float32 run's first step; bf16 matmuls move the loss only a little.
+    assert abs(bf16["loss"] - result["single"]["history"][0]["loss"]) < 0.05
+
+
+def test_batch_rows_must_divide_the_mesh_and_micro_batches():
+    import jax
+
+    from xlm_jax.errors import UserError
+    from xlm_jax.optim import make_optimizer
+    from xlm_jax.sharding import MeshConfig, make_mesh
+
+    mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+    step = make_train_step(get_model_config("xlmr_tiny"), make_optimizer(OptimizerConfig(), 2000), mesh, None,
+                           {"mlm": 1.0, "clm": 0.0}, {"mlm": 1}, grad_accum=3)
+    with pytest.raises(UserError, match="not divisible by data x fsdp x grad_accum = 3"):
+        step(None, {"mlm": {"input_ids": np.zeros((8, 16), np.int32)}}, None)
+    with pytest.raises(UserError, match="lacks objective 'mlm'"):
+        step(None, {"tlm": {}}, None)
+    with pytest.raises(UserError, match="n_groups lacks"):
+        make_train_step(get_model_config("xlmr_tiny"), None, mesh, None, {"tlm": 1.0}, {"mlm": 1})
 
 
 def test_flops_formula_on_a_hand_computed_config():
