@@ -67,7 +67,9 @@ class MeshConfig:
         known = math.prod(v for v in sizes.values() if v != -1)
         if fill:
             if n_devices % known:
-                raise UserError(f"mesh {sizes}: {n_devices} devices are not divisible by the fixed axes' product {known}")
+                raise UserError(
+                    f"mesh {sizes}: {n_devices} devices are not divisible by the fixed axes' product {known}"
+                )
             sizes[fill[0]] = n_devices // known
         if math.prod(sizes.values()) != n_devices:
             raise UserError(
@@ -146,6 +148,9 @@ def global_batch(mesh: Mesh, local: dict) -> dict:
 
     Each process passes its own contiguous slice of rows (process p: rows [p·B/P, (p+1)·B/P)), as
     `BatchSource(process_index=p, process_count=P)` produces; the global row order is then process-major.
+    This needs each process's devices to own a contiguous block of rows, which holds when the mesh comes from
+    `make_mesh` (process-major device order) and data x fsdp is a multiple of the process count (a "tensor"
+    axis spanning processes would make two processes own the same rows).
     """
     sharding = batch_sharding(mesh)
     multiple = batch_size_multiple(mesh)

@@ -248,7 +248,9 @@ def make_eval_step(model_cfg: ModelConfig, mesh: Mesh, state_shardings: Any, *, 
     def eval_fn(params, batch):
         _, metrics = OBJECTIVES[objective](model, params, batch, None)
         sums = _objective_sums(objective, metrics["rows"], batch["example_lang"], n_groups or 1)
-        keys = ("loss_sum", "correct", "count") + (("group_loss_sum", "group_correct", "group_count") if n_groups else ())
+        keys = ("loss_sum", "correct", "count")
+        if n_groups:
+            keys += ("group_loss_sum", "group_correct", "group_count")
         return {k: sums[k] for k in keys}
 
     replicated = NamedSharding(mesh, PartitionSpec())
