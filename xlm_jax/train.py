@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -103,7 +104,7 @@ def prepare_data(cfg: TrainConfig, log) -> Path:
         if not corpus.is_dir():
             raise UserError(f"data.corpus={d.corpus!r}: not a directory (give a raw corpus, 'gettext', or data.dir)")
         langs = None
-        tag = f"{corpus.name}-{abs(hash(str(corpus.resolve()))) % 10**8:08d}"
+        tag = f"{corpus.name}-{hashlib.sha256(str(corpus.resolve()).encode()).hexdigest()[:8]}"
     tag += f"-v{d.vocab_size}"
     tokenizer = cache / "tokenizers" / f"{tag}.model"
     if not tokenizer.is_file():

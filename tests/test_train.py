@@ -1,0 +1,242 @@
+"""End-to-end tests of `python -m xlm_jax.train` on a tiny synthetic preprocessed corpus (seconds each)."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import xlm_jax
+from xlm_jax import checkpoint as ckpt_lib
+from xlm_jax.data.__main__ import write_synthetic
+from xlm_jax.errors import UserError
+from xlm_jax.metrics import read_metrics
+from xlm_jax.train import train
+from xlm_jax.train_config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+TIMING = ("tokens_per_s", "tokens_per_s_per_device", "tflops_per_s", "tflops_per_s_per_device", "mfu", "elapsed_s")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """3 languages, 2 pairs, vocab 200, with a valid split (copies of the first train sentences)."""
+    out = tmp_path_factory.mktemp("corpus")
+    write_synthetic(out, n_langs=3, n_tokens=6000, n_pairs=2, vocab_size=200, seed=0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    valid = {"mono": {}, "para": {}}
+    (out / "valid" / "mono").mkdir(parents=True)
+    for lang in manifest["langs"]:
+        ids = np.load(out / "train" / "mono" / f"{lang}.ids.npy")
+        offsets = np.load(out / "train" / "mono" / f"{lang}.offsets.npy")[:21]
+        np.save(out / "valid" / "mono" / f"{lang}.ids.npy", ids[: offsets[-1]])
+        np.save(out / "valid" / "mono" / f"{lang}.offsets.npy", offsets)
+        valid["mono"][lang] = {"sentences": 20, "tokens": int(offsets[-1]), "dropped": 0, "truncated": 0}
+    manifest["splits"]["valid"] = valid
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def tiny(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"data.dir={corpus}", f"run_dir={run_dir}", "train.steps=8", "train.batch_size=4", "train.seq_len=32",
+        "train.log_every=1", "train.eval_every=4", "train.eval_batches=1", "train.progress=false",
+        "checkpoint.every=3", "optimizer.warmup_steps=2", "optimizer.lr=3e-3",
+        "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
+        "model.dropout=0.1", "model.max_positions=64", *extra,
+    ]
+
+
+def run(corpus, run_dir, *extra) -> int:
+    return train(load_config(None, tiny(corpus, run_dir, *extra)))
+
+
+def train_records(run_dir) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run_dir)]
+
+
+def params_of(run_dir) -> list[np.ndarray]:
+    params, _ = ckpt_lib.restore_params(run_dir)
+    return jax.tree.leaves(params)
+
+
+def cli(*args, env=None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "xlm_jax.train", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kw)
+
+
+def test_end_to_end_loss_falls_and_load_returns_trained_params(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run(corpus, run_dir, "train.steps=30", "train.eval_every=10", "checkpoint.every=10") == 0
+    records = read_metrics(run_dir)
+    train_rows = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(1, 31))
+    first, last = np.mean([r["loss"] for r in train_rows[:3]]), np.mean([r["loss"] for r in train_rows[-3:]])
+    assert last < first - 0.5, (first, last)
+    row = train_rows[-1]
+    for key in ("loss", "lr", "grad_norm", "mlm/loss", "mlm/accuracy", "tlm/loss", "tlm/accuracy",
+                "mlm/loss/l00", "tlm/loss/l00-l01", "tokens_per_s", "tokens_per_s_per_device", "tflops_per_s"):
+        assert isinstance(row[key], float) and np.isfinite(row[key]), key
+    assert row["mfu"] is None  # CPU: no peak FLOP/s
+    assert row["loss"] == pytest.approx(row["mlm/loss"] + row["tlm/loss"], rel=1e-5)
+    valid = [r for r in records if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [10, 20, 30]
+    assert valid[-1]["loss"] < valid[0]["loss"]
+    assert valid[-1]["ppl/l01"] == pytest.approx(np.exp(valid[-1]["loss/l01"]))
+    # Artefacts: resolved config (loadable), plot, TensorBoard, last K checkpoints, best.
+    assert load_config(run_dir / "config.yaml").train.steps == 30
+    assert (run_dir / "metrics.png").stat().st_size > 10_000
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [20, 30]
+    assert (run_dir / "best" / "30" / "params").is_dir()
+    meta = json.loads((run_dir / "checkpoints" / "30" / "train_meta" / "metadata").read_text())
+    assert meta["step"] == 30 and meta["data_position"] == 30 and meta["best_step"] == 30
+    # The notebook API loads the trained model: its MLM loss on a training batch beats the initial loss.
+    model = xlm_jax.load(run_dir)
+    assert model.config.vocab_size == 200 and model.config.langs == ("l00", "l01", "l02")
+    from xlm_jax.data.batches import BatchSource
+    from xlm_jax.data.corpus import PreprocessedCorpus
+    from xlm_jax.objectives import mlm_loss
+    from xlm_jax.train import make_data_config
+
+    cfg = load_config(run_dir / "config.yaml")
+    batch = BatchSource(PreprocessedCorpus(corpus), make_data_config(cfg, PreprocessedCorpus(corpus))).batch(0)["mlm"]
+    loss, _ = mlm_loss(model.model, model.params, jax.tree.map(np.asarray, batch))
+    assert float(loss) < train_rows[0]["mlm/loss"] - 0.5
+
+
+def test_resume_is_bit_identical(corpus, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run(corpus, straight) == 0
+    assert run(corpus, resumed, "train.stop_at=5") == 0  # checkpoints at 3 and 5 (the stop)
+    assert max(r["step"] for r in read_metrics(resumed)) == 5
+    assert run(corpus, resumed) == 0  # the same command again: resumes at 5
+    assert train_records(resumed) == train_records(straight)
+    for a, b in zip(params_of(straight), params_of(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_metrics_past_the_checkpoint_are_dropped_on_resume(corpus, tmp_path):
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert run(corpus, straight) == 0
+    assert run(corpus, cut, "train.stop_at=7") == 0
+    # Simulate a crash after step 7's metrics but with only step 6's checkpoint complete.
+    shutil.rmtree(cut / "checkpoints" / "7")
+    assert run(corpus, cut) == 0
+    assert train_records(cut) == train_records(straight)
+    for a, b in zip(params_of(straight), params_of(cut), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_loss_stops_with_exit_3_and_keeps_good_checkpoints(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "nan"
+    # Warm-up from 0 to 1e30: update 1 uses lr 0 (good), update 2 lr 5e29 blows the parameters up.
+    code = run(corpus, run_dir, "optimizer.lr=1e30", "optimizer.warmup_steps=2", "optimizer.clip_norm=0",
+               "checkpoint.every=1", "train.steps=8")
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "NaN / inf" in err and "last good checkpoint" in err
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and max(steps) < 8
+    params, _ = ckpt_lib.restore_params(run_dir)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    bad_step = int(err.split("at step ")[1].split(";")[0])
+    assert max(steps) < bad_step
+
+
+def test_wrong_model_shape_on_resume(corpus, tmp_path):
+    run_dir = tmp_path / "shape"
+    assert run(corpus, run_dir, "train.steps=6", "train.stop_at=3") == 0
+    with pytest.raises(UserError) as err:
+        run(corpus, run_dir, "train.steps=6", "model.hidden_size=48")
+    msg = str(err.value)
+    assert "(32," in msg and "(48," in msg and "tensor" in msg and "hidden_size" in msg
+
+
+def test_no_room_to_save_keeps_previous_checkpoints(corpus, tmp_path, monkeypatch):
+    run_dir = tmp_path / "full"
+    real_save = ocp.CheckpointManager.save
+    calls = []
+
+    def save(self, step, *a, **kw):
+        calls.append(step)
+        if step > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, step, *a, **kw)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(UserError, match="could not write the checkpoint of step 6.*No space left.*intact"):
+        run(corpus, run_dir, "checkpoint.keep_best=false")
+    assert ckpt_lib.resolve(run_dir) == (run_dir / "checkpoints", 3)
+    params, cfg = ckpt_lib.restore_params(run_dir)
+    assert cfg.hidden_size == 32 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_batch_must_divide_over_the_mesh(corpus, tmp_path):
+    proc = cli(*tiny(corpus, tmp_path / "mesh", "train.batch_size=3", "mesh.data=2"),
+               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "train.batch_size=3" in err and "data=2 x fsdp=1 = 2" in err
+    proc = cli(*tiny(corpus, tmp_path / "mesh2", "mesh.data=3"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "mesh" in err and "devices" in err, err
+    assert not (tmp_path / "mesh" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resume_continues(corpus, tmp_path):
+    run_dir = tmp_path / "term"
+    args = tiny(corpus, run_dir, "train.steps=100000", "checkpoint.every=100000", "train.eval_every=0")
+    proc = cli(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_metrics(run_dir)) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "SIGTERM" in out
+    directory, step = ckpt_lib.resolve(run_dir)
+    assert step >= 3 and max(r["step"] for r in read_metrics(run_dir)) == step
+    # Resume: same command with a reachable end.
+    assert run(corpus, run_dir, f"train.steps={step + 2}", "checkpoint.every=100000", "train.eval_every=0") == 0
+    assert [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"] == list(range(1, step + 3))
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_save_leaves_a_restorable_checkpoint(corpus, tmp_path):
+    run_dir = tmp_path / "kill"
+    args = tiny(corpus, run_dir, "train.steps=100000", "checkpoint.every=2", "train.eval_every=0",
+                "checkpoint.keep=100")
+    proc = cli(*args)
+    ckpts = run_dir / "checkpoints"
+    deadline, killed_in_flight = time.time() + 120, False
+    while time.time() < deadline:
+        names = [p.name for p in ckpts.iterdir()] if ckpts.is_dir() else []
+        complete = [n for n in names if n.isdigit()]
+        if complete and any("tmp" in n for n in names):
+            killed_in_flight = True
+            break
+        if len(complete) >= 4:  # never caught a save in flight: kill mid-run anyway
+            break
+        time.sleep(0.005)
+    proc.kill()
+    proc.communicate(timeout=60)
+    directory, step = ckpt_lib.resolve(run_dir)
+    params, _ = ckpt_lib.restore_params(run_dir)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    # Resuming from whatever survived works and reaches the end.
+    end = step + 3
+    assert run(corpus, run_dir, f"train.steps={end}", "checkpoint.every=2", "train.eval_every=0") == 0
+    assert ckpt_lib.resolve(run_dir)[1] == end
+    assert [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"] == list(range(1, end + 1))
+    print("killed with a save in flight:", killed_in_flight)
