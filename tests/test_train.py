@@ -240,3 +240,17 @@ def test_kill_9_during_a_save_leaves_a_restorable_checkpoint(corpus, tmp_path):
     assert ckpt_lib.resolve(run_dir)[1] == end
     assert [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"] == list(range(1, end + 1))
     print("killed with a save in flight:", killed_in_flight)
+
+
+def test_plot_cli_draws_the_curves(tmp_path):
+    from xlm_jax.plot import main as plot_main
+
+    rows = [{"step": s, "kind": "train", "loss": 10 - s, "mlm/loss": 5 - s / 2, "mlm/accuracy": s / 10,
+             "tokens_per_s": 1000.0, "tokens_per_s_per_device": 500.0} for s in range(1, 6)]
+    rows.append({"step": 5, "kind": "valid", "loss": 4.0, "loss/en": 4.0, "ppl/en": 54.6})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "kin')
+    plot_main([str(tmp_path)])
+    assert (tmp_path / "metrics.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit) as err:
+        plot_main([str(tmp_path / "empty")])
+    assert err.value.code == 2

@@ -469,6 +469,9 @@ def train(cfg: TrainConfig) -> int:
             meta.update(best_valid_loss=values["loss"], best_step=step)
             save_checkpoint(best_mngr, step, state, model_cfg, train_meta(step), with_opt=False)
 
+    if start >= stop_step:
+        log(f"the run is already at step {start} (train.steps={steps}, train.stop_at={cfg.train.stop_at}): "
+            "nothing to train; raise train.steps to continue it")
     bar = tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not (lead and cfg.train.progress), file=sys.stderr)
     sums, first_bad = None, jnp.asarray(-1, jnp.int32)
