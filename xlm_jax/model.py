@@ -144,15 +144,36 @@ class Embeddings(nn.Module):
         return x
 
 
-def _dense(cfg: ModelConfig, features, axes_in: tuple, axes_out: tuple, axis=-1, name=None) -> nn.DenseGeneral:
-    return nn.DenseGeneral(
-        features=features,
-        axis=axis,
-        dtype=_dtype(cfg.dtype),
-        param_dtype=_dtype(cfg.param_dtype),
-        kernel_init=_init(cfg.initializer_range, axes_in + axes_out),
-        bias_init=_zeros(axes_out),
-        name=name,
+class Linear(nn.Module):
+    """A dense layer whose kernel is created in its real multi-axis shape ([D, H, Dh] for q/k/v, [H, Dh, D]
+    for the attention output), so that its logical axis names always match its rank. (`nn.DenseGeneral`
+    initialises a flattened kernel, which breaks logical partitioning under `nn.logical_axis_rules`.)"""
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    in_axes: tuple[str, ...]
+    out_axes: tuple[str, ...]
+    std: float
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param(
+            "kernel", _init(self.std, self.in_axes + self.out_axes), self.in_shape + self.out_shape, self.param_dtype
+        )
+        bias = self.param("bias", _zeros(self.out_axes), self.out_shape, self.param_dtype)
+        n = len(self.in_shape)
+        contract = (tuple(range(x.ndim - n, x.ndim)), tuple(range(n)))
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+        return y + bias.astype(self.dtype)
+
+
+def _dense(cfg: ModelConfig, in_shape, out_shape, in_axes: tuple, out_axes: tuple, name: str) -> Linear:
+    as_tuple = lambda s: tuple(s) if isinstance(s, (tuple, list)) else (s,)
+    return Linear(
+        as_tuple(in_shape), as_tuple(out_shape), in_axes, out_axes, cfg.initializer_range,
+        _dtype(cfg.dtype), _dtype(cfg.param_dtype), name=name,
     )
 
 
@@ -163,10 +184,10 @@ class SelfAttention(nn.Module):
     def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
         """x: [B, T, D]; mask: bool [B, 1, T or 1, T], True where attention is allowed."""
         cfg = self.config
-        heads = (cfg.num_heads, cfg.head_dim)
-        q = _dense(cfg, heads, ("embed",), ("heads", "kv"), name="query")(x)
-        k = _dense(cfg, heads, ("embed",), ("heads", "kv"), name="key")(x)
-        v = _dense(cfg, heads, ("embed",), ("heads", "kv"), name="value")(x)
+        d, heads = cfg.hidden_size, (cfg.num_heads, cfg.head_dim)
+        q = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "query")(x)
+        k = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "key")(x)
+        v = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "value")(x)
         use_dropout = not deterministic and cfg.attention_dropout > 0
         if use_dropout or cfg.attention_impl == "xla":
             # Explicit form: attention dropout needs the probabilities; softmax in float32 as XLM / fairseq.
@@ -178,7 +199,7 @@ class SelfAttention(nn.Module):
         else:
             impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=cfg.head_dim**-0.5, implementation=impl)
-        return _dense(cfg, cfg.hidden_size, ("heads", "kv"), ("embed",), axis=(-2, -1), name="out")(out)
+        return _dense(cfg, heads, d, ("heads", "kv"), ("embed",), "out")(out)
 
 
 class MLP(nn.Module):
@@ -187,9 +208,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: Array, deterministic: bool) -> Array:
         cfg = self.config
-        h = _dense(cfg, cfg.intermediate_size, ("embed",), ("mlp",), name="wi")(x)
+        h = _dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed",), ("mlp",), "wi")(x)
         h = activation_fn(cfg.activation)(h)
-        h = _dense(cfg, cfg.hidden_size, ("mlp",), ("embed",), name="wo")(h)
+        h = _dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp",), ("embed",), "wo")(h)
         return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
 
 
@@ -289,7 +310,7 @@ class LMHead(nn.Module):
     def __call__(self, x: Array, word_embeddings: Array) -> Array:
         cfg = self.config
         if cfg.lm_head_transform:
-            x = _dense(cfg, cfg.hidden_size, ("embed",), ("embed_out",), name="dense")(x)
+            x = _dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed",), ("embed_out",), "dense")(x)
             x = activation_fn("gelu")(x)
             x = layer_norm(cfg, "layer_norm")(x)
         bias = self.param("bias", _zeros(("vocab",)), (cfg.vocab_size,), _dtype(cfg.param_dtype))
@@ -336,9 +357,9 @@ class SequenceClassificationHead(nn.Module):
         cfg = self.config
         x = nn.Dropout(cfg.dropout)(hidden[:, 0], deterministic=deterministic)
         if cfg.family == "xlmr":
-            x = jnp.tanh(_dense(cfg, cfg.hidden_size, ("embed",), ("embed_out",), name="dense")(x))
+            x = jnp.tanh(_dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed",), ("embed_out",), "dense")(x))
             x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
-        return _dense(cfg, self.num_labels, ("embed",), ("labels",), name="out_proj")(x).astype(jnp.float32)
+        return _dense(cfg, cfg.hidden_size, self.num_labels, ("embed",), ("labels",), "out_proj")(x).astype(jnp.float32)
 
 
 class TokenClassificationHead(nn.Module):
@@ -348,7 +369,8 @@ class TokenClassificationHead(nn.Module):
     @nn.compact
     def __call__(self, hidden: Array, deterministic: bool) -> Array:
         x = nn.Dropout(self.config.dropout)(hidden, deterministic=deterministic)
-        return _dense(self.config, self.num_labels, ("embed",), ("labels",), name="out_proj")(x).astype(jnp.float32)
+        return _dense(self.config, self.config.hidden_size, self.num_labels, ("embed",), ("labels",), "out_proj")(
+            x).astype(jnp.float32)
 
 
 class XLMForSequenceClassification(nn.Module):
