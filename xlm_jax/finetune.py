@@ -282,10 +282,8 @@ def make_finetune_step(model: nn.Module, optimizer: optax.GradientTransformation
                      out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
     def train_step(state, batch, rng):
-        # Traced without `nn.logical_axis_rules` / `jax.set_mesh`: under them flax's apply-time shape check of
-        # DenseGeneral kernels (multi-dim features) re-runs the boxed initialiser on the *flat* kernel and its
-        # logical constraint fails (flax 0.12). Parameters and batches are still placed by the explicit
-        # in/out shardings; activations follow XLA's sharding propagation.
+        # Parameters and batches are placed by the explicit in/out shardings; activations follow XLA's sharding
+        # propagation (as the pretraining step with constrain_activations=False).
         return jitted(state, batch, rng)
 
     return train_step
