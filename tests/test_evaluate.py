@@ -1,6 +1,5 @@
 """Evaluation: seqeval entity F1 on a known example, the per-language table, and retrieval P@1 via the CLI."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,17 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
+
 from xlm_jax import evaluate as E
 
-FIX = Path(__file__).parent / "fixtures" / "finetune"
 ROOT = Path(__file__).parent.parent
 
-
-def _tiny():
-    spec = importlib.util.spec_from_file_location("tiny_setup", FIX / "tiny_setup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_seqeval_entity_scores_known_example():
@@ -54,7 +48,7 @@ def test_retrieval_scores_both_directions():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    t = _tiny()
+    t = tiny_setup
     d = tmp_path_factory.mktemp("ev")
     return {"tok": str(t.make_tokenizer(d)), "ckpt": str(t.make_checkpoint(d)), "dir": d}
 
@@ -65,7 +59,7 @@ def _cli(*args):
 
 
 def test_retrieval_cli_identical_files(tiny):
-    lines = [" ".join(_tiny().WORDS["fr"][i:i + 4]) for i in range(9)]
+    lines = [" ".join(tiny_setup.WORDS["fr"][i:i + 4]) for i in range(9)]
     f = tiny["dir"] / "fr.lines"
     f.write_text("\n".join(lines) + "\n")
     r = _cli("retrieval", "--checkpoint", tiny["ckpt"], "--tokenizer", tiny["tok"], "--src-file", str(f),

@@ -1,7 +1,6 @@
 """Fine-tuning on tiny models: learning on a fixture task, per-language tables, protocols, early stopping,
 layer-wise learning rates, NER end to end, and bad inputs through the CLI (exit 2, clear messages)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
+
 from xlm_jax import finetune as F
 from xlm_jax.config import get_model_config
 from xlm_jax.errors import UserError
@@ -20,16 +21,10 @@ FIX = Path(__file__).parent / "fixtures" / "finetune"
 ROOT = Path(__file__).parent.parent
 
 
-def _tiny():
-    spec = importlib.util.spec_from_file_location("tiny_setup", FIX / "tiny_setup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    tiny = _tiny()
+    tiny = tiny_setup
     d = tmp_path_factory.mktemp("ft")
     tok = tiny.make_tokenizer(d)
     ckpt = tiny.make_checkpoint(d)

@@ -1,22 +1,16 @@
 """Executes experiments/notebooks/evaluate.ipynb end to end on a tiny checkpoint so that it never rots."""
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
+
 ROOT = Path(__file__).parent.parent
-FIX = Path(__file__).parent / "fixtures" / "finetune"
 NOTEBOOK = ROOT / "experiments" / "notebooks" / "evaluate.ipynb"
 
-
-def _tiny():
-    spec = importlib.util.spec_from_file_location("tiny_setup", FIX / "tiny_setup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _kernel_spec(tmp: Path) -> str:
@@ -36,7 +30,7 @@ def _kernel_spec(tmp: Path) -> str:
 def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    tiny = _tiny()
+    tiny = tiny_setup
     tok = tiny.make_tokenizer(tmp_path)
     ckpt = tiny.make_checkpoint(tmp_path)
     figure = tmp_path / "heatmap.png"

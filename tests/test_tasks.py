@@ -1,11 +1,12 @@
 """Readers on fixtures in the released formats, label checks, NER sub-word alignment, the XLM / XLM-R input
 protocols (language ids on both halves), and the tfds field mapping (pure functions, no TensorFlow)."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
 
 from xlm_jax import tasks as T
 from xlm_jax.config import get_model_config
@@ -14,18 +15,12 @@ from xlm_jax.errors import UserError
 FIX = Path(__file__).parent / "fixtures" / "finetune"
 
 
-def _tiny():
-    spec = importlib.util.spec_from_file_location("tiny_setup", FIX / "tiny_setup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     from xlm_jax.tokenizer import Tokenizer
 
-    return Tokenizer.load(_tiny().make_tokenizer(tmp_path_factory.mktemp("tok")))
+    return Tokenizer.load(tiny_setup.make_tokenizer(tmp_path_factory.mktemp("tok")))
 
 
 def test_xnli_tsv_reader_uses_language_column():

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from xlm_jax.errors import UserError
+from xlm_jax.tokenizer import truncate_longest_first
 
 IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
 
@@ -424,16 +425,7 @@ def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[
     """Longest-first truncation (remove from the longer side, ties from b) to fit `budget` pieces."""
     if b is None:
         return (a[:budget], None, True) if len(a) > budget else (a, None, False)
-    excess = len(a) + len(b) - budget
-    if excess <= 0:
-        return a, b, False
-    la, lb = len(a), len(b)
-    for _ in range(excess):
-        if la > lb:
-            la -= 1
-        else:
-            lb -= 1
-    return a[:la], b[:lb], True
+    return truncate_longest_first(a, b, budget)
 
 
 @dataclasses.dataclass
