@@ -11,7 +11,7 @@ this machine (built, tokenized and preprocessed into the cache on first use), in
 
 Re-running the same command on an existing run directory resumes from its latest complete checkpoint, and the
 run continues exactly as if it had never stopped (batches and dropout keys are pure functions of seed and
-step). RUN_DIR holds config.yaml (resolved), metrics.jsonl, tb/ (TensorBoard), checkpoints/<step>/
+step). RUN_DIR holds config.yaml (resolved), tokenizer.model, metrics.jsonl, tb/ (TensorBoard), checkpoints/<step>/
 (params, model_config, opt_state, train_meta), best/ (keep-best), metrics.png.
 
 Exit codes: 0 done (or stopped at train.stop_at); 2 bad input (config, data, mesh, checkpoint, no room to save);
@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -393,6 +394,10 @@ def train(cfg: TrainConfig) -> int:
         doc["model"] = model_section
         previous.write_text(f"# resolved config; re-run: python -m xlm_jax.train {previous}\n"
                             + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
+        # The run directory is self-contained for notebooks: xlm_jax.load(RUN_DIR) + RUN_DIR/tokenizer.model.
+        tokenizer_copy = run_dir / "tokenizer.model"
+        if not tokenizer_copy.is_file() and Path(corpus.manifest["tokenizer"]["path"]).is_file():
+            shutil.copyfile(corpus.manifest["tokenizer"]["path"], tokenizer_copy)
 
     # Summary.
     n_dev, n_local = jax.device_count(), jax.local_device_count()
