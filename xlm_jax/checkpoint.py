@@ -39,7 +39,7 @@ def _is_step_dir(path: Path) -> bool:
 
 def resolve(path: str | Path) -> tuple[Path, int]:
     """-> (manager directory, step) for a run directory, a checkpoints directory or a step directory."""
-    p = Path(path)
+    p = Path(path).absolute()  # orbax refuses relative paths
     if not p.exists():
         raise UserError(f"{p}: no such checkpoint or run directory")
     if _is_step_dir(p):
