@@ -429,7 +429,6 @@ class TorchWorker:
         return out
 
     def breakdown(self, steps: int) -> dict[str, Any]:
-        torch = self.torch
         ids, attention = self.inputs["input_ids"], self.inputs["attention_mask"]
 
         def encoder(_):

@@ -7,11 +7,10 @@ and the embedded default run.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from typing import Any, Literal
 
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, unknown_name
 
 Family = Literal["xlm", "xlmr"]
 
@@ -131,10 +130,7 @@ def from_dict(d: dict[str, Any], where: str = "model") -> ModelConfig:
     """Builds a config, rejecting unknown keys with the closest valid names."""
     unknown = [k for k in d if k not in _FIELDS]
     if unknown:
-        k = unknown[0]
-        close = difflib.get_close_matches(k, _FIELDS, n=3)
-        hint = f"; did you mean {', '.join(f'{where}.{c}' for c in close)}?" if close else ""
-        raise UserError(f"unknown key {where}.{k}{hint} (valid: {', '.join(sorted(_FIELDS))})")
+        raise unknown_name("key", unknown[0], sorted(_FIELDS), prefix=f"{where}.")
     d = dict(d)
     if "langs" in d:
         d["langs"] = tuple(d["langs"])
@@ -200,8 +196,6 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
 
 def get_model_config(name: str, **overrides: Any) -> ModelConfig:
     if name not in NAMED_CONFIGS:
-        close = difflib.get_close_matches(name, NAMED_CONFIGS, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(f"unknown model config {name!r}{hint}; known: {', '.join(NAMED_CONFIGS)}")
+        raise unknown_name("model config", name, NAMED_CONFIGS)
     config = NAMED_CONFIGS[name]
     return config.replace(**overrides) if overrides else config

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import json
 import math
 import shutil
@@ -49,7 +48,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import restore_params, save_params
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, unknown_name
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
 from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
 from xlm_jax.optim import OptimizerConfig, current_lr, make_optimizer
@@ -146,10 +145,7 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> FinetuneConf
         values[key] = yaml.safe_load(raw) if raw else ""
     unknown = [k for k in values if k not in _FIELDS]
     if unknown:
-        k = unknown[0]
-        close = difflib.get_close_matches(k, _FIELDS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UserError(f"unknown key {k!r}{hint} (valid: {', '.join(_FIELDS)})")
+        raise unknown_name("key", unknown[0], _FIELDS)
     return FinetuneConfig(**{k: _coerce(k, v) for k, v in values.items()})
 
 

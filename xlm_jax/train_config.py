@@ -26,7 +26,6 @@ keeps the two equal).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Mapping
@@ -37,7 +36,7 @@ from typing import Any
 import yaml
 
 from xlm_jax.config import NAMED_CONFIGS, ModelConfig, get_model_config
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, unknown_name
 from xlm_jax.optim import OptimizerConfig
 from xlm_jax.sharding import MeshConfig
 
@@ -57,9 +56,7 @@ class ModelSection:
 
     def __post_init__(self):
         if self.base not in NAMED_CONFIGS:
-            close = difflib.get_close_matches(self.base, NAMED_CONFIGS, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UserError(f"model.base={self.base!r} is not a named model config{hint} (known: {', '.join(NAMED_CONFIGS)})")
+            raise unknown_name("model.base", self.base, NAMED_CONFIGS)
 
     def resolve(self, **data_fields: Any) -> ModelConfig:
         """The ModelConfig: base, then the data-derived fields (vocab, specials, langs), then the user's overrides."""
@@ -238,14 +235,6 @@ def check_value(key: str, value: Any, hint: Any) -> Any:
     raise bad()
 
 
-def _unknown_key(prefix: str, key: str, valid: list[str]) -> UserError:
-    full = f"{prefix}{key}"
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
-    return UserError(f"unknown config key {full}{hint} (valid keys{' in ' + prefix[:-1] if prefix else ''}: "
-                     f"{', '.join(valid)})")
-
-
 def _build(default: Any, raw: Any, prefix: str):
     """`default` (a dataclass instance) with the mapping `raw` applied, recursively, every value checked and
     unknown keys rejected. Sections start from the enclosing default, so `optimizer.lr=1e-4` keeps the default
@@ -263,7 +252,7 @@ def _build(default: Any, raw: Any, prefix: str):
     changes = {}
     for key, value in raw.items():
         if key not in hints:
-            raise _unknown_key(prefix, str(key), names)
+            raise unknown_name("config key", str(key), names, prefix)
         if dataclasses.is_dataclass(hints[key]):
             changes[key] = _build(getattr(default, key), value, f"{prefix}{key}.")
         else:
@@ -278,7 +267,7 @@ def _build_model(default: ModelSection, raw: Mapping, prefix: str) -> ModelSecti
         if key == "base":
             continue
         if key not in _MODEL_FIELD_TYPES:
-            raise _unknown_key(prefix, str(key), valid)
+            raise unknown_name("config key", str(key), valid, prefix)
         overrides[key] = check_value(f"{prefix}{key}", value, _MODEL_FIELD_TYPES[key])
     base = check_value(f"{prefix}base", raw.get("base", default.base), str)
     # Naming another base drops the default's overrides (they were chosen for the default's base).
