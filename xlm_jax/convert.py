@@ -34,7 +34,6 @@ import os
 import pickle
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -44,7 +43,7 @@ import numpy as np
 
 from xlm_jax import checkpoint, hf_mapping
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, exit_on_user_error
 
 TOKENIZER_FILES = (
     "sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -534,12 +533,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-size", type=int, help="refuse a checkpoint whose vocabulary has another size")
     parser.add_argument("--num-heads", type=int, help="attention heads, for checkpoints that do not record them")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         line = convert(args.src, args.dst, to=args.to, architecture=args.architecture, force=args.force,
                        vocab_size=args.vocab_size, num_heads=args.num_heads)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(line)
 
 

@@ -1,4 +1,6 @@
+import contextlib
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -12,3 +14,13 @@ def unknown_name(what: str, name: str, valid: Iterable[str], prefix: str = "") -
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
     return UserError(f"unknown {what} {prefix}{name}{hint} (valid: {', '.join(valid)})")
+
+
+@contextlib.contextmanager
+def exit_on_user_error(code: int = 2):
+    """The edge of every command: a UserError becomes one `error: ...` line on stderr and exit code 2."""
+    try:
+        yield
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(code)

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
 
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--max-len", type=int, default=128)
     r.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         if args.command == "retrieval":
             result = run_retrieval(args.checkpoint, args.tokenizer, args.src_file, args.tgt_file, args.src_lang,
                                    args.tgt_lang, args.layer, args.max_len, args.batch_size)
@@ -338,9 +338,6 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"note: {table['truncated']} inputs were longer than max_len={table.get('max_len', '')} and were truncated",
                       file=sys.stderr)
             print(markdown)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

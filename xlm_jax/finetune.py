@@ -32,7 +32,6 @@ import dataclasses
 import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,7 +47,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import restore_params, save_params
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError, unknown_name
+from xlm_jax.errors import UserError, unknown_name, exit_on_user_error
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
 from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
 from xlm_jax.optim import OptimizerConfig, current_lr, make_optimizer
@@ -473,12 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     config_path, overrides = args.config, list(args.overrides)
     if config_path and "=" in config_path and not Path(config_path).exists():
         config_path, overrides = None, [config_path] + overrides
-    try:
+    with exit_on_user_error():
         cfg = load_config(config_path, overrides)
         result = finetune(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(result.markdown)
     print(f"best step {result.best_step}; results in {cfg.out}/results.md and results.json")
 

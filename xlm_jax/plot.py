@@ -7,10 +7,9 @@ validation loss per language, throughput (tokens/s, global and per device).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.metrics import read_metrics
 
 
@@ -74,11 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--out", help="PNG path (default RUN_DIR/metrics.png)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         path = plot_run(args.run_dir, args.out)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(path)
 
 

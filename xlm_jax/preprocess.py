@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from xlm_jax.data.corpus import SPLITS, RawSource, heldout_split, read_lines, replace_dir, scan_corpus
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.tokenizer import Tokenizer
 
 FORMAT = 1
@@ -285,15 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--langs", nargs="+")
     parser.add_argument("--lowercase-and-strip-accents", action="store_true", help="XLM-style normalisation")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         manifest = preprocess_corpus(
             args.corpus_dir, args.tokenizer, args.out, args.max_len, args.workers, args.valid_fraction,
             args.test_fraction, args.langs, args.too_long, args.lowercase_and_strip_accents, progress=True,
             log=lambda msg: print(msg, file=sys.stderr),
         )
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(format_summary(manifest))
     print(f"{args.out}: {len(manifest['langs'])} languages, vocab {manifest['tokenizer']['vocab_size']}")
 

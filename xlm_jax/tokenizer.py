@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import os
 import re
-import sys
 import tempfile
 import time
 import unicodedata
@@ -33,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, exit_on_user_error
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
@@ -307,15 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--quiet", action="store_true", help="hide SentencePiece's own progress log")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
+    with exit_on_user_error():
         drawn = train_tokenizer(
             args.input, args.vocab_size, args.output, args.model_type, args.alpha, args.max_sentences, args.seed,
             verbose=not args.quiet,
         )
         tok = Tokenizer.load(args.output)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"{'lang':<8} {'sampled':>9}")
     for lang, n in sorted(drawn.items(), key=lambda kv: -kv[1]):
         print(f"{lang:<8} {n:>9}")

@@ -48,7 +48,7 @@ from xlm_jax import checkpoint as ckpt_lib
 from xlm_jax.config import ModelConfig, to_dict as model_to_dict
 from xlm_jax.data.batches import BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.metrics import MetricsWriter, read_metrics
 from xlm_jax.train_config import TrainConfig, describe, flatten, load_config, to_dict, to_yaml
 
@@ -595,7 +595,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.help_config:
         print(describe())
         return
-    try:
+    with exit_on_user_error(EXIT_USER_ERROR):
         configs = [a for a in args.args if "=" not in a]
         if len(configs) > 1:
             raise UserError(f"more than one config file given: {configs} (overrides look like key=value)")
@@ -604,9 +604,6 @@ def main(argv: list[str] | None = None) -> None:
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
         cfg = load_config(configs[0] if configs else None, [a for a in args.args if "=" in a])
         code = train(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
     sys.exit(code)
 
 

@@ -42,7 +42,6 @@ import os
 import re
 import shutil
 import struct
-import sys
 import time
 import unicodedata
 from collections import defaultdict
@@ -51,7 +50,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from xlm_jax.data.corpus import replace_dir
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, exit_on_user_error
 
 DEFAULT_LOCALE_DIRS = ("/usr/share/locale", "/usr/share/locale-langpack", "/usr/local/share/locale")
 DEFAULT_EXCLUDE_DOMAINS = ("iso_*",)
@@ -408,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-pairs", type=int, default=DEFAULT_MIN_PAIRS)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         stats = build_gettext_corpus(
             args.out_dir,
             langs=args.langs,
@@ -418,9 +417,6 @@ def main(argv: list[str] | None = None) -> None:
             min_pairs=args.min_pairs,
             workers=args.workers,
         )
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(format_table(stats))
     print(f"wrote {args.out_dir}")
 
