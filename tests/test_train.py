@@ -254,3 +254,28 @@ def test_plot_cli_draws_the_curves(tmp_path):
     with pytest.raises(SystemExit) as err:
         plot_main([str(tmp_path / "empty")])
     assert err.value.code == 2
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(corpus, tmp_path):
+    """Two processes on loopback (jax.distributed, gloo CPU collectives), one device and half the rows each,
+    log the same losses and save the same parameters as one process with two devices."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = tiny(corpus, tmp_path / "two", "train.steps=4", "checkpoint.every=2", "train.eval_every=0")
+    procs = [
+        cli(*args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+        for i in range(2)
+    ]
+    one = cli(*tiny(corpus, tmp_path / "one", "train.steps=4", "checkpoint.every=2", "train.eval_every=0"),
+              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    for p in [*procs, one]:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    assert train_records(tmp_path / "two") == train_records(tmp_path / "one")
+    for a, b in zip(params_of(tmp_path / "two"), params_of(tmp_path / "one")):
+        np.testing.assert_array_equal(a, b)

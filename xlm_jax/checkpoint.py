@@ -78,8 +78,12 @@ def restore_params(path: str | Path, target: Any | None = None) -> tuple[Any, Mo
     config = load_model_config(directory / str(step))
     item = directory / str(step) / PARAMS
     if target is None:
-        # Without a target orbax restores the saved arrays as NumPy, on the host.
+        # Host NumPy arrays, whatever device layout (or process count) the checkpoint was saved with.
         with ocp.PyTreeCheckpointer() as ckptr:
-            return jax.tree_util.tree_map(np.asarray, ckptr.restore(item)), config
+            meta = ckptr.metadata(item)
+            tree = getattr(meta, "item_metadata", meta)
+            tree = getattr(tree, "tree", tree)
+            as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+            return ckptr.restore(item, restore_args=as_numpy), config
     with ocp.StandardCheckpointer() as ckptr:
         return ckptr.restore(item, target), config
