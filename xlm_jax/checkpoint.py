@@ -10,7 +10,9 @@ directory, a checkpoints directory (its latest complete step), or one step direc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,17 @@ def load_model_config(path: str | Path) -> ModelConfig:
         return from_dict(json.load(f))
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def restore_params(path: str | Path, target: Any | None = None) -> tuple[Any, ModelConfig]:
     """-> (params as NumPy arrays, or laid out like `target` when given (e.g. sharded abstract arrays), config)."""
     directory, step = resolve(path)
@@ -79,8 +92,8 @@ def restore_params(path: str | Path, target: Any | None = None) -> tuple[Any, Mo
     item = directory / str(step) / PARAMS
     if target is None:
         # Host NumPy arrays, whatever device layout (or process count) the checkpoint was saved with.
-        with ocp.PyTreeCheckpointer() as ckptr:
-            meta = ckptr.metadata(item)
+        with ocp.PyTreeCheckpointer() as ckptr, _quiet_absl():
+            meta = ckptr.metadata(item)  # warns that a manager-level metadata file is absent: it is not needed
             tree = getattr(meta, "item_metadata", meta)
             tree = getattr(tree, "tree", tree)
             as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
