@@ -19,7 +19,7 @@ shard by a rule table without touching this file.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -373,30 +373,28 @@ class TokenClassificationHead(nn.Module):
             x).astype(jnp.float32)
 
 
-class XLMForSequenceClassification(nn.Module):
+class _EncoderWithHead(nn.Module):
+    """Encoder + a task head; the subclasses name the head. Params: {"encoder": ..., "classifier": ...}."""
+
     config: ModelConfig
     num_labels: int
+    head: ClassVar[type[nn.Module]]
 
     def setup(self):
         self.encoder = Encoder(self.config)
-        self.classifier = SequenceClassificationHead(self.config, self.num_labels)
+        self.classifier = self.head(self.config, self.num_labels)
 
     def __call__(self, input_ids, attention_mask=None, positions=None, langs=None, *, deterministic=True):
         hidden = self.encoder(input_ids, attention_mask, positions, langs, deterministic=deterministic)
         return self.classifier(hidden, deterministic)
 
 
-class XLMForTokenClassification(nn.Module):
-    config: ModelConfig
-    num_labels: int
+class XLMForSequenceClassification(_EncoderWithHead):
+    head = SequenceClassificationHead
 
-    def setup(self):
-        self.encoder = Encoder(self.config)
-        self.classifier = TokenClassificationHead(self.config, self.num_labels)
 
-    def __call__(self, input_ids, attention_mask=None, positions=None, langs=None, *, deterministic=True):
-        hidden = self.encoder(input_ids, attention_mask, positions, langs, deterministic=deterministic)
-        return self.classifier(hidden, deterministic)
+class XLMForTokenClassification(_EncoderWithHead):
+    head = TokenClassificationHead
 
 
 def init_params(model: nn.Module, rng: Array, seq_len: int = 8, batch: int = 1) -> dict:
