@@ -129,7 +129,7 @@ def test_ner_finetune_reports_entity_f1(setup, tmp_path):
 
 
 def test_config_errors():
-    with pytest.raises(UserError, match="unknown key learning_rate"):
+    with pytest.raises(UserError, match="unknown config key learning_rate"):
         F.load_config(None, ["learning_rate=1"])
     with pytest.raises(UserError, match="did you mean lr"):
         F.load_config(None, ["lrr=1"])

@@ -41,17 +41,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import yaml
 from jax.sharding import NamedSharding, PartitionSpec
 
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import restore_params, save_params
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError, unknown_name, exit_on_user_error
+from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
 from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
 from xlm_jax.optim import OptimizerConfig, current_lr, make_optimizer
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh, param_shardings
+from xlm_jax.train_config import load_dataclass
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
 
@@ -106,46 +106,10 @@ class FinetuneConfig:
             raise UserError(f"warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
-_TUPLES = {"train", "valid", "test", "labels"}
-
-
-def _coerce(key: str, value: Any) -> Any:
-    if key in _TUPLES:
-        if value is None:
-            return ()
-        return tuple(str(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-    kind = _FIELDS[key].type
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{key}={value!r}: expected {kind}") from None
-
-
 def load_config(path: str | None, overrides: Sequence[str] = ()) -> FinetuneConfig:
-    """YAML file (flat mapping) + key=value overrides (values parsed as YAML: `train=[a.tsv,de:b.tsv]`)."""
-    values: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"{p}: no such config file")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"{p}: expected a mapping of key: value")
-        values.update(loaded)
-    for item in overrides:
-        if "=" not in item:
-            raise UserError(f"override {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        values[key] = yaml.safe_load(raw) if raw else ""
-    unknown = [k for k in values if k not in _FIELDS]
-    if unknown:
-        raise unknown_name("key", unknown[0], _FIELDS)
-    return FinetuneConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    """YAML file (flat mapping) + key=value overrides (values parsed as YAML: `train=[a.tsv,de:b.tsv]`), each
+    value checked against the field's type by the pretraining config's loader."""
+    return load_dataclass(FinetuneConfig(), path, overrides)
 
 
 # ------------------------------------------------------------------------------------------ parameters

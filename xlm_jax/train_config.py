@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,9 +275,9 @@ def _build_model(default: ModelSection, raw: Mapping, prefix: str) -> ModelSecti
     return ModelSection(base=base, overrides={**kept, **overrides})
 
 
-def _field_hint(path: list[str]) -> Any:
+def _field_hint(path: list[str], root: Any) -> Any:
     """The type of the field at a dotted path (None if it is not a field), used to set one mapping entry."""
-    cls: Any = TrainConfig
+    cls: Any = type(root)
     for name in path:
         if cls is ModelSection:
             return _MODEL_FIELD_TYPES.get(name)
@@ -294,15 +294,17 @@ def _is_mapping_hint(hint: Any) -> bool:
     return hint is Mapping or typing.get_origin(hint) in (dict, Mapping, typing.Mapping)
 
 
-def _default_of(path: list[str]) -> Any:
-    obj: Any = TrainConfig()
+def _default_of(path: list[str], root: Any) -> Any:
+    obj: Any = root
     for name in path:
         obj = getattr(obj, name)
     return obj
 
 
-def apply_override(raw: dict, item: str) -> None:
-    """Sets `a.b.c=value` (value parsed by yaml.safe_load) in the nested mapping `raw`."""
+def apply_override(raw: dict, item: str, root: Any = None) -> None:
+    """Sets `a.b.c=value` (value parsed by yaml.safe_load) in the nested mapping `raw` of the config whose
+    defaults are `root` (a dataclass instance; TrainConfig() when None)."""
+    root = TrainConfig() if root is None else root
     if "=" not in item:
         raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. train.steps=100")
     key, text = item.split("=", 1)
@@ -317,9 +319,9 @@ def apply_override(raw: dict, item: str) -> None:
     for depth, name in enumerate(path[:-1]):
         child = node.get(name)
         if child is None:
-            hint = _field_hint(path[: depth + 1])
+            hint = _field_hint(path[: depth + 1], root)
             # Setting one entry of a mapping field starts from its default, so `data.objectives.tlm=0` keeps mlm.
-            child = dict(_default_of(path[: depth + 1])) if _is_mapping_hint(hint) and path[0] != "model" else {}
+            child = dict(_default_of(path[: depth + 1], root)) if _is_mapping_hint(hint) and path[0] != "model" else {}
             node[name] = child
         if not isinstance(child, dict):
             raise UserError(f"override {item!r}: {'.'.join(path[: depth + 1])} is a value, not a section")
@@ -327,8 +329,9 @@ def apply_override(raw: dict, item: str) -> None:
     node[path[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """The TrainConfig of a YAML file (None: the defaults) with `key=value` overrides applied in order."""
+def load_dataclass(default: Any, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
+    """`default` (a config dataclass instance) with a YAML file and then `key=value` overrides applied, every
+    value type-checked and unknown keys rejected. Serves the pretraining and the fine-tuning configs."""
     raw: dict = {}
     if path is not None:
         p = Path(path)
@@ -341,8 +344,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         if not isinstance(raw, dict):
             raise UserError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
     for item in overrides:
-        apply_override(raw, item)
-    return _build(TrainConfig(), raw, "")
+        apply_override(raw, item, default)
+    return _build(default, raw, "")
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The TrainConfig of a YAML file (None: the defaults) with `key=value` overrides applied in order."""
+    return load_dataclass(TrainConfig(), path, overrides)
 
 
 def to_dict(cfg: Any) -> Any:
