@@ -36,6 +36,7 @@ from xlm_jax.config import ModelConfig
 from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
+from xlm_jax.tokenizer import pad_rows
 
 TASK_FILE = "task.json"
 
@@ -219,11 +220,7 @@ def embed_sentences(model, tokenizer, lines: Sequence[str], lang: str | None = N
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         width = T.pad_width(max(len(ids[r]) for r in rows), max_len)
-        batch = np.full((batch_size, width), config.pad_token_id, np.int32)
-        mask = np.zeros((batch_size, width), np.int32)
-        for j, r in enumerate(rows):
-            batch[j, : len(ids[r])] = ids[r]
-            mask[j, : len(ids[r])] = 1
+        batch, mask = pad_rows([ids[r] for r in rows], width, config.pad_token_id, batch_size)
         mask[len(rows):, 0] = 1  # filler rows: one real token, so that nothing divides by zero
         langs = np.full((batch_size, width), lang_id, np.int32) if protocol.use_langs else None
         states = np.asarray(model.layer_states(batch, mask, langs)[index], np.float32)

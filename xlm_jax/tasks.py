@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from xlm_jax.errors import UserError
-from xlm_jax.tokenizer import truncate_longest_first
+from xlm_jax.tokenizer import pad_rows, truncate_longest_first
 
 IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
 
@@ -494,19 +494,15 @@ def pad_width(length: int, max_len: int, multiple: int = 16) -> int:
 def make_batch(enc: Encoded, rows: Sequence[int], batch_size: int, max_len: int, pad_id: int, token_task: bool) -> dict:
     """Fixed-shape batch of `rows` (padded with weight-0 rows up to batch_size)."""
     width = pad_width(max((len(enc.ids[r]) for r in rows), default=1), max_len)
-    ids = np.full((batch_size, width), pad_id, np.int32)
-    mask = np.zeros((batch_size, width), np.int32)
+    ids, mask = pad_rows([enc.ids[r] for r in rows], width, pad_id, batch_size)
     langs = np.zeros((batch_size, width), np.int32)
+    langs[: len(rows)] = np.asarray([enc.lang_ids[r] for r in rows], np.int32).reshape(-1, 1)  # both halves
     weights = np.zeros((batch_size,), np.float32)
+    weights[: len(rows)] = 1.0
     labels = np.full((batch_size, width), IGNORE_INDEX, np.int32) if token_task else np.zeros((batch_size,), np.int32)
     for j, r in enumerate(rows):
-        n = len(enc.ids[r])
-        ids[j, :n] = enc.ids[r]
-        mask[j, :n] = 1
-        langs[j, :] = enc.lang_ids[r]  # every token (both halves) carries the example's language
-        weights[j] = 1.0
         if token_task:
-            labels[j, :n] = enc.labels[r]
+            labels[j, : len(enc.labels[r])] = enc.labels[r]
         else:
             labels[j] = enc.labels[r]
     return {"input_ids": ids, "attention_mask": mask, "langs": langs, "labels": labels, "weights": weights}

@@ -144,13 +144,21 @@ class Tokenizer:
                 a, b, cut = truncate_longest_first(a, b, max_len - 4)
                 rows.append([BOS_ID, *a, EOS_ID, EOS_ID, *b, EOS_ID])
             truncated += cut
-        width = pad_to or max((len(r) for r in rows), default=0)
-        input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int32)
-        attention_mask = np.zeros((len(rows), width), dtype=np.int32)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = row
-            attention_mask[i, : len(row)] = 1
+        input_ids, attention_mask = pad_rows(rows, pad_to or max((len(r) for r in rows), default=0))
         return {"input_ids": input_ids, "attention_mask": attention_mask, "num_truncated": truncated}
+
+
+def pad_rows(rows: Sequence[Sequence[int]], width: int, pad_id: int = PAD_ID,
+             n_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """int32 `input_ids` and `attention_mask` [n_rows, width] (n_rows defaults to len(rows)); rows past
+    len(rows) are all padding."""
+    n_rows = len(rows) if n_rows is None else n_rows
+    input_ids = np.full((n_rows, width), pad_id, dtype=np.int32)
+    attention_mask = np.zeros((n_rows, width), dtype=np.int32)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = row
+        attention_mask[i, : len(row)] = 1
+    return input_ids, attention_mask
 
 
 def truncate_longest_first(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int], bool]:
