@@ -50,7 +50,8 @@ from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
 from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
 from xlm_jax.optim import OptimizerConfig, current_lr, make_optimizer
-from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh, param_shardings
+from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
+from xlm_jax.step import abstract_boxed, state_shardings
 from xlm_jax.train_config import load_dataclass
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
@@ -118,12 +119,6 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> FinetuneConf
 def head_module(config: ModelConfig, spec: T.TaskSpec, num_labels: int) -> nn.Module:
     cls = TokenClassificationHead if spec.kind == "token" else SequenceClassificationHead
     return cls(config, num_labels)
-
-
-def boxed_abstract(model: nn.Module) -> Any:
-    from xlm_jax.model import init_params
-
-    return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
 
 
 def init_from_checkpoint(path: str, spec: T.TaskSpec, labels: Sequence[str], rng, overrides: dict) -> tuple[dict, ModelConfig, str]:
@@ -250,16 +245,11 @@ def make_finetune_step(model: nn.Module, optimizer: optax.GradientTransformation
 
 def setup_state(params: Any, model: nn.Module, optimizer, mesh) -> tuple[dict, Any]:
     """Places params + fresh optimizer state on the mesh -> (state, state shardings)."""
-    params_sh = param_shardings(boxed_abstract(model), mesh)
-    abstract_opt = jax.eval_shape(optimizer.init, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, params_sh,
-                                   transform_non_params=lambda _: replicated)
-    shardings = {"params": params_sh, "opt_state": opt_sh, "step": replicated}
-    params = jax.device_put(params, params_sh)
+    _, shardings = state_shardings(model, optimizer, mesh)
+    params = jax.device_put(params, shardings["params"])
     with jax.set_mesh(mesh):
-        opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(params)
-    state = {"params": params, "opt_state": opt_state, "step": jax.device_put(jnp.zeros((), jnp.int32), replicated)}
+        opt_state = jax.jit(optimizer.init, out_shardings=shardings["opt_state"])(params)
+    state = {"params": params, "opt_state": opt_state, "step": jax.device_put(jnp.zeros((), jnp.int32), shardings["step"])}
     return state, shardings
 
 
@@ -339,7 +329,7 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
     max_len = min(cfg.max_len, config.max_positions)
     info = TaskInfo(spec.name, labels, max_len)
     model = task_model(config, spec, len(labels))
-    check_tree(params, nn.unbox(boxed_abstract(model)), cfg.init)
+    check_tree(params, nn.unbox(abstract_boxed(model)), cfg.init)
 
     protocol = T.InputProtocol.from_config(config)
     encode = T.encode_token_examples if spec.kind == "token" else T.encode_sequence_examples

@@ -34,13 +34,20 @@ from xlm_jax.sharding import BATCH_AXES, LOGICAL_RULES, batch_sharding, batch_si
 OBJECTIVE_RNG_KEYS = {"mlm": 0, "clm": 1, "tlm": 2}
 
 
-def boxed_abstract_params(model_cfg: ModelConfig) -> Any:
-    model = XLMForMaskedLM(model_cfg)
+def abstract_boxed(model: nn.Module) -> Any:
+    """Shapes of `model`'s parameters, still boxed with their logical axis names (nothing is computed)."""
     return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
 
 
-def _state_shardings(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh):
-    boxed = boxed_abstract_params(model_cfg)
+def boxed_abstract_params(model_cfg: ModelConfig) -> Any:
+    return abstract_boxed(XLMForMaskedLM(model_cfg))
+
+
+def state_shardings(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh) -> tuple[Any, Any]:
+    """(abstract state, NamedSharding tree) of {"params", "opt_state", "step"} for any of our models: parameters
+    by the logical rules, Adam moments like their parameter, counters replicated. Pretraining and fine-tuning
+    share it."""
+    boxed = abstract_boxed(model)
     params_sh = param_shardings(boxed, mesh)
     abstract_params = nn.unbox(boxed)
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
@@ -61,7 +68,7 @@ def _state_shardings(model_cfg: ModelConfig, optimizer: optax.GradientTransforma
 
 def abstract_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh) -> tuple[Any, Any]:
     """(ShapeDtypeStruct tree carrying shardings, NamedSharding tree): the restore target for orbax."""
-    abstract, shardings = _state_shardings(model_cfg, optimizer, mesh)
+    abstract, shardings = state_shardings(XLMForMaskedLM(model_cfg), optimizer, mesh)
     with_shardings = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
@@ -70,8 +77,8 @@ def abstract_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformati
 
 def init_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh, rng) -> tuple[dict, Any]:
     """Fresh state created directly in its sharded layout (no host-side copy of the full parameters)."""
-    _, shardings = _state_shardings(model_cfg, optimizer, mesh)
     model = XLMForMaskedLM(model_cfg)
+    _, shardings = state_shardings(model, optimizer, mesh)
 
     def init(rng):
         params = nn.unbox(init_params(model, rng))
