@@ -36,7 +36,7 @@ from xlm_jax.errors import UserError
 from xlm_jax.tokenizer import Tokenizer
 try:
 {body}
-except (UserError, ValueError) as err:
+except UserError as err:
     print(f"{{type(err).__name__}}: {{err}}", file=sys.stderr); sys.exit(2)
 """
 
@@ -74,6 +74,9 @@ def build_fixtures(w: Path) -> dict[str, str]:
     run([PY, "-m", "xlm_jax.finetune", "task=classification", f"init={f['ckpt']}", f"tokenizer={f['tok']}",
          f"out={f['ft']}", f"train=[{f['train_jsonl']}]", f"valid=[{f['valid_jsonl']}]", "max_steps=2",
          "batch_size=8", "log_every=1"], check=True)
+    nli = [{"gold_label": g, "sentence1": "the file is open", "sentence2": h}
+           for g, h in (("entailment", "a file is open"), ("contradiction", "the file is closed"), ("neutral", "the cat"))]
+    f["nli_jsonl"] = str(tiny_setup.write_jsonl(w / "nli.jsonl", nli * 4))
     (w / "not_utf8.jsonl").write_bytes(b'{"text": "caf\xe9 ouvert", "label": "file", "lang": "en"}\n' * 4)
     f["not_utf8"] = str(w / "not_utf8.jsonl")
     (w / "not_utf8.txt").write_bytes(b"caf\xe9 ouvert\n" * 4)
@@ -122,7 +125,8 @@ def user_dir(w: Path) -> Path:
 
 def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
     """(kind, what, argv, expected exit code). `u` is the user's folder (notes.txt, draft.md)."""
-    train = [PY, "-m", "xlm_jax.train", "train.progress=false", "train.steps=4", "train.batch_size=4", "train.seq_len=32"]
+    train = [PY, "-m", "xlm_jax.train", "train.progress=false", "train.steps=4", "train.batch_size=4", "train.seq_len=32",
+             "optimizer.warmup_steps=1"]
     ft = [PY, "-m", "xlm_jax.finetune", "task=classification", f"init={f['ckpt']}", f"tokenizer={f['tok']}",
           f"train=[{f['train_jsonl']}]", f"valid=[{f['valid_jsonl']}]", "max_steps=2", "batch_size=8"]
     ev = [PY, "-m", "xlm_jax.evaluate"]
@@ -164,7 +168,7 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
         ("config", "finetune epochs=-3", ft + [f"out={u}/ft", "epochs=-3", "max_steps=0"], 2),
         ("config", "finetune max_steps=-1", ft + [f"out={u}/ft", "max_steps=-1"], 2),
         ("config", "finetune select_on=zz (checked against the data)", ft + [f"out={u}/ft", "select_on=zz"], 2),
-        ("config", "finetune task=xnli max_len=3", ft[:3] + ["task=xnli", "max_len=3"] + ft[4:] + [f"out={u}/ft"], 2),
+        ("config", "finetune task=xnli max_len=3", ft[:3] + ["task=xnli", "max_len=3"] + ft[4:6] + [f"train=[{f['nli_jsonl']}]", f"valid=[{f['nli_jsonl']}]"] + ft[8:] + [f"out={u}/ft"], 2),
         ("config", "evaluate task --batch-size 0", task + ["--batch-size", "0"], 2),
         ("config", "evaluate retrieval --max-len 0", retrieval + ["--max-len", "0"], 2),
         ("config", "preprocess --valid-fraction 1.5",
@@ -181,7 +185,7 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
         ("api", "129 tokens into a model with 128 positions",
          api(f"m = xlm_jax.load({f['ckpt']!r})\nprint(m.hidden_states(np.full((1, 129), 5)))"), 2),
         ("api", "mlm_logits of a fine-tuned classifier",
-         api(f"m = xlm_jax.load({f['ft']!r})\nprint(m.mlm_logits(np.array([[0, 5, 2]])))"), 2),
+         api(f"m = xlm_jax.load({f['ft'] + '/best'!r})\nprint(m.mlm_logits(np.array([[0, 5, 2]])))"), 2),
         ("api", "attention_mask of another shape",
          api(f"m = xlm_jax.load({f['ckpt']!r})\nprint(m.hidden_states(np.array([[0, 5, 2]]), np.ones((1, 4), int)))"), 2),
         # 4. files that are not what they claim
