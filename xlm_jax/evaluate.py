@@ -36,7 +36,7 @@ from xlm_jax.config import ModelConfig
 from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
-from xlm_jax.tokenizer import pad_rows
+from xlm_jax.tokenizer import check_max_len, pad_rows, truncate_pair
 
 TASK_FILE = "task.json"
 
@@ -209,12 +209,13 @@ def embed_sentences(model, tokenizer, lines: Sequence[str], lang: str | None = N
     if not 0 <= index < n_layers:
         raise UserError(f"--layer {layer}: the model has layers 1..{n_layers} (or -1..-{n_layers} from the top)")
     protocol = T.InputProtocol.from_config(config)
+    check_max_len(max_len, protocol.n_specials(False), False)
     max_len = min(max_len, config.max_positions)
     lang_id = protocol.lang_id(lang) if (lang and protocol.use_langs) else 0
     if protocol.use_langs and not lang:
         raise UserError(f"this XLM model has language embeddings ({', '.join(config.langs)}): pass --src-lang / --tgt-lang")
     pieces = tokenizer.encode_batch_pieces_ids(list(lines))
-    ids = [protocol.frame(p.tolist()[: max_len - 2], None) for p in pieces]
+    ids = [protocol.frame(truncate_pair(p.tolist(), None, max_len - 2)[0], None) for p in pieces]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = np.zeros((len(ids), config.hidden_size), np.float32)
     for start in range(0, len(order), batch_size):

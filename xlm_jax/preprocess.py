@@ -43,7 +43,7 @@ def _init_worker(path: str, lowercase: bool) -> None:
 
 
 def _tokenize_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    arrays = _worker_tokenizer.encode_batch_pieces_ids(texts)
+    arrays = _worker_tokenizer.encode_batch_pieces_ids(texts, special_tokens=False)  # corpus text stays text
     lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
     ids = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)
     return ids.astype(np.int32, copy=False), lengths

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from xlm_jax.errors import UserError
-from xlm_jax.tokenizer import pad_rows, truncate_longest_first
+from xlm_jax.tokenizer import check_max_len, pad_rows, truncate_pair
 
 IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
 
@@ -421,13 +421,6 @@ class InputProtocol:
         return self.langs.index(lang)
 
 
-def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None, bool]:
-    """Longest-first truncation (remove from the longer side, ties from b) to fit `budget` pieces."""
-    if b is None:
-        return (a[:budget], None, True) if len(a) > budget else (a, None, False)
-    return truncate_longest_first(a, b, budget)
-
-
 @dataclasses.dataclass
 class Encoded:
     """Model inputs for a list of examples (rows in example order), unpadded; `batches` pads them."""
@@ -443,6 +436,10 @@ class Encoded:
 
 def encode_sequence_examples(examples: Sequence[Example], tokenizer, protocol: InputProtocol, labels: Sequence[str],
                              max_len: int) -> Encoded:
+    """Rows framed by `protocol`, each at most max_len ids (longest-first truncation, counted in `truncated`).
+    Raises UserError when max_len cannot hold the specials plus one piece of each sentence (tokenizer.min_max_len)."""
+    pair = any(ex.text_b is not None for ex in examples)
+    check_max_len(max_len, protocol.n_specials(pair), pair)
     label_ids = {x: i for i, x in enumerate(labels)}
     texts_a = tokenizer.encode_batch_pieces_ids([ex.text_a for ex in examples])
     pair_idx = [i for i, ex in enumerate(examples) if ex.text_b is not None]
@@ -462,7 +459,9 @@ def encode_sequence_examples(examples: Sequence[Example], tokenizer, protocol: I
 def encode_token_examples(examples: Sequence[TokenExample], tokenizer, protocol: InputProtocol,
                           labels: Sequence[str], max_len: int) -> Encoded:
     """Each word is encoded on its own; its label goes on its FIRST sub-word, the other sub-words (and the
-    specials) get IGNORE_INDEX. Words that do not fit in max_len are cut and counted (predicted 'O')."""
+    specials) get IGNORE_INDEX. Words that do not fit in max_len are cut and counted (predicted 'O'). Raises
+    UserError when max_len cannot hold the specials plus one piece."""
+    check_max_len(max_len, protocol.n_specials(False), False)
     label_ids = {x: i for i, x in enumerate(labels)}
     out = Encoded([], [], [], [], 0)
     budget = max_len - protocol.n_specials(False)

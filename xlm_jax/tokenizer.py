@@ -5,6 +5,15 @@ Ids (the same for every vocabulary this project uses, ours or XLM-R's published 
 `<mask>` = len(spm) + 1, the last id; len(tokenizer) = len(spm) + 2. Single: `<s> A </s>`; pair:
 `<s> A </s></s> B </s>`. This is what fairseq and Hugging Face's XLMRobertaTokenizer produce.
 
+Special tokens written in the text (`"Open the <mask> now"`) are recognised as Hugging Face's XLMRobertaTokenizer
+does: the literal strings `<s>`, `<pad>`, `</s>`, `<unk>` and `<mask>` (case-sensitive, matched in the raw text
+before any normalisation) become their ids, and the text between them is encoded piece by piece as its own
+sentence, so whitespace next to a special token disappears ("a <mask> b" == "a<mask>b"). One difference is kept:
+transformers also turns look-alikes that NFKC normalises into a special string (full-width "＜mask＞") into the
+special id, because its rebuilt Unigram model holds the specials as pieces; here they stay text, as in sentencepiece
+and fairseq. Pretraining preprocessing (`xlm_jax.preprocess`) passes `special_tokens=False`: a literal "</s>" in a
+crawled corpus stays text, as in fairseq's preprocessing.
+
 We train with spm ids `<unk>`=0, `<s>`=1, `</s>`=2 like the published model: spm ids 1 and 2 must be control
 pieces that encoding never outputs, because i + 1 would otherwise collide with fairseq's `</s>` and `<unk>`.
 
@@ -28,7 +37,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -36,6 +45,8 @@ from xlm_jax.errors import UserError, exit_on_user_error
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
+# The strings Hugging Face's XLMRobertaTokenizer matches as added tokens (the mask id depends on the vocabulary).
+_SPECIAL_TOKENS = re.compile("(<s>|<pad>|</s>|<unk>|<mask>)")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -93,29 +104,68 @@ class Tokenizer:
     def normalize(self, text: str) -> str:
         return strip_accents_lower(text) if self.lowercase_and_strip_accents else text
 
-    def encode_pieces_ids(self, text: str) -> list[int]:
-        """Fairseq ids of the pieces of `text`, without `<s>` / `</s>`."""
-        return [i + FAIRSEQ_OFFSET if i else UNK_ID for i in self.sp.encode(self.normalize(text))]
+    def _specials(self) -> dict[str, int]:
+        return {"<s>": BOS_ID, "<pad>": PAD_ID, "</s>": EOS_ID, "<unk>": UNK_ID, "<mask>": self.mask_id}
 
-    def encode_batch_pieces_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Like encode_pieces_ids over many texts at once (one C++ call), as int32 arrays."""
-        out = []
-        for ids in self.sp.encode([self.normalize(t) for t in texts]):
-            arr = np.asarray(ids, dtype=np.int32) + FAIRSEQ_OFFSET
-            arr[arr == FAIRSEQ_OFFSET] = UNK_ID
-            out.append(arr)
+    def encode_pieces_ids(self, text: str, special_tokens: bool = True) -> list[int]:
+        """Fairseq ids of the pieces of `text`, without the framing `<s>` / `</s>`; special tokens written in the
+        text map to their ids unless `special_tokens=False`. Raises UserError when `text` is not a str."""
+        return self.encode_batch_pieces_ids([_check_text(text, "text")], special_tokens)[0].tolist()
+
+    def encode_batch_pieces_ids(self, texts: Sequence[str], special_tokens: bool = True) -> list[np.ndarray]:
+        """Like encode_pieces_ids over many texts at once (one C++ call), as int32 arrays [pieces] (an empty list
+        gives an empty list). Raises UserError when `texts` is a str or holds anything but str."""
+        texts = _check_texts(texts, "texts", allow_empty=True)
+        if not special_tokens:
+            return [self._fairseq_ids(ids) for ids in self.sp.encode([self.normalize(t) for t in texts])]
+        # Split each text around the special tokens; every text segment is encoded as its own sentence, which
+        # is what Hugging Face does (it matches added tokens first, then pre-tokenizes what lies between).
+        parts = [_SPECIAL_TOKENS.split(t) if "<" in t else [t] for t in texts]
+        segments = [self.normalize(seg) for split in parts for seg in split[::2]]
+        encoded = iter(self.sp.encode(segments))
+        specials, out = self._specials(), []
+        for split in parts:
+            if len(split) == 1:
+                out.append(self._fairseq_ids(next(encoded)))
+                continue
+            row = []
+            for k, seg in enumerate(split):
+                row.append(np.asarray([specials[seg]], np.int32) if k % 2 else self._fairseq_ids(next(encoded)))
+            out.append(np.concatenate(row))
         return out
 
+    @staticmethod
+    def _fairseq_ids(spm_ids: list[int]) -> np.ndarray:
+        arr = np.asarray(spm_ids, dtype=np.int32) + FAIRSEQ_OFFSET
+        arr[arr == FAIRSEQ_OFFSET] = UNK_ID
+        return arr
+
     def encode(self, text: str) -> list[int]:
+        """`<s> text </s>` as fairseq ids (no truncation; special tokens in the text map to their ids, as in
+        Hugging Face). An empty string gives `[<s>, </s>]`. Raises UserError when `text` is not a str."""
         return [BOS_ID, *self.encode_pieces_ids(text), EOS_ID]
 
     def encode_pair(self, a: str, b: str) -> list[int]:
+        """`<s> a </s></s> b </s>` as fairseq ids (no truncation). Raises UserError when a or b is not a str."""
         return [BOS_ID, *self.encode_pieces_ids(a), EOS_ID, EOS_ID, *self.encode_pieces_ids(b), EOS_ID]
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of `ids`, skipping `<s>`, `<pad>`, `</s>` and `<mask>` (`<unk>` decodes as spm's ' ⁇ ')."""
+        """Text of one row of `ids` (a sequence or 1-D array of integers in [0, len(self))), skipping `<s>`,
+        `<pad>`, `</s>` and `<mask>` (`<unk>` decodes as spm's ' ⁇ '). Raises UserError for anything else."""
+        try:
+            row = np.asarray(ids)
+        except ValueError:
+            row = np.asarray(ids, dtype=object)
+        if row.ndim != 1 or (row.size and row.dtype.kind not in "iu"):
+            raise UserError(f"decode takes one row of integer ids, got {type(ids).__name__} of shape {row.shape} "
+                            f"and dtype {row.dtype}" + ("; decode a batch row by row" if row.ndim == 2 else ""))
+        bad = (row < 0) | (row >= len(self)) if row.size else row.astype(bool)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise UserError(f"ids[{i}] = {int(row[i])} is not an id of this tokenizer: ids must be in "
+                            f"[0, {len(self) - 1}] ({self.path} has {len(self)} ids; a model may have more rows)")
         skip = (BOS_ID, PAD_ID, EOS_ID, self.mask_id)
-        pieces = [0 if i == UNK_ID else i - FAIRSEQ_OFFSET for i in map(int, ids) if i not in skip]
+        pieces = [0 if i == UNK_ID else i - FAIRSEQ_OFFSET for i in map(int, row) if i not in skip]
         return self.sp.decode(pieces)
 
     def batch_encode(
@@ -126,26 +176,77 @@ class Tokenizer:
     ) -> dict:
         """Padded batch: int32 `input_ids` and `attention_mask` [B, L], and `num_truncated` (an int).
 
-        L = pad_to if given, else the longest row. Rows longer than max_len are cut: single texts keep
-        their first max_len - 2 pieces; pairs lose pieces from the longer side first (Hugging Face's
-        'longest_first'), to fit max_len - 4.
+        `texts` is a non-empty list whose items are each a str (`<s> A </s>`) or a (str, str) pair
+        (`<s> A </s></s> B </s>`). L = pad_to if given, else the longest row; no row is longer than max_len.
+        Rows longer than max_len are cut: single texts keep their first max_len - 2 pieces; pairs lose pieces
+        from the longer side first (Hugging Face's 'longest_first'), to fit max_len - 4.
+
+        Raises UserError for an empty list, an item that is neither a str nor a pair of str, and a max_len
+        too small to keep one piece of every sentence: at least 3 for single texts, 6 when there are pairs
+        (`min_max_len`); pad_to must not be smaller than max_len.
         """
-        if pad_to is not None and pad_to < max_len:
-            raise UserError(f"pad_to={pad_to} is smaller than max_len={max_len}")
+        texts = _check_texts(texts, "texts", pairs=True)
+        pair = any(not isinstance(item, str) for item in texts)
+        check_max_len(max_len, 4 if pair else 2, pair)
+        if pad_to is not None and (not _is_int(pad_to) or pad_to < max_len):
+            raise UserError(f"pad_to={pad_to!r} must be an integer at least max_len={max_len}")
         rows, truncated = [], 0
         for item in texts:
             if isinstance(item, str):
-                a, cut = self.encode_pieces_ids(item), False
-                if len(a) > max_len - 2:
-                    a, cut = a[: max_len - 2], True
+                a, _, cut = truncate_pair(self.encode_pieces_ids(item), None, max_len - 2)
                 rows.append([BOS_ID, *a, EOS_ID])
             else:
                 a, b = (self.encode_pieces_ids(t) for t in item)
-                a, b, cut = truncate_longest_first(a, b, max_len - 4)
+                a, b, cut = truncate_pair(a, b, max_len - 4)
                 rows.append([BOS_ID, *a, EOS_ID, EOS_ID, *b, EOS_ID])
             truncated += cut
-        input_ids, attention_mask = pad_rows(rows, pad_to or max((len(r) for r in rows), default=0))
+        input_ids, attention_mask = pad_rows(rows, pad_to or max(len(r) for r in rows))
         return {"input_ids": input_ids, "attention_mask": attention_mask, "num_truncated": truncated}
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_text(text, where: str) -> str:
+    if not isinstance(text, str):
+        raise UserError(f"{where} must be a str, got {type(text).__name__} {text!r:.60}")
+    return text
+
+
+def _check_texts(texts, where: str, pairs: bool = False, allow_empty: bool = False) -> list:
+    """A list of str (or of (str, str) pairs when `pairs`); a bare str (and an empty list, unless `allow_empty`)
+    is refused."""
+    what = "a str or a (str, str) pair" if pairs else "a str"
+    if isinstance(texts, str | bytes | dict) or not isinstance(texts, Iterable):
+        raise UserError(f"{where} must be a list whose items are each {what}, got {type(texts).__name__} "
+                        f"{texts!r:.60}" + (" (wrap one text in a list)" if isinstance(texts, str) else ""))
+    texts = list(texts)
+    if not texts and not allow_empty:
+        raise UserError(f"{where} is empty: give at least one text")
+    for i, item in enumerate(texts):
+        if isinstance(item, str):
+            continue
+        if pairs and isinstance(item, tuple | list) and len(item) == 2 and all(isinstance(t, str) for t in item):
+            continue
+        raise UserError(f"{where}[{i}] must be {what}, got {type(item).__name__} {item!r:.60}")
+    return texts
+
+
+def min_max_len(n_specials: int, pair: bool) -> int:
+    """Smallest usable max_len: the special tokens plus one piece of each sentence."""
+    return n_specials + (2 if pair else 1)
+
+
+def check_max_len(max_len, n_specials: int, pair: bool) -> None:
+    """UserError unless max_len (ids per row, specials included) leaves room for one piece of every sentence."""
+    minimum = min_max_len(n_specials, pair)
+    if not _is_int(max_len):
+        raise UserError(f"max_len={max_len!r} must be an integer >= {minimum} (ids per row, special tokens included)")
+    if max_len < minimum:
+        what = "a sentence pair" if pair else "a single sentence"
+        raise UserError(f"max_len={max_len} is too small: {what} needs {n_specials} special tokens plus at least "
+                        f"one piece of {'each sentence' if pair else 'text'}, so max_len must be >= {minimum}")
 
 
 def pad_rows(rows: Sequence[Sequence[int]], width: int, pad_id: int = PAD_ID,
@@ -161,13 +262,24 @@ def pad_rows(rows: Sequence[Sequence[int]], width: int, pad_id: int = PAD_ID,
     return input_ids, attention_mask
 
 
+def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None, bool]:
+    """-> (a, b, whether anything was cut) with len(a) + len(b) <= budget (budget >= 0): a single text (b None)
+    keeps its first `budget` pieces; a pair loses pieces from the longer side first, ties from b (transformers'
+    Python 'longest_first'; its Rust tokenizers break an odd tie the other way, keeping one piece more of b)."""
+    if budget < 0:
+        raise ValueError(f"truncation budget {budget} < 0")  # callers check max_len first (check_max_len)
+    if b is None:
+        return (a[:budget], None, True) if len(a) > budget else (a, None, False)
+    return truncate_longest_first(a, b, budget)
+
+
 def truncate_longest_first(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int], bool]:
     excess = len(a) + len(b) - budget
     if excess <= 0:
         return a, b, False
     # Equivalent to removing one piece at a time from the longer side (ties: from b).
     la, lb = len(a), len(b)
-    for _ in range(excess):
+    for _ in range(min(excess, la + lb)):
         if la > lb:
             la -= 1
         else:
