@@ -12,9 +12,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def test_overrides_are_typed():
-    cfg = load_config(None, ["train.steps=7", "optimizer.lr=1e-4", "data.mono_langs=en,fr", "mesh.fsdp=2",
+    cfg = load_config(None, ["train.steps=70", "optimizer.lr=1e-4", "data.mono_langs=en,fr", "mesh.fsdp=2",
                              "checkpoint.keep_best=false", "data.para_pairs=[de-en, en-fr]", "seed=3"])
-    assert cfg.train.steps == 7 and isinstance(cfg.train.steps, int)
+    assert cfg.train.steps == 70 and isinstance(cfg.train.steps, int)
     assert cfg.optimizer.lr == 1e-4 and isinstance(cfg.optimizer.lr, float)
     assert cfg.data.mono_langs == ("en", "fr")
     assert cfg.data.para_pairs == ("de-en", "en-fr")
@@ -86,7 +86,7 @@ def test_recipes_load_and_start_with_their_command(name):
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = load_config(None, ["train.steps=9", "model.num_layers=1", "data.mono_langs=en", "optimizer.lr=3e-4"])
+    cfg = load_config(None, ["train.steps=90", "model.num_layers=1", "data.mono_langs=en", "optimizer.lr=3e-4"])
     path = tmp_path / "c.yaml"
     path.write_text(to_yaml(cfg))
     assert load_config(path) == cfg

@@ -405,9 +405,7 @@ class InputProtocol:
         return [self.bos_id, *a, self.eos_id] + ([self.eos_id, *b, self.eos_id] if b is not None else [])
 
     def n_specials(self, pair: bool) -> int:
-        if self.family == "xlm":
-            return 3 if pair else 2
-        return 4 if pair else 2
+        return n_specials(self.family, pair)
 
     def lang_id(self, lang: str) -> int:
         """Index of `lang` in the model's language list (0 when the model has no language embeddings)."""
@@ -419,6 +417,27 @@ class InputProtocol:
                 "language embeddings can only be run on its own languages"
             )
         return self.langs.index(lang)
+
+
+def n_specials(family: str, pair: bool) -> int:
+    """Special tokens `InputProtocol.frame` adds around one text or a pair."""
+    if family == "xlm":
+        return 3 if pair else 2
+    return 4 if pair else 2
+
+
+def min_len(family: str, pair: bool) -> int:
+    """The shortest max_len the input layout of `family` can use: its special tokens and one piece per text."""
+    return n_specials(family, pair) + (2 if pair else 1)
+
+
+def check_max_len(key: str, max_len: int, family: str, pair: bool) -> None:
+    """UserError unless rows of `max_len` tokens hold the layout's special tokens and one piece per text."""
+    need = min_len(family, pair)
+    if max_len < need:
+        what = "a pair of texts" if pair else "a text"
+        raise UserError(f"{key}={max_len}: {what} in the {family} input layout needs at least {need} tokens "
+                        f"({n_specials(family, pair)} special tokens and one piece per text)")
 
 
 def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None, bool]:
