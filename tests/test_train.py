@@ -193,6 +193,15 @@ def test_batch_must_divide_over_the_mesh(corpus, tmp_path):
     assert not (tmp_path / "mesh" / "checkpoints").exists()
 
 
+def test_eval_langs_are_checked_against_the_data_at_start_up(corpus, tmp_path):
+    """A language without held-out text is refused before anything is built, not at the first validation."""
+    for langs, words in [("[zz]", ["'zz'", "l00, l01, l02"]), ("[l00, xx]", ["'xx'", "held-out"])]:
+        with pytest.raises(UserError) as err:
+            run(corpus, tmp_path / "ev", f"train.eval_langs={langs}")
+        assert "train.eval_langs" in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+    assert not (tmp_path / "ev").exists()
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_continues(corpus, tmp_path):
     run_dir = tmp_path / "term"
