@@ -193,6 +193,7 @@ BAD_FINETUNE = [
     ("seed=-1", ["seed=-1", "[0, "]),
     ("mesh_data=0", ["mesh_data=0", ">= 1", "-1"]),
     ("mesh_fsdp=-1", ["mesh_data=-1", "mesh_fsdp=-1", "at most one"]),
+    ("mesh_data=3", ["batch_size=32", "data=3 x fsdp=1", "multiple of 3"]),
     ("select_on=''", ["select_on=''", "empty"]),
     ("train_lang=''", ["train_lang=''", "empty"]),
     ("batch_size=2.5", ["batch_size=2.5", "integer"]),

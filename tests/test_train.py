@@ -187,7 +187,7 @@ def test_batch_must_divide_over_the_mesh(corpus, tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert "train.batch_size=3" in err and "data=2 x fsdp=1 = 2" in err
-    proc = cli(*tiny(corpus, tmp_path / "mesh2", "mesh.data=3"))
+    proc = cli(*tiny(corpus, tmp_path / "mesh2", "mesh.data=2"))  # batch 4 splits in 2, but 1 device
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "mesh" in err and "devices" in err, err
     assert not (tmp_path / "mesh" / "checkpoints").exists()

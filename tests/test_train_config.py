@@ -198,6 +198,7 @@ BAD_VALUES = [
     ("mesh.data=0", ["mesh.data=0", ">= 1", "-1"]),
     ("mesh.fsdp=-2", ["mesh.fsdp=-2", ">= 1", "-1"]),
     ("mesh.tensor=-1", ["mesh.data=-1", "mesh.tensor=-1", "at most one -1"]),
+    ("mesh.data=3", ["train.batch_size=32", "data=3 x fsdp=1", "multiple of 3"]),
     ("checkpoint.every=0", ["checkpoint.every=0", ">= 1"]),
     ("checkpoint.keep=0", ["checkpoint.keep=0", ">= 1"]),
     ("seed=-1", ["seed=-1", "[0, "]),

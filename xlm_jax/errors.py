@@ -142,16 +142,18 @@ def check_fields(obj: Any, prefix: str = "") -> None:
 
 
 def describe_range(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-                   high_open: bool = False, integer: bool = False) -> str:
-    """"an integer >= 1", "a number in [0, 1)", "a number > 0" ..."""
+                   high_open: bool = False, integer: bool = False, also: Mapping[Any, str] | None = None) -> str:
+    """"an integer >= 1", "a number in [0, 1)", "an integer >= 8, or 0 (the MLM row length)" ..."""
     kind = "an integer" if integer else "a number"
     if low is not None and high is not None:
-        return f"{kind} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{kind} {'>' if low_open else '>='} {low}"
-    if high is not None:
-        return f"{kind} {'<' if high_open else '<='} {high}"
-    return f"a finite {kind.split()[1]}"
+        text = f"{kind} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        text = f"{kind} {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        text = f"{kind} {'<' if high_open else '<='} {high}"
+    else:
+        text = f"a finite {kind.split()[1]}"
+    return text + "".join(f", or {k!r} ({meaning})" for k, meaning in (also or {}).items())
 
 
 def _in_range(value: Any, low, high, low_open: bool, high_open: bool, integer: bool) -> bool:
@@ -173,8 +175,8 @@ def check_range(key: str, value: Any, low: float | None = None, high: float | No
         return value
     if _in_range(value, low, high, low_open, high_open, integer):
         return value
-    extra = "".join(f", or {k!r} ({meaning})" for k, meaning in (also or {}).items())
-    raise UserError(f"{key}={value!r}: must be {describe_range(low, high, low_open=low_open, high_open=high_open, integer=integer)}{extra}")
+    valid = describe_range(low, high, low_open=low_open, high_open=high_open, integer=integer, also=also)
+    raise UserError(f"{key}={value!r}: must be {valid}")
 
 
 def check_choice(key: str, value: Any, choices: Iterable[Any]) -> Any:
@@ -182,7 +184,9 @@ def check_choice(key: str, value: Any, choices: Iterable[Any]) -> Any:
     choices = list(choices)
     if isinstance(value, Hashable) and value in choices:
         return value
-    close = difflib.get_close_matches(value, [str(c) for c in choices], n=2, cutoff=0.5) if isinstance(value, str) else []
+    close = []
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, [str(c) for c in choices], n=2, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise UserError(f"{key}={value!r}: valid values are {', '.join(repr(c) for c in choices)}{hint}")
 
@@ -191,8 +195,7 @@ def arg_range(low: float | None = None, high: float | None = None, *, low_open: 
               high_open: bool = False, integer: bool = True, also: Mapping[Any, str] | None = None):
     """An argparse `type=` that parses an integer (or a float) and checks it like `check_range`: a bad value
     ends the command before any work with exit 2 and `error: argument --flag: ...`."""
-    expected = describe_range(low, high, low_open=low_open, high_open=high_open, integer=integer)
-    expected += "".join(f", or {k!r} ({meaning})" for k, meaning in (also or {}).items())
+    expected = describe_range(low, high, low_open=low_open, high_open=high_open, integer=integer, also=also)
 
     def parse(text: str):
         try:

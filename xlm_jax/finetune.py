@@ -52,7 +52,7 @@ from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
 from xlm_jax.optim import OptimizerConfig, check_adamw, current_lr, make_optimizer
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, check_mesh_sizes, make_mesh
 from xlm_jax.step import abstract_boxed, state_shardings
-from xlm_jax.train_config import MAX_SEED, load_dataclass
+from xlm_jax.train_config import MAX_SEED, check_batch_split, load_dataclass
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
 
@@ -120,6 +120,8 @@ class FinetuneConfig:
             check_dtype("dtype", self.dtype)
         check_range("seed", self.seed, 0, MAX_SEED, integer=True)
         check_mesh_sizes({"mesh_data": self.mesh_data, "mesh_fsdp": self.mesh_fsdp, "mesh_tensor": self.mesh_tensor})
+        if -1 not in (self.mesh_data, self.mesh_fsdp):  # else the device count decides, known at start-up
+            check_batch_split(self.batch_size, self.mesh_data, self.mesh_fsdp, key="batch_size")
 
 
 def load_config(path: str | None, overrides: Sequence[str] = ()) -> FinetuneConfig:

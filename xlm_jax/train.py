@@ -50,7 +50,8 @@ from xlm_jax.data.batches import BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
 from xlm_jax.errors import UserError, exit_on_user_error, nonnegative_int, positive_int
 from xlm_jax.metrics import MetricsWriter, read_metrics
-from xlm_jax.train_config import TrainConfig, check_positions, describe, flatten, load_config, to_dict, to_yaml
+from xlm_jax.train_config import (TrainConfig, check_batch_split, check_positions, describe, flatten, load_config,
+                                  to_dict, to_yaml)
 
 EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
 # Fields of the model config that do not change what a checkpoint means (numerics, memory, regularisation).
@@ -362,15 +363,7 @@ def train(cfg: TrainConfig) -> int:
 
     # Mesh, optimizer, state shapes.
     mesh = make_mesh(cfg.mesh)
-    rows_multiple = batch_size_multiple(mesh) * cfg.train.grad_accum
-    if cfg.train.batch_size % rows_multiple:
-        shape = dict(mesh.shape)
-        raise UserError(
-            f"train.batch_size={cfg.train.batch_size} (global sequences) does not divide over the mesh "
-            f"data={shape['data']} x fsdp={shape['fsdp']} = {shape['data'] * shape['fsdp']} batch shards"
-            + (f" times train.grad_accum={cfg.train.grad_accum}" if cfg.train.grad_accum > 1 else "")
-            + f": use a multiple of {rows_multiple}"
-        )
+    check_batch_split(cfg.train.batch_size, mesh.shape["data"], mesh.shape["fsdp"], cfg.train.grad_accum)
     steps = cfg.train.steps
     stop_step = cfg.train.stop_at or steps
     schedule = make_schedule(cfg.optimizer, steps)

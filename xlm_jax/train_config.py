@@ -187,9 +187,24 @@ class TrainConfig:
         # has data.vocab_size pieces + <pad> (fairseq's offset) + <mask>; a given data.dir's is not known yet.
         model = self.model.provisional(None if self.data.dir else self.data.vocab_size + 2)
         check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
+        if -1 not in (self.mesh.data, self.mesh.fsdp):  # else the device count decides, known at start-up
+            check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
 
 
 MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
+
+
+def check_batch_split(batch_size: int, data: int, fsdp: int, grad_accum: int = 1,
+                      key: str = "train.batch_size") -> None:
+    """The global batch must split evenly over the mesh's batch shards (data x fsdp) and the micro-batches."""
+    rows_multiple = data * fsdp * grad_accum
+    if batch_size % rows_multiple:
+        raise UserError(
+            f"{key}={batch_size} (global sequences) does not divide over the mesh data={data} x "
+            f"fsdp={fsdp} = {data * fsdp} batch shards"
+            + (f" times train.grad_accum={grad_accum}" if grad_accum > 1 else "")
+            + f": use a multiple of {rows_multiple}"
+        )
 
 
 def check_positions(longest: int, model: ModelConfig) -> None:

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--sample-alpha", type=arg_range(0, integer=False), default=0.0)
     b.add_argument("--tlm-seq-len", type=arg_range(MIN_SEQ_LEN, also={0: "--seq-len"}), default=0,
                    help="TLM row length (0: --seq-len)")
-    b.add_argument("--tlm-tokens-per-batch", type=nonnegative_int, default=0, help="token-budget TLM batches (0: fixed shape)")
+    b.add_argument("--tlm-tokens-per-batch", type=nonnegative_int, default=0,
+                   help="token-budget TLM batches (0: fixed shape)")
     s = sub.add_parser("synth", help="write a synthetic preprocessed directory (Zipf ids)")
     s.add_argument("out")
     s.add_argument("--langs", type=positive_int, default=10)
