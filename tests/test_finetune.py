@@ -198,13 +198,16 @@ BAD_FINETUNE = [
     ("train_lang=''", ["train_lang=''", "empty"]),
     ("batch_size=2.5", ["batch_size=2.5", "integer"]),
     ("train=5", ["train=5", "list"]),
+    ("labels=[entailment,neutral]", ["labels=['entailment', 'neutral']", "xnli", "fixed label set"]),
+    ("task=classification labels=[a,b,a]", ["labels=['a', 'b', 'a']", "each listed once"]),
+    ("task=ner labels=[O]", ["labels=['O']", "at least 2"]),
 ]
 
 
 @pytest.mark.parametrize("override, words", BAD_FINETUNE, ids=[o for o, _ in BAD_FINETUNE])
 def test_bad_values_name_key_value_and_valid_range(override, words):
     with pytest.raises(UserError) as err:
-        F.load_config(None, [override])
+        F.load_config(None, override.split(" "))
     for word in words:
         assert word in str(err.value), (word, str(err.value))
 

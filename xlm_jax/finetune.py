@@ -101,6 +101,11 @@ class FinetuneConfig:
         check_fields(self)
         spec = T.get_task(self.task)
         check_choice("protocol", self.protocol, PROTOCOLS)
+        if self.labels and spec.labels:
+            raise UserError(f"labels={list(self.labels)}: task {spec.name} has a fixed label set "
+                            f"({', '.join(spec.labels)}); leave labels empty")
+        if self.labels and (len(set(self.labels)) != len(self.labels) or len(self.labels) < 2):
+            raise UserError(f"labels={list(self.labels)}: need at least 2 different labels, each listed once")
         for name in ("train_lang", "select_on", "out"):
             if not getattr(self, name).strip():
                 raise UserError(f"{name}='': must not be empty")
