@@ -91,3 +91,29 @@ def test_embed_layer_range(tiny):
     np.testing.assert_allclose(emb[0], emb[2], rtol=1e-5)  # padding and batch position do not change a sentence
     with pytest.raises(UserError, match="layers 1..2"):
         E.embed_sentences(model, tok, ["x"], layer=3)
+
+
+def test_ranges_checked_before_files_or_checkpoints_are_read(tmp_path):
+    from xlm_jax.errors import UserError
+
+    missing = str(tmp_path / "missing")
+    for kwargs, words in [(dict(max_len=2), ["max_len=2", "at least 3"]), (dict(max_len=0), ["max_len=0"]),
+                          (dict(batch_size=0), ["batch_size=0", ">= 1"])]:
+        with pytest.raises(UserError) as err:
+            E.run_retrieval(missing, missing, missing, missing, **kwargs)
+        assert all(w in str(err.value) for w in words), str(err.value)
+    with pytest.raises(UserError, match="batch_size=-1: must be an integer >= 1"):
+        E.run_task_eval(missing, missing, [missing], batch_size=-1)
+
+
+def test_embed_sentences_checks_max_len_and_batch_size(tiny):
+    from xlm_jax.api import load
+    from xlm_jax.errors import UserError
+    from xlm_jax.tokenizer import Tokenizer
+
+    model, tok = load(tiny["ckpt"]), Tokenizer.load(tiny["tok"])
+    with pytest.raises(UserError, match="max_len=2 is too small: a single sentence needs 2 special tokens.*max_len must be >= 3"):
+        E.embed_sentences(model, tok, ["le chat"], max_len=2)
+    with pytest.raises(UserError, match="batch_size=0"):
+        E.embed_sentences(model, tok, ["le chat"], batch_size=0)
+    assert E.embed_sentences(model, tok, ["le chat ouvrir fichier"], max_len=3).shape == (1, 64)

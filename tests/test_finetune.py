@@ -159,3 +159,83 @@ def test_cli_bad_inputs_exit_2(setup, tmp_path):
     assert ner.returncode == 2 and "bad_ner.txt:3: malformed line" in ner.stderr
     assert ckpt.returncode == 2 and "no such checkpoint" in ckpt.stderr
     assert not (tmp_path / "x").exists()  # nothing written on bad input
+
+
+# ---- every value checked before any work (issue #10, kind 2) -------------------------------------------------
+
+BAD_FINETUNE = [
+    ("epochs=-3", ["epochs=-3.0", "> 0"]),
+    ("epochs=0", ["epochs=0.0", "> 0"]),
+    ("max_steps=-1", ["max_steps=-1", ">= 0"]),
+    ("batch_size=0", ["batch_size=0", ">= 1"]),
+    ("eval_batch_size=-2", ["eval_batch_size=-2", ">= 1"]),
+    ("lr=0", ["lr=0.0", "> 0"]),
+    ("lr=.inf", ["lr=inf", "> 0"]),
+    ("head_lr=-1e-3", ["head_lr=-0.001", ">= 0"]),
+    ("layer_decay=0", ["layer_decay=0.0", "(0, 1]"]),
+    ("layer_decay=1.5", ["layer_decay=1.5", "(0, 1]"]),
+    ("warmup_ratio=1", ["warmup_ratio=1.0", "[0, 1)"]),
+    ("patience=-1", ["patience=-1", ">= 0"]),
+    ("eval_every=-5", ["eval_every=-5", ">= 0"]),
+    ("log_every=0", ["log_every=0", ">= 1"]),
+    ("weight_decay=-0.1", ["weight_decay=-0.1", ">= 0"]),
+    ("clip_norm=-1", ["clip_norm=-1.0", ">= 0"]),
+    ("b1=1", ["b1=1.0", "[0, 1)"]),
+    ("b2=-0.5", ["b2=-0.5", "[0, 1)"]),
+    ("eps=0", ["eps=0.0", "> 0"]),
+    ("dropout=1", ["dropout=1.0", "[0, 1)", "-1.0"]),
+    ("dropout=-0.5", ["dropout=-0.5", "[0, 1)"]),
+    ("dtype=fp16", ["dtype='fp16'", "float32", "bfloat16"]),
+    ("dtype=float16", ["dtype='float16'", "bfloat16", "loss scaling"]),
+    ("protocol=few_shot", ["protocol='few_shot'", "'zero_shot'", "'translate_train_all'"]),
+    ("max_len=2", ["max_len=2", ">= 5", "special tokens"]),  # xnli: a pair of texts
+    ("max_len=-1", ["max_len=-1", ">= 5"]),
+    ("seed=-1", ["seed=-1", "[0, "]),
+    ("mesh_data=0", ["mesh_data=0", ">= 1", "-1"]),
+    ("mesh_fsdp=-1", ["mesh_data=-1", "mesh_fsdp=-1", "at most one"]),
+    ("mesh_data=3", ["batch_size=32", "data=3 x fsdp=1", "multiple of 3"]),
+    ("select_on=''", ["select_on=''", "empty"]),
+    ("train_lang=''", ["train_lang=''", "empty"]),
+    ("batch_size=2.5", ["batch_size=2.5", "integer"]),
+    ("train=5", ["train=5", "list"]),
+    ("labels=[entailment,neutral]", ["labels=['entailment', 'neutral']", "xnli", "fixed label set"]),
+    ("task=classification labels=[a,b,a]", ["labels=['a', 'b', 'a']", "each listed once"]),
+    ("task=ner labels=[O]", ["labels=['O']", "at least 2"]),
+]
+
+
+@pytest.mark.parametrize("override, words", BAD_FINETUNE, ids=[o for o, _ in BAD_FINETUNE])
+def test_bad_values_name_key_value_and_valid_range(override, words):
+    with pytest.raises(UserError) as err:
+        F.load_config(None, override.split(" "))
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+
+
+def test_single_text_tasks_accept_a_short_max_len():
+    assert F.load_config(None, ["task=classification", "max_len=3"]).max_len == 3
+    with pytest.raises(UserError, match="max_len=2 is too small: a single sentence"):
+        F.load_config(None, ["task=ner", "max_len=2"])
+
+
+def test_cli_refuses_bad_values_before_reading_anything(tmp_path, capsys):
+    for override, words in [("epochs=-3", "epochs=-3.0"), ("max_steps=-1", "max_steps=-1"),
+                            ("batch_size=0", "batch_size=0")]:
+        with pytest.raises(SystemExit) as exit_info:
+            F.main([override, "init=/nowhere", "tokenizer=/nowhere.model", "train=[/nowhere.tsv]",
+                    f"out={tmp_path / 'out'}"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_select_on_and_max_len_are_checked_against_data_and_checkpoint_at_start_up(setup, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"select_on='zz'.*valid: avg, de, en, fr"):
+        F.finetune(_cfg(setup, out, select_on="zz", max_steps=2), log=lambda m: None)
+    # xnli pairs: 5 tokens fit the XLM layout (3 specials) but not this XLM-R checkpoint's (4 specials + 2 pieces).
+    xnli = str(FIX / "xnli.dev.tsv")
+    with pytest.raises(UserError, match=r"max_len=5 is too small: a sentence pair needs 4 special tokens.*>= 6"):
+        F.finetune(_cfg(setup, out, task="xnli", train=[xnli], valid=[xnli], test=[], max_len=5, max_steps=2),
+                   log=lambda m: None)
+    assert not out.exists()

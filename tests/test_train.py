@@ -187,10 +187,19 @@ def test_batch_must_divide_over_the_mesh(corpus, tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert "train.batch_size=3" in err and "data=2 x fsdp=1 = 2" in err
-    proc = cli(*tiny(corpus, tmp_path / "mesh2", "mesh.data=3"))
+    proc = cli(*tiny(corpus, tmp_path / "mesh2", "mesh.data=2"))  # batch 4 splits in 2, but 1 device
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "mesh" in err and "devices" in err, err
     assert not (tmp_path / "mesh" / "checkpoints").exists()
+
+
+def test_eval_langs_are_checked_against_the_data_at_start_up(corpus, tmp_path):
+    """A language without held-out text is refused before anything is built, not at the first validation."""
+    for langs, words in [("[zz]", ["'zz'", "l00, l01, l02"]), ("[l00, xx]", ["'xx'", "held-out"])]:
+        with pytest.raises(UserError) as err:
+            run(corpus, tmp_path / "ev", f"train.eval_langs={langs}")
+        assert "train.eval_langs" in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+    assert not (tmp_path / "ev").exists()
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ import numpy as np
 
 from xlm_jax.config import ModelConfig, from_dict, get_model_config, to_dict
 from xlm_jax.data.masking import MaskConfig, mask_tokens, noise_width
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, positive_int
 
 REPLY = "@@BENCH "  # worker replies are the stdout lines with this prefix; anything else a library prints is ignored
 ARCH = "XLMRobertaForMaskedLM"
@@ -789,11 +789,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m xlm_jax.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default=None,
                    help=f"comma-separated, from {', '.join(CONFIGS)} (default: those for --device)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
-    p.add_argument("--repeats", type=int, default=5, help="alternating repeats; medians are reported")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps after the first (compile) step")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed steps per repeat")
+    p.add_argument("--repeats", type=positive_int, default=5, help="alternating repeats; medians are reported")
+    p.add_argument("--warmup", type=positive_int, default=3, help="untimed steps after the first (compile) step")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="threads (and pinned CPUs) per side; default all")
+    p.add_argument("--threads", type=positive_int, default=None, help="threads (and pinned CPUs) per side; default all")
     p.add_argument("--torch-compile", choices=("auto", "on", "off"), default="auto",
                    help="auto: on, except with --smoke")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-part timing")

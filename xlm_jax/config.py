@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any, Literal
 
-from xlm_jax.errors import UserError, unknown_name
+from xlm_jax.errors import UserError, check_fields, check_range, unknown_name
 
 Family = Literal["xlm", "xlmr"]
 
@@ -20,6 +20,18 @@ XLMR_SPECIALS = dict(bos_token_id=0, pad_token_id=1, eos_token_id=2, unk_token_i
 XLM_SPECIALS = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2, unk_token_id=3, mask_token_id=5)
 
 XNLI15_LANGS = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
+
+# Compute / parameter dtypes. float16 is left out on purpose: without loss scaling its gradients underflow, and
+# XLA's CPU backend cannot compile parts of the model in it.
+DTYPES = ("float32", "bfloat16")
+
+
+def check_dtype(key: str, value: str) -> str:
+    """`value` if it is one of DTYPES, else UserError naming key, value and the valid dtypes."""
+    if value not in DTYPES:
+        raise UserError(f"{key}={value!r}: valid dtypes are {', '.join(DTYPES)} (float16 is not supported: "
+                        "it would need loss scaling)")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,16 +77,30 @@ class ModelConfig:
     attention_impl: Literal["auto", "xla", "cudnn"] = "auto"
 
     def __post_init__(self):
+        """Every field's type and range (UserError naming `model.<field>`, the value and what is valid), so that
+        a bad value is refused when the config is built, never deep inside the model."""
+        check_fields(self, "model.")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
+                     "n_langs"):
+            check_range(f"model.{name}", getattr(self, name), 1, integer=True)
         if self.hidden_size % self.num_heads:
-            raise UserError(
-                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
-            )
-        if self.family not in ("xlm", "xlmr"):
-            raise UserError(f"model.family={self.family!r}: valid values are 'xlm' and 'xlmr'")
-        if self.activation not in ("gelu", "relu"):
-            raise UserError(f"model.activation={self.activation!r}: valid values are 'gelu' and 'relu'")
+            raise UserError(f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
+                            f"{self.num_heads}: the head count must divide the hidden size")
+        check_range("model.type_vocab_size", self.type_vocab_size, 0, integer=True)
+        check_range("model.layer_norm_eps", self.layer_norm_eps, 0, low_open=True)
+        check_range("model.initializer_range", self.initializer_range, 0, low_open=True)
+        for name in ("dropout", "attention_dropout"):
+            check_range(f"model.{name}", getattr(self, name), 0, 1, high_open=True)
+        for name in ("bos_token_id", "pad_token_id", "eos_token_id", "unk_token_id"):
+            check_range(f"model.{name}", getattr(self, name), 0, self.vocab_size - 1, integer=True)
+        check_range("model.mask_token_id", self.mask_token_id, 0, self.vocab_size - 1, integer=True,
+                    also={-1: "the last id"})
         if self.langs and len(self.langs) != self.n_langs:
             raise UserError(f"model.langs has {len(self.langs)} codes but model.n_langs={self.n_langs}")
+        if len(set(self.langs)) != len(self.langs):
+            raise UserError(f"model.langs={list(self.langs)}: a language is listed twice")
+        check_dtype("model.dtype", self.dtype)
+        check_dtype("model.param_dtype", self.param_dtype)
 
     @property
     def head_dim(self) -> int:

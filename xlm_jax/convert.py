@@ -43,7 +43,7 @@ import numpy as np
 
 from xlm_jax import checkpoint, hf_mapping
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.errors import UserError, check_range, exit_on_user_error, positive_int
 
 TOKENIZER_FILES = (
     "sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -396,6 +396,9 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
     `architecture` restricts the import (a bare `...Model` drops the LM head); `vocab_size` is the size the
     caller's tokenizer expects: a checkpoint of another size is refused, naming the tensor and both shapes.
     """
+    for key, value in (("--vocab-size", vocab_size), ("--num-heads", num_heads)):
+        if value is not None:
+            check_range(key, value, 1, integer=True)
     kind, path = detect(src)
     source = str(path)
     tokenizer_files: tuple[str, ...] = ()
@@ -530,8 +533,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--architecture", choices=hf_mapping.HF_ARCHITECTURES,
                         help="HF architecture to write (a bare ...Model drops the LM head)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty DST")
-    parser.add_argument("--vocab-size", type=int, help="refuse a checkpoint whose vocabulary has another size")
-    parser.add_argument("--num-heads", type=int, help="attention heads, for checkpoints that do not record them")
+    parser.add_argument("--vocab-size", type=positive_int, help="refuse a checkpoint whose vocabulary has another size")
+    parser.add_argument("--num-heads", type=positive_int, help="attention heads, for checkpoints that do not record them")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         line = convert(args.src, args.dst, to=args.to, architecture=args.architecture, force=args.force,

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.errors import UserError, arg_range, check_range, exit_on_user_error, positive_int
 from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
 from xlm_jax.tokenizer import check_max_len, pad_rows, truncate_pair
@@ -180,6 +180,7 @@ def evaluate_examples(model, params, config: ModelConfig, info: TaskInfo, tokeni
                       params_shardings: Any, batch_size: int = 64, predict: Callable | None = None) -> tuple[dict, int]:
     """-> ({lang: scores}, number of truncated inputs)."""
     spec = info.spec
+    check_range("batch_size", batch_size, 1, integer=True)
     T.check_labels(examples, info.labels)
     protocol = T.InputProtocol.from_config(config)
     encode = T.encode_token_examples if spec.kind == "token" else T.encode_sequence_examples
@@ -208,6 +209,7 @@ def embed_sentences(model, tokenizer, lines: Sequence[str], lang: str | None = N
     index = layer - 1 if layer > 0 else n_layers + layer
     if not 0 <= index < n_layers:
         raise UserError(f"--layer {layer}: the model has layers 1..{n_layers} (or -1..-{n_layers} from the top)")
+    check_range("batch_size", batch_size, 1, integer=True)
     protocol = T.InputProtocol.from_config(config)
     check_max_len(max_len, protocol.n_specials(False), False)
     max_len = min(max_len, config.max_positions)
@@ -260,6 +262,9 @@ def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file:
     from xlm_jax.api import load
     from xlm_jax.tokenizer import Tokenizer
 
+    # Ranges first (before any file or checkpoint is read); a text needs 2 special tokens in either layout.
+    T.check_layout_max_len(max_len, "xlmr", False)
+    check_range("batch_size", batch_size, 1, integer=True)
     src, tgt = read_lines(src_file), read_lines(tgt_file)
     if len(src) != len(tgt):
         raise UserError(f"{src_file} has {len(src)} lines but {tgt_file} has {len(tgt)}: they must be line-aligned")
@@ -286,6 +291,7 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
                   batch_size: int = 64, split_name: str = "test") -> tuple[str, dict]:
     from xlm_jax.tokenizer import Tokenizer
 
+    check_range("batch_size", batch_size, 1, integer=True)
     model, params, config, info = load_task_model(checkpoint)
     tokenizer = Tokenizer.load(tokenizer_path)
     examples = T.read_files(info.spec, data)
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--tokenizer", required=True)
     t.add_argument("--data", nargs="+", required=True, help="data files, optionally LANG:PATH")
     t.add_argument("--out", default=None, help="directory for results.md / results.json")
-    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--batch-size", type=positive_int, default=64)
     r = sub.add_parser("retrieval", help="sentence retrieval P@1 on line-aligned files (Tatoeba / BUCC style)")
     r.add_argument("--checkpoint", required=True)
     r.add_argument("--tokenizer", required=True)
@@ -322,8 +328,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--src-lang", default=None)
     r.add_argument("--tgt-lang", default=None)
     r.add_argument("--layer", type=int, default=-1, help="layer to pool (1..L, negative from the top; default -1)")
-    r.add_argument("--max-len", type=int, default=128)
-    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--max-len", type=arg_range(T.min_len("xlmr", False)), default=128,
+                   help="tokens per sentence, specials included (capped at the model's positions)")
+    r.add_argument("--batch-size", type=positive_int, default=32)
     args = parser.parse_args(argv)
     with exit_on_user_error():
         if args.command == "retrieval":

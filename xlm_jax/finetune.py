@@ -45,14 +45,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import restore_params, save_params
-from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.config import ModelConfig, check_dtype
+from xlm_jax.errors import UserError, check_choice, check_fields, check_range, exit_on_user_error
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
 from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
-from xlm_jax.optim import OptimizerConfig, current_lr, make_optimizer
-from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
+from xlm_jax.optim import OptimizerConfig, check_adamw, current_lr, make_optimizer
+from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, check_mesh_sizes, make_mesh
 from xlm_jax.step import abstract_boxed, state_shardings
-from xlm_jax.train_config import load_dataclass
+from xlm_jax.train_config import MAX_SEED, check_batch_split, load_dataclass
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
 
@@ -86,7 +86,7 @@ class FinetuneConfig:
     b1: float = 0.9
     b2: float = 0.98
     eps: float = 1e-6
-    dropout: float = -1.0  # < 0: the checkpoint's
+    dropout: float = -1.0  # -1: the checkpoint's
     dtype: str = ""  # compute dtype override (bfloat16 on accelerators); "" = the checkpoint's
     seed: int = 0
     log_every: int = 50
@@ -95,16 +95,38 @@ class FinetuneConfig:
     mesh_tensor: int = 1
 
     def __post_init__(self):
-        T.get_task(self.task)
-        if self.protocol not in PROTOCOLS:
-            raise UserError(f"protocol={self.protocol!r}: valid values are {', '.join(PROTOCOLS)}")
-        for name in ("batch_size", "eval_batch_size", "max_len"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name}={getattr(self, name)}: must be >= 1")
-        if not 0 < self.layer_decay <= 1:
-            raise UserError(f"layer_decay={self.layer_decay}: must be in (0, 1]")
-        if not 0 <= self.warmup_ratio < 1:
-            raise UserError(f"warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
+        """Every field's type and range, before any file is read (UserError naming the key, the value and what
+        is valid); what depends on the data or the checkpoint (select_on, max_len against the model's input
+        layout) is checked as soon as those are loaded, before training."""
+        check_fields(self)
+        spec = T.get_task(self.task)
+        check_choice("protocol", self.protocol, PROTOCOLS)
+        if self.labels and spec.labels:
+            raise UserError(f"labels={list(self.labels)}: task {spec.name} has a fixed label set "
+                            f"({', '.join(spec.labels)}); leave labels empty")
+        if self.labels and (len(set(self.labels)) != len(self.labels) or len(self.labels) < 2):
+            raise UserError(f"labels={list(self.labels)}: need at least 2 different labels, each listed once")
+        for name in ("train_lang", "select_on", "out"):
+            if not getattr(self, name).strip():
+                raise UserError(f"{name}='': must not be empty")
+        # The leaner (XLM) layout's minimum here; the checkpoint's own layout is checked once it is loaded.
+        T.check_layout_max_len(self.max_len, "xlm", spec.pair)
+        for name in ("batch_size", "eval_batch_size", "log_every"):
+            check_range(name, getattr(self, name), 1, integer=True)
+        check_range("epochs", self.epochs, 0, low_open=True)
+        for name in ("max_steps", "eval_every", "patience"):
+            check_range(name, getattr(self, name), 0, integer=True)
+        check_adamw(self)
+        check_range("head_lr", self.head_lr, 0)
+        check_range("layer_decay", self.layer_decay, 0, 1, low_open=True)
+        check_range("warmup_ratio", self.warmup_ratio, 0, 1, high_open=True)
+        check_range("dropout", self.dropout, 0, 1, high_open=True, also={-1.0: "the checkpoint's"})
+        if self.dtype:
+            check_dtype("dtype", self.dtype)
+        check_range("seed", self.seed, 0, MAX_SEED, integer=True)
+        check_mesh_sizes({"mesh_data": self.mesh_data, "mesh_fsdp": self.mesh_fsdp, "mesh_tensor": self.mesh_tensor})
+        if -1 not in (self.mesh_data, self.mesh_fsdp):  # else the device count decides, known at start-up
+            check_batch_split(self.batch_size, self.mesh_data, self.mesh_fsdp, key="batch_size")
 
 
 def load_config(path: str | None, overrides: Sequence[str] = ()) -> FinetuneConfig:
@@ -314,6 +336,10 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
     labels = T.resolve_labels(spec, cfg.labels, train)
     for examples in (train, valid, test):
         T.check_labels(examples, labels)
+    valid_langs = sorted({e.lang for e in valid})
+    if valid and cfg.select_on != "avg" and cfg.select_on not in valid_langs:
+        raise UserError(f"select_on={cfg.select_on!r}: no valid examples in that language; valid: avg, "
+                        f"{', '.join(valid_langs)}")
 
     overrides: dict[str, Any] = {}
     if cfg.dropout >= 0:
@@ -327,6 +353,7 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
         raise UserError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} ids, more than the model's vocab_size="
                         f"{config.vocab_size}: they do not belong together")
     max_len = min(cfg.max_len, config.max_positions)
+    T.check_layout_max_len(max_len, config.family, spec.pair)
     info = TaskInfo(spec.name, labels, max_len)
     model = task_model(config, spec, len(labels))
     check_tree(params, nn.unbox(abstract_boxed(model)), cfg.init)

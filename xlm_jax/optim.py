@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, check_choice, check_fields, check_range
 
 SCHEDULES = ("linear", "polynomial", "inverse_sqrt", "cosine", "constant")
 
@@ -46,27 +46,38 @@ class OptimizerConfig:
     decay_position_tables: bool = False
 
     def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"optimizer.schedule={self.schedule!r}: valid values are {', '.join(SCHEDULES)}")
-        if self.lr <= 0:
-            raise UserError(f"optimizer.lr={self.lr}: must be > 0")
-        if self.warmup_steps < 0:
-            raise UserError(f"optimizer.warmup_steps={self.warmup_steps}: must be >= 0")
+        check_fields(self, "optimizer.")
+        check_choice("optimizer.schedule", self.schedule, SCHEDULES)
+        check_adamw(self, "optimizer.")
+        check_range("optimizer.warmup_steps", self.warmup_steps, 0, integer=True)
         if self.schedule == "inverse_sqrt" and self.warmup_steps < 1:
             raise UserError("optimizer.warmup_steps must be >= 1 for schedule=inverse_sqrt (lr * sqrt(warmup / step))")
-        if self.clip_norm < 0 or self.weight_decay < 0:
-            raise UserError(f"optimizer.clip_norm={self.clip_norm}, weight_decay={self.weight_decay}: must be >= 0")
-        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
-            raise UserError(f"optimizer.b1={self.b1}, b2={self.b2}: must be in [0, 1)")
+        for name in ("warmup_init_lr", "end_lr"):
+            check_range(f"optimizer.{name}", getattr(self, name), 0)
+        check_range("optimizer.power", self.power, 0, low_open=True)
+
+    def check_steps(self, total_steps: int, key: str = "train.steps") -> None:
+        """A decaying schedule needs more steps than its warm-up."""
+        if self.schedule not in ("inverse_sqrt", "constant") and total_steps <= self.warmup_steps:
+            raise UserError(f"{key}={total_steps} must exceed optimizer.warmup_steps={self.warmup_steps} for "
+                            f"schedule={self.schedule!r}")
+
+
+def check_adamw(cfg: Any, prefix: str = "") -> None:
+    """AdamW's ranges, for OptimizerConfig and the fine-tuning config (whose keys have no prefix): lr > 0,
+    b1 / b2 in [0, 1), eps > 0, weight_decay >= 0, clip_norm >= 0 (0 = off); every value finite."""
+    check_range(f"{prefix}lr", cfg.lr, 0, low_open=True)
+    for name in ("b1", "b2"):
+        check_range(f"{prefix}{name}", getattr(cfg, name), 0, 1, high_open=True)
+    check_range(f"{prefix}eps", cfg.eps, 0, low_open=True)
+    check_range(f"{prefix}weight_decay", cfg.weight_decay, 0)
+    check_range(f"{prefix}clip_norm", cfg.clip_norm, 0)
 
 
 def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
     """The learning rate as a function of the number of updates done (jit-friendly)."""
     warmup = cfg.warmup_steps
-    if cfg.schedule != "inverse_sqrt" and cfg.schedule != "constant" and total_steps <= warmup:
-        raise UserError(
-            f"train steps={total_steps} must exceed optimizer.warmup_steps={warmup} for schedule={cfg.schedule!r}"
-        )
+    cfg.check_steps(total_steps)
     decay_steps = max(total_steps - warmup, 1)
 
     def after_warmup(step):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from xlm_jax.data.corpus import SPLITS, RawSource, heldout_split, read_lines, replace_dir, scan_corpus
-from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.errors import UserError, check_range, exit_on_user_error, fraction, positive_int
 from xlm_jax.tokenizer import Tokenizer
 
 FORMAT = 1
@@ -168,6 +168,8 @@ def preprocess_corpus(
         raise UserError(f"--too-long {too_long!r} must be 'truncate' or 'drop'")
     if max_len < 1:
         raise UserError(f"--max-len {max_len} must be at least 1")
+    if workers is not None:
+        check_range("--workers", workers, 1, integer=True)
     if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
         raise UserError(f"--valid-fraction {valid_fraction} and --test-fraction {test_fraction} must be in [0, 1) with a sum < 1")
     corpus_dir, out = Path(corpus_dir), Path(out_dir)
@@ -277,11 +279,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("corpus_dir")
     parser.add_argument("--tokenizer", required=True, help="SentencePiece PATH.model")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--max-len", type=int, default=256, help="pieces per sentence, without specials")
+    parser.add_argument("--max-len", type=positive_int, default=256, help="pieces per sentence, without specials")
     parser.add_argument("--too-long", choices=("truncate", "drop"), default="truncate")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    parser.add_argument("--valid-fraction", type=float, default=0.0, help="held out from a flat corpus")
-    parser.add_argument("--test-fraction", type=float, default=0.0, help="held out from a flat corpus")
+    parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--valid-fraction", type=fraction, default=0.0, help="held out from a flat corpus")
+    parser.add_argument("--test-fraction", type=fraction, default=0.0, help="held out from a flat corpus")
     parser.add_argument("--langs", nargs="+")
     parser.add_argument("--lowercase-and-strip-accents", action="store_true", help="XLM-style normalisation")
     args = parser.parse_args(argv)

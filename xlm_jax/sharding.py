@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, check_fields, check_range
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -58,12 +58,13 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
 
+    def __post_init__(self):
+        check_fields(self, "mesh.")
+        check_mesh_sizes({f"mesh.{axis}": getattr(self, axis) for axis in MESH_AXES})
+
     def shape(self, n_devices: int) -> tuple[int, int, int]:
         sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
         fill = [k for k, v in sizes.items() if v == -1]
-        bad = {k: v for k, v in sizes.items() if v == 0 or v < -1}
-        if bad or len(fill) > 1:
-            raise UserError(f"mesh {sizes}: sizes must be positive, with at most one -1 (fill with the rest)")
         known = math.prod(v for v in sizes.values() if v != -1)
         if fill:
             if n_devices % known:
@@ -77,6 +78,16 @@ class MeshConfig:
                 f"{math.prod(sizes.values())} devices, but {n_devices} are available; set one axis to -1 to fill"
             )
         return sizes["data"], sizes["fsdp"], sizes["tensor"]
+
+
+def check_mesh_sizes(sizes: dict[str, int]) -> None:
+    """Mesh axis sizes ({key: size}, in data, fsdp, tensor order): each >= 1, or -1 (the devices left) for
+    at most one of them."""
+    for key, size in sizes.items():
+        check_range(key, size, 1, integer=True, also={-1: "all devices not used by the other axes"})
+    fill = [key for key, size in sizes.items() if size == -1]
+    if len(fill) > 1:
+        raise UserError(f"{' and '.join(f'{k}=-1' for k in fill)}: at most one -1 (fill with the rest) per mesh")
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from xlm_jax.errors import UserError
-from xlm_jax.tokenizer import check_max_len, pad_rows, truncate_pair
+from xlm_jax.tokenizer import check_max_len, min_max_len, pad_rows, truncate_pair
 
 IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
 
@@ -405,9 +405,7 @@ class InputProtocol:
         return [self.bos_id, *a, self.eos_id] + ([self.eos_id, *b, self.eos_id] if b is not None else [])
 
     def n_specials(self, pair: bool) -> int:
-        if self.family == "xlm":
-            return 3 if pair else 2
-        return 4 if pair else 2
+        return n_specials(self.family, pair)
 
     def lang_id(self, lang: str) -> int:
         """Index of `lang` in the model's language list (0 when the model has no language embeddings)."""
@@ -419,6 +417,23 @@ class InputProtocol:
                 "language embeddings can only be run on its own languages"
             )
         return self.langs.index(lang)
+
+
+def n_specials(family: str, pair: bool) -> int:
+    """Special tokens `InputProtocol.frame` adds around one text or a pair."""
+    if family == "xlm":
+        return 3 if pair else 2
+    return 4 if pair else 2
+
+
+def min_len(family: str, pair: bool) -> int:
+    """The shortest max_len the input layout of `family` can use: its special tokens and one piece per text."""
+    return min_max_len(n_specials(family, pair), pair)
+
+
+def check_layout_max_len(max_len: int, family: str, pair: bool) -> None:
+    """UserError unless rows of `max_len` tokens hold `family`'s special tokens and one piece per text."""
+    check_max_len(max_len, n_specials(family, pair), pair)
 
 
 @dataclasses.dataclass

@@ -41,12 +41,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.errors import UserError, arg_range, check_range, exit_on_user_error, nonnegative_int, positive_int
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
 # The strings Hugging Face's XLMRobertaTokenizer matches as added tokens (the mask id depends on the vocabulary).
 _SPECIAL_TOKENS = re.compile("(<s>|<pad>|</s>|<unk>|<mask>)")
+MIN_PIECES = 4  # SentencePiece's 3 reserved pieces (unk, bos, eos) and at least one more
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -366,6 +367,11 @@ def train_tokenizer(
         raise UserError(f"--output {output} must end in .model (SentencePiece writes PREFIX.model and PREFIX.vocab)")
     if model_type not in ("unigram", "bpe"):
         raise UserError(f"--model-type {model_type} is not one of unigram, bpe")
+    check_range("--vocab-size", vocab_size, MIN_PIECES, integer=True)
+    check_range("--alpha", alpha, 0, 1)
+    if max_sentences is not None:
+        check_range("--max-sentences", max_sentences, 1, integer=True)
+    check_range("--seed", seed, 0, integer=True)
     sources = training_sources(inputs)
     sentences = {lang: read_sentences(files) for lang, files in tqdm(sorted(sources.items()), desc="reading", disable=not verbose)}
     empty = [str(sources[lang][0]) for lang, s in sentences.items() if not s]
@@ -417,12 +423,12 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a SentencePiece model on a multilingual corpus")
     train.add_argument("--input", nargs="+", required=True, help="corpus directories (mono/*.txt) or {lang}.txt files")
-    train.add_argument("--vocab-size", type=int, required=True)
+    train.add_argument("--vocab-size", type=arg_range(MIN_PIECES), required=True)
     train.add_argument("--output", required=True, help="PATH.model")
     train.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
-    train.add_argument("--alpha", type=float, default=0.3, help="language sampling exponent (XLM-R: 0.3)")
-    train.add_argument("--max-sentences", type=int, default=None, help="sentences to sample in total (default: all)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--alpha", type=arg_range(0, 1, integer=False), default=0.3, help="language sampling exponent (XLM-R: 0.3)")
+    train.add_argument("--max-sentences", type=positive_int, default=None, help="sentences to sample in total (default: all)")
+    train.add_argument("--seed", type=nonnegative_int, default=0)
     train.add_argument("--quiet", action="store_true", help="hide SentencePiece's own progress log")
     args = parser.parse_args(argv)
     start = time.perf_counter()

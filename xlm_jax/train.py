@@ -48,9 +48,10 @@ from xlm_jax import checkpoint as ckpt_lib
 from xlm_jax.config import ModelConfig, to_dict as model_to_dict
 from xlm_jax.data.batches import BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.errors import UserError, exit_on_user_error, nonnegative_int, positive_int
 from xlm_jax.metrics import MetricsWriter, read_metrics
-from xlm_jax.train_config import TrainConfig, describe, flatten, load_config, to_dict, to_yaml
+from xlm_jax.train_config import (TrainConfig, check_batch_split, check_positions, describe, flatten, load_config,
+                                  to_dict, to_yaml)
 
 EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
 # Fields of the model config that do not change what a checkpoint means (numerics, memory, regularisation).
@@ -148,11 +149,25 @@ def make_model_config(cfg: TrainConfig, corpus: PreprocessedCorpus, data_cfg: Da
     if model_cfg.vocab_size < int(tok["vocab_size"]):
         raise UserError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the data's vocabulary "
                         f"({tok['vocab_size']} ids, {corpus.dir}/manifest.json)")
-    longest = max(data_cfg.seq_len, data_cfg.pair_len if "tlm" in data_cfg.enabled else 0)
-    if longest > model_cfg.max_positions:
-        raise UserError(f"sequences of {longest} tokens (train.seq_len / data.tlm_seq_len) exceed "
-                        f"model.max_positions={model_cfg.max_positions}")
+    check_positions(max(data_cfg.seq_len, data_cfg.pair_len if "tlm" in data_cfg.enabled else 0), model_cfg)
     return model_cfg
+
+
+def eval_languages(cfg: TrainConfig, corpus: PreprocessedCorpus, data_cfg: DataConfig) -> list[str]:
+    """The languages of the held-out MLM evaluation: train.eval_langs, each checked against the data now (not
+    at the first validation), or by default every MLM language with a valid split."""
+    try:
+        have = corpus.mono_langs("valid")
+    except UserError:
+        have = []
+    if not cfg.train.eval_langs:
+        return [lang for lang in have if lang in data_cfg.mono_langs] if "mlm" in data_cfg.enabled else []
+    usable = [lang for lang in have if lang in data_cfg.langs]
+    for lang in cfg.train.eval_langs:
+        if lang not in usable:
+            raise UserError(f"train.eval_langs: {lang!r} has no held-out (valid) text among the run's languages in "
+                            f"{corpus.dir}; valid: {', '.join(usable) or 'none (set train.eval_langs=[])'}")
+    return list(cfg.train.eval_langs)
 
 
 def group_names(data_cfg: DataConfig) -> dict[str, list[str]]:
@@ -344,22 +359,13 @@ def train(cfg: TrainConfig) -> int:
     model_cfg = make_model_config(cfg, corpus, data_cfg)
     source = BatchSource(corpus, data_cfg, jax.process_index(), jax.process_count())
     groups = group_names(data_cfg)
+    eval_langs = eval_languages(cfg, corpus, data_cfg)
 
     # Mesh, optimizer, state shapes.
     mesh = make_mesh(cfg.mesh)
-    rows_multiple = batch_size_multiple(mesh) * cfg.train.grad_accum
-    if cfg.train.batch_size % rows_multiple:
-        shape = dict(mesh.shape)
-        raise UserError(
-            f"train.batch_size={cfg.train.batch_size} (global sequences) does not divide over the mesh "
-            f"data={shape['data']} x fsdp={shape['fsdp']} = {shape['data'] * shape['fsdp']} batch shards"
-            + (f" times train.grad_accum={cfg.train.grad_accum}" if cfg.train.grad_accum > 1 else "")
-            + f": use a multiple of {rows_multiple}"
-        )
+    check_batch_split(cfg.train.batch_size, mesh.shape["data"], mesh.shape["fsdp"], cfg.train.grad_accum)
     steps = cfg.train.steps
     stop_step = cfg.train.stop_at or steps
-    if stop_step > steps:
-        raise UserError(f"train.stop_at={cfg.train.stop_at} is beyond train.steps={steps}")
     schedule = make_schedule(cfg.optimizer, steps)
     optimizer = make_optimizer(cfg.optimizer, steps)
     abstract, shardings = abstract_state(model_cfg, optimizer, mesh)
@@ -425,12 +431,6 @@ def train(cfg: TrainConfig) -> int:
 
     train_step = make_train_step(model_cfg, optimizer, mesh, shardings, data_cfg.objectives,
                                  {o: len(g) for o, g in groups.items()}, cfg.train.grad_accum, schedule=schedule)
-    eval_langs = list(cfg.train.eval_langs)
-    if not eval_langs and "mlm" in data_cfg.enabled:
-        try:
-            eval_langs = [lang for lang in corpus.mono_langs("valid") if lang in data_cfg.mono_langs]
-        except UserError:
-            eval_langs = []
     eval_step = make_eval_step(model_cfg, mesh, shardings) if eval_langs else None
 
     writer = MetricsWriter(run_dir, resume_step=start, enabled=lead)
@@ -589,8 +589,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="an optional YAML config, then overrides such as train.steps=100")
     parser.add_argument("--help-config", action="store_true", help="print every config key with its default")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host)")
-    parser.add_argument("--num-processes", type=int)
-    parser.add_argument("--process-id", type=int)
+    parser.add_argument("--num-processes", type=positive_int)
+    parser.add_argument("--process-id", type=nonnegative_int)
     args = parser.parse_args(argv)
     if args.help_config:
         print(describe())

@@ -26,7 +26,6 @@ keeps the two equal).
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +35,11 @@ from typing import Any
 import yaml
 
 from xlm_jax.config import NAMED_CONFIGS, ModelConfig, get_model_config
-from xlm_jax.errors import UserError, unknown_name
+from xlm_jax.data.batches import MIN_SEQ_LEN, check_recipe, check_tlm_budget
+from xlm_jax.errors import UserError, check_fields, check_range, check_value, unknown_name
 from xlm_jax.optim import OptimizerConfig
 from xlm_jax.sharding import MeshConfig
+from xlm_jax.tokenizer import MIN_PIECES
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,26 @@ class ModelSection:
     )
 
     def __post_init__(self):
+        check_fields(self, "model.")
         if self.base not in NAMED_CONFIGS:
             raise unknown_name("model.base", self.base, NAMED_CONFIGS)
 
     def resolve(self, **data_fields: Any) -> ModelConfig:
         """The ModelConfig: base, then the data-derived fields (vocab, specials, langs), then the user's overrides."""
         return get_model_config(self.base, **{**data_fields, **self.overrides})
+
+    def provisional(self, vocab_size: int | None = None) -> ModelConfig:
+        """The ModelConfig as far as it is known before the data is read (UserError for a bad override). The data
+        decides the vocabulary size (`vocab_size` when known in advance) and the languages unless they are
+        overridden, so they get stand-ins here that no special id or language count can conflict with;
+        `resolve` checks the real ones."""
+        stand_in: dict[str, Any] = {"vocab_size": vocab_size or _ANY_VOCAB, "langs": ()}
+        if "langs" in self.overrides and "n_langs" not in self.overrides:
+            stand_in["n_langs"] = max(1, len(self.overrides["langs"]))
+        return self.resolve(**{k: v for k, v in stand_in.items() if k not in self.overrides})
+
+
+_ANY_VOCAB = 2**31 - 1  # a vocabulary size large enough for any special id (see ModelSection.provisional)
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,15 @@ class DataSection:
     tlm_tokens_per_batch: int = 0
     tlm_bucket_multiple: int = 32
 
+    def __post_init__(self):
+        check_fields(self, "data.")
+        check_range("data.vocab_size", self.vocab_size, MIN_PIECES, integer=True)
+        check_range("data.tokenizer_sentences", self.tokenizer_sentences, 1, integer=True)
+        check_range("data.max_langs", self.max_langs, 0, integer=True)
+        check_range("data.max_len", self.max_len, 1, integer=True)
+        check_range("data.valid_fraction", self.valid_fraction, 0, 1, high_open=True)
+        check_recipe(self, "data.")
+
 
 @dataclass(frozen=True)
 class TrainSection:
@@ -112,11 +136,13 @@ class TrainSection:
     progress: bool = True  # tqdm progress bar (process 0)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "seq_len", "grad_accum", "log_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"train.{name}={getattr(self, name)}: must be >= 1")
-        if self.stop_at < 0 or self.eval_every < 0 or self.eval_batches < 0:
-            raise UserError("train.stop_at, train.eval_every and train.eval_batches must be >= 0")
+        check_fields(self, "train.")
+        for name in ("steps", "batch_size", "grad_accum", "log_every"):
+            check_range(f"train.{name}", getattr(self, name), 1, integer=True)
+        check_range("train.seq_len", self.seq_len, MIN_SEQ_LEN, integer=True)
+        check_range("train.stop_at", self.stop_at, 1, self.steps, integer=True, also={0: "train.steps"})
+        check_range("train.eval_every", self.eval_every, 0, integer=True)
+        check_range("train.eval_batches", self.eval_batches, 0, integer=True)
         if self.batch_size % self.grad_accum:
             raise UserError(f"train.batch_size={self.batch_size} is not divisible by train.grad_accum={self.grad_accum}")
 
@@ -129,8 +155,9 @@ class CheckpointSection:
     async_save: bool = True  # write in a background thread while training continues
 
     def __post_init__(self):
-        if self.every < 1 or self.keep < 1:
-            raise UserError(f"checkpoint.every={self.every}, checkpoint.keep={self.keep}: both must be >= 1")
+        check_fields(self, "checkpoint.")
+        check_range("checkpoint.every", self.every, 1, integer=True)
+        check_range("checkpoint.keep", self.keep, 1, integer=True)
 
 
 @dataclass(frozen=True)
@@ -146,6 +173,46 @@ class TrainConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
 
+    def __post_init__(self):
+        """Each section checks its own fields; here the values that depend on two sections."""
+        check_fields(self)
+        if not self.run_dir.strip():
+            raise UserError("run_dir='': give the run's directory (e.g. run_dir=runs/my_run)")
+        check_range("seed", self.seed, 0, MAX_SEED, integer=True)
+        self.optimizer.check_steps(self.train.steps)
+        tlm_len = self.data.tlm_seq_len or self.train.seq_len
+        check_tlm_budget(self.data, tlm_len, "data.")
+        tlm_on = self.data.objectives.get("tlm", 0) > 0
+        # Every model.* override is checked now, not after the data is prepared. A corpus prepared by the run
+        # has data.vocab_size pieces + <pad> (fairseq's offset) + <mask>; a given data.dir's is not known yet.
+        model = self.model.provisional(None if self.data.dir else self.data.vocab_size + 2)
+        check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
+        if -1 not in (self.mesh.data, self.mesh.fsdp):  # else the device count decides, known at start-up
+            check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
+
+
+MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
+
+
+def check_batch_split(batch_size: int, data: int, fsdp: int, grad_accum: int = 1,
+                      key: str = "train.batch_size") -> None:
+    """The global batch must split evenly over the mesh's batch shards (data x fsdp) and the micro-batches."""
+    rows_multiple = data * fsdp * grad_accum
+    if batch_size % rows_multiple:
+        raise UserError(
+            f"{key}={batch_size} (global sequences) does not divide over the mesh data={data} x "
+            f"fsdp={fsdp} = {data * fsdp} batch shards"
+            + (f" times train.grad_accum={grad_accum}" if grad_accum > 1 else "")
+            + f": use a multiple of {rows_multiple}"
+        )
+
+
+def check_positions(longest: int, model: ModelConfig) -> None:
+    """Rows of `longest` tokens (train.seq_len, or data.tlm_seq_len with TLM on) must fit the position table."""
+    if longest > model.max_positions:
+        raise UserError(f"sequences of {longest} tokens (train.seq_len / data.tlm_seq_len) exceed "
+                        f"model.max_positions={model.max_positions}: shorten them or raise model.max_positions")
+
 
 # ---- parsing ------------------------------------------------------------------------------------------------
 
@@ -154,85 +221,6 @@ _MODEL_FIELD_TYPES = typing.get_type_hints(ModelConfig)
 
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (tuple,):
-        return "a list of strings (or 'a,b')" if args and args[0] is str else f"a list ({hint})"
-    if origin in (dict, Mapping, typing.Mapping) or hint is Mapping:
-        return "a mapping like {mlm: 1.0, tlm: 1.0}"
-    if origin in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in args)
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(
-        hint, str(hint)
-    )
-
-
-def check_value(key: str, value: Any, hint: Any) -> Any:
-    """`value` converted to the field type `hint`, or UserError naming key, value and expected type."""
-
-    def bad():
-        return UserError(f"{key}={value!r} ({type(value).__name__}): expected {_type_name(hint)}")
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        for option in args:
-            try:
-                return check_value(key, value, option)
-            except UserError:
-                pass
-        raise bad()
-    if hint is type(None):
-        if value is None:
-            return None
-        raise bad()
-    if origin is typing.Literal:
-        if value in args:
-            return value
-        raise bad()
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad()
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad()
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise bad()
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise bad()
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise bad()
-        item = args[0] if args else Any
-        return tuple(check_value(f"{key}[{i}]", v, item) if item is not Any else v for i, v in enumerate(value))
-    if origin in (dict, Mapping) or hint is Mapping or origin is typing.Mapping:
-        if not isinstance(value, Mapping):
-            raise bad()
-        key_t, val_t = args if args else (str, Any)
-        out = {}
-        for k, v in value.items():
-            check_value(f"{key} key", k, key_t)
-            out[k] = v if val_t is Any else check_value(f"{key}.{k}", v, val_t)
-        return out
-    if hint is Any:
-        return value
-    raise bad()
 
 
 def _build(default: Any, raw: Any, prefix: str):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xlm_jax.data.batches import BatchSource, DataConfig
+from xlm_jax.data.batches import MIN_SEQ_LEN, BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, arg_range, check_range, nonnegative_int, positive_int
 
 
 def _zipf_sentences(rng: np.random.Generator, n_tokens: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +29,19 @@ def _zipf_sentences(rng: np.random.Generator, n_tokens: int, vocab_size: int) ->
     return ids[: offsets[-1]].astype(np.int32), offsets.astype(np.int64)
 
 
+MIN_SYNTH_TOKENS = 1000  # enough for at least one sentence (5..60 tokens) per language and per pair side
+MIN_SYNTH_VOCAB = 6  # 4 specials, <mask> and one word
+
+
 def write_synthetic(out: Path, n_langs: int, n_tokens: int, n_pairs: int, vocab_size: int, seed: int) -> None:
+    check_range("--langs", n_langs, 1, integer=True)
+    check_range("--tokens", n_tokens, MIN_SYNTH_TOKENS, integer=True)
+    check_range("--para-pairs", n_pairs, 0, integer=True)
+    if n_pairs > n_langs - 1:
+        raise UserError(f"--para-pairs={n_pairs}: at most --langs - 1 = {n_langs - 1} (each pair joins two "
+                        "neighbouring languages)")
+    check_range("--vocab-size", vocab_size, MIN_SYNTH_VOCAB, integer=True)
+    check_range("--seed", seed, 0, integer=True)
     rng = np.random.default_rng(seed)
     langs = [f"l{i:02d}" for i in range(n_langs)]
     train: dict = {"mono": {}, "para": {}}
@@ -107,21 +119,23 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="batch throughput (tokens/s, single process) from a preprocessed directory")
     b.add_argument("dir")
-    b.add_argument("--seq-len", type=int, default=256)
-    b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--steps", type=int, default=200)
+    b.add_argument("--seq-len", type=arg_range(MIN_SEQ_LEN), default=256)
+    b.add_argument("--batch-size", type=positive_int, default=64)
+    b.add_argument("--steps", type=positive_int, default=200)
     b.add_argument("--objective", choices=("mlm", "clm", "tlm"), default="mlm")
     b.add_argument("--langs", default="", help="comma-separated mono languages (default: all in train)")
-    b.add_argument("--sample-alpha", type=float, default=0.0)
-    b.add_argument("--tlm-seq-len", type=int, default=0, help="TLM row length (0: --seq-len)")
-    b.add_argument("--tlm-tokens-per-batch", type=int, default=0, help="token-budget TLM batches (0: fixed shape)")
+    b.add_argument("--sample-alpha", type=arg_range(0, integer=False), default=0.0)
+    b.add_argument("--tlm-seq-len", type=arg_range(MIN_SEQ_LEN, also={0: "--seq-len"}), default=0,
+                   help="TLM row length (0: --seq-len)")
+    b.add_argument("--tlm-tokens-per-batch", type=nonnegative_int, default=0,
+                   help="token-budget TLM batches (0: fixed shape)")
     s = sub.add_parser("synth", help="write a synthetic preprocessed directory (Zipf ids)")
     s.add_argument("out")
-    s.add_argument("--langs", type=int, default=10)
-    s.add_argument("--tokens", type=int, default=2_000_000, help="tokens per language")
-    s.add_argument("--para-pairs", type=int, default=3)
-    s.add_argument("--vocab-size", type=int, default=32_000)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--langs", type=positive_int, default=10)
+    s.add_argument("--tokens", type=arg_range(MIN_SYNTH_TOKENS), default=2_000_000, help="tokens per language")
+    s.add_argument("--para-pairs", type=nonnegative_int, default=3, help="at most --langs - 1")
+    s.add_argument("--vocab-size", type=arg_range(MIN_SYNTH_VOCAB), default=32_000)
+    s.add_argument("--seed", type=nonnegative_int, default=0)
     args = parser.parse_args(argv)
     try:
         if args.command == "bench":

@@ -25,9 +25,9 @@ from functools import cached_property
 import numpy as np
 
 from xlm_jax.data.corpus import PreprocessedCorpus, TokenArray
-from xlm_jax.data.masking import MaskConfig, frequency_weights, mask_tokens, noise_width, num_predictions
+from xlm_jax.data.masking import MaskConfig, check_masking, frequency_weights, mask_tokens, noise_width, num_predictions
 from xlm_jax.data.sampling import choose, row_uniforms, sampling_probs
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, check_choice, check_range, unknown_name
 
 BOS_ID, PAD_ID, EOS_ID = 0, 1, 2
 # Fixed per objective (not its position in the config) so enabling another objective leaves a batch unchanged.
@@ -37,13 +37,47 @@ _DRAW_SAMPLE, _DRAW_MASK, _DRAW_STEP = 0, 1, 2
 TLM_LAYOUTS = ("xlmr", "xlm")
 TLM_BATCHING = ("fixed", "tokens")
 TLM_SPECIALS = 4  # first token, two separators, final </s>
+MIN_SEQ_LEN = 8  # shortest MLM / TLM row
 
 
-def _pair_tuple(pair: str | Sequence[str]) -> tuple[str, str]:
+def _pair_tuple(pair: str | Sequence[str], key: str = "para pair") -> tuple[str, str]:
     parts = tuple(pair.split("-")) if isinstance(pair, str) else tuple(pair)
     if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise UserError(f"para pair {pair!r}: expected two different languages like 'en-fr'")
+        raise UserError(f"{key} {pair!r}: expected two different languages like 'en-fr'")
     return parts
+
+
+def check_recipe(cfg, prefix: str = "") -> None:
+    """The ranges and choices of the batch-recipe fields that DataConfig and the pretraining config's data
+    section share (`prefix` "data." there): objective names and weights, sampling exponents, masking, TLM layout
+    and batching. Raises UserError naming the key, the value and what is valid."""
+    for name, weight in cfg.objectives.items():
+        if name not in OBJECTIVE_KEYS:
+            raise unknown_name("objective", str(name), OBJECTIVE_KEYS, prefix=f"{prefix}objectives.")
+        check_range(f"{prefix}objectives.{name}", weight, 0)
+    if not any(weight > 0 for weight in cfg.objectives.values()):
+        raise UserError(f"{prefix}objectives={dict(cfg.objectives)}: at least one objective needs a weight > 0 "
+                        f"(objectives: {', '.join(OBJECTIVE_KEYS)})")
+    for i, pair in enumerate(cfg.para_pairs):
+        _pair_tuple(pair, f"{prefix}para_pairs[{i}]")
+    for name in ("lang_alpha_mono", "lang_alpha_para"):
+        check_range(f"{prefix}{name}", getattr(cfg, name), 0, 1)
+    check_range(f"{prefix}sample_alpha", cfg.sample_alpha, 0)
+    check_masking(cfg.mask_prob, cfg.mask_replace, cfg.mask_random, cfg.mask_keep, cfg.mask_count, prefix, "mask_count")
+    check_choice(f"{prefix}tlm_layout", cfg.tlm_layout, TLM_LAYOUTS)
+    check_range(f"{prefix}tlm_max_len", cfg.tlm_max_len, 1, integer=True)
+    check_range(f"{prefix}tlm_seq_len", cfg.tlm_seq_len, MIN_SEQ_LEN, integer=True, also={0: "the MLM row length"})
+    check_choice(f"{prefix}tlm_batching", cfg.tlm_batching, TLM_BATCHING)
+    check_range(f"{prefix}tlm_tokens_per_batch", cfg.tlm_tokens_per_batch, 0, integer=True)
+    check_range(f"{prefix}tlm_bucket_multiple", cfg.tlm_bucket_multiple, 1, integer=True)
+
+
+def check_tlm_budget(cfg, pair_len: int, prefix: str = "") -> None:
+    """Token-budget TLM batches must hold at least one row of the longest TLM length (`pair_len`)."""
+    tlm_on = cfg.objectives.get("tlm", 0) > 0
+    if tlm_on and cfg.tlm_batching == "tokens" and cfg.tlm_tokens_per_batch < pair_len:
+        raise UserError(f"{prefix}tlm_tokens_per_batch={cfg.tlm_tokens_per_batch}: must be >= {pair_len} (the TLM "
+                        "row length: tlm_seq_len, or else the MLM seq_len) when tlm_batching='tokens'")
 
 
 @dataclass(frozen=True)
@@ -77,26 +111,14 @@ class DataConfig:
         object.__setattr__(self, "objectives", dict(self.objectives))
         object.__setattr__(self, "mono_langs", tuple(self.mono_langs))
         object.__setattr__(self, "para_pairs", tuple(_pair_tuple(p) for p in self.para_pairs))
-        unknown = sorted(set(self.objectives) - set(OBJECTIVE_KEYS))
-        if unknown:
-            raise UserError(f"objectives: unknown {unknown}; valid names are {sorted(OBJECTIVE_KEYS)}")
-        if not self.enabled:
-            raise UserError(f"objectives={self.objectives}: at least one needs a positive weight")
-        if self.seq_len < 8 or self.batch_size < 1:
-            raise UserError(f"seq_len={self.seq_len}, batch_size={self.batch_size}: need seq_len >= 8, batch >= 1")
+        check_recipe(self)
+        check_range("seq_len", self.seq_len, MIN_SEQ_LEN, integer=True)
+        check_range("batch_size", self.batch_size, 1, integer=True)
         if ({"mlm", "clm"} & set(self.enabled)) and not self.mono_langs:
             raise UserError("mono_langs is empty but an MLM/CLM objective is enabled")
         if "tlm" in self.enabled and not self.para_pairs:
             raise UserError("para_pairs is empty but the TLM objective is enabled")
-        if self.tlm_layout not in TLM_LAYOUTS:
-            raise UserError(f"tlm_layout={self.tlm_layout!r}: valid values are {TLM_LAYOUTS}")
-        if self.tlm_batching not in TLM_BATCHING:
-            raise UserError(f"tlm_batching={self.tlm_batching!r}: valid values are {TLM_BATCHING}")
-        if self.tlm_seq_len and self.tlm_seq_len < 8:
-            raise UserError(f"tlm_seq_len={self.tlm_seq_len}: need 0 (= seq_len) or >= 8")
-        if "tlm" in self.enabled and self.tlm_batching == "tokens" and self.tlm_tokens_per_batch < self.pair_len:
-            raise UserError(f"tlm_tokens_per_batch={self.tlm_tokens_per_batch}: must be >= {self.pair_len} "
-                            "(tlm_seq_len or seq_len)")
+        check_tlm_budget(self, self.pair_len)
         used = set(self.mono_langs) | {lang for pair in self.para_pairs for lang in pair}
         if self.langs:
             missing = sorted(used - set(self.langs))
@@ -104,7 +126,6 @@ class DataConfig:
                 raise UserError(f"langs={list(self.langs)} lacks {missing} used by mono_langs / para_pairs")
         else:
             object.__setattr__(self, "langs", tuple(sorted(used)))
-        MaskConfig(vocab_size=N_MIN_VOCAB, mask_id=N_MIN_VOCAB - 1, **self._mask_kwargs())  # validate early
 
     @property
     def pair_len(self) -> int:
@@ -127,8 +148,6 @@ class DataConfig:
     def mask_config(self, vocab_size: int, mask_id: int) -> MaskConfig:
         return MaskConfig(vocab_size=vocab_size, mask_id=mask_id, **self._mask_kwargs())
 
-
-N_MIN_VOCAB = 6
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from xlm_jax.data.corpus import replace_dir
-from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.errors import UserError, check_range, exit_on_user_error, positive_int
 
 DEFAULT_LOCALE_DIRS = ("/usr/share/locale", "/usr/share/locale-langpack", "/usr/local/share/locale")
 DEFAULT_EXCLUDE_DOMAINS = ("iso_*",)
@@ -275,6 +275,9 @@ def build_gettext_corpus(
 ) -> dict:
     """Extract the corpus into out_dir (replaced atomically) and return its statistics (also in stats.json)."""
     start = time.perf_counter()
+    check_range("--min-pairs", min_pairs, 1, integer=True)
+    if workers is not None:
+        check_range("--workers", workers, 1, integer=True)
     searched = list(locale_dirs or DEFAULT_LOCALE_DIRS)
     existing = [d for d in searched if Path(d).is_dir()]
     catalogs = find_catalogs(existing, langs, domains, exclude_domains)
@@ -404,8 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         help="skip these catalogs (glob patterns; default: iso_*; give no value to keep all)",
     )
     parser.add_argument("--locale-dirs", nargs="+", default=list(DEFAULT_LOCALE_DIRS))
-    parser.add_argument("--min-pairs", type=int, default=DEFAULT_MIN_PAIRS)
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--min-pairs", type=positive_int, default=DEFAULT_MIN_PAIRS)
+    parser.add_argument("--workers", type=positive_int, default=None)
     args = parser.parse_args(argv)
     with exit_on_user_error():
         stats = build_gettext_corpus(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, check_choice, check_range
 
 N_SPECIAL = 4  # <s>=0, <pad>=1, </s>=2, <unk>=3 are never predicted
 PAD_ID = 1
@@ -45,15 +45,22 @@ class MaskConfig:
     count_rule: str = "stochastic"
 
     def __post_init__(self):
-        if not 0.0 < self.mask_prob <= 1.0:
-            raise UserError(f"mask_prob={self.mask_prob}: must be in (0, 1]")
-        split = (self.mask_replace, self.mask_random, self.mask_keep)
-        if min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
-            raise UserError(f"mask_replace/mask_random/mask_keep={split}: must be >= 0 and sum to 1")
-        if self.count_rule not in COUNT_RULES:
-            raise UserError(f"mask count_rule={self.count_rule!r}: valid values are {COUNT_RULES}")
+        check_masking(self.mask_prob, self.mask_replace, self.mask_random, self.mask_keep, self.count_rule)
         if not N_SPECIAL <= self.mask_id < self.vocab_size or self.vocab_size < N_SPECIAL + 2:
             raise UserError(f"mask_id={self.mask_id}, vocab_size={self.vocab_size}: need 4 <= mask_id < vocab_size")
+
+
+def check_masking(mask_prob: float, replace: float, random: float, keep: float, count_rule: str,
+                  prefix: str = "", count_key: str = "count_rule") -> None:
+    """The masking recipe's ranges (shared by MaskConfig and the data configs, whose keys carry `prefix`)."""
+    check_range(f"{prefix}mask_prob", mask_prob, 0, 1, low_open=True)
+    split = {"mask_replace": replace, "mask_random": random, "mask_keep": keep}
+    for name, value in split.items():
+        check_range(f"{prefix}{name}", value, 0, 1)
+    if abs(sum(split.values()) - 1.0) > 1e-6:
+        shown = ", ".join(f"{prefix}{k}={v}" for k, v in split.items())
+        raise UserError(f"{shown}: the three shares of the predicted tokens must sum to 1")
+    check_choice(f"{prefix}{count_key}", count_rule, COUNT_RULES)
 
 
 def _expected(mask_prob: float, n):

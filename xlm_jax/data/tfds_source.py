@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from xlm_jax.data.corpus import replace_dir
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, positive_int
 
 SUPPORTED = ("wiki40b", "c4", "para_crawl", "ted_multi_translate", "opus")
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--split", default="train")
     parser.add_argument("--langs", nargs="+")
-    parser.add_argument("--max-examples", type=int)
+    parser.add_argument("--max-examples", type=positive_int)
     args = parser.parse_args(argv)
     try:
         counts = export(args.name, args.out_dir, args.data_dir, args.split, args.langs, args.max_examples)
