@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.textfiles import check_corpus_file
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
@@ -229,6 +230,8 @@ def sample_sentences(
 
 
 def read_sentences(files: list[Path]) -> list[str]:
+    """The non-blank lines of `files`, stripped; invalid UTF-8 decoded as U+FFFD (the raw-corpus policy of
+    `xlm_jax.textfiles`)."""
     lines = []
     for f in files:
         with open(f, encoding="utf-8", errors="replace") as handle:
@@ -246,7 +249,11 @@ def train_tokenizer(
     seed: int = 0,
     verbose: bool = False,
 ) -> dict:
-    """Train a SentencePiece model at `output` (must end in .model); returns per-language sample counts."""
+    """Train a SentencePiece model at `output` (must end in .model); returns per-language sample counts.
+
+    Raises UserError, before any training, for an input that is missing, empty, binary or mostly not UTF-8 (a
+    few invalid lines are decoded as U+FFFD, see `xlm_jax.textfiles`), and for a vocabulary size the text
+    cannot support."""
     import sentencepiece as spm
     from tqdm import tqdm
 
@@ -255,6 +262,9 @@ def train_tokenizer(
     if model_type not in ("unigram", "bpe"):
         raise UserError(f"--model-type {model_type} is not one of unigram, bpe")
     sources = training_sources(inputs)
+    for files in sources.values():  # before any reading: a binary or mostly non-UTF-8 file is refused by name
+        for f in files:
+            check_corpus_file(f)
     sentences = {lang: read_sentences(files) for lang, files in tqdm(sorted(sources.items()), desc="reading", disable=not verbose)}
     empty = [str(sources[lang][0]) for lang, s in sentences.items() if not s]
     if empty:
