@@ -39,6 +39,7 @@ from xlm_jax.config import NAMED_CONFIGS, ModelConfig, get_model_config
 from xlm_jax.errors import UserError, unknown_name
 from xlm_jax.optim import OptimizerConfig
 from xlm_jax.sharding import MeshConfig
+from xlm_jax.textfiles import read_text
 
 
 @dataclass(frozen=True)
@@ -338,7 +339,7 @@ def load_dataclass(default: Any, path: str | Path | None = None, overrides: Sequ
         if not p.is_file():
             raise UserError(f"config file {p} not found (configs are in configs/*.yaml)")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(read_text(p, "config file")) or {}
         except yaml.YAMLError as err:
             raise UserError(f"{p}: not valid YAML: {err}") from None
         if not isinstance(raw, dict):
