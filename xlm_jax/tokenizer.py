@@ -65,11 +65,17 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike, lowercase_and_strip_accents: bool = False) -> "Tokenizer":
+        """Raises UserError when `path` is missing, a directory, empty or not a SentencePiece model (random
+        bytes, a text file, a truncated model), or a model without the fairseq id layout's unk_id=0."""
         import sentencepiece as spm
 
         path = str(path)
+        if Path(path).is_dir():
+            raise UserError(f"tokenizer model {path} is a directory; give the SentencePiece PATH.model file")
         if not Path(path).is_file():
             raise UserError(f"tokenizer model {path} does not exist; train one with `python -m xlm_jax.tokenizer train`")
+        if Path(path).stat().st_size == 0:
+            raise UserError(f"{path} is empty, not a SentencePiece model")
         sp = spm.SentencePieceProcessor()
         try:
             sp.Load(path)
