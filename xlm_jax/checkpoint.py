@@ -104,10 +104,10 @@ def load_model_config(path: str | Path) -> ModelConfig:
 def _read_model_config(step_dir: Path) -> ModelConfig:
     raw = _read_json(step_dir, step_dir / MODEL_CONFIG / "metadata")
     try:
+        if not isinstance(raw, dict):
+            raise TypeError(f"a JSON {type(raw).__name__}, not an object")
         return from_dict(raw)
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any malformed field: the file is not what we wrote
+    except Exception as err:  # noqa: BLE001 - unknown keys (a UserError), malformed fields: not what we wrote
         raise DamagedCheckpoint(step_dir, f"{MODEL_CONFIG}/metadata is not a model configuration ({err})") from None
 
 

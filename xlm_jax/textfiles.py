@@ -4,8 +4,8 @@ Two kinds of text files, one rule each:
 
 - Structured files, where a misread line would silently become a wrong example or a wrong setting: fine-tuning
   and evaluation data (TSV, CSV, JSONL, CoNLL), retrieval files, YAML configs. They must be UTF-8 (a leading
-  byte-order mark is allowed and dropped). `read_text` refuses a binary file and names the first line that is
-  not UTF-8: `data/train.tsv:7: not valid UTF-8 (byte 0xe9 at column 12) ...`.
+  byte-order mark is allowed and dropped). `read_text` refuses a file with a NUL byte (binary, or UTF-16) and
+  names the first line that is not UTF-8: `data/train.tsv:7: not valid UTF-8 (byte 0xe9 at column 12) ...`.
 - Raw corpora (`python -m xlm_jax.tokenizer train`, `python -m xlm_jax.preprocess`): web text often holds a few
   broken lines, so those are decoded with U+FFFD, counted, and recorded in the preprocessed manifest. A file
   that is not text at all is refused before any work starts (`check_corpus_file`): one with a NUL byte in its
@@ -54,7 +54,7 @@ def read_text(path: str | Path, what: str = "file") -> str:
     path = Path(path)
     _check_path(path, what)
     data = path.read_bytes()
-    if _is_binary(data):
+    if b"\0" in data:  # anywhere: no structured text file holds a NUL
         raise _binary(path, data)
     try:
         return data.decode("utf-8-sig")
