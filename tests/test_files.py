@@ -250,6 +250,19 @@ def test_finetune_cli_refuses_bad_train_file_before_work(case, base, tmp_path, c
     assert not (tmp_path / "out").exists() and snapshot(tmp_path / "data") == before
 
 
+@pytest.mark.parametrize("case", ["tsv_missing_field", "xnli_latin1", "conll_tab_columns", "mnli_wrong_type"])
+def test_evaluate_task_cli_refuses_bad_data_before_loading_the_model(case, base, tmp_path, capsys):
+    from xlm_jax.evaluate import TASK_FILE, TaskInfo, main
+
+    task, name, content, pattern = BAD_DATA[case]
+    run = tmp_path / "run"
+    shutil.copytree(base["ckpt"], run / "best")  # a fine-tuning run's layout; the data is refused before its use
+    (run / "best" / TASK_FILE).write_text(TaskInfo(task, T.get_task(task).labels or ("O", "B-LOC"), 32).to_json())
+    path = _data_file(tmp_path / "data", name, content)
+    line = exit_2(main, ["task", "--checkpoint", run, "--tokenizer", base["tok"], "--data", path], capsys)
+    assert re.search(pattern, line), line
+
+
 @pytest.mark.parametrize("bad", ["latin1", "binary", "utf16"])
 def test_retrieval_file_that_is_not_utf8(bad, base, tmp_path, capsys):
     from xlm_jax.evaluate import main

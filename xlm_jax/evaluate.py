@@ -289,11 +289,12 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
                   batch_size: int = 64, split_name: str = "test") -> tuple[str, dict]:
     from xlm_jax.tokenizer import Tokenizer
 
-    model, params, config, info = load_task_model(checkpoint)
-    tokenizer = Tokenizer.load(tokenizer_path)
+    _, info = find_task_checkpoint(checkpoint)  # its task says how to read the data: read (and check) it first
     examples = T.read_files(info.spec, data)
     if not examples:
         raise UserError(f"no examples in {', '.join(data)}")
+    tokenizer = Tokenizer.load(tokenizer_path)
+    model, params, config, info = load_task_model(checkpoint)
     mesh = make_mesh(MeshConfig())
     replicated = NamedSharding(mesh, PartitionSpec())
     shardings = jax.tree.map(lambda _: replicated, params)
