@@ -442,19 +442,25 @@ def test_preprocess_rebuilds_a_damaged_output_it_calls_up_to_date(base, preproce
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 
-def _largest(directory: Path) -> Path:
-    """The largest array data file of an orbax item (they live in `d/` directories)."""
-    return max((p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"), key=lambda p: p.stat().st_size)
+def _array_files(item_dir: Path) -> list[Path]:
+    """The array data files of an orbax item. Orbax also leaves data files that its index does not reference
+    (harmless: nothing reads them), so the tests damage all of them, not one chosen by size."""
+    files = sorted(p for p in item_dir.glob("ocdbt.process_*/d/*") if p.is_file())
+    assert files, item_dir
+    return files
 
 
 def _damage_checkpoint(step_dir: Path, case: str) -> None:
     params = step_dir / "params"
     if case == "array_truncated":
-        _damage(_largest(params), "truncate")
+        for f in _array_files(params):
+            _damage(f, "truncate")
     elif case == "array_overwritten":  # same size, random bytes: only decoding finds it
-        _damage(_largest(params), "garbage")
+        for f in _array_files(params):
+            f.write_bytes(random.Random(f.name).randbytes(f.stat().st_size))
     elif case == "array_deleted":
-        _largest(params).unlink()
+        for f in _array_files(params):
+            f.unlink()
     elif case == "index_truncated":
         _damage(params / "manifest.ocdbt", "truncate")
     elif case == "tree_metadata_garbage":
@@ -551,7 +557,8 @@ def test_resume_from_a_damaged_checkpoint_names_the_previous_one(case, item, tra
     shutil.copytree(run0, run)
     step = run / "checkpoints" / "2"
     if item == "opt_state":
-        _damage(_largest(step / "opt_state"), "garbage")
+        for f in _array_files(step / "opt_state"):
+            f.write_bytes(random.Random(f.name).randbytes(f.stat().st_size))
     elif item == "train_meta":
         _damage(step / "train_meta" / "metadata", "truncate")
     else:
