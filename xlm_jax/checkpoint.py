@@ -6,6 +6,12 @@
 
 `convert` writes step 0; training writes `RUN_DIR/checkpoints/<step>`. `resolve` accepts any of: a run
 directory, a checkpoints directory (its latest complete step), or one step directory.
+
+A damaged step directory (an array file overwritten, truncated or deleted; a metadata file that is not JSON) is
+found by `verify` before orbax restores it: orbax reads asynchronously and, when one read fails, reports raw
+tensorstore errors (and stray "Event loop is closed" tracebacks from the reads still in flight), so every array
+is first read here synchronously and a failure becomes a `DamagedCheckpoint` naming the step directory and what
+in it is damaged.
 """
 
 from __future__ import annotations
@@ -25,6 +31,19 @@ from xlm_jax.errors import UserError
 
 PARAMS = "params"
 MODEL_CONFIG = "model_config"
+_ARRAY_TYPES = ("jax.Array", "np.ndarray")
+_READ_BLOCK_ELEMENTS = 1 << 26  # arrays are verified in slices of at most this many elements (bounded memory)
+
+
+class DamagedCheckpoint(UserError):
+    """A step directory that exists but cannot be restored; `step_dir` and `what` (the damaged part) for callers
+    that add their own advice (training names the previous checkpoint)."""
+
+    def __init__(self, step_dir: Path, what: str, advice: str | None = None):
+        self.step_dir, self.what = Path(step_dir), what
+        advice = advice or ("use another checkpoint (a run keeps its last few steps under checkpoints/) or create "
+                            "this one again")
+        super().__init__(f"checkpoint {self.step_dir} is damaged: {what}; {advice}")
 
 
 def manager(directory: str | Path, *, max_to_keep: int | None = None, async_save: bool = False,
@@ -68,10 +87,84 @@ def save_params(directory: str | Path, params: Any, config: ModelConfig, step: i
     return Path(directory) / str(step)
 
 
+def _read_json(step_dir: Path, path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise DamagedCheckpoint(step_dir, f"{path.relative_to(step_dir)} is missing") from None
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise DamagedCheckpoint(step_dir, f"{path.relative_to(step_dir)} is not valid JSON ({err})") from None
+
+
 def load_model_config(path: str | Path) -> ModelConfig:
     directory, step = resolve(path)
-    with open(directory / str(step) / MODEL_CONFIG / "metadata") as f:
-        return from_dict(json.load(f))
+    return _read_model_config(directory / str(step))
+
+
+def _read_model_config(step_dir: Path) -> ModelConfig:
+    raw = _read_json(step_dir, step_dir / MODEL_CONFIG / "metadata")
+    try:
+        if not isinstance(raw, dict):
+            raise TypeError(f"a JSON {type(raw).__name__}, not an object")
+        return from_dict(raw)
+    except Exception as err:  # noqa: BLE001 - unknown keys (a UserError), malformed fields: not what we wrote
+        raise DamagedCheckpoint(step_dir, f"{MODEL_CONFIG}/metadata is not a model configuration ({err})") from None
+
+
+def short_error(err: BaseException) -> str:
+    """A tensorstore error without its multi-kilobyte spec."""
+    return str(err).split(" [tensorstore_spec=")[0].strip()[:300]
+
+
+def verify_arrays(step_dir: Path, item: str) -> None:
+    """Reads every array of the orbax PyTree item `step_dir/item` (e.g. params) synchronously; raises
+    DamagedCheckpoint naming the array (and the reason) when one is missing or cannot be read and decoded."""
+    import tensorstore as ts
+
+    step_dir = Path(step_dir)
+    item_dir = step_dir / item
+    if not item_dir.is_dir():
+        raise DamagedCheckpoint(step_dir, f"{item}/ is missing")
+    meta = _read_json(step_dir, item_dir / "_METADATA")
+    for sidecar in [item_dir / "_sharding", *sorted((item_dir / "array_metadatas").glob("*"))]:
+        if sidecar.is_file():
+            _read_json(step_dir, sidecar)
+    try:
+        names = [".".join(str(k["key"]) for k in entry["key_metadata"]) for entry in meta["tree_metadata"].values()
+                 if entry["value_metadata"]["value_type"] in _ARRAY_TYPES]
+    except (KeyError, TypeError, AttributeError) as err:
+        raise DamagedCheckpoint(step_dir, f"{item}/_METADATA is not an orbax tree ({type(err).__name__}: {err})")
+    base = {"driver": "file", "path": f"{item_dir.absolute()}/"}
+    kvstore = {"driver": "ocdbt", "base": base} if (item_dir / "manifest.ocdbt").exists() else base
+    try:
+        keys = set(ts.KvStore.open(kvstore).result().list().result())
+    except Exception as err:  # noqa: BLE001 - tensorstore's errors are ValueErrors of many kinds
+        raise DamagedCheckpoint(step_dir, f"the index of {item}/ cannot be read ({short_error(err)})") from None
+    for name in names:
+        driver = next((d for d, key in (("zarr", ".zarray"), ("zarr3", "zarr.json"))
+                       if f"{name}/{key}".encode() in keys), None)
+        if driver is None:
+            raise DamagedCheckpoint(step_dir, f"array {item}/{name} is missing")
+        try:
+            array = ts.open({"driver": driver, "kvstore": {**kvstore, "path": f"{name}/"}}, open=True).result()
+            rows = max(1, _READ_BLOCK_ELEMENTS // max(1, int(np.prod(array.shape[1:]))))
+            for start in range(0, array.shape[0], rows) if array.ndim else [None]:
+                (array if start is None else array[start:min(start + rows, array.shape[0])]).read().result()
+        except Exception as err:  # noqa: BLE001
+            raise DamagedCheckpoint(step_dir, f"array {item}/{name} cannot be read ({short_error(err)})") from None
+
+
+def verify_step(step_dir: str | Path, items: tuple[str, ...] = (PARAMS,), json_items: tuple[str, ...] = ()
+                ) -> ModelConfig:
+    """Checks one step directory before it is restored: its model configuration, every array of `items` and
+    the JSON of `json_items`. Returns the model configuration; raises DamagedCheckpoint."""
+    step_dir = Path(step_dir)
+    config = _read_model_config(step_dir)
+    for item in items:
+        verify_arrays(step_dir, item)
+    for item in json_items:
+        _read_json(step_dir, step_dir / item / "metadata")
+    return config
 
 
 @contextlib.contextmanager
@@ -86,10 +179,21 @@ def _quiet_absl():
 
 
 def restore_params(path: str | Path, target: Any | None = None) -> tuple[Any, ModelConfig]:
-    """-> (params as NumPy arrays, or laid out like `target` when given (e.g. sharded abstract arrays), config)."""
+    """-> (params as NumPy arrays, or laid out like `target` when given (e.g. sharded abstract arrays), config).
+
+    Raises UserError when there is no checkpoint at `path`, DamagedCheckpoint when it cannot be read."""
     directory, step = resolve(path)
-    config = load_model_config(directory / str(step))
-    item = directory / str(step) / PARAMS
+    step_dir = directory / str(step)
+    config = verify_step(step_dir)
+    try:
+        return _restore_params(step_dir / PARAMS, target), config
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - damage `verify` cannot see (orbax's own files)
+        raise DamagedCheckpoint(step_dir, f"orbax cannot restore {PARAMS}/ ({short_error(err)})") from None
+
+
+def _restore_params(item: Path, target: Any | None) -> Any:
     if target is None:
         # Host NumPy arrays, whatever device layout (or process count) the checkpoint was saved with.
         with ocp.PyTreeCheckpointer() as ckptr, _quiet_absl():
@@ -97,6 +201,6 @@ def restore_params(path: str | Path, target: Any | None = None) -> tuple[Any, Mo
             tree = getattr(meta, "item_metadata", meta)
             tree = getattr(tree, "tree", tree)
             as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-            return ckptr.restore(item, restore_args=as_numpy), config
+            return ckptr.restore(item, restore_args=as_numpy)
     with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(item, target), config
+        return ckptr.restore(item, target)

@@ -44,6 +44,7 @@ import numpy as np
 from xlm_jax import checkpoint, hf_mapping
 from xlm_jax.config import ModelConfig
 from xlm_jax.errors import UserError, check_range, exit_on_user_error, positive_int
+from xlm_jax.textfiles import read_text
 
 TOKENIZER_FILES = (
     "sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -93,14 +94,21 @@ def torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
-        offending = found.group(1) if found else str(e).strip().splitlines()[-1]
+        if not found:  # not a pickle at all (random bytes, a text file): no global was asked for
+            detail = re.search(r"WeightsUnpickler error: \s*(.+)", str(e))
+            raise UserError(f"{path}: not a PyTorch checkpoint (it does not unpickle: "
+                            f"{detail.group(1).strip() if detail else str(e).strip().splitlines()[0]})") from None
+        offending = found.group(1)
         raise UserError(
             f"{path}: refusing to unpickle: it needs the global {offending}, which is not on the allow-list "
             f"(tensors, containers, argparse.Namespace, NumPy scalars) and could execute arbitrary code. "
             f"Load it yourself in a trusted environment and re-save the state dict with safetensors."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read as a PyTorch checkpoint: {e}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        # The weights-only unpickler raises KeyError / IndexError on bytes that are not a pickle.
+        reason = ("the file is empty" if path.is_file() and path.stat().st_size == 0 else
+                  "it is not a pickle" if isinstance(e, (KeyError, IndexError)) else str(e).strip() or type(e).__name__)
+        raise UserError(f"{path}: cannot read as a PyTorch checkpoint: {reason}") from None
 
 
 def _to_numpy_state(state: Any, source: str) -> dict[str, np.ndarray]:
@@ -136,10 +144,13 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 def _read_hf_weights(directory: Path) -> dict[str, np.ndarray]:
     def shards(index: Path) -> list[Path]:
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UserError(f"{index}: not a valid shard index (needs a 'weight_map' object): {e}") from None
-        files = sorted(set(weight_map.values()))
+            weight_map = json.loads(read_text(index, "shard index"))["weight_map"]
+            files = sorted(set(weight_map.values()))
+            if not all(isinstance(f, str) for f in files):
+                raise TypeError("file names must be strings")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{index}: not a valid shard index (needs a 'weight_map' object of tensor -> file): "
+                            f"{e}") from None
         missing = [f for f in files if not (directory / f).exists()]
         if missing:
             raise UserError(f"{index}: shard file {directory / missing[0]} does not exist")
@@ -325,7 +336,12 @@ def default_architecture(cfg: ModelConfig, with_head: bool = True) -> str:
 
 def _from_hf_state(hf_cfg: dict, state: dict[str, np.ndarray], source: str, vocab_size: int | None,
                    names: dict[str, str] | None = None) -> tuple[dict, ModelConfig, str]:
-    cfg, arch = hf_mapping.hf_config_to_model_config(hf_cfg, source)
+    try:
+        cfg, arch = hf_mapping.hf_config_to_model_config(hf_cfg, source)
+    except KeyError as e:
+        raise UserError(f"{source}: the model configuration (config.json) lacks the key {e}") from None
+    except (TypeError, ValueError) as e:  # e.g. a number given as a string
+        raise UserError(f"{source}: malformed model configuration (config.json): {e}") from None
     hf_mapping.check_xlm_intermediate(cfg, source)
     state = _strip_base_prefix(state, arch)
     shapes = param_shapes(cfg)
@@ -410,9 +426,12 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
         arch = default_architecture(cfg, "lm_head" in params)
     elif kind == "hf":
         try:
-            hf_cfg = json.loads((path / "config.json").read_text())
+            hf_cfg = json.loads(read_text(path / "config.json", "config file"))
         except json.JSONDecodeError as e:
             raise UserError(f"{path / 'config.json'}: not valid JSON: {e}") from None
+        if not isinstance(hf_cfg, dict):
+            raise UserError(f"{path / 'config.json'}: a JSON {type(hf_cfg).__name__}, expected an object (a Hugging "
+                            "Face model configuration)")
         state = _read_hf_weights(path)
         params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size)
         tokenizer_files = _tokenizer_files(path)

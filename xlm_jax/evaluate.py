@@ -36,6 +36,7 @@ from xlm_jax.config import ModelConfig
 from xlm_jax.errors import UserError, arg_range, check_range, exit_on_user_error, positive_int
 from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
+from xlm_jax.textfiles import open_text, read_text
 from xlm_jax.tokenizer import check_max_len, pad_rows, truncate_pair
 
 TASK_FILE = "task.json"
@@ -62,8 +63,12 @@ class TaskInfo:
 
     @classmethod
     def read(cls, path: Path) -> "TaskInfo":
-        d = json.loads(path.read_text())
-        return cls(d["task"], tuple(d["labels"]), int(d["max_len"]))
+        try:
+            d = json.loads(read_text(path, "task file"))
+            return cls(str(d["task"]), tuple(map(str, d["labels"])), int(d["max_len"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{path}: damaged ({type(err).__name__}: {err}); it is written by `python -m "
+                            "xlm_jax.finetune` next to the best checkpoint: re-run the fine-tuning") from None
 
 
 def task_model(config: ModelConfig, spec: T.TaskSpec, num_labels: int) -> nn.Module:
@@ -250,10 +255,9 @@ def retrieval_scores(src: np.ndarray, tgt: np.ndarray) -> dict:
 
 
 def read_lines(path: str | Path) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
-    with open(p, encoding="utf-8") as f:
+    """The lines of a UTF-8 retrieval file; UserError naming the file (and line) when it is missing, binary or not
+    UTF-8 (`xlm_jax.textfiles.read_text`)."""
+    with open_text(path, "retrieval file") as f:
         return [line.rstrip("\n") for line in f]
 
 
@@ -292,11 +296,12 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
     from xlm_jax.tokenizer import Tokenizer
 
     check_range("batch_size", batch_size, 1, integer=True)
-    model, params, config, info = load_task_model(checkpoint)
-    tokenizer = Tokenizer.load(tokenizer_path)
+    _, info = find_task_checkpoint(checkpoint)  # its task says how to read the data: read (and check) it first
     examples = T.read_files(info.spec, data)
     if not examples:
         raise UserError(f"no examples in {', '.join(data)}")
+    tokenizer = Tokenizer.load(tokenizer_path)
+    model, params, config, info = load_task_model(checkpoint)
     mesh = make_mesh(MeshConfig())
     replicated = NamedSharding(mesh, PartitionSpec())
     shardings = jax.tree.map(lambda _: replicated, params)

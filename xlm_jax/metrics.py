@@ -20,13 +20,16 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    # Damaged bytes (a disk error, a line cut by a kill -9 in mid-write) lose their record, not the file.
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = line.strip()
         if line:
             try:
-                records.append(json.loads(line))
-            except ValueError:  # a line cut by a kill -9 in mid-write
+                record = json.loads(line)
+            except ValueError:
                 continue
+            if isinstance(record, dict):
+                records.append(record)
     return records
 
 

@@ -191,7 +191,7 @@ def preprocess_corpus(
             previous = json.loads(manifest_path.read_text())
         except ValueError:
             previous = {}
-        if previous.get("source_hash") == digest:
+        if isinstance(previous, dict) and previous.get("source_hash") == digest and _intact(out, log):
             log(f"{out} is up to date")
             return previous
 
@@ -262,6 +262,18 @@ def preprocess_corpus(
         if pool:
             pool.terminate()
     return manifest
+
+
+def _intact(out: Path, log) -> bool:
+    """Whether an up-to-date output can be kept: a damaged one (an array missing or truncated) is rebuilt."""
+    from xlm_jax.data.corpus import PreprocessedCorpus
+
+    try:
+        PreprocessedCorpus(out)
+        return True
+    except UserError as err:
+        log(f"rebuilding: {err}")
+        return False
 
 
 def format_summary(manifest: dict) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from xlm_jax.errors import UserError
+from xlm_jax.textfiles import open_text
 from xlm_jax.tokenizer import check_max_len, min_max_len, pad_rows, truncate_pair
 
 IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
@@ -104,9 +105,20 @@ def split_lang_prefix(spec: str) -> tuple[str | None, Path]:
 
 
 def _open(path: Path):
-    if not path.is_file():
-        raise UserError(f"{path}: no such data file")
-    return open(path, encoding="utf-8", newline="")
+    """A data file as text, line endings untouched (for `csv`). Data files must be UTF-8: a missing, binary or
+    non-UTF-8 file is a UserError naming the file and the line (`xlm_jax.textfiles.read_text`)."""
+    return open_text(path, "data file", newline="")
+
+
+def _cells(line: str) -> list[str]:
+    return line.rstrip("\r\n").split("\t")
+
+
+def _check_fields(path: Path, n: int, found: int, expected: int, sep: str = "tab", like: str = "the header") -> None:
+    """A row with more fields than the header would shift the label column, one with fewer lacks it: both refused."""
+    if found != expected:
+        raise UserError(f"{path}:{n}: {found} {sep}-separated fields, expected {expected} like {like} "
+                        f"({f'a {sep} inside a text?' if found > expected else 'a missing field?'})")
 
 
 def read_xnli_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
@@ -114,7 +126,7 @@ def read_xnli_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
     `sentence2` are the columns used). Quotes are not special in these files."""
     out = []
     with _open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
+        header = _cells(f.readline())
         need = ("gold_label", "sentence1", "sentence2")
         missing = [c for c in need if c not in header]
         if missing:
@@ -123,9 +135,8 @@ def read_xnli_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
         for n, line in enumerate(f, start=2):
             if not line.strip():
                 continue
-            cells = line.rstrip("\n").split("\t")
-            if len(cells) < len(header):
-                raise UserError(f"{path}:{n}: {len(cells)} tab-separated fields, the header has {len(header)}")
+            cells = _cells(line)
+            _check_fields(path, n, len(cells), len(header))
             lang = cells[col["language"]] if "language" in col else default_lang or "en"
             out.append(Example(cells[col["sentence1"]], cells[col["sentence2"]], cells[col["gold_label"]], lang, f"{path}:{n}"))
     return out
@@ -135,13 +146,15 @@ def read_mnli_jsonl(path: Path, default_lang: str | None = None) -> list[Example
     """MultiNLI 1.0 JSONL (`gold_label`, `sentence1`, `sentence2`); "-" (no annotator consensus) is skipped."""
     out = []
     for n, record in _jsonl(path):
-        label = record.get("gold_label")
+        missing = [k for k in ("gold_label", "sentence1", "sentence2") if k not in record]
+        if missing:
+            raise UserError(f"{path}:{n}: missing field(s) {', '.join(missing)} (MultiNLI JSONL needs gold_label, "
+                            "sentence1, sentence2)")
+        label = record["gold_label"]
         if label == "-":
             continue
-        try:
-            out.append(Example(record["sentence1"], record["sentence2"], str(label), default_lang or "en", f"{path}:{n}"))
-        except KeyError as err:
-            raise UserError(f"{path}:{n}: missing field {err} (MultiNLI JSONL needs gold_label, sentence1, sentence2)") from None
+        _check_types(path, n, record, {"gold_label": (str,), "sentence1": (str,), "sentence2": (str,)})
+        out.append(Example(record["sentence1"], record["sentence2"], label, default_lang or "en", f"{path}:{n}"))
     return out
 
 
@@ -151,15 +164,14 @@ def read_pawsx_tsv(path: Path, default_lang: str | None = None) -> list[Example]
     lang = default_lang or _dir_lang(path) or "en"
     out = []
     with _open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
+        header = _cells(f.readline())
         if header[:4] != ["id", "sentence1", "sentence2", "label"]:
             raise UserError(f"{path}:1: expected the PAWS-X header 'id\\tsentence1\\tsentence2\\tlabel', got {header!r}")
         for n, line in enumerate(f, start=2):
             if not line.strip():
                 continue
-            cells = line.rstrip("\n").split("\t")
-            if len(cells) < 4:
-                raise UserError(f"{path}:{n}: {len(cells)} tab-separated fields, PAWS-X rows have 4")
+            cells = _cells(line)
+            _check_fields(path, n, len(cells), len(header))
             out.append(Example(cells[1], cells[2], cells[3].strip(), lang, f"{path}:{n}"))
     return out
 
@@ -183,37 +195,57 @@ def _jsonl(path: Path) -> Iterable[tuple[int, dict]]:
             yield n, record
 
 
+def _check_types(path: Path, n: int, record: dict, types: dict[str, tuple[type, ...]]) -> None:
+    """Fields present in `record` must have one of their types (null is allowed only where NoneType is listed)."""
+    for key, allowed in types.items():
+        if key in record and not (isinstance(record[key], allowed) and not isinstance(record[key], bool)):
+            names = " or ".join({str: "a string", int: "an integer", type(None): "null"}[t] for t in allowed)
+            raise UserError(f"{path}:{n}: field {key!r} is {json.dumps(record[key])[:40]}, expected {names}")
+
+
 def read_classification(path: Path, default_lang: str | None = None) -> list[Example]:
     """Generic single-sentence data: JSONL (`text`, `label`, optional `text_b`, `lang`) or TSV/CSV with a header
-    naming the same columns (`.tsv` tab-separated, `.csv` comma-separated)."""
+    naming the same columns (`.tsv` tab-separated, quotes not special; `.csv` comma-separated with CSV quoting).
+    Every row must have as many fields as the header."""
     lang0 = default_lang or "en"
     out = []
     if path.suffix == ".jsonl" or path.suffix == ".json":
         for n, r in _jsonl(path):
             if "text" not in r or "label" not in r:
                 raise UserError(f"{path}:{n}: needs fields 'text' and 'label' (optional 'text_b', 'lang'), got {sorted(r)}")
-            out.append(Example(str(r["text"]), r.get("text_b"), str(r["label"]), str(r.get("lang") or lang0), f"{path}:{n}"))
+            _check_types(path, n, r, {"text": (str,), "label": (str, int), "text_b": (str, type(None)),
+                                      "lang": (str, type(None))})
+            out.append(Example(r["text"], r.get("text_b"), str(r["label"]), r.get("lang") or lang0, f"{path}:{n}"))
         return out
+    csv_file = path.suffix == ".csv"
     with _open(path) as f:
-        reader = csv.DictReader(f, delimiter="," if path.suffix == ".csv" else "\t", quoting=csv.QUOTE_NONE)
-        if not reader.fieldnames or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
-            raise UserError(f"{path}:1: the header must name columns 'text' and 'label' (optional 'text_b', 'lang'), got {reader.fieldnames}")
-        for r in reader:
-            n = reader.line_num
-            if r["text"] is None or r["label"] is None:
-                raise UserError(f"{path}:{n}: fewer fields than the header")
-            out.append(Example(r["text"], r.get("text_b") or None, r["label"].strip(), r.get("lang") or lang0, f"{path}:{n}"))
+        reader = csv.reader(f, delimiter="," if csv_file else "\t", quoting=csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE)
+        try:
+            header = next(reader, None)
+            if not header or "text" not in header or "label" not in header:
+                raise UserError(f"{path}:1: the header must name columns 'text' and 'label' (optional 'text_b', 'lang'), got {header}")
+            for cells in reader:
+                n = reader.line_num
+                if not any(c.strip() for c in cells):
+                    continue
+                _check_fields(path, n, len(cells), len(header), "comma" if csv_file else "tab")
+                r = dict(zip(header, cells))
+                out.append(Example(r["text"], r.get("text_b") or None, r["label"].strip(), r.get("lang") or lang0, f"{path}:{n}"))
+        except csv.Error as err:
+            raise UserError(f"{path}:{reader.line_num}: {err}") from None
     return out
 
 
 def read_conll(path: Path, default_lang: str | None = None) -> list[TokenExample]:
-    """CoNLL / WikiANN BIO: `token ... label` per line (whitespace-separated, label last), blank line between
-    sentences, `-DOCSTART-` lines skipped. XTREME's WikiANN prefixes tokens with their language (`en:Paris`)."""
+    """CoNLL / WikiANN BIO: `token ... label` per line (tab-separated when the line has a tab, else space-separated;
+    label last), blank line between sentences, `-DOCSTART-` lines skipped. XTREME's WikiANN prefixes tokens with
+    their language (`en:Paris`). Every line of a file has the column count of its first token line."""
     out: list[TokenExample] = []
     words: list[str] = []
     labels: list[str] = []
     lang = default_lang or "en"
     start = 1
+    columns = None  # (count, line number) of the first token line
 
     def flush():
         nonlocal words, labels, lang
@@ -229,12 +261,17 @@ def read_conll(path: Path, default_lang: str | None = None) -> list[TokenExample
                 continue
             if line.startswith("-DOCSTART-"):
                 continue
-            parts = line.split()
+            # Not str.split(): a token may hold a no-break or ideographic space, which would shift the label.
+            parts = [p.strip() for p in re.split(r"\t" if "\t" in line else r" +", line) if p.strip()]
             if len(parts) < 2:
                 raise UserError(
                     f"{path}:{n}: malformed line {line[:60]!r}; expected 'token label' (whitespace-separated), "
                     "a blank line between sentences"
                 )
+            if columns is None:
+                columns = (len(parts), n)
+            sep = "tab" if "\t" in line else "space"
+            _check_fields(path, n, len(parts), columns[0], sep, f"line {columns[1]}")
             token, label = parts[0], parts[-1]
             match = re.match(r"^([a-z]{2,3}(?:[-_][A-Za-z]+)?):(.+)$", token)
             if match:
@@ -260,7 +297,9 @@ def detect_format(task: TaskSpec, path: Path) -> str:
     if path.suffix in (".jsonl", ".json"):
         return "mnli_jsonl" if task.name == "xnli" else "classification"
     with _open(path) as f:
-        first = f.readline().rstrip("\n").split("\t")
+        first = _cells(f.readline())
+    if first == [""]:
+        raise UserError(f"{path}:1: the first line is empty; a {task.name} TSV file starts with its header")
     if task.name == "xnli" and "gold_label" in first:
         return "xnli_tsv"
     if first[:4] == ["id", "sentence1", "sentence2", "label"]:
@@ -275,8 +314,13 @@ def detect_format(task: TaskSpec, path: Path) -> str:
 
 
 def read_file(task: TaskSpec, spec: str) -> list[Example] | list[TokenExample]:
+    """The examples of one data file (`LANG:PATH` or `PATH`). Raises UserError naming the file (and the line)
+    when it is missing, not UTF-8 text, malformed for its format, or holds no example."""
     lang, path = split_lang_prefix(spec)
-    return READERS[detect_format(task, path)](path, lang)
+    examples = READERS[detect_format(task, path)](path, lang)
+    if not examples:
+        raise UserError(f"{path}: no examples in this {task.name} file (empty, only a header, or no row with a label)")
+    return examples
 
 
 def read_files(task: TaskSpec, specs: Sequence[str]) -> list:

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from xlm_jax.errors import UserError, arg_range, check_range, exit_on_user_error, nonnegative_int, positive_int
+from xlm_jax.textfiles import check_corpus_file
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
@@ -76,11 +77,17 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike, lowercase_and_strip_accents: bool = False) -> "Tokenizer":
+        """Raises UserError when `path` is missing, a directory, empty or not a SentencePiece model (random
+        bytes, a text file, a truncated model), or a model without the fairseq id layout's unk_id=0."""
         import sentencepiece as spm
 
         path = str(path)
+        if Path(path).is_dir():
+            raise UserError(f"tokenizer model {path} is a directory; give the SentencePiece PATH.model file")
         if not Path(path).is_file():
             raise UserError(f"tokenizer model {path} does not exist; train one with `python -m xlm_jax.tokenizer train`")
+        if Path(path).stat().st_size == 0:
+            raise UserError(f"{path} is empty, not a SentencePiece model")
         sp = spm.SentencePieceProcessor()
         try:
             sp.Load(path)
@@ -342,6 +349,8 @@ def sample_sentences(
 
 
 def read_sentences(files: list[Path]) -> list[str]:
+    """The non-blank lines of `files`, stripped; invalid UTF-8 decoded as U+FFFD (the raw-corpus policy of
+    `xlm_jax.textfiles`)."""
     lines = []
     for f in files:
         with open(f, encoding="utf-8", errors="replace") as handle:
@@ -359,7 +368,11 @@ def train_tokenizer(
     seed: int = 0,
     verbose: bool = False,
 ) -> dict:
-    """Train a SentencePiece model at `output` (must end in .model); returns per-language sample counts."""
+    """Train a SentencePiece model at `output` (must end in .model); returns per-language sample counts.
+
+    Raises UserError, before any training, for an input that is missing, empty, binary or mostly not UTF-8 (a
+    few invalid lines are decoded as U+FFFD, see `xlm_jax.textfiles`), and for a vocabulary size the text
+    cannot support."""
     import sentencepiece as spm
     from tqdm import tqdm
 
@@ -373,6 +386,9 @@ def train_tokenizer(
         check_range("--max-sentences", max_sentences, 1, integer=True)
     check_range("--seed", seed, 0, integer=True)
     sources = training_sources(inputs)
+    for files in sources.values():  # before any reading: a binary or mostly non-UTF-8 file is refused by name
+        for f in files:
+            check_corpus_file(f)
     sentences = {lang: read_sentences(files) for lang, files in tqdm(sorted(sources.items()), desc="reading", disable=not verbose)}
     empty = [str(sources[lang][0]) for lang, s in sentences.items() if not s]
     if empty:

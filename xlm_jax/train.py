@@ -245,12 +245,36 @@ def check_compatible(step_dir: Path, model_cfg: ModelConfig, abstract_params: An
                         "run_dir, or the checkpoint's model settings.")
 
 
+def verify_resume(mngr, ckpt_dir: Path, step: int) -> None:
+    """Reads the checkpoint to resume from before anything else; a damaged one is refused naming the step before
+    it. It is not deleted here: it may be the only copy of the run, or evidence of a failing disk."""
+    step_dir = ckpt_dir / str(step)
+    try:
+        ckpt_lib.verify_step(step_dir, (ckpt_lib.PARAMS, "opt_state"), ("train_meta",))
+    except ckpt_lib.DamagedCheckpoint as err:
+        raise ckpt_lib.DamagedCheckpoint(step_dir, err.what, _resume_advice(mngr, ckpt_dir, step)) from None
+
+
+def _resume_advice(mngr, ckpt_dir: Path, step: int) -> str:
+    earlier = [s for s in mngr.all_steps() if s < step]
+    if earlier:
+        return (f"to resume from the checkpoint before it (step {max(earlier)}, {ckpt_dir / str(max(earlier))}), "
+                f"delete {ckpt_dir / str(step)}; or set run_dir= to another directory")
+    return (f"it is the run's only checkpoint: delete {ckpt_dir / str(step)} to train from step 0, or set run_dir= "
+            "to another directory")
+
+
 def restore_state(mngr, step: int, abstract: dict, shardings: dict) -> tuple[dict, dict]:
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract["params"]),
-        opt_state=ocp.args.StandardRestore(abstract["opt_state"]),
-        train_meta=ocp.args.JsonRestore(),
-    ))
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract["params"]),
+            opt_state=ocp.args.StandardRestore(abstract["opt_state"]),
+            train_meta=ocp.args.JsonRestore(),
+        ))
+    except Exception as err:  # noqa: BLE001 - damage `verify_resume` cannot see (orbax's own files)
+        step_dir = Path(mngr.directory) / str(step)
+        raise ckpt_lib.DamagedCheckpoint(step_dir, f"orbax cannot restore it ({ckpt_lib.short_error(err)})",
+                                         _resume_advice(mngr, Path(mngr.directory), step)) from None
     state = {
         "params": restored["params"],
         "opt_state": restored["opt_state"],
@@ -378,6 +402,7 @@ def train(cfg: TrainConfig) -> int:
     key = jax.random.key(cfg.seed)
     meta = {"best_valid_loss": None, "best_step": None}
     if start:
+        verify_resume(mngr, ckpt_dir, start)
         check_compatible(ckpt_dir / str(start), model_cfg, abstract["params"])
         state, saved_meta = restore_state(mngr, start, abstract, shardings)
         meta.update({k: saved_meta.get(k) for k in meta})
@@ -389,9 +414,14 @@ def train(cfg: TrainConfig) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         previous = run_dir / "config.yaml"
         if previous.is_file() and start:
-            old, new = flatten(yaml.safe_load(previous.read_text()) or {}), flatten(to_dict(cfg))
+            try:
+                old = flatten(yaml.safe_load(previous.read_text(encoding="utf-8")) or {})
+            except (yaml.YAMLError, ValueError, AttributeError, TypeError) as err:  # damaged: rewritten below
+                old = {}
+                log(f"note: {previous} was unreadable ({type(err).__name__}); it is written again")
+            new = flatten(to_dict(cfg))
             changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
-            if changed:
+            if changed and old:
                 log("config changed since the last run: " + "; ".join(changed))
         resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(data_dir)))
         model_section = {"base": cfg.model.base, **{k: v for k, v in model_to_dict(model_cfg).items()}}

@@ -39,6 +39,7 @@ from xlm_jax.data.batches import MIN_SEQ_LEN, check_recipe, check_tlm_budget
 from xlm_jax.errors import UserError, check_fields, check_range, check_value, unknown_name
 from xlm_jax.optim import OptimizerConfig
 from xlm_jax.sharding import MeshConfig
+from xlm_jax.textfiles import read_text
 from xlm_jax.tokenizer import MIN_PIECES
 
 
@@ -326,7 +327,7 @@ def load_dataclass(default: Any, path: str | Path | None = None, overrides: Sequ
         if not p.is_file():
             raise UserError(f"config file {p} not found (configs are in configs/*.yaml)")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(read_text(p, "config file")) or {}
         except yaml.YAMLError as err:
             raise UserError(f"{p}: not valid YAML: {err}") from None
         if not isinstance(raw, dict):

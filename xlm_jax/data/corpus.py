@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from xlm_jax.errors import UserError
+from xlm_jax.textfiles import check_corpus_file
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,62 @@ class TokenArray:
 
 
 class PreprocessedCorpus:
-    """A preprocessed directory: `manifest.json` plus memory-mapped `{split}/{mono,para}/*.npy` arrays."""
+    """A preprocessed directory: `manifest.json` plus memory-mapped `{split}/{mono,para}/*.npy` arrays.
+
+    Opening it checks the whole directory (cheaply: array headers and two offsets each, no data read), so that a
+    damaged one is refused before training starts: UserError naming the file when the manifest is missing or not
+    a manifest, or when an array it lists is missing, unreadable, truncated or inconsistent with it."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         manifest_path = self.dir / "manifest.json"
         if not manifest_path.is_file():
             raise UserError(f"{manifest_path}: not found; run `python -m xlm_jax.preprocess` to create it")
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            self.manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            raise self._damaged(manifest_path, f"not valid JSON: {err}") from None
+        if not isinstance(self.manifest, dict):
+            raise self._damaged(manifest_path, f"a JSON {type(self.manifest).__name__}, not an object")
         if self.manifest.get("format") != 1:
             raise UserError(f"{manifest_path}: format {self.manifest.get('format')!r} unsupported, expected 1")
+        expected = {"langs": list, "splits": dict, "tokenizer": dict}
+        wrong = [k for k, t in expected.items() if not isinstance(self.manifest.get(k), t)]
+        if wrong:
+            raise self._damaged(manifest_path, f"missing or malformed {', '.join(wrong)}")
         self.langs: list[str] = list(self.manifest["langs"])
+        self._check_arrays(manifest_path)
+
+    def _damaged(self, path: Path, what: str) -> UserError:
+        m = getattr(self, "manifest", None)
+        m = m if isinstance(m, dict) else {}
+        corpus = m.get("corpus", "CORPUS")
+        tokenizer = m["tokenizer"].get("path", "T.model") if isinstance(m.get("tokenizer"), dict) else "T.model"
+        return UserError(f"{path}: {what}; the preprocessed directory {self.dir} is damaged: re-run "
+                         f"`python -m xlm_jax.preprocess {corpus} --tokenizer {tokenizer} --out {self.dir}`")
+
+    def _check_arrays(self, manifest_path: Path) -> None:
+        """Every array the manifest lists: present, a readable .npy, 1-D, and offsets matching the sentence count
+        and the ids (a truncated .npy file cannot be memory-mapped)."""
+        for split, data in self.manifest["splits"].items():
+            entries = []
+            try:
+                for lang, st in data.get("mono", {}).items():
+                    entries.append((self.dir / split / "mono" / lang, int(st["sentences"])))
+                for pair, st in data.get("para", {}).items():
+                    for lang in pair.split("-"):
+                        entries.append((self.dir / split / "para" / f"{pair}.{lang}", int(st["sentences"])))
+            except (AttributeError, KeyError, TypeError, ValueError) as err:
+                raise self._damaged(manifest_path, f"split {split!r} is malformed ({type(err).__name__}: {err})")
+            for stem, sentences in entries:
+                arrays = self._load(stem)
+                offsets = arrays.offsets
+                if len(offsets) != sentences + 1:
+                    raise self._damaged(Path(f"{stem}.offsets.npy"), f"{len(offsets) - 1} sentences, but the manifest "
+                                        f"says {sentences}")
+                if len(offsets) and (offsets[0] != 0 or offsets[-1] != len(arrays.ids)):
+                    raise self._damaged(Path(f"{stem}.ids.npy"), f"{len(arrays.ids)} ids, but its offsets end at "
+                                        f"{offsets[-1]}")
 
     def _split(self, split: str) -> dict:
         splits = self.manifest["splits"]
@@ -71,9 +117,19 @@ class PreprocessedCorpus:
         return [tuple(p.split("-")) for p in sorted(self._split(split).get("para", {}))]
 
     def _load(self, stem: Path) -> TokenArray:
-        return TokenArray(
-            np.load(f"{stem}.ids.npy", mmap_mode="r"), np.load(f"{stem}.offsets.npy", mmap_mode="r")
-        )
+        arrays = []
+        for suffix, dtypes in (("ids", "iu"), ("offsets", "iu")):
+            path = Path(f"{stem}.{suffix}.npy")
+            if not path.is_file():
+                raise self._damaged(path, "missing")
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as err:  # a truncated file cannot be mapped; a bad header
+                raise self._damaged(path, f"unreadable ({err})") from None
+            if array.ndim != 1 or array.dtype.kind not in dtypes:
+                raise self._damaged(path, f"a {array.dtype} array of shape {array.shape}, expected 1-D integers")
+            arrays.append(array)
+        return TokenArray(*arrays)
 
     def mono(self, split: str, lang: str) -> TokenArray:
         if lang not in self.mono_langs(split):
@@ -120,15 +176,6 @@ class RawSource:
     split: str | None
 
 
-def _count_lines(path: Path) -> int:
-    count, last = 0, b"\n"
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
-
-
 def _scan_split(base: Path, split: str | None) -> list[RawSource]:
     sources = []
     for f in sorted((base / "mono").glob("*.txt")):
@@ -145,17 +192,14 @@ def _scan_split(base: Path, split: str | None) -> list[RawSource]:
         missing = [str(p) for p in expected if not p.is_file()]
         if missing:
             raise UserError(f"parallel data {base / 'para' / stem}.* lacks {', '.join(missing)} (both sides are needed)")
-        n1, n2 = _count_lines(expected[0]), _count_lines(expected[1])
-        if n1 != n2:
-            raise UserError(
-                f"parallel files are not line-aligned: {expected[0]} has {n1} lines but {expected[1]} has {n2}"
-            )
         sources.append(RawSource("para", stem, (l1, l2), tuple(expected), split))
     return sources
 
 
 def scan_corpus(corpus_dir: str | Path, langs: list[str] | None = None) -> list[RawSource]:
-    """Find and validate a raw corpus's files (see the module docstring for the layout)."""
+    """Find and validate a raw corpus's files (see the module docstring for the layout). Raises UserError for a
+    file that is empty, binary or mostly not UTF-8 (`xlm_jax.textfiles.check_corpus_file`), or a pair whose two
+    files differ in line count."""
     root = Path(corpus_dir)
     if not root.is_dir():
         raise UserError(f"corpus directory {root} does not exist")
@@ -171,22 +215,21 @@ def scan_corpus(corpus_dir: str | Path, langs: list[str] | None = None) -> list[
             f"empty corpus: no mono/{{lang}}.txt or para/{{l1}}-{{l2}}.{{l1}} files under {root} "
             "(or under its train/ valid/ test/ subdirectories)"
         )
-    for src in sources:
-        for f in src.files:
-            if not _has_text(f):
-                raise UserError(f"{f} is empty (no non-blank line); remove it or fill it")
     available = sorted({lang for src in sources for lang in src.langs})
     if langs:
         missing = sorted(set(langs) - set(available))
         if missing:
             raise UserError(f"corpus {root} has no data for {missing}; languages it has: {available}")
         sources = [src for src in sources if set(src.langs) <= set(langs)]
+    for src in sources:  # the files that will be read: each one text, not empty, the two sides of a pair aligned
+        stats = [check_corpus_file(f) for f in src.files]
+        for f, st in zip(src.files, stats):
+            if not st.has_text:
+                raise UserError(f"{f} is empty (no non-blank line); remove it or fill it")
+        if src.kind == "para" and stats[0].lines != stats[1].lines:
+            raise UserError(f"parallel files are not line-aligned: {src.files[0]} has {stats[0].lines} lines but "
+                            f"{src.files[1]} has {stats[1].lines}")
     return sources
-
-
-def _has_text(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return any(line.strip() for line in f)
 
 
 def read_lines(path: Path) -> tuple[list[str], int]:

@@ -317,8 +317,9 @@ def build_gettext_corpus(
                 f"{', '.join(existing)}; pairs found: {have or 'none'}"
             )
     if not kept:
+        damaged = f" ({len(unreadable)} of them unreadable, e.g. {unreadable[0]})" if unreadable else ""
         raise UserError(
-            f"no language has at least --min-pairs {min_pairs} pairs in {len(catalogs)} catalogs under "
+            f"no language has at least --min-pairs {min_pairs} pairs in {len(catalogs)} catalogs{damaged} under "
             f"{', '.join(existing)}; lower --min-pairs or widen --domains"
         )
 
@@ -391,6 +392,9 @@ def format_table(stats: dict) -> str:
         f"{'total':<8} {stats['total_pairs']:>8}   ({stats['n_languages']} languages, "
         f"{stats['english_sentences']} English sentences, {stats['catalogs_read']} catalogs, {stats['seconds']} s)"
     )
+    if stats.get("unreadable"):  # damaged catalogs are skipped, not fatal: say so (all are listed in stats.json)
+        rows.append(f"warning: {len(stats['unreadable'])} catalogs could not be read and were skipped, e.g. "
+                    f"{stats['unreadable'][0]}")
     return "\n".join(rows)
 
 
