@@ -421,7 +421,7 @@ def test_train_refuses_damaged_data_before_training(case, preprocessed, tmp_path
     d = tmp_path / "pre"
     shutil.copytree(preprocessed, d)
     _damage(d / rel, how)
-    line = exit_2(main, [f"data.dir={d}", f"run_dir={tmp_path / 'run'}", "train.steps=2"], capsys)
+    line = exit_2(main, [f"data.dir={d}", f"run_dir={tmp_path / 'run'}", "train.steps=2", "optimizer.warmup_steps=1"], capsys)
     assert re.search(pattern, line) and "re-run" in line, line
     assert not (tmp_path / "run" / "checkpoints").exists()
 
