@@ -119,3 +119,20 @@ def test_smoke_run_writes_json_for_both_frameworks(tmp_path):
         assert entry["model_tflops_per_s"] == pytest.approx(entry["train_tokens_per_s"] * fpt / 1e12, rel=1e-9)
         assert entry["mfu"] == pytest.approx(entry["model_tflops_per_s"] * 1e12 / peak, rel=1e-9)
     assert "smoke" in proc.stdout and "ratio jax/torch_eager" in proc.stdout
+
+
+def test_published_figures_come_from_the_committed_result():
+    """README and docs/benchmarks.md quote docs/results/bench_cpu_xlmr.json, and that result's FLOPs are today's."""
+    report = json.loads((ROOT / "docs" / "results" / "bench_cpu_xlmr.json").read_text())
+    assert report["command"].startswith("python -m xlm_jax.bench --configs cpu_xlmr --steps 2 --repeats 3")
+    (result,) = report["results"]
+    assert result["flops_per_token"] == pytest.approx(expected_flops_per_token(bench.CONFIGS["cpu_xlmr"]), rel=1e-9)
+    ratio = result["ratio"]
+    readme, docs = (ROOT / "README.md").read_text(), (ROOT / "docs" / "benchmarks.md").read_text()
+    for key in ("train_jax_over_torch_eager", "infer_jax_over_torch_eager"):
+        assert f"{ratio[key]:.1f}×" in readme, key
+        assert f"{ratio[key]:.2f}×" in docs, key
+    for fw in ("jax", "torch_eager", "torch_compile"):
+        entry = result["frameworks"][fw]
+        assert f"{entry['train_step_s']:.2f} s" in docs and f"{entry['model_tflops_per_s']:.4f}" in docs, fw
+    assert f"{result['flops_per_token']:.2e}".replace("e+07", "e7") in docs
