@@ -1,6 +1,7 @@
 """The benchmark's smoke mode end to end: both frameworks run one step on tiny shapes and the JSON has every field."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from xlm_jax import bench
+from xlm_jax.step import model_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,11 +43,53 @@ def test_bad_config_name_exits_2(capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def expected_flops_per_token(cfg: bench.BenchConfig, seed: int = 0) -> float:
+    """From the batch, independently of the bench: the head is credited at the predicted fraction of the B x T
+    input positions (not at the filled fraction of the B x P prediction slots)."""
+    weights = bench.make_batch(cfg, seed)["mlm_weights"]
+    return model_flops_per_token(cfg.model, cfg.seq_len, float(weights.sum()) / (cfg.batch * cfg.seq_len))
+
+
+def test_model_tflops_and_mfu_follow_from_the_predicted_fraction():
+    cfg = bench.CONFIGS["cpu_xlmr"]
+    record = bench.new_record(cfg, seed=0)
+    fpt = expected_flops_per_token(cfg)
+    assert record["flops_per_token"] == pytest.approx(fpt, rel=1e-12)
+    # ~15 % of the positions are predicted: 7.73e7 FLOPs per token on cpu_xlmr (3.84e8 with the slot fill).
+    assert 0.14 < record["predicted_tokens_per_step"] / record["tokens_per_step"] < 0.16
+    assert record["flops_per_token"] == pytest.approx(7.73e7, rel=1e-3)
+    peak = 5e11
+    record["frameworks"] = {
+        "jax": {"warmup": {"peak_flops": peak, "first_step_s": 9.0}, "train_step_s_all": [4.0, 2.0, 3.0],
+                "infer_step_s_all": [1.0, 2.0, 1.5]},
+        "torch_eager": {"warmup": {"first_step_s": 9.0}, "train_step_s_all": [12.0, 10.0, 11.0],
+                        "infer_step_s_all": [3.0]},
+    }
+    bench._derive(record)
+    for fw, step_s in (("jax", 3.0), ("torch_eager", 11.0)):
+        entry = record["frameworks"][fw]
+        assert entry["train_tokens_per_s"] == pytest.approx(cfg.batch * cfg.seq_len / step_s)
+        assert entry["model_tflops_per_s"] == pytest.approx(entry["train_tokens_per_s"] * fpt / 1e12, rel=1e-12)
+        assert entry["mfu"] == pytest.approx(entry["model_tflops_per_s"] * 1e12 / peak, rel=1e-12)
+    assert record["ratio"]["train_jax_over_torch_eager"] == pytest.approx(11.0 / 3.0)
+    assert record["ratio"]["infer_jax_over_torch_eager"] == pytest.approx(3.0 / 1.5)
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-5e12", "nan"])
+def test_bad_peak_flops_variable_exits_2_before_any_worker(value, capsys, monkeypatch):
+    monkeypatch.setenv("XLM_JAX_PEAK_FLOPS", value)
+    assert bench.main(["--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: XLM_JAX_PEAK_FLOPS=") and repr(value) in err and "positive" in err
+    assert "starting" not in err
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_json_for_both_frameworks(tmp_path):
+    peak = 3e11  # a declared peak, so that the CPU run reports an MFU to check
     proc = subprocess.run(
         [sys.executable, "-m", "xlm_jax.bench", "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "XLM_JAX_PEAK_FLOPS": str(peak)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -65,5 +109,30 @@ def test_smoke_run_writes_json_for_both_frameworks(tmp_path):
     # Same initial weights, same batch: the two implementations compute the same eval loss.
     losses = result["eval_loss_same_weights"]
     assert losses["jax"] == pytest.approx(losses["torch_eager"], abs=1e-4)
-    assert result["flops_per_token"] > 0
+    # Throughput figures derived independently from the batch and the reported tokens/s.
+    fpt = expected_flops_per_token(bench.CONFIGS["smoke"], report["settings"]["seed"])
+    assert result["flops_per_token"] == pytest.approx(fpt, rel=1e-9)
+    assert result["peak_flops_per_device"] == peak
+    for fw in ("jax", "torch_eager"):
+        entry = result["frameworks"][fw]
+        assert entry["train_tokens_per_s"] == pytest.approx(2 * 32 / entry["train_step_s"], rel=1e-9)
+        assert entry["model_tflops_per_s"] == pytest.approx(entry["train_tokens_per_s"] * fpt / 1e12, rel=1e-9)
+        assert entry["mfu"] == pytest.approx(entry["model_tflops_per_s"] * 1e12 / peak, rel=1e-9)
     assert "smoke" in proc.stdout and "ratio jax/torch_eager" in proc.stdout
+
+
+def test_published_figures_come_from_the_committed_result():
+    """README and docs/benchmarks.md quote docs/results/bench_cpu_xlmr.json, and that result's FLOPs are today's."""
+    report = json.loads((ROOT / "docs" / "results" / "bench_cpu_xlmr.json").read_text())
+    assert report["command"].startswith("python -m xlm_jax.bench --configs cpu_xlmr --steps 2 --repeats 3")
+    (result,) = report["results"]
+    assert result["flops_per_token"] == pytest.approx(expected_flops_per_token(bench.CONFIGS["cpu_xlmr"]), rel=1e-9)
+    ratio = result["ratio"]
+    readme, docs = (ROOT / "README.md").read_text(), (ROOT / "docs" / "benchmarks.md").read_text()
+    for key in ("train_jax_over_torch_eager", "infer_jax_over_torch_eager"):
+        assert f"{ratio[key]:.1f}×" in readme, key
+        assert f"{ratio[key]:.2f}×" in docs, key
+    for fw in ("jax", "torch_eager", "torch_compile"):
+        entry = result["frameworks"][fw]
+        assert f"{entry['train_step_s']:.2f} s" in docs and f"{entry['model_tflops_per_s']:.4f}" in docs, fw
+    assert f"{result['flops_per_token']:.2e}".replace("e+07", "e7") in docs

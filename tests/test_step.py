@@ -21,7 +21,9 @@ import pytest
 
 from xlm_jax.config import get_model_config
 from xlm_jax.optim import OptimizerConfig, make_schedule
-from xlm_jax.step import make_train_step, mfu, model_flops_per_token, peak_flops_per_device
+from xlm_jax.errors import UserError
+from xlm_jax.step import (Work, batch_work, make_train_step, mfu, model_flops_per_token, peak_flops,
+                          peak_flops_per_device, throughput)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "multiprocess_worker.py"
@@ -191,5 +193,79 @@ def test_peak_flops_and_mfu():
     assert peak_flops_per_device(dev("TPU v5p", "tpu")) == 459e12
     assert peak_flops_per_device(dev("TPU v6 lite", "tpu")) == 918e12
     assert peak_flops_per_device(dev("cpu", "cpu")) is None
-    assert mfu(1e6, 1e8, [dev("NVIDIA H100 80GB HBM3")] * 2) == pytest.approx(1e14 / (2 * 989e12))
-    assert mfu(1e6, 1e8, [dev("cpu", "cpu")]) is None
+    assert peak_flops([dev("NVIDIA H100 80GB HBM3")] * 2) == 2 * 989e12
+    assert peak_flops([dev("NVIDIA H100 80GB HBM3"), dev("cpu", "cpu")]) is None
+    assert mfu(1e6, 1e8, peak_flops([dev("NVIDIA H100 80GB HBM3")] * 2)) == pytest.approx(1e14 / (2 * 989e12))
+    assert mfu(1e6, 1e8, peak_flops([dev("cpu", "cpu")])) is None
+
+
+def test_peak_flops_override_from_the_environment(monkeypatch):
+    """$XLM_JAX_PEAK_FLOPS declares the peak of a device missing from the table (or a CPU); a bad value is a
+    UserError naming the variable and the value."""
+    cpu, h100 = SimpleNamespace(device_kind="cpu", platform="cpu"), SimpleNamespace(device_kind="H100", platform="gpu")
+    monkeypatch.setenv("XLM_JAX_PEAK_FLOPS", "2.5e12")
+    assert peak_flops_per_device(cpu) == peak_flops_per_device(h100) == 2.5e12
+    assert peak_flops([cpu, cpu]) == 5e12
+    monkeypatch.setenv("XLM_JAX_PEAK_FLOPS", " ")
+    assert peak_flops_per_device(cpu) is None
+    for bad in ("fast", "0", "-1e12", "nan", "inf", "1e12x"):
+        monkeypatch.setenv("XLM_JAX_PEAK_FLOPS", bad)
+        with pytest.raises(UserError, match=r"XLM_JAX_PEAK_FLOPS='.*': expected a finite positive number") as err:
+            peak_flops_per_device(cpu)
+        assert repr(bad) in str(err.value)
+
+
+def _batches(rng: np.random.Generator, vocab: int) -> dict:
+    """Host batches of three objectives with different shapes: MLM full rows, TLM rows with padding and empty
+    prediction slots, CLM rows with padding."""
+    def rows(b, t, real, preds=None):
+        mask = (np.arange(t)[None, :] < np.asarray(real)[:, None]).astype(np.int32)
+        out = {"input_ids": np.where(mask > 0, rng.integers(4, vocab - 1, (b, t)), 1).astype(np.int32),
+               "attention_mask": mask}
+        if preds is not None:
+            weights = (np.arange(preds.shape[1])[None, :] < preds[:, :1]).astype(np.float32)
+            out.update(mlm_positions=np.zeros(weights.shape, np.int32), mlm_targets=np.zeros(weights.shape, np.int32),
+                       mlm_weights=weights)
+        return out
+
+    return {
+        "mlm": rows(4, 32, [32] * 4, np.full((4, 5), 5)),
+        "tlm": rows(6, 48, [48, 30, 12, 9, 40, 20], np.array([[8]] * 2 + [[2]] * 4) * np.ones((6, 8), int)),
+        "clm": rows(2, 16, [16, 7]),
+    }
+
+
+def test_batch_work_credits_each_objective_its_shape_and_predictions():
+    cfg = get_model_config("xlmr_tiny")
+    batch = _batches(np.random.default_rng(0), cfg.vocab_size)
+    work = batch_work(cfg, batch)
+    # By hand: (rows, length, predicted tokens, real tokens) per objective.
+    shapes = {"mlm": (4, 32, 4 * 5, 4 * 32), "tlm": (6, 48, 2 * 8 + 4 * 2, 48 + 30 + 12 + 9 + 40 + 20),
+              "clm": (2, 16, 15 + 6, 16 + 7)}
+    flops = sum(b * t * model_flops_per_token(cfg, t, p / (b * t)) for b, t, p, _ in shapes.values())
+    assert work.tokens == 4 * 32 + 6 * 48 + 2 * 16
+    assert work.real_tokens == sum(r for *_, r in shapes.values())
+    assert work.predicted == sum(p for _, _, p, _ in shapes.values())
+    assert work.flops == pytest.approx(flops, rel=1e-12)
+    assert work.flops_per_token == pytest.approx(flops / work.tokens, rel=1e-12)
+    # Work adds up over steps; an empty one has no FLOPs per token.
+    assert (work + work).flops == pytest.approx(2 * flops) and (work + work).tokens == 2 * work.tokens
+    assert Work().flops_per_token is None
+    # The predicted fraction, not the fill of the prediction slots (the bench's old mistake: weights.size).
+    slots = batch_work(cfg, {"mlm": batch["mlm"]})
+    assert slots.flops_per_token == pytest.approx(model_flops_per_token(cfg, 32, 20 / 128))
+
+
+def test_throughput_derives_every_rate_from_one_work_and_time():
+    work = Work(tokens=4096.0, real_tokens=3000.0, predicted=600.0, flops=4096 * 7.5e7)
+    rates = throughput(work, 2.0, 4, 1e13)
+    assert rates["tokens_per_s"] == 2048.0 and rates["tokens_per_s_per_device"] == 512.0
+    assert rates["real_tokens_per_s"] == 1500.0
+    assert rates["flops_per_token"] == 7.5e7
+    assert rates["tflops_per_s"] == pytest.approx(2048.0 * 7.5e7 / 1e12)
+    assert rates["tflops_per_s_per_device"] == pytest.approx(rates["tflops_per_s"] / 4)
+    assert rates["mfu"] == pytest.approx(rates["tflops_per_s"] * 1e12 / 1e13)
+    assert throughput(work, 2.0, 4, None)["mfu"] is None
+    # Nothing timed (an interval holding only the compilation step): no figure rather than a false zero.
+    assert set(throughput(Work(), 0.5, 1, 1e13).values()) == {None}
+    assert set(throughput(work, 0.0, 1, 1e13).values()) == {None}

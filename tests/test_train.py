@@ -24,7 +24,8 @@ from xlm_jax.train import train
 from xlm_jax.train_config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
-TIMING = ("tokens_per_s", "tokens_per_s_per_device", "tflops_per_s", "tflops_per_s_per_device", "mfu", "elapsed_s")
+TIMING = ("tokens_per_s", "tokens_per_s_per_device", "real_tokens_per_s", "flops_per_token", "tflops_per_s",
+          "tflops_per_s_per_device", "mfu", "elapsed_s")
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,7 @@ def test_end_to_end_loss_falls_and_load_returns_trained_params(corpus, tmp_path)
                 "mlm/loss/l00", "tlm/loss/l00-l01", "tokens_per_s", "tokens_per_s_per_device", "tflops_per_s"):
         assert isinstance(row[key], float) and np.isfinite(row[key]), key
     assert row["mfu"] is None  # CPU: no peak FLOP/s
+    check_throughput(run_dir, corpus, None)
     assert row["loss"] == pytest.approx(row["mlm/loss"] + row["tlm/loss"], rel=1e-5)
     valid = [r for r in records if r["kind"] == "valid"]
     assert [r["step"] for r in valid] == [10, 20, 30]
@@ -112,6 +114,57 @@ def test_end_to_end_loss_falls_and_load_returns_trained_params(corpus, tmp_path)
     batch = BatchSource(PreprocessedCorpus(corpus), make_data_config(cfg, PreprocessedCorpus(corpus))).batch(0)["mlm"]
     loss, _ = mlm_loss(model.model, model.params, jax.tree.map(np.asarray, batch))
     assert float(loss) < train_rows[0]["mlm/loss"] - 0.5
+
+
+def check_throughput(run_dir: Path, corpus: Path, peak: float | None) -> None:
+    """Every throughput figure of a run's metrics.jsonl (train.log_every=1), re-derived from the step's batches:
+    FLOPs per token from the predicted tokens of each objective, TFLOP/s = tokens/s x FLOPs per token, real
+    tokens without the padding, MFU against `peak` (FLOP/s per device; None: no MFU)."""
+    from xlm_jax.data.batches import BatchSource
+    from xlm_jax.data.corpus import PreprocessedCorpus
+    from xlm_jax.step import model_flops_per_token
+    from xlm_jax.train import make_data_config, make_model_config
+
+    cfg = load_config(run_dir / "config.yaml")
+    data = PreprocessedCorpus(corpus)
+    data_cfg = make_data_config(cfg, data)
+    model_cfg = make_model_config(cfg, data, data_cfg)
+    source = BatchSource(data, data_cfg)
+    rows = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert [r["step"] for r in rows] == list(range(1, cfg.train.steps + 1))
+    padded = False
+    for r in rows[1:]:
+        tokens = real = flops = 0.0
+        for objective, b in source.batch(r["step"] - 1).items():
+            n, t = b["input_ids"].shape
+            predicted = b["attention_mask"][:, 1:].sum() if objective == "clm" else b["mlm_weights"].sum()
+            tokens, real = tokens + n * t, real + b["attention_mask"].sum()
+            flops += n * t * model_flops_per_token(model_cfg, t, float(predicted) / (n * t))
+        padded |= real < tokens
+        assert r["tflops_per_s"] * 1e12 / r["tokens_per_s"] == pytest.approx(flops / tokens, rel=1e-9)
+        assert r["flops_per_token"] == pytest.approx(flops / tokens, rel=1e-9)
+        assert r["real_tokens_per_s"] == pytest.approx(r["tokens_per_s"] * real / tokens, rel=1e-9)
+        assert r["tokens_per_s_per_device"] == pytest.approx(r["tokens_per_s"] / jax.device_count())
+        assert r["tflops_per_s_per_device"] == pytest.approx(r["tflops_per_s"] / jax.device_count())
+        if peak is None:
+            assert r["mfu"] is None
+        else:
+            assert r["mfu"] == pytest.approx(r["tflops_per_s"] * 1e12 / (peak * jax.device_count()), rel=1e-9)
+    assert padded  # TLM padding is in tokens/s, not in real tokens/s
+    # Step 1 compiles and is not timed: no throughput rather than a false 0.
+    assert all(rows[0][k] is None for k in TIMING if k != "elapsed_s")
+
+
+def test_throughput_of_clm_ceil_masking_and_tlm_buckets(corpus, tmp_path, monkeypatch):
+    """CLM, MLM with XLM's ceil count rule, TLM in token-budget buckets of 8..32 tokens (B and T vary per step),
+    and a declared peak so that the CPU run reports an MFU."""
+    peak = 4e11
+    monkeypatch.setenv("XLM_JAX_PEAK_FLOPS", str(peak))
+    run_dir = tmp_path / "run"
+    assert run(corpus, run_dir, "train.steps=5", "train.eval_every=0", "checkpoint.every=5",
+               "data.objectives={mlm: 1.0, clm: 0.5, tlm: 1.0}", "data.mask_count=ceil", "data.tlm_batching=tokens",
+               "data.tlm_tokens_per_batch=128", "data.tlm_bucket_multiple=8") == 0
+    check_throughput(run_dir, corpus, peak)
 
 
 def test_resume_is_bit_identical(corpus, tmp_path):
@@ -286,5 +339,9 @@ def test_two_processes_train_like_one(corpus, tmp_path):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
     assert train_records(tmp_path / "two") == train_records(tmp_path / "one")
+    # FLOPs per token: each process counts its own rows, the log sums them (float32 on the way).
+    fpt = [[r["flops_per_token"] for r in read_metrics(tmp_path / d) if r["kind"] == "train"] for d in ("two", "one")]
+    assert fpt[0][0] is fpt[1][0] is None and None not in fpt[0][1:] + fpt[1][1:]
+    assert fpt[0][1:] == pytest.approx(fpt[1][1:], rel=1e-6)
     for a, b in zip(params_of(tmp_path / "two"), params_of(tmp_path / "one")):
         np.testing.assert_array_equal(a, b)

@@ -21,10 +21,11 @@ CPU set with the same thread count (torch.set_num_threads(n); XLA sizes its pool
 After warm-up the parent alternates the workers, `repeats` times `steps` steps each, and reports medians;
 while one worker runs the other blocks on its pipe. Figures: tokens/s (B x T per step), step time, first-step
 (compile / warm-up) time, peak memory (VmHWM of the worker on CPU; device peak on GPU), model TFLOP/s and MFU
-from the analytic training FLOPs of `xlm_jax.step.model_flops_per_token` (the same useful work credited to both
-sides; HF's extra full-vocabulary logits are not credited), inference (forward-only encode) throughput, and a
-breakdown of where the time goes (forward, forward + backward, optimizer, LM head + loss share, and on the JAX
-side the cost of computing HF-style full logits).
+from the analytic training FLOPs of the batch (`xlm_jax.step.batch_work` / `throughput`, as the trainer reports
+them: the LM head credited at the ~15 % predicted positions, the same useful work credited to both sides; HF's
+extra full-vocabulary logits are not credited; MFU needs a known or declared peak, $XLM_JAX_PEAK_FLOPS),
+inference (forward-only encode) throughput, and a breakdown of where the time goes (forward, forward + backward,
+optimizer, LM head + loss share, and on the JAX side the cost of computing HF-style full logits).
 """
 
 from __future__ import annotations
@@ -183,9 +184,7 @@ class JaxWorker:
         self.train_step = step_lib.make_train_step(cfg, self.tx, self.mesh, self.state_shardings, {"mlm": 1.0}, {"mlm": 1})
         self.batch = sharding.global_batch(self.mesh, {"mlm": batch})
         self.rngs = [jax.random.key(1000 + i) for i in range(spec["max_steps"])]
-        self.flops_per_token = float(step_lib.model_flops_per_token(
-            cfg, spec["seq_len"], float(batch["mlm_weights"].sum()) / batch["mlm_weights"].size))
-        self.peak_flops = step_lib.peak_flops_per_device(device)
+        self.peak_flops = step_lib.peak_flops([device])
         self.step_index = 0
 
     def _params(self):
@@ -215,7 +214,7 @@ class JaxWorker:
             losses.append(float(metrics["loss"]))
             self.step_index += 1
         return {"first_step_s": times[0], "warmup_times_s": times, "loss_first": losses[0], "init_s": self.init_s,
-                "flops_per_token": self.flops_per_token, "peak_flops": self.peak_flops,
+                "peak_flops": self.peak_flops,
                 "device": str(self.device.device_kind), "versions": _versions(("jax", "jaxlib", "flax", "optax"))}
 
     def train(self, steps: int) -> dict[str, Any]:
@@ -614,9 +613,7 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
     }
     frameworks = ["jax", "torch_eager"] + (["torch_compile"] if settings.torch_compile else [])
     weights = str(workdir / f"{cfg.name}_weights.npz")
-    record: dict[str, Any] = {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch,
-                              "seq_len": cfg.seq_len, "tokens_per_step": cfg.tokens_per_step,
-                              "frameworks": {}}
+    record = new_record(cfg, settings.seed)
     workers: dict[str, WorkerProcess] = {}
     try:
         for fw in frameworks:
@@ -684,25 +681,40 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
     return record
 
 
+def new_record(cfg: BenchConfig, seed: int) -> dict[str, Any]:
+    """The JSON record of one configuration before any timing: shapes and the work of its batch (the same batch
+    for every side), counted by `xlm_jax.step.batch_work` as the trainer counts its own."""
+    from xlm_jax.step import batch_work
+
+    work = batch_work(cfg.model, {"mlm": make_batch(cfg, seed)})
+    return {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
+            "tokens_per_step": cfg.tokens_per_step, "real_tokens_per_step": work.real_tokens,
+            "predicted_tokens_per_step": work.predicted, "flops_per_step": work.flops,
+            "flops_per_token": work.flops_per_token, "frameworks": {}}
+
+
 def _derive(record: dict[str, Any]) -> None:
-    """Medians, tokens/s, TFLOP/s, MFU and ratios from the raw timings."""
+    """Medians, tokens/s, TFLOP/s, MFU and ratios from the raw timings (`xlm_jax.step.throughput`, the trainer's
+    formulas: the same useful work is credited to every side, against the JAX worker's device peak)."""
+    from xlm_jax.step import Work, throughput
+
     tokens = record["tokens_per_step"]
+    work = Work(tokens=tokens, real_tokens=record["real_tokens_per_step"],
+                predicted=record["predicted_tokens_per_step"], flops=record["flops_per_step"])
     fws = record["frameworks"]
-    jax_setup = fws.get("jax", {}).get("warmup", {})
-    flops_per_token, peak = jax_setup.get("flops_per_token"), jax_setup.get("peak_flops")
-    record["flops_per_token"] = flops_per_token
+    peak = fws.get("jax", {}).get("warmup", {}).get("peak_flops")
     record["peak_flops_per_device"] = peak
     for entry in fws.values():
         step = _median(entry.get("train_step_s_all", []))
         inf = _median(entry.get("infer_step_s_all", []))
         entry["train_step_s"] = step
-        entry["train_tokens_per_s"] = tokens / step if step else None
+        rates = throughput(work, step or 0.0, 1, peak)
+        entry["train_tokens_per_s"] = rates["tokens_per_s"]
         entry["infer_step_s"] = inf
         entry["infer_tokens_per_s"] = tokens / inf if inf else None
         entry["first_step_s"] = entry.get("warmup", {}).get("first_step_s")
-        tflops = flops_per_token * entry["train_tokens_per_s"] / 1e12 if flops_per_token and step else None
-        entry["model_tflops_per_s"] = tflops
-        entry["mfu"] = tflops * 1e12 / peak if tflops and peak else None
+        entry["model_tflops_per_s"] = rates["tflops_per_s"]
+        entry["mfu"] = rates["mfu"]
     ratios = {}
     jax_entry = fws.get("jax", {})
     for fw in ("torch_eager", "torch_compile"):
@@ -832,6 +844,9 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             raise UserError(f"--configs: unknown configuration {n!r}; valid: {', '.join(CONFIGS)}")
     if min(steps, repeats, warmup) < 1:
         raise UserError(f"--steps={steps}, --repeats={repeats}, --warmup={warmup}: each must be >= 1")
+    from xlm_jax.step import peak_flops_override
+
+    peak_flops_override()  # a bad $XLM_JAX_PEAK_FLOPS stops here, before any worker starts
     compile_torch = args.torch_compile == "on" or (args.torch_compile == "auto" and not args.smoke)
     settings = RunSettings(steps=steps, repeats=repeats, warmup=warmup, device=args.device, threads=threads,
                            torch_compile=compile_torch, breakdown=not (args.no_breakdown or args.smoke))

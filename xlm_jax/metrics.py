@@ -3,6 +3,14 @@
 Records carry `step` and `kind` ("train" or "valid"); every other key is a number (or null, e.g. `mfu` on
 CPU). On resume the file is cut back to the checkpoint's step, so the file of a resumed run equals that of a
 run never interrupted. TensorBoard events go to `RUN_DIR/tb` through tensorboardX (no TensorFlow).
+
+Throughput keys of "train" records, over the interval's timed steps (null when it held only the compilation
+step), from `xlm_jax.step.throughput` (docs/benchmarks.md, "Which figure is which"):
+`tokens_per_s` (every input position of the padded [B, T] batches, TLM padding included), `real_tokens_per_s`
+(attention_mask > 0 only), `tokens_per_s_per_device`, `flops_per_token` (analytic training FLOPs per padded
+position; the LM head credited at the predicted tokens), `tflops_per_s` (= tokens_per_s * flops_per_token / 1e12),
+`tflops_per_s_per_device`, `mfu` (= tflops_per_s / summed peak; null unless the device's peak is known or
+declared in $XLM_JAX_PEAK_FLOPS), `elapsed_s` (wall time since the command started).
 """
 
 from __future__ import annotations

@@ -13,13 +13,17 @@ the summed gradient equals the big-batch gradient exactly (up to float reassocia
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
+import os
 import re
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -91,7 +95,8 @@ def init_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, 
 
 
 def prediction_count(objective: str, batch: dict) -> jax.Array:
-    """Number of predicted tokens in an objective's batch (the denominator of its mean loss)."""
+    """Number of predicted tokens in an objective's batch (the denominator of its mean loss); the batch may hold
+    jax or host numpy arrays."""
     if objective == "clm":
         return (batch["attention_mask"][:, 1:] > 0).sum().astype(jnp.float32)
     return batch["mlm_weights"].astype(jnp.float32).sum()
@@ -271,19 +276,23 @@ def make_eval_step(model_cfg: ModelConfig, mesh: Mesh, state_shardings: Any, *, 
     return eval_step
 
 
-# ---- FLOPs and MFU ---------------------------------------------------------------------------------------------
+# ---- FLOPs, throughput and MFU --------------------------------------------------------------------------------
+# One set of formulas for every command that reports throughput (the trainer's metrics.jsonl, the bench's JSON):
+# `batch_work` counts what a batch holds, `throughput` turns counts and seconds into rates and MFU.
 
 
 def model_flops_per_token(model_cfg: ModelConfig, seq_len: int, predicted_fraction: float) -> float:
-    """Training FLOPs per input token (forward + backward = 3 x forward, 2 FLOPs per multiply-add), analytic:
+    """Training FLOPs per input position (forward + backward = 3 x forward, 2 FLOPs per multiply-add), analytic:
 
         6 * L * (4 D^2 + 2 D F)                     dense matmuls of the layers (Q, K, V, out; MLP in and out)
       + 12 * L * T * D                              attention scores and weighted sum, bidirectional (full T x T)
       + 6 * p * (D V + [D^2 if lm_head_transform])  LM head, only at the predicted fraction p of positions
 
     L layers, D hidden, F MLP width, T seq_len, V vocab. Embedding lookups, biases, LayerNorm, softmax and GELU
-    are not counted (MaxText's convention), so MFU is slightly conservative. p = 0.15 for MLM / TLM with 15%
-    masking (the model projects only predicted positions), (T-1)/T for CLM.
+    are not counted (MaxText's convention), so MFU is slightly conservative. p is the batch's predicted tokens
+    over its B x T input positions (`batch_work` computes it): ~ mask_prob for full MLM rows, less for padded TLM
+    rows (padding holds no prediction), more with the "ceil" count rule on short rows, (T-1)/T for full CLM rows.
+    Every position of the [B, T] arrays pays the layer terms, padding included, as it does on the device.
     """
     d, f, layers, v = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers, model_cfg.vocab_size
     dense = 6 * layers * (4 * d * d + 2 * d * f)
@@ -291,6 +300,45 @@ def model_flops_per_token(model_cfg: ModelConfig, seq_len: int, predicted_fracti
     head = 6 * predicted_fraction * (d * v + (d * d if model_cfg.lm_head_transform else 0))
     return float(dense + attention + head)
 
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """What one or more train steps computed, counted on the host batch (float, summed with `+`).
+
+    tokens: input positions of the padded [B, T] arrays (what the device computes); real_tokens: positions with
+    attention_mask > 0 (padding excluded); predicted: predicted tokens (the losses' denominators); flops: analytic
+    training FLOPs (`model_flops_per_token` over every position, the LM head at the predicted ones)."""
+
+    tokens: float = 0.0
+    real_tokens: float = 0.0
+    predicted: float = 0.0
+    flops: float = 0.0
+
+    def __add__(self, other: Work) -> Work:
+        return Work(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    @property
+    def flops_per_token(self) -> float | None:
+        """FLOPs per input position (padding included); None for no tokens."""
+        return self.flops / self.tokens if self.tokens else None
+
+
+def batch_work(model_cfg: ModelConfig, batch: dict[str, dict]) -> Work:
+    """The `Work` of one step's batch {objective: {"input_ids": [B, T], "attention_mask": [B, T], ...}} (host
+    numpy arrays, any rows: a process counts its own). Objectives may differ in B and T (TLM rows, token-budget
+    buckets); each is credited B * T * model_flops_per_token(cfg, T, predicted / (B * T))."""
+    total = Work()
+    for objective, b in batch.items():
+        rows, seq_len = np.shape(b["input_ids"])
+        tokens = rows * seq_len
+        predicted = float(prediction_count(objective, b))
+        real = float((np.asarray(b["attention_mask"]) > 0).sum())
+        flops = tokens * model_flops_per_token(model_cfg, seq_len, predicted / tokens) if tokens else 0.0
+        total = total + Work(float(tokens), real, predicted, flops)
+    return total
+
+
+PEAK_ENV = "XLM_JAX_PEAK_FLOPS"
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity).
 _PEAK_BF16 = (
@@ -304,8 +352,28 @@ _PEAK_BF16 = (
 )
 
 
+def peak_flops_override() -> float | None:
+    """The peak FLOP/s per device declared in $XLM_JAX_PEAK_FLOPS (for a device missing from the table, or a
+    CPU), None when unset. Raises UserError unless it is a finite positive number."""
+    text = os.environ.get(PEAK_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{PEAK_ENV}={text!r}: expected a finite positive number of FLOP/s per device, "
+                        "e.g. 989e12 (dense bf16 of an H100 SXM), or unset it")
+    return value
+
+
 def peak_flops_per_device(device) -> float | None:
-    """Peak dense bf16 FLOP/s of a device from its `device_kind`; None when unknown (CPU, other GPUs)."""
+    """Peak dense bf16 FLOP/s of a device from its `device_kind` ($XLM_JAX_PEAK_FLOPS wins); None when unknown
+    (CPU, other GPUs)."""
+    override = peak_flops_override()
+    if override is not None:
+        return override
     if getattr(device, "platform", "") == "cpu":
         return None
     kind = getattr(device, "device_kind", "")
@@ -315,9 +383,39 @@ def peak_flops_per_device(device) -> float | None:
     return None
 
 
-def mfu(tokens_per_second: float, flops_per_token: float, devices) -> float | None:
-    """Model FLOPs utilisation over `devices` (all devices of the run), or None if a peak is unknown."""
+def peak_flops(devices) -> float | None:
+    """Summed peak FLOP/s of `devices` (all devices of the run), or None if any peak is unknown."""
     peaks = [peak_flops_per_device(d) for d in devices]
     if not peaks or any(p is None for p in peaks):
         return None
-    return tokens_per_second * flops_per_token / sum(peaks)
+    return float(sum(peaks))
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation: achieved model FLOP/s over `peak` (`peak_flops(devices)`), None if unknown."""
+    if not peak:
+        return None
+    return tokens_per_second * flops_per_token / peak
+
+
+def throughput(work: Work, seconds: float, n_devices: int, peak: float | None) -> dict[str, float | None]:
+    """Rates of `work` done in `seconds` on `n_devices` devices whose summed peak is `peak` (or None):
+
+    tokens_per_s (padded input positions), tokens_per_s_per_device, real_tokens_per_s (padding excluded),
+    flops_per_token (analytic, per padded position), tflops_per_s = tokens_per_s * flops_per_token / 1e12,
+    tflops_per_s_per_device, mfu = tflops_per_s * 1e12 / peak. All None when nothing was timed."""
+    fpt = work.flops_per_token
+    if not (seconds > 0 and fpt is not None):
+        return dict.fromkeys(("tokens_per_s", "tokens_per_s_per_device", "real_tokens_per_s", "flops_per_token",
+                              "tflops_per_s", "tflops_per_s_per_device", "mfu"))
+    tps = work.tokens / seconds
+    tflops = tps * fpt / 1e12
+    return {
+        "tokens_per_s": tps,
+        "tokens_per_s_per_device": tps / n_devices,
+        "real_tokens_per_s": work.real_tokens / seconds,
+        "flops_per_token": fpt,
+        "tflops_per_s": tflops,
+        "tflops_per_s_per_device": tflops / n_devices,
+        "mfu": mfu(tps, fpt, peak),
+    }

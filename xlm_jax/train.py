@@ -358,8 +358,10 @@ def train(cfg: TrainConfig) -> int:
 
     from xlm_jax.optim import make_optimizer, make_schedule
     from xlm_jax.sharding import batch_size_multiple, global_batch, make_mesh
-    from xlm_jax.step import (abstract_state, init_state, make_eval_step, make_train_step, model_flops_per_token,
-                              peak_flops_per_device)
+    from xlm_jax.step import (Work, abstract_state, batch_work, init_state, make_eval_step, make_train_step,
+                              peak_flops, peak_flops_override, throughput)
+
+    peak_flops_override()  # a bad $XLM_JAX_PEAK_FLOPS stops the run here, before data preparation
 
     wall_start = time.perf_counter()
     # Single process: leave the JAX backend uninitialised until the data is prepared, since the corpus and
@@ -441,11 +443,7 @@ def train(cfg: TrainConfig) -> int:
     seq_lens = {o: (data_cfg.pair_len if o == "tlm" else data_cfg.seq_len) for o in data_cfg.enabled}
     fixed_shapes = data_cfg.tlm_batching == "fixed"
     tokens_per_step = sum(cfg.train.batch_size * t for t in seq_lens.values())
-    predicted = data_cfg.mask_prob
-    flops_per_step = sum(
-        cfg.train.batch_size * t * model_flops_per_token(model_cfg, t, (t - 1) / t if o == "clm" else predicted)
-        for o, t in seq_lens.items())
-    peak = peak_flops_per_device(jax.devices()[0])
+    peak = peak_flops(jax.devices())
     log(f"devices: {n_dev} x {jax.devices()[0].device_kind} ({jax.process_count()} process(es), {n_local} local); "
         f"mesh {dict(mesh.shape)}")
     log(f"model: {cfg.model.base} + {dict(cfg.model.overrides)}; vocab {model_cfg.vocab_size}, "
@@ -510,44 +508,40 @@ def train(cfg: TrainConfig) -> int:
     bar = tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not (lead and cfg.train.progress), file=sys.stderr)
     sums, first_bad = None, jnp.asarray(-1, jnp.int32)
-    interval_steps, interval_tokens, interval_flops = 0, 0.0, 0.0
+    interval_steps, interval_work = 0, Work()
     timer = time.perf_counter()
     step = start
     exit_code = 0
     try:
         for step in range(start + 1, stop_step + 1):
-            batch = global_batch(mesh, source.batch(step - 1))
+            host_batch = source.batch(step - 1)
+            batch = global_batch(mesh, host_batch)
             state, metrics = train_step(state, batch, key)
             if sums is None:
                 sums = jax.tree.map(jnp.zeros_like, metrics)
             sums, first_bad = accumulate(sums, first_bad, metrics, jnp.asarray(step, jnp.int32))
             interval_steps += 1
-            step_tokens = sum(int(np.prod(b["input_ids"].shape)) for b in batch.values())
-            interval_tokens += step_tokens
-            interval_flops += flops_per_step * step_tokens / tokens_per_step
+            # Counted on this process's host rows (numpy, no device sync); summed over processes at the log.
+            interval_work = interval_work + batch_work(model_cfg, host_batch)
             bar.update(1)
             if step == start + 1:
                 # Time compilation apart so that the first interval's throughput is the steady state's.
                 jax.block_until_ready(metrics["loss"])
                 log(f"first step (compilation) took {time.perf_counter() - timer:.1f} s")
-                interval_tokens = interval_flops = 0.0
+                interval_work = Work()
                 timer = time.perf_counter()
             if step % cfg.train.log_every == 0 or step == stop_step:
                 finite_or_raise(first_bad)
                 host = jax.device_get(sums)
                 elapsed = max(time.perf_counter() - timer, 1e-9)
                 values = summarize_interval(host, interval_steps, float(metrics["lr"]), groups)
-                tps = interval_tokens / elapsed
-                values.update(
-                    tokens_per_s=tps, tokens_per_s_per_device=tps / n_dev,
-                    tflops_per_s=interval_flops / elapsed / 1e12,
-                    tflops_per_s_per_device=interval_flops / elapsed / 1e12 / n_dev,
-                    mfu=(interval_flops / elapsed / n_dev / peak) if peak else None,
-                    elapsed_s=time.perf_counter() - wall_start,
-                )
+                # Throughput of the timed steps (none when the interval held only the compilation step).
+                values.update(throughput(_all_processes(interval_work), elapsed, n_dev, peak),
+                              elapsed_s=time.perf_counter() - wall_start)
                 writer.write(step, "train", values)
+                tps = values["tokens_per_s"] or 0.0
                 bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=_fmt(tps), tok_s_dev=_fmt(tps / n_dev))
-                sums, interval_steps, interval_tokens, interval_flops = None, 0, 0.0, 0.0
+                sums, interval_steps, interval_work = None, 0, Work()
                 timer = time.perf_counter()
             # Evaluation depends on the step alone (never on where a time slice stopped), so that a resumed
             # run's metrics.jsonl equals an uninterrupted one's.
@@ -598,10 +592,24 @@ def _finish(run_dir: Path, wall_start: float, log) -> None:
         log(f"(could not draw the plot: {err})")
     if records:
         first, last = records[0], records[-1]
-        tps = [r["tokens_per_s"] for r in records[1:] if r.get("tokens_per_s")] or [records[-1]["tokens_per_s"]]
+        tps = [r["tokens_per_s"] for r in records if r.get("tokens_per_s")]
         log(f"loss: {first['loss']:.3f} (step {first['step']}) -> {last['loss']:.3f} (step {last['step']}); "
-            f"median throughput {_fmt(float(np.median(tps)))} tokens/s; "
+            f"median throughput {_fmt(float(np.median(tps))) if tps else 'not measured'} tokens/s; "
             f"wall time {time.perf_counter() - wall_start:.0f} s; run dir {run_dir}")
+
+
+def _all_processes(work):
+    """`work` (a `step.Work` counted on this process's rows) summed over all processes: every process calls it
+    at the same log steps. The sums travel as float32 (x64 is off): counts are exact below 2**24 per interval,
+    beyond that rounded by at most 6e-8 relative, far below the timing noise."""
+    if jax.process_count() == 1:
+        return work
+    from jax.experimental import multihost_utils
+
+    from xlm_jax.step import Work
+
+    gathered = multihost_utils.process_allgather(np.asarray(dataclasses.astuple(work), np.float32))
+    return Work(*(float(x) for x in np.asarray(gathered).reshape(jax.process_count(), -1).sum(0)))
 
 
 def _barrier(name: str) -> None:
