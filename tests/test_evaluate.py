@@ -97,7 +97,7 @@ def test_ranges_checked_before_files_or_checkpoints_are_read(tmp_path):
     from xlm_jax.errors import UserError
 
     missing = str(tmp_path / "missing")
-    for kwargs, words in [(dict(max_len=2), ["max_len=2", "at least 3"]), (dict(max_len=0), ["max_len=0"]),
+    for kwargs, words in [(dict(max_len=2), ["max_len=2", ">= 3"]), (dict(max_len=0), ["max_len=0"]),
                           (dict(batch_size=0), ["batch_size=0", ">= 1"])]:
         with pytest.raises(UserError) as err:
             E.run_retrieval(missing, missing, missing, missing, **kwargs)
