@@ -296,7 +296,7 @@ def check_compatible(step_dir: Path, model_cfg: ModelConfig, abstract_params: An
     diff = [f"model.{k}: checkpoint {theirs[k]!r}, config {ours[k]!r}" for k in sorted(ours)
             if k not in NON_ARCHITECTURE and ours[k] != theirs.get(k)]
     with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(step_dir / "params")
+        meta = ckptr.metadata((step_dir / "params").absolute())  # orbax misreads relative paths
     saved = getattr(meta, "item_metadata", meta)
     flat_saved = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(
         saved, is_leaf=lambda m: hasattr(m, "shape"))[0]}
