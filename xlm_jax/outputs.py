@@ -102,7 +102,7 @@ def _writable_parent(p: Path) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise UserError(f"{p}: {parent} is not a directory")
+        raise UserError(f"{p}: cannot be created: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{p}: cannot write in {parent} (permission denied); choose another location")
 
@@ -198,7 +198,7 @@ def check_overlap(dst: str | Path, src: str | Path, what: str = "source") -> Non
     input, --force or not)."""
     s, d = Path(src).resolve(), Path(dst).resolve()
     if d == s or s.is_relative_to(d) or (s.is_dir() and d.is_relative_to(s)):
-        raise UserError(f"{dst}: the output overlaps the {what} {src}; choose another location")
+        raise UserError(f"{dst}: the output overlaps the {what} ({src}); choose another location")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

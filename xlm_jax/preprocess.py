@@ -263,9 +263,11 @@ def preprocess_corpus(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         outputs.move_into_place(tmp, out, "preprocess")
     except BaseException as err:
+        # Reported before the partial output is removed: the free space is what the write had.
+        reported = outputs.as_user_error(err, out, "could not write the output; what was there is unchanged")
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError):
-            raise outputs.as_user_error(err, out, "could not write the output; what was there is unchanged") from err
+        if reported is not err:
+            raise reported from err
         raise
     finally:
         if pool:

@@ -286,7 +286,7 @@ def check_same_tokenizer(run_dir: Path, corpus: PreprocessedCorpus) -> None:
             f"cannot resume {run_dir}: it was trained with the tokenizer {theirs.get('path')} (sha256 "
             f"{theirs['sha256'][:12]}…), but {corpus.dir} was preprocessed with {ours.get('path')} (sha256 "
             f"{ours['sha256'][:12]}…), whose ids mean other pieces. Train on data preprocessed with the run's "
-            f"tokenizer ({copy}), or start a new run_dir.")
+            f"tokenizer ({copy if copy.is_file() else theirs.get('path')}), or start a new run_dir.")
 
 
 def check_compatible(step_dir: Path, model_cfg: ModelConfig, abstract_params: Any) -> None:

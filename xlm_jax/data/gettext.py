@@ -376,9 +376,11 @@ def build_gettext_corpus(
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         outputs.move_into_place(tmp, out, "data.gettext")
     except BaseException as err:
+        # Reported before the partial output is removed: the free space is what the write had.
+        reported = outputs.as_user_error(err, out, "could not write the output; what was there is unchanged")
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError):
-            raise outputs.as_user_error(err, out, "could not write the output; what was there is unchanged") from err
+        if reported is not err:
+            raise reported from err
         raise
     return stats
 
