@@ -248,9 +248,10 @@ def test_a_directory_of_user_files_is_refused_and_left_untouched(name, env, tmp_
 
 
 @pytest.mark.parametrize("name", RUNS)
-def test_rerun_on_own_output_and_force(name, env, tmp_path, capsys):
+def test_rerun_on_own_output_and_force(name, env, tmp_path, capsys, monkeypatch):
     how, build, expected = COMMANDS[name]
-    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)  # relative output paths, as in `python -m xlm_jax.train` (runs/default)
+    out = Path("out")
     main, argv = build(env, out)
     code, err = call(main, argv, capsys)
     assert code == 0, err
@@ -262,7 +263,7 @@ def test_rerun_on_own_output_and_force(name, env, tmp_path, capsys):
     leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".out")]
     assert not leftovers  # no staging or old copies left beside it
 
-    mine = user_dir(tmp_path / "mine")
+    mine = user_dir(Path("mine"))
     main, argv = build(env, mine)
     code, err = call(main, argv + ["--force"], capsys)
     assert code == 0, err
