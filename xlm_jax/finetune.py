@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true",
                         help="write into out= even if it holds files fine-tuning did not write (its best/, logs and "
                              "results are replaced, other files kept)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags (--force) may come between key=value overrides
     config_path, overrides = args.config, list(args.overrides)
     if config_path and "=" in config_path and not Path(config_path).exists():
         config_path, overrides = None, [config_path] + overrides

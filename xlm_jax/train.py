@@ -697,7 +697,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host)")
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags (--force) may come between key=value overrides
     if args.help_config:
         print(describe())
         return
