@@ -363,14 +363,15 @@ def test_cli_refuses_non_empty_destination_unless_forced(hf, tmp_path):
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
     result = _cli(src, dst)
-    assert result.returncode == 2 and "out: exists and is not empty" in result.stderr and "--force" in result.stderr
+    assert result.returncode == 2 and "--force" in result.stderr
+    assert "out: exists and holds files that `convert` did not write (keep.txt); nothing was changed" in result.stderr
     assert (dst / "keep.txt").read_text() == "mine" and sorted(os.listdir(dst)) == ["keep.txt"]
 
     result = _cli(src, dst, "--force", "--to", "hf")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1 and "XLMRobertaForMaskedLM" in result.stdout
     assert "parameters" in result.stdout and str(dst) in result.stdout
-    assert sorted(os.listdir(dst)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(dst)) == [".xlm_jax.json", "config.json", "model.safetensors"]  # + the owner marker
 
 
 def test_fairseq_config_problems_are_explained(hf, tmp_path):

@@ -33,12 +33,16 @@ def setup(tmp_path_factory):
     return {"dir": d, "tok": str(tok), "ckpt": str(ckpt), "train": str(train), "valid": str(valid)}
 
 
-def _cfg(setup, out, **kw):
+def _args(setup, out, **kw) -> list[str]:
     base = dict(task="classification", init=setup["ckpt"], tokenizer=setup["tok"], out=str(out),
                 train=[setup["train"]], valid=[setup["valid"]], test=[setup["valid"]], lr=1e-3, batch_size=16,
                 dropout=0, log_every=10, warmup_ratio=0.1)
     base.update(kw)
-    return F.load_config(None, [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in base.items()])
+    return [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in base.items()]
+
+
+def _cfg(setup, out, **kw):
+    return F.load_config(None, _args(setup, out, **kw))
 
 
 def test_tiny_finetune_learns_zero_shot_and_writes_table(setup, tmp_path):
@@ -239,3 +243,28 @@ def test_select_on_and_max_len_are_checked_against_data_and_checkpoint_at_start_
         F.finetune(_cfg(setup, out, task="xnli", train=[xnli], valid=[xnli], test=[], max_len=5, max_steps=2),
                    log=lambda m: None)
     assert not out.exists()
+
+
+def test_nan_loss_stops_with_exit_3_and_saves_nothing_after(setup, tmp_path, capsys):
+    """A learning rate that blows the model up (the issue's `lr=1000` on XNLI): exit 3 naming the step and the
+    last good checkpoint, instead of a table of chance scores with exit 0; nothing is saved after the bad step."""
+    out = tmp_path / "nan"
+    # Warm-up from 0: the first update uses lr 0 (step 1 is evaluated and saved as best), later ones lr ~1e30.
+    with pytest.raises(SystemExit) as exit_:
+        F.main(_args(setup, out, lr=1e30, clip_norm=0, warmup_ratio=0.5, max_steps=6, eval_every=1, log_every=1))
+    assert exit_.value.code == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    bad_step = int(err.split("at step ")[1].split(";")[0])
+    assert 1 < bad_step <= 6 and "NaN / inf" in err
+    saved = sorted(p.name for p in (out / "best").iterdir())
+    assert len(saved) == 2 and saved[1] == "task.json" and int(saved[0]) < bad_step
+    assert f"last good checkpoint is {out / 'best' / saved[0]} (nothing later was saved)" in err, err
+    assert not (out / "results.json").exists() and not (out / "results.md").exists()
+    valid_steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines() if "valid" in line]
+    assert valid_steps and max(valid_steps) < bad_step
+    # The API raises, naming the same checkpoint.
+    with pytest.raises(F.NonFiniteError) as raised:
+        F.finetune(_cfg(setup, tmp_path / "api", lr=1e30, clip_norm=0, warmup_ratio=0.5, max_steps=6, eval_every=1),
+                   log=lambda m: None)
+    assert raised.value.last_good == str(next((tmp_path / "api" / "best").glob("[0-9]*")))

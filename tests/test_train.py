@@ -234,6 +234,108 @@ def test_no_room_to_save_keeps_previous_checkpoints(corpus, tmp_path, monkeypatc
     assert cfg.hidden_size == 32 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
+def test_async_save_failure_stops_the_run_and_removes_the_partial_checkpoint(corpus, tmp_path, monkeypatch):
+    """The disk fills while a checkpoint is written in the background: tensorstore fails the write with a
+    ValueError carrying the OS error. The run stops at the next step boundary (not after more training, not at
+    the next save), names the path and the free space, removes the partial directory and keeps the others."""
+    from orbax.checkpoint._src.checkpointers import async_checkpointer
+
+    real = async_checkpointer._background_wait_for_commit_futures
+
+    def disk_full_after_step_3(directory, commit_futures, on_commit_callback, **kw):
+        if int(Path(directory).name) <= 3:
+            return real(directory, commit_futures, on_commit_callback, **kw)
+        for f in commit_futures:  # the data is written into N.orbax-checkpoint-tmp; the commit then fails
+            f.result()
+        raise ValueError(f'RESOURCE_EXHAUSTED: Error writing "{directory}.orbax-checkpoint-tmp/params/d/0": '
+                         "Failed to write 46573 bytes to file 41: No space left on device [os_error_code='28']")
+
+    monkeypatch.setattr(async_checkpointer, "_background_wait_for_commit_futures", disk_full_after_step_3)
+    run_dir = tmp_path / "async_full"
+    args = ("train.steps=20", "checkpoint.keep_best=false", "checkpoint.keep=5", "checkpoint.async_save=true")
+    with pytest.raises(UserError) as err:
+        run(corpus, run_dir, *args)
+    msg = str(err.value)
+    assert f"could not write the checkpoint of step 6 to {run_dir / 'checkpoints'}" in msg
+    assert "No space left on device" in msg and "free on that disk" in msg and "[3]) are intact" in msg
+    assert "6.orbax-checkpoint-tmp was removed" in msg
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["3"]
+    assert max(r["step"] for r in read_metrics(run_dir)) <= 9  # no training past the next checkpoint step
+    # Room again: the same command resumes from the intact checkpoint and finishes.
+    monkeypatch.undo()
+    assert run(corpus, run_dir, *args) == 0
+    assert ckpt_lib.resolve(run_dir)[1] == 20
+    assert [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"] == list(range(1, 21))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare to mount a small tmpfs")
+def test_a_really_full_disk_stops_the_run_with_one_line(corpus, tmp_path):
+    """The real thing: run_dir on a 3 MB tmpfs (a user + mount namespace), a checkpoint every step until the disk
+    is full. Exit 2, one `error:` line with the free space, no partial checkpoint left, the last one restorable."""
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -rm is not permitted here: {probe.stderr.decode().strip()}")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = tiny(corpus, mnt / "run", "train.steps=200", "checkpoint.every=1", "checkpoint.keep=1000",
+                "train.eval_every=0", "checkpoint.keep_best=false", "train.log_every=50")
+    script = (f"mount -t tmpfs -o size=3m tmpfs {mnt} && {sys.executable} -m xlm_jax.train "
+              + " ".join(f"'{a}'" for a in args) + f"; code=$?; cp -r {mnt}/run {tmp_path}/after; exit $code")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    (tmp_path / "stderr.txt").write_text(proc.stderr)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    assert "No space left on device" in lines[0] and "free on that disk" in lines[0]
+    after = tmp_path / "after"
+    assert not list((after / "checkpoints").glob("*orbax-checkpoint-tmp*"))
+    steps = sorted(int(p.name) for p in (after / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and steps[-1] < 200
+    params, _ = ckpt_lib.restore_params(after / "checkpoints" / str(steps[-1]))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def _with_tokenizer(corpus: Path, dest: Path, sha: str, path: str) -> Path:
+    shutil.copytree(corpus, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["tokenizer"].update(sha256=sha, path=path)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def test_resume_on_data_from_another_tokenizer_is_refused(corpus, tmp_path):
+    first = _with_tokenizer(corpus, tmp_path / "data_a", "a" * 64, "/tokenizers/a.model")
+    other = _with_tokenizer(corpus, tmp_path / "data_b", "b" * 64, "/tokenizers/b.model")
+    run_dir = tmp_path / "run"
+    assert run(first, run_dir, "train.stop_at=3") == 0
+    assert json.loads((run_dir / "tokenizer.json").read_text())["sha256"] == "a" * 64
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    with pytest.raises(UserError) as err:
+        run(other, run_dir)
+    msg = str(err.value)
+    assert f"cannot resume {run_dir}" in msg and "/tokenizers/a.model (sha256 aaaaaaaaaaaa" in msg
+    assert f"{other} was preprocessed with /tokenizers/b.model (sha256 bbbbbbbbbbbb" in msg
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before  # refused before training
+    assert max(r["step"] for r in read_metrics(run_dir)) == 3
+
+
+def test_runs_from_before_the_tokenizer_record_are_checked_against_their_copy(corpus, tmp_path):
+    from xlm_jax.data.corpus import PreprocessedCorpus
+    from xlm_jax.tokenizer import file_sha256
+    from xlm_jax.train import check_same_tokenizer
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "tokenizer.model").write_bytes(b"an old run's tokenizer")
+    same = _with_tokenizer(corpus, tmp_path / "same", file_sha256(run_dir / "tokenizer.model"), "/t/old.model")
+    check_same_tokenizer(run_dir, PreprocessedCorpus(same))
+    other = _with_tokenizer(corpus, tmp_path / "other", "c" * 64, "/t/new.model")
+    with pytest.raises(UserError, match=r"trained with the tokenizer .*tokenizer\.model .* /t/new\.model"):
+        check_same_tokenizer(run_dir, PreprocessedCorpus(other))
+
+
 def test_batch_must_divide_over_the_mesh(corpus, tmp_path):
     proc = cli(*tiny(corpus, tmp_path / "mesh", "train.batch_size=3", "mesh.data=2"),
                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})

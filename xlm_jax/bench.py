@@ -809,7 +809,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--torch-compile", choices=("auto", "on", "off"), default="auto",
                    help="auto: on, except with --smoke")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-part timing")
-    p.add_argument("--out", default=None, help="directory for bench.json and bench.png")
+    p.add_argument("--out", default=None, help="directory for bench.json, bench.png and logs/: new, empty, or an "
+                   "earlier bench output")
+    p.add_argument("--force", action="store_true", help="write into --out even if it holds files bench did not write "
+                   "(files of the same names are replaced, others kept)")
     p.add_argument("--smoke", action="store_true", help="seconds-long check: smoke shapes, one step, no compile")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -828,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
+    from xlm_jax import outputs
+
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = args.threads or available
     if not 1 <= threads <= available:
@@ -850,9 +855,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     compile_torch = args.torch_compile == "on" or (args.torch_compile == "auto" and not args.smoke)
     settings = RunSettings(steps=steps, repeats=repeats, warmup=warmup, device=args.device, threads=threads,
                            torch_compile=compile_torch, breakdown=not (args.no_breakdown or args.smoke))
-    out_dir = Path(args.out) if args.out else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = outputs.claim_dir(args.out, "bench", force=args.force, legacy="bench.json") if args.out else None
     results = []
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory(prefix="xlm_jax_bench_") as tmp:
@@ -870,7 +873,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     }
     print(format_table(results))
     if out_dir:
-        (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        outputs.atomic_write_text(out_dir / "bench.json", json.dumps(report, indent=2, default=_json_default))
         plot(results, out_dir / "bench.png")
         print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     failed = [f"{r['config']}/{fw}" for r in results for fw in ("jax", "torch_eager")

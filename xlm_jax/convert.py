@@ -30,18 +30,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pickle
 import re
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 
-from xlm_jax import checkpoint, hf_mapping
+from xlm_jax import checkpoint, hf_mapping, outputs
 from xlm_jax.config import ModelConfig
 from xlm_jax.errors import UserError, check_range, exit_on_user_error, positive_int
 from xlm_jax.textfiles import read_text
@@ -487,41 +485,13 @@ def export_hf(params: dict, config: ModelConfig, out_dir: str | Path, architectu
     return arch
 
 
-def _check_destination(dst: Path, src: Path, force: bool) -> None:
-    if dst.exists() and not dst.is_dir():
-        raise UserError(f"{dst}: exists and is not a directory")
-    if dst.exists() and any(dst.iterdir()) and not force:
-        raise UserError(f"{dst}: exists and is not empty; choose another destination or pass --force to replace it")
-    s, d = src.resolve(), dst.resolve()
-    if d == s or s.is_relative_to(d) or (s.is_dir() and d.is_relative_to(s)):
-        raise UserError(f"{dst}: the destination overlaps the source {src}; choose another directory")
-
-
-def write_atomically(dst: Path, write: Callable[[Path], Any]) -> Any:
-    """Runs write(tmp) on a fresh sibling directory and renames it to `dst` (replacing it) only on success."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        result = write(tmp)
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-            dst.rename(old)
-            tmp.rename(dst)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(dst)
-        return result
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architecture: str | None = None,
             force: bool = False, vocab_size: int | None = None, num_heads: int | None = None) -> str:
     """Reads SRC, writes DST; returns the one-line summary the CLI prints."""
     src, dst = Path(src), Path(dst)
     kind, _ = detect(src)
-    _check_destination(dst, src, force)
+    outputs.check_dir(dst, "convert", force=force)
+    outputs.check_overlap(dst, src)
     to = to or ("hf" if kind == "orbax" else "orbax")
     if to not in ("orbax", "hf"):
         raise UserError(f"--to {to!r}: valid values are 'orbax' and 'hf'")
@@ -536,7 +506,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
             shutil.copy2(f, tmp / Path(f).name)
         return arch
 
-    arch = write_atomically(dst, write)
+    arch = outputs.write_atomically(dst, write, "convert")
     return (f"converted {info.kind} checkpoint {src} ({arch}, {info.num_params:,} parameters) "
             f"-> {'xlm_jax orbax' if to == 'orbax' else 'Hugging Face'} {dst}")
 
@@ -547,11 +517,12 @@ def main(argv: list[str] | None = None) -> None:
         description="Convert between Hugging Face, fairseq XLM-R, original XLM and xlm_jax (orbax) checkpoints.",
     )
     parser.add_argument("src", help="HF directory, fairseq model.pt, XLM .pth, or an xlm_jax checkpoint")
-    parser.add_argument("dst", help="output directory (must not exist or be empty, unless --force)")
+    parser.add_argument("dst", help="output directory: new, empty, or an earlier output of convert (replaced)")
     parser.add_argument("--to", choices=("orbax", "hf"), help="output format (default: orbax, or hf if SRC is ours)")
     parser.add_argument("--architecture", choices=hf_mapping.HF_ARCHITECTURES,
                         help="HF architecture to write (a bare ...Model drops the LM head)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty DST")
+    parser.add_argument("--force", action="store_true",
+                        help="replace DST even if it holds files convert did not write (they are deleted)")
     parser.add_argument("--vocab-size", type=positive_int, help="refuse a checkpoint whose vocabulary has another size")
     parser.add_argument("--num-heads", type=positive_int, help="attention heads, for checkpoints that do not record them")
     args = parser.parse_args(argv)

@@ -16,6 +16,15 @@ class UserError(Exception):
     """Bad input from the user: the message names the file / key / value and what would be valid."""
 
 
+class NonFiniteError(Exception):
+    """Training diverged: the loss, a gradient norm or the parameters became NaN / inf at `step`. Commands stop,
+    save nothing after that step and exit with code 3, naming `last_good` (the last checkpoint saved before)."""
+
+    def __init__(self, step: int, what: str, last_good: str | None = None):
+        super().__init__(f"{what} at step {step}")
+        self.step, self.what, self.last_good = step, what, last_good
+
+
 def unknown_name(what: str, name: str, valid: Iterable[str], prefix: str = "") -> UserError:
     """`unknown {what} {prefix}{name}; did you mean ...? (valid: ...)`, with the closest valid names."""
     valid = [str(v) for v in valid]

@@ -6,7 +6,8 @@
 
 `task` rebuilds the model from a fine-tuning run's best checkpoint (`RUN_DIR/best`, whose `task.json` names the
 task and its labels) and prints the per-language table (accuracy, or seqeval entity-level F1 for NER), writing
-`results.md` / `results.json` to --out when given. Data files take an optional `LANG:` prefix (see
+`results.md` / `results.json` to --out when given (a new or empty directory, or an earlier --out of evaluate;
+anything else needs --force). Data files take an optional `LANG:` prefix (see
 `xlm_jax.tasks`).
 
 `retrieval` embeds two line-aligned files (line i of A translates line i of B) as the mean of layer K's states
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from xlm_jax import outputs
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
@@ -291,11 +293,20 @@ def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
+def _is_evaluate_output(directory: Path) -> bool:
+    # Written before output markers: results only (a fine-tuning run also has its config).
+    return (directory / "results.json").is_file() and not (directory / "finetune_config.json").is_file()
+
+
 def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out: str | None = None,
-                  batch_size: int = 64, split_name: str = "test") -> tuple[str, dict]:
+                  batch_size: int = 64, split_name: str = "test", force: bool = False) -> tuple[str, dict]:
+    """-> (markdown table, results dict). `out`, when given, must be new, empty or an earlier `evaluate` output
+    (else UserError, unless `force`: then results.md / results.json are written into it, other files kept)."""
     from xlm_jax.tokenizer import Tokenizer
 
     check_range("batch_size", batch_size, 1, integer=True)
+    if out:
+        outputs.check_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
     _, info = find_task_checkpoint(checkpoint)  # its task says how to read the data: read (and check) it first
     examples = T.read_files(info.spec, data)
     if not examples:
@@ -310,9 +321,9 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
     markdown, table = results_table({split_name: scores}, info.spec.metric)
     table.update(task=info.task, checkpoint=str(checkpoint), truncated=truncated)
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "results.md").write_text(markdown + "\n")
-        (Path(out) / "results.json").write_text(json.dumps(table, indent=2))
+        out_dir = outputs.claim_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
+        outputs.atomic_write_text(out_dir / "results.md", markdown + "\n")
+        outputs.atomic_write_text(out_dir / "results.json", json.dumps(table, indent=2))
     return markdown, table
 
 
@@ -323,7 +334,10 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--checkpoint", required=True, help="fine-tuning run directory (or its best/ directory)")
     t.add_argument("--tokenizer", required=True)
     t.add_argument("--data", nargs="+", required=True, help="data files, optionally LANG:PATH")
-    t.add_argument("--out", default=None, help="directory for results.md / results.json")
+    t.add_argument("--out", default=None, help="directory for results.md / results.json: new, empty, or an "
+                   "earlier --out of evaluate")
+    t.add_argument("--force", action="store_true", help="write into --out even if it holds files evaluate did not "
+                   "write (results.md / results.json are replaced, other files kept)")
     t.add_argument("--batch-size", type=positive_int, default=64)
     r = sub.add_parser("retrieval", help="sentence retrieval P@1 on line-aligned files (Tatoeba / BUCC style)")
     r.add_argument("--checkpoint", required=True)
@@ -343,7 +357,8 @@ def main(argv: list[str] | None = None) -> None:
                                    args.tgt_lang, args.layer, args.max_len, args.batch_size)
             print(json.dumps(result, indent=2))
         else:
-            markdown, table = run_task_eval(args.checkpoint, args.tokenizer, args.data, args.out, args.batch_size)
+            markdown, table = run_task_eval(args.checkpoint, args.tokenizer, args.data, args.out, args.batch_size,
+                                            force=args.force)
             if table["truncated"]:
                 print(f"note: {table['truncated']} inputs were longer than max_len={table.get('max_len', '')} and were truncated",
                       file=sys.stderr)

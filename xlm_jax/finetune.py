@@ -12,7 +12,11 @@ Model selection: after every `eval_every` steps (default: once per epoch) the va
 that language. `patience=N` stops after N evaluations without improvement. The best parameters are written to
 `OUT/best/<step>` (our orbax format, with `task.json`: task, labels, max_len) so that `python -m xlm_jax.evaluate
 task --checkpoint OUT` rebuilds the head. At the end the best parameters are scored on valid and test and the
-per-language table (average last) is printed and written to `OUT/results.md` and `OUT/results.json`.
+per-language table (average last) is printed and written to `OUT/results.md` and `OUT/results.json`. OUT must be
+new, empty or an earlier fine-tuning output (a pretraining run directory is refused, unless --force).
+
+Exit codes: 0 done; 2 bad input (config, data, OUT); 3 the loss, a gradient or the parameters became NaN / inf
+(training stops; nothing is saved after the last good evaluation, whose checkpoint the error names).
 
 Optimisation: AdamW with linear warm-up (`warmup_ratio` of the steps) and linear decay (`xlm_jax.optim`), a
 separate head learning rate (`head_lr`), and layer-wise learning-rate decay (`layer_decay` < 1): layer l of L
@@ -32,6 +36,7 @@ import dataclasses
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,18 +48,21 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from xlm_jax import outputs
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import restore_params, save_params
 from xlm_jax.config import ModelConfig, check_dtype
-from xlm_jax.errors import UserError, check_choice, check_fields, check_range, exit_on_user_error
+from xlm_jax.errors import NonFiniteError, UserError, check_choice, check_fields, check_range, exit_on_user_error
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
 from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
 from xlm_jax.optim import OptimizerConfig, check_adamw, current_lr, make_optimizer
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, check_mesh_sizes, make_mesh
 from xlm_jax.step import abstract_boxed, state_shardings
+from xlm_jax.step import all_finite, first_non_finite
 from xlm_jax.train_config import MAX_SEED, check_batch_split, load_dataclass
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
+FINETUNE_CONFIG = "finetune_config.json"  # written by every run: marks fine-tuning outputs from before markers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,7 +320,13 @@ def save_best(out: Path, params: Any, config: ModelConfig, info: TaskInfo, step:
     return best
 
 
-def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
+def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
+    """Fine-tunes and evaluates as `cfg` says; returns the run's results (also written to `cfg.out`).
+
+    Raises UserError for bad input, before any training: among others when `cfg.out` is not new, empty or an
+    earlier fine-tuning output (unless `force`: then the fine-tuning files are written into it, others kept), or
+    cannot be written. Raises NonFiniteError when the loss, a gradient norm or the parameters become NaN / inf;
+    nothing is saved after that step, and `.last_good` names the best checkpoint saved before it (or None)."""
     from xlm_jax.tokenizer import Tokenizer
 
     if not cfg.init:
@@ -322,7 +336,7 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
     if not cfg.train:
         raise UserError("train= is required: one or more data files (LANG:PATH to set their language)")
     spec = T.get_task(cfg.task)
-    out = Path(cfg.out)
+    out = outputs.check_dir(cfg.out, "finetune", force=force, legacy=FINETUNE_CONFIG)
     tokenizer = Tokenizer.load(cfg.tokenizer)
 
     train_all = T.read_files(spec, cfg.train)
@@ -378,8 +392,8 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
     predict = make_predict_fn(model.clone(config=config.replace(dropout=0.0, attention_dropout=0.0)), mesh,
                               shardings["params"])
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "finetune_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    outputs.claim_dir(out, "finetune", force=force, legacy=FINETUNE_CONFIG)
+    (out / FINETUNE_CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     log(f"{spec.name}: {len(train)} training examples ({cfg.protocol}), {len(valid)} valid, {len(test)} test; "
         f"{total} steps of {cfg.batch_size}, labels {list(labels)}")
 
@@ -392,6 +406,17 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
     order_rng = np.random.default_rng(cfg.seed)
     order = np.array([], np.int64)
     dropout_rng = jax.random.fold_in(rng, 1)
+    first_bad = jnp.asarray(-1, jnp.int32)  # on device: the first step whose loss / gradient norm was NaN / inf
+
+    def finite_or_raise(step: int) -> None:
+        """Before anything is logged as good or saved: diverged training stops here, naming the last good model."""
+        last_good = str(out / "best" / str(best_step)) if best_params is not None else None
+        first = int(first_bad)
+        if first >= 0:
+            raise NonFiniteError(first, "the loss or gradient norm is NaN / inf", last_good)
+        if not bool(all_finite(state["params"])):
+            raise NonFiniteError(step, "the parameters contain NaN / inf", last_good)
+
     start = time.perf_counter()
     with open(out / "log.jsonl", "w") as logfile:
         for step in range(1, total + 1):
@@ -400,12 +425,15 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
             rows, order = order[: cfg.batch_size], order[cfg.batch_size:]
             batch = T.make_batch(enc, rows, cfg.batch_size, max_len, config.pad_token_id, spec.kind == "token")
             state, metrics = train_step(state, batch, dropout_rng)
+            first_bad = first_non_finite(first_bad, metrics, jnp.asarray(step, jnp.int32))
             if step % cfg.log_every == 0 or step == total:
+                finite_or_raise(step)
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 record = {"step": step, **m, "elapsed_s": round(time.perf_counter() - start, 2)}
                 logfile.write(json.dumps(record) + "\n")
                 log(f"step {step}/{total} loss {m['loss']:.4f} acc {m['accuracy']:.3f} lr {m['lr']:.2e}")
             if valid and (step % eval_every == 0 or step == total):
+                finite_or_raise(step)
                 per_lang, _ = evaluate(valid, state["params"])
                 score = select_score(per_lang, cfg.select_on)
                 history.append({"step": step, "score": score, "per_lang": {k: v["score"] for k, v in per_lang.items()}})
@@ -425,6 +453,7 @@ def finetune(cfg: FinetuneConfig, log=print) -> RunResult:
             logfile.flush()
     steps_done = step
     if best_params is None:  # no valid data: the last step is the model
+        finite_or_raise(steps_done)
         best_params, best_step = jax.device_get(state["params"]), steps_done
         save_best(out, best_params, config, info, steps_done)
     params_final = jax.device_put(best_params, shardings["params"])
@@ -449,13 +478,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m xlm_jax.finetune", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", help="YAML config (configs/finetune_*.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = parser.parse_args(argv)
+    parser.add_argument("--force", action="store_true",
+                        help="write into out= even if it holds files fine-tuning did not write (its best/, logs and "
+                             "results are replaced, other files kept)")
+    args = parser.parse_intermixed_args(argv)  # flags (--force) may come between key=value overrides
     config_path, overrides = args.config, list(args.overrides)
     if config_path and "=" in config_path and not Path(config_path).exists():
         config_path, overrides = None, [config_path] + overrides
     with exit_on_user_error():
         cfg = load_config(config_path, overrides)
-        result = finetune(cfg)
+        try:
+            result = finetune(cfg, force=args.force)
+        except NonFiniteError as err:
+            print(f"error: {err}; fine-tuning stopped. The last good checkpoint is {err.last_good or 'none'} "
+                  "(nothing later was saved). Lower lr, raise warmup_ratio or check the data.", file=sys.stderr)
+            sys.exit(3)
     print(result.markdown)
     print(f"best step {result.best_step}; results in {cfg.out}/results.md and results.json")
 

@@ -1,5 +1,7 @@
 """Training curves of a run: `python -m xlm_jax.plot RUN_DIR [--out FILE.png]` (default RUN_DIR/metrics.png).
 
+RUN_DIR/metrics.png is the run's own plot and is redrawn; an existing --out file is replaced only with --force.
+
 Four panels from RUN_DIR/metrics.jsonl: training loss (total and per objective), accuracy per objective,
 validation loss per language, throughput (tokens/s, global and per device).
 """
@@ -11,9 +13,16 @@ from pathlib import Path
 
 from xlm_jax.errors import UserError, exit_on_user_error
 from xlm_jax.metrics import read_metrics
+from xlm_jax.outputs import check_file_output
+
+DEFAULT_NAME = "metrics.png"
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def plot_run(run_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+    """Draws RUN_DIR/metrics.jsonl into `out` (default RUN_DIR/metrics.png, the run's own plot, redrawn each
+    time); returns its path. An existing `out` other than the default is a UserError unless `force`."""
+    if out is not None and Path(out).absolute() != (Path(run_dir) / DEFAULT_NAME).absolute():
+        check_file_output(out, force=force)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,19 +71,22 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.legend()
     fig.suptitle(str(run_dir))
     fig.tight_layout()
-    out = Path(out) if out else run_dir / "metrics.png"
-    fig.savefig(out, dpi=100)
+    out = Path(out) if out else run_dir / DEFAULT_NAME
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")  # same suffix: savefig picks the format from it
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
+    tmp.replace(out)
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m xlm_jax.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--out", help="PNG path (default RUN_DIR/metrics.png)")
+    parser.add_argument("--out", help="PNG path (default RUN_DIR/metrics.png); an existing file needs --force")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        path = plot_run(args.run_dir, args.out)
+        path = plot_run(args.run_dir, args.out, args.force)
     print(path)
 
 

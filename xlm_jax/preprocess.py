@@ -6,7 +6,8 @@
 Tokenization runs over all cores (a process pool; each worker loads the SentencePiece model once) in
 chunks of lines. The output is written to a temporary directory and renamed into place, so an interrupted
 run leaves the previous output (or nothing). A re-run whose inputs (file sizes and mtimes, tokenizer sha256,
-options) are unchanged does nothing and prints "up to date".
+options) are unchanged does nothing and prints "up to date". --out must be new, empty or an earlier output of
+preprocess (which is replaced); anything else is refused unless --force (`xlm_jax.outputs`).
 
 Per sentence: a blank line in a mono file starts a new document; a sentence longer than --max-len pieces
 is truncated to --max-len or dropped (--too-long); a sentence with no piece at all is dropped; a pair is
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xlm_jax.data.corpus import SPLITS, RawSource, heldout_split, read_lines, replace_dir, scan_corpus
+from xlm_jax import outputs
+from xlm_jax.data.corpus import SPLITS, RawSource, heldout_split, read_lines, scan_corpus
 from xlm_jax.errors import UserError, check_range, exit_on_user_error, fraction, positive_int
 from xlm_jax.tokenizer import Tokenizer
 
@@ -162,8 +164,13 @@ def preprocess_corpus(
     lowercase_and_strip_accents: bool = False,
     progress: bool = False,
     log=lambda msg: None,
+    force: bool = False,
 ) -> dict:
-    """Preprocess `corpus_dir` into `out_dir` (unless already up to date); returns the manifest."""
+    """Preprocess `corpus_dir` into `out_dir` (unless already up to date); returns the manifest.
+
+    `out_dir` must be new, empty or an earlier output of preprocess (replaced when the inputs changed); another
+    directory is a UserError unless `force` (then it is replaced, its files deleted). It may not overlap the
+    corpus or hold the tokenizer, --force or not."""
     if too_long not in ("truncate", "drop"):
         raise UserError(f"--too-long {too_long!r} must be 'truncate' or 'drop'")
     if max_len < 1:
@@ -172,7 +179,11 @@ def preprocess_corpus(
         check_range("--workers", workers, 1, integer=True)
     if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
         raise UserError(f"--valid-fraction {valid_fraction} and --test-fraction {test_fraction} must be in [0, 1) with a sum < 1")
-    corpus_dir, out = Path(corpus_dir), Path(out_dir)
+    corpus_dir = Path(corpus_dir)
+    out = outputs.check_dir(out_dir, "preprocess", force=force, legacy="manifest.json")
+    outputs.check_overlap(out, corpus_dir, "corpus")
+    if Path(tokenizer_path).exists():
+        outputs.check_overlap(out, tokenizer_path, "tokenizer")
     sources = scan_corpus(corpus_dir, langs)
     tok = Tokenizer.load(tokenizer_path, lowercase_and_strip_accents)
     flat = sources[0].split is None
@@ -196,9 +207,7 @@ def preprocess_corpus(
             return previous
 
     start = time.perf_counter()
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = outputs.staging_dir(out)
     splits: dict[str, dict] = {}
     invalid_utf8: dict[str, int] = {}
     workers = workers or os.cpu_count() or 1
@@ -254,9 +263,13 @@ def preprocess_corpus(
             "seconds": round(time.perf_counter() - start, 2),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        replace_dir(tmp, out)
-    except BaseException:
+        outputs.move_into_place(tmp, out, "preprocess")
+    except BaseException as err:
+        # Reported before the partial output is removed: the free space is what the write had.
+        reported = outputs.as_user_error(err, out, "could not write the output; what was there is unchanged")
         shutil.rmtree(tmp, ignore_errors=True)
+        if reported is not err:
+            raise reported from err
         raise
     finally:
         if pool:
@@ -290,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m xlm_jax.preprocess", description=__doc__.split("\n\n")[0])
     parser.add_argument("corpus_dir")
     parser.add_argument("--tokenizer", required=True, help="SentencePiece PATH.model")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True,
+                        help="output directory: new, empty, or an earlier output of preprocess (replaced)")
     parser.add_argument("--max-len", type=positive_int, default=256, help="pieces per sentence, without specials")
     parser.add_argument("--too-long", choices=("truncate", "drop"), default="truncate")
     parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
@@ -298,12 +312,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-fraction", type=fraction, default=0.0, help="held out from a flat corpus")
     parser.add_argument("--langs", nargs="+")
     parser.add_argument("--lowercase-and-strip-accents", action="store_true", help="XLM-style normalisation")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out even if it holds files preprocess did not write (they are deleted)")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         manifest = preprocess_corpus(
             args.corpus_dir, args.tokenizer, args.out, args.max_len, args.workers, args.valid_fraction,
             args.test_fraction, args.langs, args.too_long, args.lowercase_and_strip_accents, progress=True,
-            log=lambda msg: print(msg, file=sys.stderr),
+            log=lambda msg: print(msg, file=sys.stderr), force=args.force,
         )
     print(format_summary(manifest))
     print(f"{args.out}: {len(manifest['langs'])} languages, vocab {manifest['tokenizer']['vocab_size']}")

@@ -247,6 +247,20 @@ def make_train_step(
     return train_step
 
 
+@jax.jit
+def first_non_finite(first_bad: jax.Array, metrics: dict, step: jax.Array) -> jax.Array:
+    """The first step whose loss or gradient norm was NaN / inf: `step` if this one is and none was before
+    (`first_bad` < 0), else `first_bad`. Stays on device, so training checks it without a host sync per step."""
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    return jnp.where((first_bad < 0) & ~finite, step, first_bad)
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """Whether every element of every array in `tree` is finite (checked before a checkpoint is saved)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def make_eval_step(model_cfg: ModelConfig, mesh: Mesh, state_shardings: Any, *, objective: str = "mlm",
                    n_groups: int | None = None, constrain_activations: bool = False) -> Callable:
     """-> eval_fn(params, batch) -> {"loss_sum", "correct", "count"} (float32 sums over the batch; with

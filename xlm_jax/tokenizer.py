@@ -18,7 +18,9 @@ We train with spm ids `<unk>`=0, `<s>`=1, `</s>`=2 like the published model: spm
 pieces that encoding never outputs, because i + 1 would otherwise collide with fairseq's `</s>` and `<unk>`.
 
     python -m xlm_jax.tokenizer train --input CORPUS_DIR_OR_FILES… --vocab-size N --output PATH.model
-                                      [--model-type unigram|bpe] [--alpha 0.3] [--max-sentences M]
+                                      [--model-type unigram|bpe] [--alpha 0.3] [--max-sentences M] [--force]
+
+It writes PATH.model and PATH.vocab, and refuses to replace either unless --force.
 
 Training sentences are sampled per language with p ∝ n^α (α = 0.3, as XLM-R did), so small languages get
 pieces of their own. Prefer `unigram` (XLM-R's published model is a unigram model despite its file name):
@@ -43,6 +45,7 @@ import numpy as np
 
 from xlm_jax.errors import UserError, arg_range, check_range, exit_on_user_error, nonnegative_int, positive_int
 from xlm_jax.textfiles import check_corpus_file
+from xlm_jax.outputs import check_file_output
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
@@ -367,17 +370,22 @@ def train_tokenizer(
     max_sentences: int | None = None,
     seed: int = 0,
     verbose: bool = False,
+    force: bool = False,
 ) -> dict:
-    """Train a SentencePiece model at `output` (must end in .model); returns per-language sample counts.
+    """Train a SentencePiece model at `output` (must end in .model; PREFIX.vocab is written beside it); returns
+    per-language sample counts.
 
-    Raises UserError, before any training, for an input that is missing, empty, binary or mostly not UTF-8 (a
-    few invalid lines are decoded as U+FFFD, see `xlm_jax.textfiles`), and for a vocabulary size the text
-    cannot support."""
+    Raises UserError, before any training, for an existing PREFIX.model or PREFIX.vocab (unless `force`), for an
+    input that is missing, empty, binary or mostly not UTF-8 (a few invalid lines are decoded as U+FFFD, see
+    `xlm_jax.textfiles`), and for a vocabulary size the text cannot support."""
     import sentencepiece as spm
     from tqdm import tqdm
 
     if not output.endswith(".model"):
         raise UserError(f"--output {output} must end in .model (SentencePiece writes PREFIX.model and PREFIX.vocab)")
+    vocab_output = output[: -len(".model")] + ".vocab"
+    for path in (output, vocab_output):
+        check_file_output(path, force=force)
     if model_type not in ("unigram", "bpe"):
         raise UserError(f"--model-type {model_type} is not one of unigram, bpe")
     check_range("--vocab-size", vocab_size, MIN_PIECES, integer=True)
@@ -395,7 +403,8 @@ def train_tokenizer(
         raise UserError(f"no text in {', '.join(empty)}")
     chosen, drawn = sample_sentences(sentences, alpha, max_sentences, seed)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    # Beside the output, so that the final renames stay on one file system (os.replace cannot cross devices).
+    with tempfile.TemporaryDirectory(prefix=f".{Path(output).name}.", dir=Path(output).parent) as tmp:
         sample = Path(tmp) / "sample.txt"
         sample.write_text("\n".join(chosen) + "\n", encoding="utf-8")
         prefix = Path(tmp) / "spm"
@@ -429,8 +438,8 @@ def train_tokenizer(
                     f"{', '.join(inputs)} (character_coverage 0.9995); use at least {int(too_small.group(1)) + 100}"
                 ) from None
             raise UserError(f"SentencePiece training failed on {', '.join(inputs)}: {err}") from None
-        os.replace(f"{prefix}.model", output)
-        os.replace(f"{prefix}.vocab", output[: -len(".model")] + ".vocab")
+        os.replace(f"{prefix}.vocab", vocab_output)
+        os.replace(f"{prefix}.model", output)  # last: a .model on disk always has its .vocab
     return drawn
 
 
@@ -446,12 +455,13 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--max-sentences", type=positive_int, default=None, help="sentences to sample in total (default: all)")
     train.add_argument("--seed", type=nonnegative_int, default=0)
     train.add_argument("--quiet", action="store_true", help="hide SentencePiece's own progress log")
+    train.add_argument("--force", action="store_true", help="replace an existing PATH.model / PATH.vocab")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     with exit_on_user_error():
         drawn = train_tokenizer(
             args.input, args.vocab_size, args.output, args.model_type, args.alpha, args.max_sentences, args.seed,
-            verbose=not args.quiet,
+            verbose=not args.quiet, force=args.force,
         )
         tok = Tokenizer.load(args.output)
     print(f"{'lang':<8} {'sampled':>9}")

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -45,11 +47,13 @@ import orbax.checkpoint as ocp
 import yaml
 
 from xlm_jax import checkpoint as ckpt_lib
+from xlm_jax import outputs
 from xlm_jax.config import ModelConfig, to_dict as model_to_dict
 from xlm_jax.data.batches import BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import UserError, exit_on_user_error, nonnegative_int, positive_int
+from xlm_jax.errors import NonFiniteError, UserError, exit_on_user_error, nonnegative_int, positive_int
 from xlm_jax.metrics import MetricsWriter, read_metrics
+from xlm_jax.step import all_finite, first_non_finite
 from xlm_jax.train_config import (TrainConfig, check_batch_split, check_positions, describe, flatten, load_config,
                                   to_dict, to_yaml)
 
@@ -58,12 +62,6 @@ EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
 NON_ARCHITECTURE = {"dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl", "dropout",
                     "attention_dropout"}
 INIT_STREAM = 0x7FFFFFFF  # fold_in(key(seed), INIT_STREAM) initialises; step k's dropout uses fold_in(key(seed), k)
-
-
-class NonFiniteError(Exception):
-    def __init__(self, step: int, what: str):
-        super().__init__(f"{what} at step {step}")
-        self.step, self.what = step, what
 
 
 class Stopped(Exception):
@@ -78,9 +76,10 @@ def cache_root(cfg: TrainConfig) -> Path:
     return Path(cfg.data.cache_dir or os.environ.get("XLM_JAX_CACHE") or Path.home() / ".cache" / "xlm_jax")
 
 
-def prepare_data(cfg: TrainConfig, log) -> Path:
+def prepare_data(cfg: TrainConfig, log, force: bool = False) -> Path:
     """The preprocessed directory: `data.dir`, or `data.corpus` built / tokenized / preprocessed into the cache
-    (each stage skipped when its output is already there, so a second run starts training at once)."""
+    (each stage skipped when its output is already there, so a second run starts training at once). A cache
+    location holding files the stage did not write is a UserError unless `force` (`xlm_jax.outputs`)."""
     d = cfg.data
     if d.dir:
         return Path(d.dir)
@@ -95,7 +94,7 @@ def prepare_data(cfg: TrainConfig, log) -> Path:
         if not (corpus / "stats.json").is_file():
             log(f"building the gettext corpus from the system's translation catalogs -> {corpus} (once)")
             t0 = time.perf_counter()
-            build_gettext_corpus(corpus)
+            build_gettext_corpus(corpus, force=force)
             log(f"  done in {time.perf_counter() - t0:.0f} s")
         stats = json.loads((corpus / "stats.json").read_text())["languages"]
         by_pairs = sorted(stats, key=lambda lang: (-stats[lang]["pairs"], lang))
@@ -113,12 +112,13 @@ def prepare_data(cfg: TrainConfig, log) -> Path:
         inputs = [str(corpus / "mono" / f"{lang}.txt") for lang in langs] if langs else [str(corpus)]
         log(f"training a {d.vocab_size}-piece SentencePiece model on {d.tokenizer_sentences} sentences -> {tokenizer}")
         t0 = time.perf_counter()
-        train_tokenizer(inputs, d.vocab_size, str(tokenizer), max_sentences=d.tokenizer_sentences, seed=0)
+        train_tokenizer(inputs, d.vocab_size, str(tokenizer), max_sentences=d.tokenizer_sentences, seed=0,
+                        force=force)
         log(f"  done in {time.perf_counter() - t0:.0f} s")
     out = cache / "preprocessed" / f"{tag}-len{d.max_len}"
     t0 = time.perf_counter()
     manifest = preprocess_corpus(corpus, tokenizer, out, max_len=d.max_len, valid_fraction=d.valid_fraction,
-                                 langs=langs, log=lambda msg: None)
+                                 langs=langs, log=lambda msg: None, force=force)
     if time.perf_counter() - t0 > 1:
         log(f"preprocessed {len(manifest['langs'])} languages -> {out} in {time.perf_counter() - t0:.0f} s")
     return out
@@ -179,19 +179,20 @@ def group_names(data_cfg: DataConfig) -> dict[str, list[str]]:
 # ---- checkpoints -----------------------------------------------------------------------------------------------
 
 
-def _has_os_error(err: BaseException) -> OSError | None:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+def is_train_run(directory: Path) -> bool:
+    """A run directory written before output markers existed: its resolved config says so."""
+    config = directory / "config.yaml"
+    return config.is_file() and config.read_text(errors="replace").startswith("# resolved config")
+
+
+PARTIAL_SAVE = "*.orbax-checkpoint-tmp*"  # where orbax writes a step before renaming it to <step>
+TOKENIZER_RECORD = "tokenizer.json"  # the run's tokenizer (sha256, path): resuming on other ids is refused
 
 
 def save_checkpoint(mngr, step: int, state: dict, model_cfg: ModelConfig, meta: dict, with_opt: bool = True) -> None:
-    """Starts an (async) save of step; a full disk or read-only directory becomes a UserError, the checkpoints
-    already there stay intact (orbax writes into a temporary directory and renames it when complete)."""
+    """Starts an (async) save of step, after the previous one is complete; a full disk or read-only directory
+    becomes a UserError, the checkpoints already there stay intact (orbax writes into a temporary directory and
+    renames it when complete; a partial one is removed)."""
     items = {
         "params": ocp.args.StandardSave(state["params"]),
         "model_config": ocp.args.JsonSave(model_to_dict(model_cfg)),
@@ -199,26 +200,107 @@ def save_checkpoint(mngr, step: int, state: dict, model_cfg: ModelConfig, meta: 
     }
     if with_opt:
         items["opt_state"] = ocp.args.StandardSave(state["opt_state"])
+    wait_for_saves(mngr)  # a failure of the previous (async) save is reported as that step's
     try:
         mngr.save(step, args=ocp.args.Composite(**items))
     except Exception as err:  # noqa: BLE001 - orbax may wrap the OSError
         raise _write_error(mngr, step, err) from err
 
 
-def _write_error(mngr, step: int, err: BaseException) -> BaseException:
-    os_err = _has_os_error(err)
-    if os_err is None:
+def _write_error(mngr, step: int | None, err: BaseException) -> BaseException:
+    """A UserError naming the checkpoint, the OS error and the free space, after removing the partial save; `err`
+    itself when it is not an OS error (a bug stays a traceback). tensorstore reports a full disk as a ValueError
+    whose message carries the OS error code."""
+    found = outputs.os_error_of(err)
+    if found is None:
         return err
-    return UserError(f"could not write the checkpoint of step {step} to {mngr.directory}: {os_err}; "
-                     f"the checkpoints already there ({list(mngr.all_steps()) or 'none'}) are intact. "
-                     "Free some space (or fix permissions) and re-run the same command to resume.")
+    directory = Path(mngr.directory)
+    free = outputs.free_space(directory)  # before the partial save is removed: the room the save had
+    removed = []
+    if jax.process_index() == 0:
+        for partial in sorted(directory.glob(PARTIAL_SAVE)):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial.name)
+    # From the disk: the manager's list already forgets steps it meant to delete after the failed save.
+    kept = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+    return UserError(
+        f"could not write the checkpoint of step {step} to {directory}: {found[1]} ({free} on that disk); "
+        f"the checkpoints already there ({kept or 'none'}) are intact"
+        + (f", the partial {', '.join(removed)} was removed" if removed else "")
+        + ". Free some space (or fix permissions) and re-run the same command to resume.")
 
 
 def wait_for_saves(mngr) -> None:
+    """Blocks until the save in flight is complete; its failure becomes a UserError (see `_write_error`)."""
+    pending = mngr.latest_step()  # the step in flight, if any (a failed one is dropped from the list)
     try:
         mngr.wait_until_finished()
     except Exception as err:  # noqa: BLE001
-        raise _write_error(mngr, -1, err) from err
+        raise _write_error(mngr, pending, err) from err
+
+
+def check_saves(mngr) -> None:
+    """Without blocking: raises like `wait_for_saves` if an async save has already failed, so that training
+    stops at the next step instead of running on to the next checkpoint."""
+    if not mngr.is_saving_in_progress():
+        wait_for_saves(mngr)
+
+
+class _QuietOrbaxErrors(logging.Filter):
+    """orbax logs a failed background save with tracebacks from its threads; the run reports it as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
+
+
+def _from_orbax(obj) -> bool:
+    """Whether `obj` is a coroutine (or a task running one) of orbax's checkpoint writers."""
+    coro = obj.get_coro() if hasattr(obj, "get_coro") else obj
+    code = getattr(coro, "cr_code", None)
+    return code is not None and "orbax" in code.co_filename
+
+
+class _QuietAbandonedWrites(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "orbax" not in record.getMessage()
+
+
+def _quiet_abandoned_writes() -> None:
+    """A failed async save leaves orbax's tensorstore write tasks and coroutines behind, their event loop closed;
+    when Python collects them (now, or at exit) they print tracebacks of the error the run has already reported
+    in one line ('Task exception was never retrieved', 'Event loop is closed'). Hide those, and only those."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable, from_orbax=_from_orbax) -> None:  # bound now: module globals are gone at exit
+        if not from_orbax(unraisable.object):
+            previous(unraisable)
+
+    if not getattr(previous, "quiet_orbax", False):
+        hook.quiet_orbax = True
+        sys.unraisablehook = hook
+        logging.getLogger("asyncio").addFilter(_QuietAbandonedWrites())
+    gc.collect()
+
+
+def check_same_tokenizer(run_dir: Path, corpus: PreprocessedCorpus) -> None:
+    """Refuses to resume a run on data preprocessed with another tokenizer (the ids would mean other pieces).
+    The run's tokenizer is RUN_DIR/tokenizer.json, or for runs from before that record, RUN_DIR/tokenizer.model."""
+    from xlm_jax.tokenizer import file_sha256
+
+    ours = corpus.manifest["tokenizer"]
+    record, copy = run_dir / TOKENIZER_RECORD, run_dir / "tokenizer.model"
+    if record.is_file():
+        theirs = json.loads(record.read_text())
+    elif copy.is_file():
+        theirs = {"sha256": file_sha256(copy), "path": str(copy)}
+    else:
+        return
+    if ours.get("sha256") and theirs.get("sha256") and ours["sha256"] != theirs["sha256"]:
+        raise UserError(
+            f"cannot resume {run_dir}: it was trained with the tokenizer {theirs.get('path')} (sha256 "
+            f"{theirs['sha256'][:12]}…), but {corpus.dir} was preprocessed with {ours.get('path')} (sha256 "
+            f"{ours['sha256'][:12]}…), whose ids mean other pieces. Train on data preprocessed with the run's "
+            f"tokenizer ({copy if copy.is_file() else theirs.get('path')}), or start a new run_dir.")
 
 
 def check_compatible(step_dir: Path, model_cfg: ModelConfig, abstract_params: Any) -> None:
@@ -228,7 +310,7 @@ def check_compatible(step_dir: Path, model_cfg: ModelConfig, abstract_params: An
     diff = [f"model.{k}: checkpoint {theirs[k]!r}, config {ours[k]!r}" for k in sorted(ours)
             if k not in NON_ARCHITECTURE and ours[k] != theirs.get(k)]
     with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(step_dir / "params")
+        meta = ckptr.metadata((step_dir / "params").absolute())  # orbax misreads relative paths
     saved = getattr(meta, "item_metadata", meta)
     flat_saved = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(
         saved, is_leaf=lambda m: hasattr(m, "shape"))[0]}
@@ -283,11 +365,6 @@ def restore_state(mngr, step: int, abstract: dict, shardings: dict) -> tuple[dic
     return state, dict(restored["train_meta"])
 
 
-@jax.jit
-def all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 # ---- metrics ---------------------------------------------------------------------------------------------------
 
 
@@ -295,9 +372,7 @@ def all_finite(tree) -> jax.Array:
 def accumulate(sums: dict, first_bad: jax.Array, metrics: dict, step: jax.Array):
     """Running sums of the step metrics on device (no host sync per step) and the first step whose loss or
     gradient norm was not finite (-1 if none)."""
-    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    first_bad = jnp.where((first_bad < 0) & ~finite, step, first_bad)
-    return jax.tree.map(jnp.add, sums, metrics), first_bad
+    return jax.tree.map(jnp.add, sums, metrics), first_non_finite(first_bad, metrics, step)
 
 
 def summarize_interval(sums: dict, n_steps: int, last_lr: float, groups: dict[str, list[str]]) -> dict:
@@ -352,8 +427,12 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
-def train(cfg: TrainConfig) -> int:
-    """Runs (or resumes) the pretraining described by `cfg`; returns the process exit code."""
+def train(cfg: TrainConfig, force: bool = False) -> int:
+    """Runs (or resumes) the pretraining described by `cfg`; returns the process exit code.
+
+    `cfg.run_dir` must be new, empty or an earlier run of train (resumed); another directory, or one that cannot
+    be written, is a UserError before any work, unless `force` (train then writes into it, and into the data
+    cache's directories, whatever they hold). A failed checkpoint write is a UserError; NaN / inf returns 3."""
     from tqdm import tqdm
 
     from xlm_jax.optim import make_optimizer, make_schedule
@@ -368,7 +447,8 @@ def train(cfg: TrainConfig) -> int:
     # preprocessing stages fork worker processes (fork after backend start-up can deadlock).
     multi_process = jax.distributed.is_initialized()
     lead = jax.process_index() == 0 if multi_process else True
-    run_dir = Path(cfg.run_dir)
+    # Checked before the data preparation, which can take long: new, empty, or an earlier run (resumed).
+    run_dir = outputs.check_dir(cfg.run_dir, "train", force=force, legacy=is_train_run)
 
     def log(msg: str) -> None:
         if lead:
@@ -377,7 +457,7 @@ def train(cfg: TrainConfig) -> int:
     # Data: prepared once per machine, process 0 first so that processes sharing a disk do not race.
     if multi_process and not lead:
         _barrier("xlm_jax_prepare")
-    data_dir = prepare_data(cfg, log)
+    data_dir = prepare_data(cfg, log, force)
     if multi_process and lead:
         _barrier("xlm_jax_prepare")
     corpus = PreprocessedCorpus(data_dir)
@@ -398,12 +478,15 @@ def train(cfg: TrainConfig) -> int:
 
     # Checkpoints: resume from the latest complete one if there is any.
     ckpt_dir = run_dir / "checkpoints"
+    if lead:
+        outputs.claim_dir(run_dir, "train", force=force, legacy=is_train_run)
     mngr = ckpt_lib.manager(ckpt_dir, max_to_keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     best_mngr = ckpt_lib.manager(run_dir / "best", max_to_keep=1) if cfg.checkpoint.keep_best else None
     start = mngr.latest_step() or 0
     key = jax.random.key(cfg.seed)
     meta = {"best_valid_loss": None, "best_step": None}
     if start:
+        check_same_tokenizer(run_dir, corpus)
         verify_resume(mngr, ckpt_dir, start)
         check_compatible(ckpt_dir / str(start), model_cfg, abstract["params"])
         state, saved_meta = restore_state(mngr, start, abstract, shardings)
@@ -413,7 +496,6 @@ def train(cfg: TrainConfig) -> int:
         state, _ = init_state(model_cfg, optimizer, mesh, jax.random.fold_in(key, INIT_STREAM))
 
     if lead:
-        run_dir.mkdir(parents=True, exist_ok=True)
         previous = run_dir / "config.yaml"
         if previous.is_file() and start:
             try:
@@ -433,9 +515,14 @@ def train(cfg: TrainConfig) -> int:
         previous.write_text(f"# resolved config; re-run: python -m xlm_jax.train {previous}\n"
                             + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
         # The run directory is self-contained for notebooks: xlm_jax.load(RUN_DIR) + RUN_DIR/tokenizer.model.
+        # A fresh start takes the data's tokenizer; a resumed run keeps the one it was checked against.
         tokenizer_copy = run_dir / "tokenizer.model"
-        if not tokenizer_copy.is_file() and Path(corpus.manifest["tokenizer"]["path"]).is_file():
+        if (not start or not tokenizer_copy.is_file()) and Path(corpus.manifest["tokenizer"]["path"]).is_file():
             shutil.copyfile(corpus.manifest["tokenizer"]["path"], tokenizer_copy)
+        if not start or not (run_dir / TOKENIZER_RECORD).is_file():
+            tok = corpus.manifest["tokenizer"]
+            outputs.write_json(run_dir / TOKENIZER_RECORD, {"sha256": tok.get("sha256", ""),
+                                                             "path": tok.get("path", ""), "data": str(data_dir)})
 
     # Summary.
     n_dev, n_local = jax.device_count(), jax.local_device_count()
@@ -512,6 +599,8 @@ def train(cfg: TrainConfig) -> int:
     timer = time.perf_counter()
     step = start
     exit_code = 0
+    quiet = _QuietOrbaxErrors()  # the run reports a failed save itself, in one line
+    logging.getLogger("absl").addFilter(quiet)
     try:
         for step in range(start + 1, stop_step + 1):
             host_batch = source.batch(step - 1)
@@ -547,6 +636,8 @@ def train(cfg: TrainConfig) -> int:
             # run's metrics.jsonl equals an uninterrupted one's.
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == steps:
                 run_eval(step)
+            if not multi_process:  # (processes would see a failed save at different steps: they wait below)
+                check_saves(mngr)  # a failed async save stops the run now, not at the next checkpoint
             if step % cfg.checkpoint.every == 0 or step == stop_step:
                 checkpoint(step, first_bad)
             if stop["signal"] is not None:
@@ -555,7 +646,7 @@ def train(cfg: TrainConfig) -> int:
         wait_for_saves(mngr)
     except NonFiniteError as err:
         bar.close()
-        mngr.wait_until_finished()
+        wait_for_saves(mngr)
         good = [s for s in mngr.all_steps() if s < err.step]
         print(f"error: {err}; training stopped. The last good checkpoint is "
               f"{ckpt_dir / str(max(good)) if good else 'none'} (nothing later was saved). Lower optimizer.lr, "
@@ -568,14 +659,25 @@ def train(cfg: TrainConfig) -> int:
         log(f"{name}: stopped after step {step}; checkpoint {ckpt_dir / str(step)} saved. "
             "Re-run the same command to resume.")
         exit_code = 128 + err.signum
+    except OSError as err:  # metrics.jsonl / tb/ on a full disk
+        raise outputs.as_user_error(err, run_dir, "could not write the run's files") from err
     finally:
+        failing = sys.exc_info()[1] is not None  # an error is on its way out: report it, not a closing one
         bar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
-        writer.close()
-        mngr.close()
-        if best_mngr is not None:
-            best_mngr.close()
+        closing_error = None
+        for close in (writer.close, mngr.close, best_mngr.close if best_mngr is not None else None):
+            try:
+                if close is not None:
+                    close()
+            except Exception as err:  # noqa: BLE001 - the first error is reported; the others must still close
+                closing_error = closing_error or err
+        logging.getLogger("absl").removeFilter(quiet)
+        if failing:
+            _quiet_abandoned_writes()
+        elif closing_error is not None:
+            raise outputs.as_user_error(closing_error, run_dir, "could not write the run's files") from closing_error
     if lead and exit_code == 0:
         _finish(run_dir, wall_start, log)
     return exit_code
@@ -626,10 +728,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value",
                         help="an optional YAML config, then overrides such as train.steps=100")
     parser.add_argument("--help-config", action="store_true", help="print every config key with its default")
+    parser.add_argument("--force", action="store_true",
+                        help="use run_dir even if it holds files train did not write (train's files there are "
+                             "overwritten, its checkpoints resumed, others kept); the same for the data cache")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host)")
     parser.add_argument("--num-processes", type=positive_int)
     parser.add_argument("--process-id", type=nonnegative_int)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags (--force) may come between key=value overrides
     if args.help_config:
         print(describe())
         return
@@ -641,7 +746,10 @@ def main(argv: list[str] | None = None) -> None:
 
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
         cfg = load_config(configs[0] if configs else None, [a for a in args.args if "=" in a])
-        code = train(cfg)
+        try:
+            code = train(cfg, force=args.force)
+        except OSError as err:  # a full disk outside the training loop (config.yaml, the data cache, ...)
+            raise outputs.as_user_error(err, cfg.run_dir) from err
     sys.exit(code)
 
 

@@ -3,6 +3,9 @@ preprocessed directory for benchmarks).
 
     python -m xlm_jax.data synth /tmp/synth --langs 10 --tokens 2000000 --para-pairs 3
     python -m xlm_jax.data bench /tmp/synth --seq-len 256 --batch-size 64 --steps 200 --objective mlm
+
+synth's OUT must be new, empty or an earlier synth output (which is replaced); another directory is refused
+unless --force (`xlm_jax.outputs`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xlm_jax import outputs
 from xlm_jax.data.batches import MIN_SEQ_LEN, BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
 from xlm_jax.errors import UserError, arg_range, check_range, nonnegative_int, positive_int
@@ -33,7 +37,14 @@ MIN_SYNTH_TOKENS = 1000  # enough for at least one sentence (5..60 tokens) per l
 MIN_SYNTH_VOCAB = 6  # 4 specials, <mask> and one word
 
 
+def _is_synthetic(directory: Path) -> bool:
+    """A synth output written before output markers existed: its manifest says so."""
+    manifest = directory / "manifest.json"
+    return manifest.is_file() and str(json.loads(manifest.read_text()).get("source_hash", "")).startswith("synthetic-")
+
+
 def write_synthetic(out: Path, n_langs: int, n_tokens: int, n_pairs: int, vocab_size: int, seed: int) -> None:
+    """Fills the directory `out` (the CLI stages it: `xlm_jax.outputs.write_atomically`)."""
     check_range("--langs", n_langs, 1, integer=True)
     check_range("--tokens", n_tokens, MIN_SYNTH_TOKENS, integer=True)
     check_range("--para-pairs", n_pairs, 0, integer=True)
@@ -136,12 +147,16 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--para-pairs", type=nonnegative_int, default=3, help="at most --langs - 1")
     s.add_argument("--vocab-size", type=arg_range(MIN_SYNTH_VOCAB), default=32_000)
     s.add_argument("--seed", type=nonnegative_int, default=0)
+    s.add_argument("--force", action="store_true",
+                   help="replace OUT even if it holds files synth did not write (they are deleted)")
     args = parser.parse_args(argv)
     try:
         if args.command == "bench":
             print(json.dumps(bench(args)))
         else:
-            write_synthetic(Path(args.out), args.langs, args.tokens, args.para_pairs, args.vocab_size, args.seed)
+            out = outputs.check_dir(args.out, "data.synth", force=args.force, legacy=_is_synthetic)
+            outputs.write_atomically(out, lambda tmp: write_synthetic(tmp, args.langs, args.tokens, args.para_pairs,
+                                                                      args.vocab_size, args.seed), "data.synth")
             print(f"wrote {args.out}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,14 +262,3 @@ def heldout_split(text: str, valid_fraction: float, test_fraction: float) -> str
         return "test"
     return "train"
 
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move the finished directory `new` to `target`, so that readers never see a half-written one."""
-    target = Path(target)
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)

@@ -8,7 +8,10 @@ Every Linux system ships thousands of human translations of program messages und
     OUT/stats.json                                    pairs per language, catalogs read, time taken
 
     python -m xlm_jax.data.gettext OUT_DIR [--langs de fr …] [--domains … | --exclude-domains …]
-                                           [--locale-dirs …] [--min-pairs N]
+                                           [--locale-dirs …] [--min-pairs N] [--force]
+
+OUT_DIR must be new, empty or an earlier output of this command (which is replaced); another directory is
+refused unless --force (`xlm_jax.outputs`).
 
 Rules (chosen so that what survives reads like natural sentences):
 - Locale names keep their language part: pt_BR and pt_PT → pt, de_CH → de, nb_NO → nb. Exceptions:
@@ -49,7 +52,7 @@ from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
-from xlm_jax.data.corpus import replace_dir
+from xlm_jax import outputs
 from xlm_jax.errors import UserError, check_range, exit_on_user_error, positive_int
 
 DEFAULT_LOCALE_DIRS = ("/usr/share/locale", "/usr/share/locale-langpack", "/usr/local/share/locale")
@@ -272,8 +275,13 @@ def build_gettext_corpus(
     locale_dirs: list[str] | None = None,
     min_pairs: int = DEFAULT_MIN_PAIRS,
     workers: int | None = None,
+    force: bool = False,
 ) -> dict:
-    """Extract the corpus into out_dir (replaced atomically) and return its statistics (also in stats.json)."""
+    """Extract the corpus into out_dir (replaced atomically) and return its statistics (also in stats.json).
+
+    `out_dir` must be new, empty or an earlier output of this function; another directory is a UserError unless
+    `force` (then it is replaced, its files deleted)."""
+    out = outputs.check_dir(out_dir, "data.gettext", force=force, legacy="stats.json")
     start = time.perf_counter()
     check_range("--min-pairs", min_pairs, 1, integer=True)
     if workers is not None:
@@ -325,12 +333,10 @@ def build_gettext_corpus(
 
     english_by_domain: dict[str, dict[str, None]] = defaultdict(dict)
     stats_langs = {}
-    out = Path(out_dir)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "para").mkdir(parents=True)
-    (tmp / "mono").mkdir()
+    tmp = outputs.staging_dir(out)
     try:
+        (tmp / "para").mkdir(parents=True)
+        (tmp / "mono").mkdir()
         for lang, lang_pairs in kept.items():
             ordered = sorted(lang_pairs.items(), key=lambda item: item[1])  # group by domain, stable
             stem, l1, l2 = para_name("en", lang)
@@ -372,9 +378,13 @@ def build_gettext_corpus(
             "seconds": round(time.perf_counter() - start, 2),
         }
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
+        outputs.move_into_place(tmp, out, "data.gettext")
+    except BaseException as err:
+        # Reported before the partial output is removed: the free space is what the write had.
+        reported = outputs.as_user_error(err, out, "could not write the output; what was there is unchanged")
         shutil.rmtree(tmp, ignore_errors=True)
+        if reported is not err:
+            raise reported from err
         raise
     return stats
 
@@ -413,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--locale-dirs", nargs="+", default=list(DEFAULT_LOCALE_DIRS))
     parser.add_argument("--min-pairs", type=positive_int, default=DEFAULT_MIN_PAIRS)
     parser.add_argument("--workers", type=positive_int, default=None)
+    parser.add_argument("--force", action="store_true",
+                        help="replace OUT_DIR even if it holds files this command did not write (they are deleted)")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         stats = build_gettext_corpus(
@@ -423,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
             locale_dirs=args.locale_dirs,
             min_pairs=args.min_pairs,
             workers=args.workers,
+            force=args.force,
         )
     print(format_table(stats))
     print(f"wrote {args.out_dir}")

@@ -1,7 +1,10 @@
 """Export tensorflow-datasets corpora into the raw corpus layout (see `xlm_jax.data.corpus`).
 
     python -m xlm_jax.data.tfds_source NAME OUT_DIR [--data-dir gs://…] [--split train] [--langs …]
-                                       [--max-examples N]
+                                       [--max-examples N] [--force]
+
+OUT_DIR must be new, empty or an earlier export (which is replaced); another directory is refused unless
+--force (`xlm_jax.outputs`).
 
 NAME: wiki40b/{lang}, c4/multilingual, para_crawl/{config}, ted_multi_translate, opus/{config}. TensorFlow
 is optional: it is imported only here, and its absence is a clear error naming the `[tfds]` extra. The field
@@ -11,13 +14,12 @@ mapping lives in pure functions over plain dicts (`example_records`) so it is te
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from xlm_jax.data.corpus import replace_dir
+from xlm_jax import outputs
 from xlm_jax.errors import UserError, positive_int
 
 SUPPORTED = ("wiki40b", "c4", "para_crawl", "ted_multi_translate", "opus")
@@ -100,7 +102,10 @@ def _import_tfds():
 
 
 def export(name: str, out_dir: str, data_dir: str | None = None, split: str = "train",
-           langs: list[str] | None = None, max_examples: int | None = None) -> dict:
+           langs: list[str] | None = None, max_examples: int | None = None, force: bool = False) -> dict:
+    """Writes the corpus into `out_dir` (new, empty or an earlier export, replaced atomically; another directory
+    is a UserError unless `force`, which replaces it); returns lines per file."""
+    out = outputs.check_dir(out_dir, "data.tfds_source", force=force)
     tfds = _import_tfds()
     if name.split("/")[0] not in SUPPORTED:
         raise UserError(f"tfds dataset {name!r} is not supported; use one of {', '.join(SUPPORTED)}")
@@ -109,19 +114,13 @@ def export(name: str, out_dir: str, data_dir: str | None = None, split: str = "t
         ds = ds.take(max_examples)
     lang = name.split("/")[1] if name.startswith("c4/") and name != "c4/multilingual" else None
     records = (r for ex in tfds.as_numpy(ds) for r in example_records(name, ex, lang or (langs or [None])[0]))
-    out = Path(out_dir)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    def write(tmp: Path) -> dict:
         counts = write_records(records, tmp, langs)
         if not counts:
             raise UserError(f"tfds {name} split {split} gave no text" + (f" for languages {langs}" if langs else ""))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return counts
+        return counts
+
+    return outputs.write_atomically(out, write, "data.tfds_source")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,9 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="train")
     parser.add_argument("--langs", nargs="+")
     parser.add_argument("--max-examples", type=positive_int)
+    parser.add_argument("--force", action="store_true",
+                        help="replace OUT_DIR even if it holds files this command did not write (they are deleted)")
     args = parser.parse_args(argv)
     try:
-        counts = export(args.name, args.out_dir, args.data_dir, args.split, args.langs, args.max_examples)
+        counts = export(args.name, args.out_dir, args.data_dir, args.split, args.langs, args.max_examples, args.force)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
