@@ -157,7 +157,7 @@ def _tfds(inputs, out):
 def _synth(inputs, out):
     from xlm_jax.data.__main__ import main
 
-    return main, ["synth", out, "--langs", "2", "--tokens", "500", "--para-pairs", "1", "--vocab-size", "100"]
+    return main, ["synth", out, "--langs", "2", "--tokens", "1000", "--para-pairs", "1", "--vocab-size", "100"]
 
 
 def _convert(inputs, out):
