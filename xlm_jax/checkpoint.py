@@ -6,13 +6,21 @@
 
 `convert` writes step 0; training writes `RUN_DIR/checkpoints/<step>`. `resolve` accepts any of: a run
 directory, a checkpoints directory (its latest complete step), or one step directory.
+
+Test hook: with the environment variable XLM_JAX_TEST_SAVE_DELAY_S=<seconds> set, every JSON item that training
+saves through `json_save` (its `train_meta`) waits that long inside orbax's background write, after the step's
+temporary directory exists and before it is renamed into place. tests/test_train.py uses it to kill -9 a run while a
+save is certainly in flight. It changes nothing else and is never meant to be set outside tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,32 @@ from xlm_jax.errors import UserError
 
 PARAMS = "params"
 MODEL_CONFIG = "model_config"
+SAVE_DELAY_ENV = "XLM_JAX_TEST_SAVE_DELAY_S"  # test hook, see the module docstring
+
+
+class _DelayedJsonHandler(ocp.JsonCheckpointHandler):
+    """orbax's JSON handler, sleeping first inside the (background) write: the test hook's in-flight window."""
+
+    async def _save_fn(self, x, directory):
+        await asyncio.sleep(float(os.environ.get(SAVE_DELAY_ENV) or 0))
+        await super()._save_fn(x, directory)
+
+
+@ocp.args.register_with_handler(_DelayedJsonHandler, for_save=True)
+@dataclasses.dataclass
+class _DelayedJsonSave(ocp.args.CheckpointArgs):
+    item: Any
+
+
+@ocp.args.register_with_handler(_DelayedJsonHandler, for_restore=True)
+@dataclasses.dataclass
+class _DelayedJsonRestore(ocp.args.CheckpointArgs):  # orbax wants both directions registered; unused
+    item: Any = None
+
+
+def json_save(item: Any) -> ocp.args.CheckpointArgs:
+    """`ocp.args.JsonSave(item)`, or under the test hook XLM_JAX_TEST_SAVE_DELAY_S the same write made slow."""
+    return _DelayedJsonSave(item) if os.environ.get(SAVE_DELAY_ENV) else ocp.args.JsonSave(item)
 
 
 def manager(directory: str | Path, *, max_to_keep: int | None = None, async_save: bool = False,
