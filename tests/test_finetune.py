@@ -86,6 +86,31 @@ def test_early_stopping(setup, tmp_path):
     assert sorted(p.name for p in (tmp_path / "es" / "best").iterdir()) == ["1", "task.json"]
 
 
+def test_best_checkpoint_is_the_best_validation_score_not_the_latest(setup, tmp_path, monkeypatch):
+    # Validation scores 0.3, 0.9, 0.6 at steps 2, 4, 6 (fed in-process): step 4 must be kept, with its parameters.
+    scores, seen = iter([0.3, 0.9, 0.6]), []
+    real = F.evaluate_examples
+
+    def fake(model, params, config, info, tokenizer, examples, *args, **kwargs):
+        if len(seen) == 3:  # the final scoring of the kept parameters on valid / test
+            return real(model, params, config, info, tokenizer, examples, *args, **kwargs)
+        seen.append(jax.device_get(params))
+        return {"en": {"score": next(scores), "n": 1}}, 0
+
+    monkeypatch.setattr(F, "evaluate_examples", fake)
+    out = tmp_path / "best"
+    result = F.finetune(_cfg(setup, out, max_steps=6, eval_every=2), log=lambda m: None)
+    assert [(h["step"], h["score"]) for h in result.history] == [(2, 0.3), (4, 0.9), (6, 0.6)]
+    assert result.best_step == 4 and result.best_score == 0.9 and result.table["best_step"] == 4
+    assert sorted(p.name for p in (out / "best").iterdir()) == ["4", "task.json"]
+    from xlm_jax.checkpoint import restore_params
+
+    kept, _ = restore_params(out / "best")
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(seen[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(jax.tree.leaves(seen[1])[0], jax.tree.leaves(seen[2])[0])  # the steps differ
+
+
 def test_select_on_one_language(setup, tmp_path):
     result = F.finetune(_cfg(setup, tmp_path / "sel", max_steps=4, eval_every=2, select_on="en", test=[]),
                         log=lambda m: None)

@@ -153,6 +153,22 @@ def test_nan_loss_stops_with_exit_3_and_keeps_good_checkpoints(corpus, tmp_path,
     assert max(steps) < bad_step
 
 
+def test_keep_best_keeps_the_lowest_validation_loss_not_the_latest(corpus, tmp_path, monkeypatch):
+    import xlm_jax.train as train_module
+
+    # Validation losses 3, 1, 2 at steps 2, 4, 6: the best is the middle one, neither the first nor the latest.
+    losses = iter([3.0, 1.0, 2.0])
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: {"loss": (x := next(losses)), "ppl": float(np.exp(x))})
+    run_dir = tmp_path / "best"
+    assert run(corpus, run_dir, "train.steps=6", "train.eval_every=2", "checkpoint.every=2", "checkpoint.keep=10") == 0
+    assert [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["kind"] == "valid"] == [(2, 3.0), (4, 1.0), (6, 2.0)]
+    assert sorted(p.name for p in (run_dir / "best").iterdir() if p.name.isdigit()) == ["4"]
+    for a, b in zip(params_of(run_dir / "best"), params_of(run_dir / "checkpoints" / "4"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    meta = json.loads((run_dir / "checkpoints" / "6" / "train_meta" / "metadata").read_text())
+    assert meta["best_step"] == 4 and meta["best_valid_loss"] == 1.0
+
+
 def test_wrong_model_shape_on_resume(corpus, tmp_path):
     run_dir = tmp_path / "shape"
     assert run(corpus, run_dir, "train.steps=6", "train.stop_at=3") == 0
