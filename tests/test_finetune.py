@@ -193,6 +193,26 @@ def test_ner_learns_a_toy_task_and_reports_its_entity_f1(setup, tmp_path):
     assert scores["score"] == pytest.approx(2 * p * r / (p + r))
 
 
+@pytest.mark.parametrize("name", ["classification", "ner", "pawsx", "xnli"])
+def test_shipped_configs_load_with_their_documented_command(name):
+    import shlex
+
+    import yaml
+
+    path = ROOT / "configs" / f"finetune_{name}.yaml"
+    text = path.read_text()
+    cfg = F.load_config(str(path))
+    assert cfg.task == name
+    for key, value in yaml.safe_load(text).items():  # every key is a field and keeps its value
+        got = getattr(cfg, key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
+    # The command on the file's first line parses (its placeholders as given).
+    command = shlex.split(text.splitlines()[0].lstrip("# "))
+    assert command[:4] == ["python", "-m", "xlm_jax.finetune", f"configs/finetune_{name}.yaml"]
+    documented = F.load_config(str(ROOT / command[3]), command[4:])
+    assert documented.init == "CKPT" and documented.task == name and documented.out.startswith("runs/")
+
+
 def test_config_errors():
     with pytest.raises(UserError, match="unknown config key learning_rate"):
         F.load_config(None, ["learning_rate=1"])
