@@ -275,3 +275,57 @@ def test_tlm_seq_len_separate_from_stream_len(corpus):
     b = BatchSource(corpus, cfg).batch(0)
     assert b["mlm"]["input_ids"].shape == (4, 32) and b["tlm"]["input_ids"].shape == (4, 128)
     assert b["tlm"]["mlm_positions"].shape == (4, 20)  # ceil(0.15 * 128)
+
+
+def test_several_pairs_are_sampled_by_lang_alpha_para(tmp_path):
+    rng = np.random.default_rng(5)
+    sizes = {("en", "fr"): 400, ("de", "en"): 100, ("en", "es"): 25}
+    para = {pair: (_random_sentences(rng, n, 1, 20), _random_sentences(rng, n, 1, 20)) for pair, n in sizes.items()}
+    corpus = write_corpus(tmp_path, {}, para)
+    pairs = ("en-fr", "de-en", "en-es")
+    n = np.array([400, 100, 25], float)
+    for alpha in (0.3, 1.0):
+        expected = (n / n.sum()) ** alpha / ((n / n.sum()) ** alpha).sum()  # XLM: p_i ∝ (n_i / Σn)^alpha
+        fixed = BatchSource(corpus, DataConfig(seq_len=48, batch_size=4000, objectives={"tlm": 1.0},
+                                               para_pairs=pairs, lang_alpha_para=alpha))
+        np.testing.assert_allclose(fixed.para_probs, expected, rtol=1e-12)
+        freq = np.bincount(fixed.batch(0)["tlm"]["example_lang"], minlength=3) / 4000  # one draw per row
+        assert np.all(np.abs(freq - expected) < 0.03), (alpha, freq, expected)
+        # Token-budget batches draw one pair per step.
+        tokens = BatchSource(corpus, DataConfig(seq_len=48, batch_size=8, objectives={"tlm": 1.0}, para_pairs=pairs,
+                                                lang_alpha_para=alpha, tlm_batching="tokens",
+                                                tlm_tokens_per_batch=96, tlm_bucket_multiple=48))
+        per_step = np.bincount([tokens.batch(s)["tlm"]["example_lang"][0] for s in range(400)], minlength=3) / 400
+        assert np.all(np.abs(per_step - expected) < 0.08), (alpha, per_step, expected)
+    # alpha 0.3 and 1.0 differ by far more than the tolerances: the test tells them apart.
+    assert abs((n[0] / n.sum()) - ((n / n.sum()) ** 0.3 / ((n / n.sum()) ** 0.3).sum())[0]) > 0.2
+
+
+def test_sample_alpha_masks_tokens_by_their_corpus_frequency(tmp_path):
+    """XLM's sample_alpha through BatchSource: the weights come from the training token counts, and with one
+    prediction per row, the predicted position is drawn with probability w(token) / Σ w over the row."""
+    rng = np.random.default_rng(6)
+    ranks = np.arange(1, 101)
+    zipf = (1 / ranks) / (1 / ranks).sum()  # ids 4..103, id 4 the most frequent
+    mono = {"en": [(4 + rng.choice(100, size=rng.integers(5, 30), p=zipf)).astype(np.int32) for _ in range(400)]}
+    corpus = write_corpus(tmp_path, mono, {})
+    counts = np.bincount(np.concatenate(mono["en"]), minlength=V)
+    alpha = 0.5
+    cfg = DataConfig(seq_len=16, batch_size=4000, objectives={"mlm": 1.0}, mono_langs=("en",), sample_alpha=alpha,
+                     mask_count="ceil", mask_prob=0.05)  # ceil(0.05 * <= 15 candidates) = 1 prediction per row
+    src = BatchSource(corpus, cfg)
+    weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -alpha, 0.0)
+    weights[:4] = weights[MASK] = 0.0
+    np.testing.assert_allclose(src.token_weights, weights, rtol=1e-12)
+
+    b = src.batch(0)["mlm"]
+    assert np.all(b["mlm_weights"].sum(1) == 1)
+    original = b["input_ids"].copy()
+    original[np.arange(4000), b["mlm_positions"][:, 0]] = b["mlm_targets"][:, 0]
+    rare = counts < np.median(counts[4:104])  # the rarer half of the vocabulary
+    w = weights[original]
+    expected = (w * rare[original]).sum(1) / w.sum(1)  # P(the row predicts a rare token), per row
+    uniform = ((w > 0) * rare[original]).sum(1) / (w > 0).sum(1)  # the same with sample_alpha = 0
+    observed = rare[b["mlm_targets"][:, 0]]
+    assert abs(observed.mean() - expected.mean()) < 0.02, (observed.mean(), expected.mean())
+    assert expected.mean() - uniform.mean() > 0.1  # the weighting matters by far more than the tolerance

@@ -136,3 +136,32 @@ def test_published_figures_come_from_the_committed_result():
         entry = result["frameworks"][fw]
         assert f"{entry['train_step_s']:.2f} s" in docs and f"{entry['model_tflops_per_s']:.4f}" in docs, fw
     assert f"{result['flops_per_token']:.2e}".replace("e+07", "e7") in docs
+
+
+def test_breakdown_runs_for_both_sides_and_is_printed(tmp_path):
+    """The per-part timing that docs/benchmarks.md quotes ("Where the time goes"): each worker's `breakdown` on the
+    smoke shapes, in-process, then the table lines the parent prints from it."""
+    torch = pytest.importorskip("torch")
+    from xlm_jax.config import to_dict
+
+    cfg = bench.CONFIGS["smoke"]
+    base = {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
+            "device": "cpu", "threads": torch.get_num_threads(), "cpus": None, "seed": 0, "max_steps": 8}
+    weights = str(tmp_path / "w.npz")
+    jax_worker = bench.JaxWorker({**base, "framework": "jax", "weights": None})
+    jax_worker.export_weights(weights)  # both sides start from the same weights, as in a real run
+    workers = {"jax": jax_worker, "torch_eager": bench.TorchWorker({**base, "framework": "torch_eager",
+                                                                       "weights": weights})}
+    record = {"config": cfg.name, "tokens_per_step": cfg.tokens_per_step, "frameworks": {}}
+    parts = {"encoder_forward", "forward_loss", "forward_backward", "optimizer_update"}
+    for fw, worker in workers.items():
+        # Step timings are not what is tested here (the smoke test runs them): fixed values keep this test short.
+        entry = {"train_step_s_all": [0.01], "infer_step_s_all": [0.01], "breakdown_s": worker.breakdown(2)}
+        assert set(entry["breakdown_s"]) == parts | ({"forward_backward_full_logits"} if fw == "jax" else set())
+        assert all(v > 0 for v in entry["breakdown_s"].values()), entry["breakdown_s"]
+        record["frameworks"][fw] = entry
+    bench._derive(record)
+    table = bench.format_table([record])
+    for fw in workers:
+        line = next(x for x in table.splitlines() if f"breakdown {fw} (ms; step" in x)
+        assert all(f"{part} " in line for part in parts) and "LM head + loss = " in line and "% of the forward" in line

@@ -240,6 +240,21 @@ def test_fairseq_checkpoint(hf, tmp_path, kind, new_names):
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
+def test_fairseq_checkpoint_with_fused_attention_projection(hf, tmp_path):
+    """The layout of the released xlmr.base / xlmr.large model.pt: q, k, v fused into self_attn.in_proj_weight /
+    in_proj_bias (tests/fixtures/released_checkpoints.json)."""
+    model, _ = hf["xlmr"]
+    state = _fairseq_state(model, new_names=False)
+    for i in range(model.config.num_hidden_layers):
+        p = f"decoder.sentence_encoder.layers.{i}.self_attn."
+        for leaf in ("weight", "bias"):
+            state[f"{p}in_proj_{leaf}"] = torch.cat([state.pop(f"{p}{n}_proj.{leaf}") for n in ("q", "k", "v")])
+    args = argparse.Namespace(encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=37,
+                              encoder_attention_heads=4, max_positions=64)
+    torch.save({"model": state, "args": args}, tmp_path / "model.pt")
+    _assert_matches_hf(xlm_jax.load(tmp_path / "model.pt"), model)
+
+
 def _xlm_pth(model, path: Path, **param_overrides):
     sd = {("module." + k.removeprefix("transformer.")) if k.startswith("transformer.") else k: v.clone()
           for k, v in model.state_dict().items() if not k.endswith("position_ids")}

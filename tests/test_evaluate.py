@@ -58,15 +58,28 @@ def _cli(*args):
                           timeout=120)
 
 
-def test_retrieval_cli_identical_files(tiny):
-    lines = [" ".join(tiny_setup.WORDS["fr"][i:i + 4]) for i in range(9)]
-    f = tiny["dir"] / "fr.lines"
-    f.write_text("\n".join(lines) + "\n")
-    r = _cli("retrieval", "--checkpoint", tiny["ckpt"], "--tokenizer", tiny["tok"], "--src-file", str(f),
-             "--tgt-file", str(f), "--src-lang", "fr", "--tgt-lang", "fr", "--layer", "1")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert out["src_to_tgt_p@1"] == 1.0 and out["tgt_to_src_p@1"] == 1.0 and out["n"] == 9 and out["layer"] == 1
+def test_retrieval_cli_on_a_permuted_target_matches_the_in_process_scores(tiny, capsys):
+    from xlm_jax.api import load
+    from xlm_jax.tokenizer import Tokenizer
+
+    words = tiny_setup.WORDS["fr"]
+    src_lines = [" ".join(words[i:i + 3 + i % 2]) for i in range(9)]  # nine different sentences
+    # Line i of the target is source line perm[i]: only the 2 fixed points (0 and 5) are aligned with themselves,
+    # so a correct P@1 is 2/9 each way (identical files would give 1.0 for any deterministic embedding).
+    perm = [0, 2, 3, 1, 6, 5, 7, 8, 4]
+    src, tgt = tiny["dir"] / "src.lines", tiny["dir"] / "tgt.lines"
+    src.write_text("\n".join(src_lines) + "\n")
+    tgt.write_text("\n".join(src_lines[j] for j in perm) + "\n")
+    E.main(["retrieval", "--checkpoint", tiny["ckpt"], "--tokenizer", tiny["tok"], "--src-file", str(src),
+            "--tgt-file", str(tgt), "--src-lang", "fr", "--tgt-lang", "fr", "--layer", "1"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 9 and out["layer"] == 1
+    assert out["src_to_tgt_p@1"] == pytest.approx(2 / 9) and out["tgt_to_src_p@1"] == pytest.approx(2 / 9)
+    model, tok = load(tiny["ckpt"]), Tokenizer.load(tiny["tok"])
+    a = E.embed_sentences(model, tok, src_lines, layer=1)
+    b = E.embed_sentences(model, tok, [src_lines[j] for j in perm], layer=1)
+    expected = E.retrieval_scores(a, b)
+    assert (out["src_to_tgt_p@1"], out["tgt_to_src_p@1"]) == (expected["src_to_tgt_p@1"], expected["tgt_to_src_p@1"])
 
 
 def test_retrieval_cli_bad_inputs(tiny):
@@ -83,12 +96,24 @@ def test_retrieval_cli_bad_inputs(tiny):
 def test_embed_layer_range(tiny):
     from xlm_jax.api import load
     from xlm_jax.errors import UserError
+    from xlm_jax.tasks import InputProtocol
     from xlm_jax.tokenizer import Tokenizer
 
     model, tok = load(tiny["ckpt"]), Tokenizer.load(tiny["tok"])
-    emb = E.embed_sentences(model, tok, ["le chat", "la maison ouvrir", "le chat"], layer=-1)
-    assert emb.shape == (3, 64)
-    np.testing.assert_allclose(emb[0], emb[2], rtol=1e-5)  # padding and batch position do not change a sentence
+    protocol = InputProtocol.from_config(model.config)
+    long = " ".join(tiny_setup.WORDS["fr"] * 2)  # > 16 pieces: the batch is padded to 32, a short sentence alone to 16
+    lines = ["le chat", long, "la maison ouvrir", "le chat"]
+    for layer in (-1, 1):
+        emb = E.embed_sentences(model, tok, lines, layer=layer)
+        assert emb.shape == (4, 64)
+        for i, line in enumerate(lines):
+            # The reference: no padding at all, the mean of that layer's states over the sentence's own tokens.
+            ids = np.asarray([protocol.frame(tok.encode_batch_pieces_ids([line])[0].tolist(), None)], np.int32)
+            states = np.asarray(model.layer_states(ids, np.ones_like(ids))[layer if layer < 0 else layer - 1])
+            np.testing.assert_allclose(emb[i], states[0].mean(0), rtol=1e-4, atol=1e-5, err_msg=f"{layer} {line}")
+            # Embedded alone (other padding width, other batch position) it is the same vector.
+            np.testing.assert_allclose(E.embed_sentences(model, tok, [line], layer=layer)[0], emb[i], rtol=1e-4,
+                                       atol=1e-5)
     with pytest.raises(UserError, match="layers 1..2"):
         E.embed_sentences(model, tok, ["x"], layer=3)
 

@@ -206,6 +206,51 @@ def test_nan_loss_stops_with_exit_3_and_keeps_good_checkpoints(corpus, tmp_path,
     assert max(steps) < bad_step
 
 
+def test_keep_best_keeps_the_lowest_validation_loss_not_the_latest(corpus, tmp_path, monkeypatch):
+    import xlm_jax.train as train_module
+
+    # Validation losses 3, 1, 2 at steps 2, 4, 6: the best is the middle one, neither the first nor the latest.
+    losses = iter([3.0, 1.0, 2.0])
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: {"loss": (x := next(losses)), "ppl": float(np.exp(x))})
+    run_dir = tmp_path / "best"
+    assert run(corpus, run_dir, "train.steps=6", "train.eval_every=2", "checkpoint.every=2", "checkpoint.keep=10") == 0
+    assert [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["kind"] == "valid"] == [(2, 3.0), (4, 1.0), (6, 2.0)]
+    assert sorted(p.name for p in (run_dir / "best").iterdir() if p.name.isdigit()) == ["4"]
+    for a, b in zip(params_of(run_dir / "best"), params_of(run_dir / "checkpoints" / "4"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    meta = json.loads((run_dir / "checkpoints" / "6" / "train_meta" / "metadata").read_text())
+    assert meta["best_step"] == 4 and meta["best_valid_loss"] == 1.0
+
+
+def test_clm_trains_through_the_trainer(corpus, tmp_path):
+    run_dir = tmp_path / "clm"
+    assert run(corpus, run_dir, "data.objectives={clm: 1}", "train.steps=12", "train.eval_every=0",
+               "checkpoint.every=12") == 0
+    rows = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert all("clm/loss" in r and "mlm/loss" not in r and "tlm/loss" not in r for r in rows)
+    assert rows[0]["loss"] == pytest.approx(rows[0]["clm/loss"])
+    assert abs(rows[0]["clm/loss"] - np.log(200)) < 1.0  # untrained: near uniform over the 200 ids
+    first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
+    assert last < first - 0.15, (first, last)  # measured: 5.30 -> 5.00 (the Zipf unigram is learnt first)
+
+
+def test_grad_accum_through_the_trainer_equals_one_big_batch(corpus, tmp_path):
+    # No dropout: with it, the micro-batches draw other dropout keys than the big batch.
+    common = ("train.steps=4", "train.eval_every=0", "checkpoint.every=4", "model.dropout=0.0")
+    assert run(corpus, tmp_path / "one", *common) == 0
+    assert run(corpus, tmp_path / "two", *common, "train.grad_accum=2") == 0
+    one, two = train_records(tmp_path / "one"), train_records(tmp_path / "two")
+    assert [(r["step"], r["kind"]) for r in two] == [(1, "train"), (2, "train"), (3, "train"), (4, "train"), (4, "valid")]
+    for a, b in zip(one, two, strict=True):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["step"], key)
+    for a, b in zip(params_of(tmp_path / "one"), params_of(tmp_path / "two"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_wrong_model_shape_on_resume(corpus, tmp_path):
     run_dir = tmp_path / "shape"
     assert run(corpus, run_dir, "train.steps=6", "train.stop_at=3") == 0
@@ -381,29 +426,83 @@ def test_kill_9_during_a_save_leaves_a_restorable_checkpoint(corpus, tmp_path):
     run_dir = tmp_path / "kill"
     args = tiny(corpus, run_dir, "train.steps=100000", "checkpoint.every=2", "train.eval_every=0",
                 "checkpoint.keep=100")
-    proc = cli(*args)
+    # The test hook (xlm_jax/checkpoint.py) keeps every save in flight for 3 s inside orbax's background write,
+    # so the kill below lands while a step's temporary directory exists and has not been renamed.
+    proc = cli(*args, env={ckpt_lib.SAVE_DELAY_ENV: "3"})
     ckpts = run_dir / "checkpoints"
-    deadline, killed_in_flight = time.time() + 120, False
-    while time.time() < deadline:
+    deadline, in_flight, complete = time.time() + 180, [], []
+    while time.time() < deadline and proc.poll() is None:
         names = [p.name for p in ckpts.iterdir()] if ckpts.is_dir() else []
-        complete = [n for n in names if n.isdigit()]
-        if complete and any("tmp" in n for n in names):
-            killed_in_flight = True
-            break
-        if len(complete) >= 4:  # never caught a save in flight: kill mid-run anyway
+        complete = [int(n) for n in names if n.isdigit()]
+        in_flight = [int(n.split(".")[0]) for n in names if "tmp" in n and n.split(".")[0].isdigit()]
+        if complete and in_flight:
             break
         time.sleep(0.005)
     proc.kill()
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
+    assert complete and in_flight, f"never saw a save in flight after a complete one: {complete}, {in_flight}\n{err[-2000:]}"
+    killed_step = max(in_flight)
+    # The save that was cut off is not a checkpoint: the latest complete one is the step before it.
     directory, step = ckpt_lib.resolve(run_dir)
+    assert step == max(complete) < killed_step
     params, _ = ckpt_lib.restore_params(run_dir)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
-    # Resuming from whatever survived works and reaches the end.
-    end = step + 3
+    # Resuming from whatever survived works, goes past the step that was being saved, and reaches the end.
+    end = killed_step + 2
     assert run(corpus, run_dir, f"train.steps={end}", "checkpoint.every=2", "train.eval_every=0") == 0
     assert ckpt_lib.resolve(run_dir)[1] == end
     assert [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"] == list(range(1, end + 1))
-    print("killed with a save in flight:", killed_in_flight)
+
+
+def _write_gettext_like_corpus(out: Path) -> None:
+    """A small corpus in the layout `build_gettext_corpus` writes (mono/, para/ en-X pairs, stats.json): de and fr
+    sentences are word-by-word translations of the English ones (tests/tiny_setup.py's word lists)."""
+    import random
+
+    from tiny_setup import WORDS
+
+    rng = random.Random(0)
+    (out / "mono").mkdir(parents=True)
+    (out / "para").mkdir()
+    english, stats = [], {}
+    for lang, n in (("de", 300), ("fr", 200)):
+        rows = [[rng.randrange(13) for _ in range(rng.randint(4, 9))] for _ in range(n)]  # 13 words in every list
+        en = [" ".join(WORDS["en"][i] for i in r) for r in rows]
+        tr = [" ".join(WORDS[lang][i] for i in r) for r in rows]
+        stem = "-".join(sorted(["en", lang]))
+        (out / "para" / f"{stem}.en").write_text("\n".join(en) + "\n")
+        (out / "para" / f"{stem}.{lang}").write_text("\n".join(tr) + "\n")
+        (out / "mono" / f"{lang}.txt").write_text("\n".join(tr) + "\n")
+        english += en
+        stats[lang] = {"pairs": n}
+    (out / "mono" / "en.txt").write_text("\n".join(english) + "\n")
+    (out / "stats.json").write_text(json.dumps({"languages": stats, "total_pairs": 500}))
+
+
+@pytest.mark.slow
+def test_default_command_prepares_data_and_copies_the_tokenizer(tmp_path):
+    """`python -m xlm_jax.train` with no config file: the embedded default run (gettext corpus in the cache ->
+    tokenizer -> preprocessing -> training), shrunk by overrides only. The cache holds a small corpus in the
+    gettext layout (building the real one from the system's catalogs is tested in test_gettext.py)."""
+    cache, work = tmp_path / "cache", tmp_path / "work"
+    _write_gettext_like_corpus(cache / "gettext")
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "xlm_jax.train", "train.stop_at=2", "train.batch_size=4", "train.progress=false",
+         "data.max_langs=2", "data.vocab_size=60", "data.tokenizer_sentences=400"],
+        cwd=work, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "XLM_JAX_CACHE": str(cache), "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = work / "runs" / "default"  # the default run_dir, relative to the working directory
+    tokenizer = cache / "tokenizers" / "gettext-3l-v60.model"  # de, fr + en; vocab_size 60
+    assert (run_dir / "tokenizer.model").read_bytes() == tokenizer.read_bytes()
+    cfg = load_config(run_dir / "config.yaml")
+    assert cfg.data.dir == str(cache / "preprocessed" / "gettext-3l-v60-len64") and cfg.train.steps == 500
+    manifest = json.loads((Path(cfg.data.dir) / "manifest.json").read_text())
+    assert manifest["langs"] == ["de", "en", "fr"] and manifest["tokenizer"]["path"] == str(tokenizer)
+    assert ckpt_lib.resolve(run_dir)[1] == 2 and xlm_jax.load(run_dir).config.langs == ("de", "en", "fr")
+    assert [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"][-1] == 2
 
 
 def test_plot_cli_draws_the_curves(tmp_path):

@@ -12,13 +12,21 @@ found by `verify` before orbax restores it: orbax reads asynchronously and, when
 tensorstore errors (and stray "Event loop is closed" tracebacks from the reads still in flight), so every array
 is first read here synchronously and a failure becomes a `DamagedCheckpoint` naming the step directory and what
 in it is damaged.
+
+Test hook: with the environment variable XLM_JAX_TEST_SAVE_DELAY_S=<seconds> set, every JSON item that training
+saves through `json_save` (its `train_meta`) waits that long inside orbax's background write, after the step's
+temporary directory exists and before it is renamed into place. tests/test_train.py uses it to kill -9 a run while a
+save is certainly in flight. It changes nothing else and is never meant to be set outside tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +52,34 @@ class DamagedCheckpoint(UserError):
         advice = advice or ("use another checkpoint (a run keeps its last few steps under checkpoints/) or create "
                             "this one again")
         super().__init__(f"checkpoint {self.step_dir} is damaged: {what}; {advice}")
+
+
+SAVE_DELAY_ENV = "XLM_JAX_TEST_SAVE_DELAY_S"  # test hook, see the module docstring
+
+
+class _DelayedJsonHandler(ocp.JsonCheckpointHandler):
+    """orbax's JSON handler, sleeping first inside the (background) write: the test hook's in-flight window."""
+
+    async def _save_fn(self, x, directory):
+        await asyncio.sleep(float(os.environ.get(SAVE_DELAY_ENV) or 0))
+        await super()._save_fn(x, directory)
+
+
+@ocp.args.register_with_handler(_DelayedJsonHandler, for_save=True)
+@dataclasses.dataclass
+class _DelayedJsonSave(ocp.args.CheckpointArgs):
+    item: Any
+
+
+@ocp.args.register_with_handler(_DelayedJsonHandler, for_restore=True)
+@dataclasses.dataclass
+class _DelayedJsonRestore(ocp.args.CheckpointArgs):  # orbax wants both directions registered; unused
+    item: Any = None
+
+
+def json_save(item: Any) -> ocp.args.CheckpointArgs:
+    """`ocp.args.JsonSave(item)`, or under the test hook XLM_JAX_TEST_SAVE_DELAY_S the same write made slow."""
+    return _DelayedJsonSave(item) if os.environ.get(SAVE_DELAY_ENV) else ocp.args.JsonSave(item)
 
 
 def manager(directory: str | Path, *, max_to_keep: int | None = None, async_save: bool = False,

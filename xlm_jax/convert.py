@@ -227,6 +227,7 @@ def _fairseq(ckpt: dict, source: str, num_heads: int | None) -> tuple[dict, dict
     }
     prefix = hf_mapping.fairseq_prefix(state)
     names = {n: k for k in state if (n := hf_mapping.fairseq_hf_name(k, prefix, pre_ln)) is not None}
+    names |= {n: k for k in state for n in hf_mapping.fairseq_in_proj_names(k, prefix)}
     return hf_cfg, hf_state, names
 
 

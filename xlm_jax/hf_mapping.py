@@ -427,11 +427,30 @@ def fairseq_hf_name(key: str, prefix: str, pre_layer_norm: bool) -> str | None:
     return None
 
 
+_IN_PROJ_PARTS = ("attention.self.query", "attention.self.key", "attention.self.value")
+
+
+def fairseq_in_proj_names(key: str, prefix: str) -> list[str]:
+    """The three HF names (query, key, value) of a fused `self_attn.in_proj_weight` / `in_proj_bias`, the layout
+    of the released XLM-R base / large `model.pt` (2019 fairseq); [] for any other key."""
+    head = f"{prefix}sentence_encoder.layers."
+    if not key.startswith(head):
+        return []
+    index, _, name = key[len(head):].partition(".")
+    leaf = {"self_attn.in_proj_weight": "weight", "self_attn.in_proj_bias": "bias"}.get(name)
+    if leaf is None or not index.isdigit():
+        return []
+    return [f"roberta.encoder.layer.{index}.{part}.{leaf}" for part in _IN_PROJ_PARTS]
+
+
 def fairseq_to_hf_keys(state: dict[str, np.ndarray], pre_layer_norm: bool, source: str) -> dict[str, np.ndarray]:
     """fairseq XLM-R state dict -> HF `XLMRobertaForMaskedLM` / `XLMRobertaXLForMaskedLM` keys.
 
     Old fairseq prefixes everything with `decoder.`, newer with `encoder.`; the embedding LayerNorm was renamed
-    `layernorm_embedding`. fairseq has no token-type table: HF's conversion script adds a zero row, so do we.
+    `layernorm_embedding`; old checkpoints (the released XLM-R base / large) fuse the attention projections into
+    `self_attn.in_proj_weight` [3 D, D] / `in_proj_bias` [3 D], split here into query, key, value in that order
+    (as fairseq's own `MultiheadAttention.upgrade_state_dict_named` does). fairseq has no token-type table: HF's
+    conversion script adds a zero row, so do we.
     The LM projection `lm_head.weight` is tied to `embed_tokens` in fairseq; one that differs cannot be
     represented by a tied model and is refused.
     """
@@ -446,6 +465,13 @@ def fairseq_to_hf_keys(state: dict[str, np.ndarray], pre_layer_norm: bool, sourc
         name = fairseq_hf_name(key, prefix, pre_layer_norm)
         if name is not None:
             out[name] = value
+        elif parts := fairseq_in_proj_names(key, prefix):
+            if value.shape[0] % 3:
+                raise UserError(f"{source}: tensor {key} has shape {tuple(value.shape)}; a fused query / key / value "
+                                "projection needs a first dimension divisible by 3")
+            third = value.shape[0] // 3
+            for i, part in enumerate(parts):
+                out[part] = value[i * third:(i + 1) * third]
     if "roberta.embeddings.LayerNorm.weight" in out and pre_layer_norm:
         raise UserError(f"{source}: pre-LN (normalize_before) model with an embedding LayerNorm is not supported")
     enc = f"{prefix}sentence_encoder."

@@ -2,7 +2,7 @@
 
 Records carry `step` and `kind` ("train" or "valid"); every other key is a number (or null, e.g. `mfu` on
 CPU). On resume the file is cut back to the checkpoint's step, so the file of a resumed run equals that of a
-run never interrupted. TensorBoard events go to `RUN_DIR/tb` through tensorboardX (no TensorFlow).
+run never interrupted. TensorBoard events go to `RUN_DIR/tb` through tensorboardX (no TensorFlow, no PyTorch).
 
 Throughput keys of "train" records, over the interval's timed steps (null when it held only the compilation
 step), from `xlm_jax.step.throughput` (docs/benchmarks.md, "Which figure is which"):
@@ -15,8 +15,10 @@ declared in $XLM_JAX_PEAK_FLOPS), `elapsed_s` (wall time since the command start
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,24 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def _torch_not_imported():
+    """Makes `import torch` fail inside the block, unless this process has imported torch already.
+
+    tensorboardX imports torch at import time whenever it is installed (to accept torch tensors; the [test] extras
+    install it): seconds and hundreds of MB for nothing, since we log Python floats, and against the promise
+    that the core never imports PyTorch. tensorboardX falls back to NumPy when the import fails."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # the import system raises ImportError for a None entry
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 class MetricsWriter:
     """Appends records to metrics.jsonl and TensorBoard. Only process 0 creates one (`enabled=False` elsewhere)."""
 
@@ -64,7 +84,8 @@ class MetricsWriter:
         tmp.replace(self.path)
         self._file = open(self.path, "a")
         try:
-            from tensorboardX import SummaryWriter
+            with _torch_not_imported():
+                from tensorboardX import SummaryWriter
 
             # purge_step drops events past the checkpoint that a killed run had already written.
             self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1 if resume_step else None)

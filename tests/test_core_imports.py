@@ -1,0 +1,69 @@
+"""README: "The core never imports TensorFlow or PyTorch." Checked in a fresh interpreter (the test process has
+torch loaded by other tests): every xlm_jax module is imported, then the core's own lazy imports are exercised
+(metrics + TensorBoard events, the plot, seqeval, orbax checkpoints, safetensors, SentencePiece), and neither
+framework may show up in sys.modules, although both torch and transformers are installed with the test extras.
+
+Left out by design, because they exist to talk to the other frameworks: `convert`'s reading of PyTorch pickles
+(`torch_load`, and bf16 safetensors), `bench`'s PyTorch worker, and the tensorflow-datasets readers
+(`data.tfds_source`, `tasks`' tfds path). Importing their modules is still checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FRAMEWORKS = ("torch", "tensorflow", "tensorflow_datasets", "transformers", "keras")
+
+SCRIPT = r"""
+import importlib, json, pkgutil, sys, tempfile
+from pathlib import Path
+
+import numpy as np
+
+import xlm_jax
+
+modules = [m.name for m in pkgutil.walk_packages(xlm_jax.__path__, "xlm_jax.")]
+for name in modules:
+    importlib.import_module(name)
+
+tmp = Path(tempfile.mkdtemp())
+from xlm_jax.metrics import MetricsWriter
+from xlm_jax.plot import plot_run
+writer = MetricsWriter(tmp / "run")
+for step in (1, 2):
+    writer.write(step, "train", {"loss": 3.0 - step, "tokens_per_s": 10.0})
+writer.close()
+plot_run(tmp / "run")
+
+from xlm_jax.evaluate import entity_scores
+entity_scores([["B-PER", "O"]], [["B-PER", "O"]])
+
+from xlm_jax import checkpoint, convert
+from xlm_jax.config import get_model_config
+checkpoint.save_params(tmp / "ckpt", {"w": np.ones((2, 3), np.float32)}, get_model_config("xlmr_tiny"))
+checkpoint.restore_params(tmp / "ckpt")
+from safetensors.numpy import save_file
+save_file({"a": np.zeros(3, np.float32)}, str(tmp / "m.safetensors"))
+convert._read_safetensors(tmp / "m.safetensors")
+
+sys.path.insert(0, "tests")
+import tiny_setup
+from xlm_jax.tokenizer import Tokenizer
+Tokenizer.load(str(tiny_setup.make_tokenizer(tmp))).encode_batch_pieces_ids(["the cat"])  # trains one first
+
+print(json.dumps({"modules": len(modules), "loaded": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def test_the_core_imports_neither_pytorch_nor_tensorflow():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["modules"] >= 25
+    assert [m for m in FRAMEWORKS if m in report["loaded"]] == []
