@@ -113,8 +113,15 @@ def main() -> None:
     valid_pairs = {tuple(p) for p in PreprocessedCorpus(pre).para_pairs("valid")}
     langs = [lang for lang in args.langs if tuple(sorted(("en", lang))) in valid_pairs]
     held_out = {lang: decoded_pairs(pre, tok, "valid", lang)[:500] for lang in langs}
-    results: dict = {"retrieval": {}, "zero_shot": {}, "steps": args.steps, "langs": langs,
-                     "held_out_pairs": {lang: len(p) for lang, p in held_out.items()}}
+    # The held-out pairs are only worth measuring if the model never trained on their sentences: count the
+    # valid / test sentences whose ids are in a train split of their language (0 since the split by groups).
+    from heldout_leak import count_leaks
+
+    leaks = count_leaks(pre)
+    print(f"held-out sentences in a train split: {leaks['in_train']} of {leaks['heldout']}", flush=True)
+    results: dict = {"retrieval": {}, "zero_shot": {}, "steps": args.steps, "finetune_steps": args.finetune_steps,
+                     "seeds": 1, "langs": langs, "held_out_pairs": {lang: len(p) for lang, p in held_out.items()},
+                     "heldout_sentences": leaks["heldout"], "heldout_sentences_in_train": leaks["in_train"]}
     for name in models:
         run_dir = work / f"pretrain_{name.replace('+', '_')}"
         model = load(run_dir)
