@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xlm_jax.data.corpus import PreprocessedCorpus  # noqa: E402
+from xlm_jax.errors import exit_on_user_error  # noqa: E402
 
 
 def sentences(corpus: PreprocessedCorpus, split: str) -> dict[tuple[str, str], list[bytes]]:
@@ -55,7 +56,8 @@ def main() -> None:
     parser.add_argument("directory")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    result = count_leaks(args.directory)
+    with exit_on_user_error():
+        result = count_leaks(args.directory)
     print(f"{'split':<6} {'lang':<5} {'kind':<12} {'sentences':>9} {'in train':>9}")
     for r in result["rows"]:
         print(f"{r['split']:<6} {r['lang']:<5} {r['kind']:<12} {r['sentences']:>9} {r['in_train']:>9}")

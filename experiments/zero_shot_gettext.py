@@ -5,9 +5,12 @@ their human translations).
 
 Steps (each skipped when its output exists, so a re-run resumes):
 1. corpus:     xlm_jax.data.gettext.build_gettext_corpus (en <-> each of --langs);
-2. tokenizer:  python -m xlm_jax.tokenizer train;   preprocess: python -m xlm_jax.preprocess (1 % held out);
+2. tokenizer:  python -m xlm_jax.tokenizer train;   preprocess: python -m xlm_jax.preprocess (5 % of the
+               translation groups held out as valid: no valid sentence is in any train split, which
+               results.json records as heldout_sentences_in_train, counted by experiments/heldout_leak.py);
 3. pretrain two tiny XLM-R-style models with python -m xlm_jax.train: MLM only, and MLM + TLM;
-4. retrieval:  P@1 en -> X and X -> en on the held-out (valid) pairs, which neither model saw, for both models;
+4. retrieval:  P@1 en -> X and X -> en on the first 500 held-out (valid) pairs per language with no repeated
+               sentence (their sentences are in no train split, mono or pair), for both models;
 5. zero-shot classification: a 3-class topic task labelled by a rule on the *English* side of each pair
    ("error": error / failed / cannot / unable / invalid; "file": file / folder / directory; "other"), classes
    balanced by down-sampling. Fine-tune on English sentences only, test on the held-out translations in every
@@ -55,6 +58,19 @@ def decoded_pairs(pre: Path, tok, split: str, lang: str) -> list[tuple[str, str]
     return [(tok.decode(en.sentence(i)), tok.decode(x.sentence(i))) for i in range(len(en))]
 
 
+def distinct(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs whose English and whose translation were not in an earlier pair. A repeated sentence (pt_BR
+    and pt_PT translate the same English; one translation serves several messages) has several right answers
+    in retrieval, of which P@1 counts one; the groups of the held-out split keep such pairs together."""
+    seen_en, seen_x, out = set(), set(), []
+    for en, x in pairs:
+        if en not in seen_en and x not in seen_x:
+            seen_en.add(en)
+            seen_x.add(x)
+            out.append((en, x))
+    return out
+
+
 def balanced(rows: list[dict], seed: int, cap: int) -> list[dict]:
     by: dict[str, list[dict]] = {}
     for r in rows:
@@ -96,7 +112,7 @@ def main() -> None:
     models = {"mlm": "{mlm: 1.0}", "mlm+tlm": "{mlm: 1.0, tlm: 1.0}"}
     for name, objectives in models.items():
         run_dir = work / f"pretrain_{name.replace('+', '_')}"
-        if not (run_dir / "checkpoints").is_dir():
+        if not (run_dir / "checkpoints" / str(args.steps)).is_dir():  # an interrupted run resumes
             run([py, "-m", "xlm_jax.train", f"run_dir={run_dir}", f"data.dir={pre}", f"data.objectives={objectives}",
                  f"train.steps={args.steps}", "train.batch_size=32", "train.seq_len=64", "train.eval_every=0",
                  "train.progress=false", "model.hidden_size=128", "model.num_layers=2", "model.num_heads=4",
@@ -112,7 +128,7 @@ def main() -> None:
 
     valid_pairs = {tuple(p) for p in PreprocessedCorpus(pre).para_pairs("valid")}
     langs = [lang for lang in args.langs if tuple(sorted(("en", lang))) in valid_pairs]
-    held_out = {lang: decoded_pairs(pre, tok, "valid", lang)[:500] for lang in langs}
+    held_out = {lang: distinct(decoded_pairs(pre, tok, "valid", lang))[:500] for lang in langs}
     # The held-out pairs are only worth measuring if the model never trained on their sentences: count the
     # valid / test sentences whose ids are in a train split of their language (0 since the split by groups).
     from heldout_leak import count_leaks
