@@ -109,8 +109,9 @@ def test_split_independent_of_line_order_and_workers(corpus, tmp_path):
     runs = [(corpus_dir, 1), (reversed_dir, 2)]
     results = []
     for i, (c, workers) in enumerate(runs):
-        preprocess_corpus(c, model, tmp_path / f"o{i}", max_len=8, workers=workers, valid_fraction=0.15, test_fraction=0.15)
-        results.append({s: {lang: sorted(v) for lang, v in by.items()} for s, by in stored_sentences(tmp_path / f"o{i}").items()})
+        out = tmp_path / f"o{i}"
+        preprocess_corpus(c, model, out, max_len=8, workers=workers, valid_fraction=0.15, test_fraction=0.15)
+        results.append({s: {lang: sorted(v) for lang, v in by.items()} for s, by in stored_sentences(out).items()})
     assert results[0] == results[1]
 
 
@@ -120,11 +121,11 @@ def test_translation_groups_move_whole():
 
     h = HeldOutSplit(0.3, 0.3)
     # en 1 <-> de 7, en 2 <-> de 7, en 2 <-> fr 9: one group; en 3 <-> de 8: another.
-    h.link_pairs(("de", "en"), (["x", "x", "y"], ["a", "b", "c"]), ([ids(7), ids(7), ids(8)], [ids(1), ids(2), ids(3)]))
+    de_en = (["x", "x", "y"], ["a", "b", "c"]), ([ids(7), ids(7), ids(8)], [ids(1), ids(2), ids(3)])
+    h.link_pairs(("de", "en"), *de_en)
     h.link_pairs(("en", "fr"), (["b2"], ["z"]), ([ids(2)], [ids(9)]))
     group = heldout_split("a", 0.3, 0.3)  # "a" is the smallest text of {a, b, b2, x, z}
-    assert h.pair_splits(("de", "en"), (["x", "x", "y"], ["a", "b", "c"]), ([ids(7), ids(7), ids(8)], [ids(1), ids(2), ids(3)])) == [
-        group, group, heldout_split("c", 0.3, 0.3)]
+    assert h.pair_splits(("de", "en"), *de_en) == [group, group, heldout_split("c", 0.3, 0.3)]
     assert h.pair_splits(("en", "fr"), (["b2"], ["z"]), ([ids(2)], [ids(9)])) == [group]
     # Mono: a pair side goes with its group whatever its own text; a line in no pair by its (smallest) text;
     # the same ids in another language are another sentence; a dropped line by its own text.
