@@ -5,9 +5,12 @@ their human translations).
 
 Steps (each skipped when its output exists, so a re-run resumes):
 1. corpus:     xlm_jax.data.gettext.build_gettext_corpus (en <-> each of --langs);
-2. tokenizer:  python -m xlm_jax.tokenizer train;   preprocess: python -m xlm_jax.preprocess (1 % held out);
+2. tokenizer:  python -m xlm_jax.tokenizer train;   preprocess: python -m xlm_jax.preprocess (5 % of the
+               translation groups held out as valid: no valid sentence is in any train split, which
+               results.json records as heldout_sentences_in_train, counted by experiments/heldout_leak.py);
 3. pretrain two tiny XLM-R-style models with python -m xlm_jax.train: MLM only, and MLM + TLM;
-4. retrieval:  P@1 en -> X and X -> en on the held-out (valid) pairs, which neither model saw, for both models;
+4. retrieval:  P@1 en -> X and X -> en on the first 500 held-out (valid) pairs per language with no repeated
+               sentence (their sentences are in no train split, mono or pair), for both models;
 5. zero-shot classification: a 3-class topic task labelled by a rule on the *English* side of each pair
    ("error": error / failed / cannot / unable / invalid; "file": file / folder / directory; "other"), classes
    balanced by down-sampling. Fine-tune on English sentences only, test on the held-out translations in every
@@ -55,6 +58,19 @@ def decoded_pairs(pre: Path, tok, split: str, lang: str) -> list[tuple[str, str]
     return [(tok.decode(en.sentence(i)), tok.decode(x.sentence(i))) for i in range(len(en))]
 
 
+def distinct(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs whose English and whose translation were not in an earlier pair. A repeated sentence (pt_BR
+    and pt_PT translate the same English; one translation serves several messages) has several right answers
+    in retrieval, of which P@1 counts one; the groups of the held-out split keep such pairs together."""
+    seen_en, seen_x, out = set(), set(), []
+    for en, x in pairs:
+        if en not in seen_en and x not in seen_x:
+            seen_en.add(en)
+            seen_x.add(x)
+            out.append((en, x))
+    return out
+
+
 def balanced(rows: list[dict], seed: int, cap: int) -> list[dict]:
     by: dict[str, list[dict]] = {}
     for r in rows:
@@ -96,7 +112,7 @@ def main() -> None:
     models = {"mlm": "{mlm: 1.0}", "mlm+tlm": "{mlm: 1.0, tlm: 1.0}"}
     for name, objectives in models.items():
         run_dir = work / f"pretrain_{name.replace('+', '_')}"
-        if not (run_dir / "checkpoints").is_dir():
+        if not (run_dir / "checkpoints" / str(args.steps)).is_dir():  # an interrupted run resumes
             run([py, "-m", "xlm_jax.train", f"run_dir={run_dir}", f"data.dir={pre}", f"data.objectives={objectives}",
                  f"train.steps={args.steps}", "train.batch_size=32", "train.seq_len=64", "train.eval_every=0",
                  "train.progress=false", "model.hidden_size=128", "model.num_layers=2", "model.num_heads=4",
@@ -112,9 +128,16 @@ def main() -> None:
 
     valid_pairs = {tuple(p) for p in PreprocessedCorpus(pre).para_pairs("valid")}
     langs = [lang for lang in args.langs if tuple(sorted(("en", lang))) in valid_pairs]
-    held_out = {lang: decoded_pairs(pre, tok, "valid", lang)[:500] for lang in langs}
-    results: dict = {"retrieval": {}, "zero_shot": {}, "steps": args.steps, "langs": langs,
-                     "held_out_pairs": {lang: len(p) for lang, p in held_out.items()}}
+    held_out = {lang: distinct(decoded_pairs(pre, tok, "valid", lang))[:500] for lang in langs}
+    # The held-out pairs are only worth measuring if the model never trained on their sentences: count the
+    # valid / test sentences whose ids are in a train split of their language (0 since the split by groups).
+    from heldout_leak import count_leaks
+
+    leaks = count_leaks(pre)
+    print(f"held-out sentences in a train split: {leaks['in_train']} of {leaks['heldout']}", flush=True)
+    results: dict = {"retrieval": {}, "zero_shot": {}, "steps": args.steps, "finetune_steps": args.finetune_steps,
+                     "seeds": 1, "langs": langs, "held_out_pairs": {lang: len(p) for lang, p in held_out.items()},
+                     "heldout_sentences": leaks["heldout"], "heldout_sentences_in_train": leaks["in_train"]}
     for name in models:
         run_dir = work / f"pretrain_{name.replace('+', '_')}"
         model = load(run_dir)
@@ -136,6 +159,12 @@ def main() -> None:
     test_rows += [{"text": en, "label": topic(en), "lang": "en"} for en, _ in {p[0]: p for ps in held_out.values() for p in ps}.values()]
     (data / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train_rows))
     (data / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in test_rows))
+    # Training is balanced but the test sets are not ("other" is most of every language): always answering the
+    # commonest label of a language is the baseline to beat, not 1/3.
+    results["majority_class"] = {}
+    for lang in ["en"] + langs:
+        labels = [r["label"] for r in test_rows if r["lang"] == lang]
+        results["majority_class"][lang] = max(labels.count(label) for label in set(labels)) / len(labels)
     for name in models:
         run_dir = work / f"pretrain_{name.replace('+', '_')}"
         out = work / f"topic_{name.replace('+', '_')}"
@@ -152,12 +181,16 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg:.2f} |")
     lines += ["", "## Zero-shot topic classification accuracy (fine-tuned on English only)", ""]
     all_langs = ["en"] + langs
-    lines += ["| model | " + " | ".join(all_langs) + " | avg |", "|---" * (len(all_langs) + 2) + "|"]
-    for name, split in results["zero_shot"].items():
-        cells = [f"{100 * split['per_lang'][x]['score']:.1f}" if x in split["per_lang"] else "–" for x in all_langs]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * split['avg']:.1f} |")
+    lines += ["| model | " + " | ".join(all_langs) + " | avg | avg without en |", "|---" * (len(all_langs) + 3) + "|"]
+    rows = {name: {x: split["per_lang"][x]["score"] for x in all_langs if x in split["per_lang"]}
+            for name, split in results["zero_shot"].items()}
+    rows["always the majority class"] = results["majority_class"]
+    for name, per in rows.items():
+        cells = [f"{100 * per[x]:.1f}" if x in per else "–" for x in all_langs]
+        avg, avg_x = (sum(per[x] for x in xs) / len(xs) for xs in (all_langs, langs))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * avg:.1f} | {100 * avg_x:.1f} |")
     counts = {lab: sum(r["label"] == lab for r in train_rows) for lab in ("error", "file", "other")}
-    lines += ["", f"Training examples per class: {counts} (chance = 33.3 %)."]
+    lines += ["", f"Training examples per class: {counts} (balanced; the test sets are not: see the majority row)."]
     markdown = "\n".join(lines)
     (work / "results.md").write_text(markdown + "\n")
     (work / "results.json").write_text(json.dumps(results, indent=2))

@@ -13,6 +13,13 @@ Per sentence: a blank line in a mono file starts a new document; a sentence long
 is truncated to --max-len or dropped (--too-long); a sentence with no piece at all is dropped; a pair is
 dropped or truncated when either side is. Counts go into the manifest, as do lines with invalid UTF-8
 (decoded with U+FFFD).
+
+Held-out split of a flat corpus (--valid-fraction / --test-fraction; a corpus with train/ valid/ test/
+directories keeps its own): a sentence held out anywhere is held out everywhere, so no valid / test sentence
+of a language is stored in a train split of that language, as a mono line or as a side of a pair. A sentence
+is a language and its stored ids; the sentences linked through pairs form a translation group, and a group goes
+to one split as a whole, by a hash of its smallest text. The fractions are the probability that a group is held
+out (in expectation the same fraction of lines and pairs). Details: `xlm_jax.data.heldout`.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from xlm_jax import outputs
-from xlm_jax.data.corpus import SPLITS, RawSource, heldout_split, read_lines, scan_corpus
+from xlm_jax.data.corpus import SPLITS, RawSource, read_lines, scan_corpus
+from xlm_jax.data.heldout import HeldOutSplit
 from xlm_jax.errors import UserError, check_range, exit_on_user_error, fraction, positive_int
 from xlm_jax.tokenizer import Tokenizer
 
@@ -145,6 +153,17 @@ def _para(src, ids_a, ids_b, split_of, max_len, too_long, out: Path) -> dict:
     return {s: stats[s] for s in _present(src, split_of)}
 
 
+def _read_texts(src: RawSource, invalid_utf8: dict[str, int], log) -> list[list[str]]:
+    texts = []
+    for f in src.files:
+        lines, bad = read_lines(f)
+        if bad:
+            invalid_utf8[str(f)] = bad
+            log(f"warning: {f}: {bad} lines with invalid UTF-8 (bytes replaced by U+FFFD)")
+        texts.append(lines)
+    return texts
+
+
 def _present(src: RawSource, split_of: list[str]) -> list[str]:
     # A flat corpus writes every split it was asked for (even if a tiny language got no held-out line), so
     # every language has the same splits; a split-directory corpus writes the file's own split.
@@ -193,6 +212,7 @@ def preprocess_corpus(
         "lowercase_and_strip_accents": lowercase_and_strip_accents,
         "valid_fraction": valid_fraction if flat else None,
         "test_fraction": test_fraction if flat else None,
+        "heldout": "translation groups" if flat else None,  # xlm_jax.data.heldout; older outputs split by line
         "langs": sorted(langs) if langs else None,
     }
     digest = source_hash(sources, corpus_dir, tok.sha256, options)
@@ -219,25 +239,29 @@ def preprocess_corpus(
             pool = Pool(workers, initializer=_init_worker, initargs=(tok.path, lowercase_and_strip_accents))
         else:
             _init_worker(tok.path, lowercase_and_strip_accents)
+        heldout = HeldOutSplit(valid_fraction, test_fraction) if flat else None
+        # Every pair file is tokenized before anything is split: a pair's split depends on every pair that
+        # shares a sentence with it (xlm_jax.data.heldout).
+        para = {}
         for src in sources:
-            texts = []
-            for f in src.files:
-                lines, bad = read_lines(f)
-                if bad:
-                    invalid_utf8[str(f)] = bad
-                    log(f"warning: {f}: {bad} lines with invalid UTF-8 (bytes replaced by U+FFFD)")
-                texts.append(lines)
+            if src.kind == "para":
+                texts = _read_texts(src, invalid_utf8, log)
+                ids = [tokenize_texts(t, pool, f"{src.name}.{lang}", progress) for t, lang in zip(texts, src.langs)]
+                para[src] = texts, ids
+                if heldout is not None:
+                    heldout.link_pairs(src.langs, texts, [[_fit(x, max_len, too_long) for x in side] for side in ids])
+        for src in sources:
             if src.kind == "mono":
+                texts = _read_texts(src, invalid_utf8, log)
                 sentences = [line for line in texts[0] if line.strip()]
-                split_of = [src.split or heldout_split(s, valid_fraction, test_fraction) for s in sentences]
                 ids = tokenize_texts(sentences, pool, src.name, progress)
+                split_of = [src.split] * len(sentences) if src.split else heldout.mono_splits(
+                    src.langs[0], sentences, [_fit(x, max_len, too_long) for x in ids])
                 result = _mono(src, texts[0], ids, split_of, max_len, too_long, tmp)
             else:
-                split_of = [
-                    src.split or heldout_split(f"{a}\t{b}", valid_fraction, test_fraction) for a, b in zip(*texts)
-                ]
-                ids_a = tokenize_texts(texts[0], pool, f"{src.name}.{src.langs[0]}", progress)
-                ids_b = tokenize_texts(texts[1], pool, f"{src.name}.{src.langs[1]}", progress)
+                texts, (ids_a, ids_b) = para.pop(src)
+                split_of = [src.split] * len(ids_a) if src.split else heldout.pair_splits(
+                    src.langs, texts, [[_fit(x, max_len, too_long) for x in side] for side in (ids_a, ids_b)])
                 result = _para(src, ids_a, ids_b, split_of, max_len, too_long, tmp)
             for split, stats in result.items():
                 splits.setdefault(split, {"mono": {}, "para": {}})[src.kind][src.name] = stats

@@ -90,7 +90,7 @@ class DataSection:
     tokenizer_sentences: int = 100000  # sentences sampled (α = 0.3 over languages) to train it
     max_langs: int = 15  # when preparing: keep the N languages with the most en-X pairs, plus en (0 = all)
     max_len: int = 64  # when preparing: pieces per sentence (longer ones are truncated)
-    valid_fraction: float = 0.01  # when preparing a flat corpus: held-out share (by hash of the text)
+    valid_fraction: float = 0.01  # when preparing a flat corpus: held-out share (of translation groups: xlm_jax.data.heldout)
     cache_dir: str = ""  # "" = $XLM_JAX_CACHE or ~/.cache/xlm_jax
     # Batch recipe.
     objectives: Mapping[str, float] = field(default_factory=lambda: {"mlm": 1.0, "tlm": 1.0})

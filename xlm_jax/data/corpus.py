@@ -6,10 +6,11 @@ Raw corpus directory (what `python -m xlm_jax.data.gettext` writes, and what use
     CORPUS/para/{l1}-{l2}.{l1}, .{l2}        line-aligned translations, l1 < l2 alphabetically
 
 Splits are subdirectories (CORPUS/train/mono/…, CORPUS/valid/…, CORPUS/test/…). A flat corpus (no split
-directories) is split at preprocess time by `heldout_split`: a line goes to valid / test when a hash of its
-text falls below --valid-fraction / --test-fraction. The hash makes the split deterministic, independent of
-line order and file size, and keeps identical sentences in the same split (no train/test leaks by duplicates).
-For parallel data the hash is of the two sides joined by a tab.
+directories) is split at preprocess time by `heldout_split`: a text goes to valid / test when a hash of it
+falls below --valid-fraction / --test-fraction. The hash makes the split deterministic and independent of
+line order and file size. It is applied to whole translation groups (a sentence, its translations, theirs …;
+`xlm_jax.data.heldout`), so that no valid / test sentence is also in a train split, by duplicates or through
+the sides of pairs.
 
 Preprocessed directory: format in docs/data_format.md; `PreprocessedCorpus` opens it.
 """
@@ -252,7 +253,8 @@ def read_lines(path: Path) -> tuple[list[str], int]:
 
 
 def heldout_split(text: str, valid_fraction: float, test_fraction: float) -> str:
-    """Deterministic split of one line (or tab-joined pair) of a flat corpus, by a hash of its text."""
+    """Deterministic split ("train" / "valid" / "test") of a text, by a hash of it. `xlm_jax.data.heldout`
+    applies it to the smallest text of each translation group of a flat corpus."""
     if valid_fraction <= 0 and test_fraction <= 0:
         return "train"
     u = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") / 2**64
