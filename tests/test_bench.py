@@ -152,7 +152,7 @@ def test_breakdown_runs_for_both_sides_and_is_printed(tmp_path):
     jax_worker.export_weights(weights)  # both sides start from the same weights, as in a real run
     workers = {"jax": jax_worker, "torch_eager": bench.TorchWorker({**base, "framework": "torch_eager",
                                                                        "weights": weights})}
-    record = {"config": cfg.name, "tokens_per_step": cfg.tokens_per_step, "frameworks": {}}
+    record = bench.new_record(cfg, 0)
     parts = {"encoder_forward", "forward_loss", "forward_backward", "optimizer_update"}
     for fw, worker in workers.items():
         # Step timings are not what is tested here (the smoke test runs them): fixed values keep this test short.

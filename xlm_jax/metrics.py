@@ -110,4 +110,11 @@ class MetricsWriter:
             return
         self._file.close()
         if self._tb is not None:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except OSError:
+                # A full disk: the events cannot be flushed now, and tensorboardX would retry (and print a
+                # traceback) in its atexit hook. Give them up; the caller reports the error in one line.
+                for file_writer in (getattr(self._tb, "all_writers", None) or {}).values():
+                    file_writer.event_writer._closed = True
+                raise

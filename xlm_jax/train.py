@@ -37,6 +37,7 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,24 @@ def _from_orbax(obj) -> bool:
 class _QuietAbandonedWrites(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "orbax" not in record.getMessage()
+
+
+def _hide_closed_loop_callbacks() -> None:
+    """tensorstore completes orbax's writes from its own threads by calling back into orbax's event loop; after a
+    failed async save that loop is closed, and each late callback prints 'RuntimeError: Event loop is closed'
+    through sys.excepthook. The run reports the failed save itself, in one line: hide those, and only those."""
+    previous = sys.excepthook
+    if getattr(previous, "hides_closed_loop", False):
+        return
+
+    def hook(kind, value, tb) -> None:
+        frames = [f.name for f in traceback.extract_tb(tb)] if tb is not None else []
+        if kind is RuntimeError and str(value) == "Event loop is closed" and "call_soon_threadsafe" in frames:
+            return
+        previous(kind, value, tb)
+
+    hook.hides_closed_loop = True
+    sys.excepthook = hook
 
 
 def _quiet_abandoned_writes() -> None:
@@ -600,6 +619,7 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     step = start
     exit_code = 0
     quiet = _QuietOrbaxErrors()  # the run reports a failed save itself, in one line
+    _hide_closed_loop_callbacks()
     logging.getLogger("absl").addFilter(quiet)
     try:
         for step in range(start + 1, stop_step + 1):
@@ -673,10 +693,11 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
                     close()
             except Exception as err:  # noqa: BLE001 - the first error is reported; the others must still close
                 closing_error = closing_error or err
-        logging.getLogger("absl").removeFilter(quiet)
-        if failing:
+        if failing:  # orbax's threads may still log the failed save: keep them quiet until the process ends
             _quiet_abandoned_writes()
-        elif closing_error is not None:
+        else:
+            logging.getLogger("absl").removeFilter(quiet)
+        if not failing and closing_error is not None:
             raise outputs.as_user_error(closing_error, run_dir, "could not write the run's files") from closing_error
     if lead and exit_code == 0:
         _finish(run_dir, wall_start, log)
