@@ -206,7 +206,7 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
          api(f"m = xlm_jax.load({f['ckpt_damaged']!r})\nprint(m.hidden_states(np.array([[0, 5, 2]])))"), 2),
         ("file", "a tokenizer model that is not one", api(f"Tokenizer.load({f['a_file']!r})"), 2),
         # 5. failures in the middle of a run
-        ("run", "fine-tuning whose loss becomes NaN (lr=1000)", ft + [f"out={u}/ft", "lr=1000", "max_steps=6",
+        ("run", "fine-tuning whose loss becomes NaN (lr=1000)", ft + [f"out={u}/ft", "lr=1000", "max_steps=20",
                                                                       "log_every=1"], 3),
         ("run", "resume a run on data preprocessed with another tokenizer",
          train + [f"run_dir={f['run']}", f"data.dir={f['pre_other']}", "train.steps=6"], 2),

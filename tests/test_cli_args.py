@@ -54,8 +54,8 @@ def test_numeric_flags_are_range_checked_up_front(module, argv, valid, capsys, t
     with pytest.raises(SystemExit) as exit_info:
         importlib.import_module(module).main(argv)
     assert exit_info.value.code == 2
-    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(error) == 1, error
+    error = capsys.readouterr().err.strip().splitlines()  # one line, no usage block (errors.ArgumentParser)
+    assert len(error) == 1 and error[0].startswith("error: "), error
     flag, value = argv[-2], argv[-1]
     assert f"argument {flag}: invalid value" in error[0] and value in error[0] and valid in error[0], error[0]
     assert list(tmp_path.iterdir()) == []

@@ -51,7 +51,7 @@ import numpy as np
 
 from xlm_jax.config import ModelConfig, from_dict, get_model_config, to_dict
 from xlm_jax.data.masking import MaskConfig, mask_tokens, noise_width
-from xlm_jax.errors import UserError, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, positive_int
 
 REPLY = "@@BENCH "  # worker replies are the stdout lines with this prefix; anything else a library prints is ignored
 ARCH = "XLMRobertaForMaskedLM"
@@ -798,7 +798,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m xlm_jax.bench", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m xlm_jax.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default=None,
                    help=f"comma-separated, from {', '.join(CONFIGS)} (default: those for --device)")
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps per repeat")

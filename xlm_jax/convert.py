@@ -41,7 +41,7 @@ import numpy as np
 
 from xlm_jax import checkpoint, hf_mapping, outputs
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError, check_range, exit_on_user_error, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, check_range, exit_on_user_error, positive_int
 from xlm_jax.textfiles import read_text
 
 TOKENIZER_FILES = (
@@ -513,7 +513,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m xlm_jax.convert",
         description="Convert between Hugging Face, fairseq XLM-R, original XLM and xlm_jax (orbax) checkpoints.",
     )

@@ -43,6 +43,16 @@ def exit_on_user_error(code: int = 2):
         sys.exit(code)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for every command: a bad flag or argument is one line `error: ... (see PROG --help)` on stderr and
+    exit 2, like every other bad input (argparse's own refusal prints the usage block first). Sub-parsers made
+    with `add_subparsers` are of this class too."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 # ---- typed, ranged checks shared by the config dataclasses and every command's flags ------------------------
 
 

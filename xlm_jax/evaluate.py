@@ -18,7 +18,6 @@ P@1 in both directions. Any xlm_jax checkpoint works: pretrained (MLM / TLM) or 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -35,7 +34,7 @@ from xlm_jax import outputs
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError, arg_range, check_range, exit_on_user_error, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, positive_int
 from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
 from xlm_jax.textfiles import open_text, read_text
@@ -328,7 +327,7 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m xlm_jax.evaluate", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m xlm_jax.evaluate", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("task", help="evaluate a fine-tuned checkpoint on task data, per language")
     t.add_argument("--checkpoint", required=True, help="fine-tuning run directory (or its best/ directory)")

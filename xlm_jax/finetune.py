@@ -31,7 +31,6 @@ and logical-axis rules as pretraining (`xlm_jax.sharding`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -52,7 +51,8 @@ from xlm_jax import outputs
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import restore_params, save_params
 from xlm_jax.config import ModelConfig, check_dtype
-from xlm_jax.errors import NonFiniteError, UserError, check_choice, check_fields, check_range, exit_on_user_error
+from xlm_jax.errors import (ArgumentParser, NonFiniteError, UserError, check_choice, check_fields, check_range,
+                            exit_on_user_error)
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
 from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
 from xlm_jax.optim import OptimizerConfig, check_adamw, current_lr, make_optimizer
@@ -475,7 +475,7 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m xlm_jax.finetune", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m xlm_jax.finetune", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", help="YAML config (configs/finetune_*.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.add_argument("--force", action="store_true",

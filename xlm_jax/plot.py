@@ -8,10 +8,9 @@ validation loss per language, throughput (tokens/s, global and per device).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from xlm_jax.errors import UserError, exit_on_user_error
+from xlm_jax.errors import ArgumentParser, UserError, exit_on_user_error
 from xlm_jax.metrics import read_metrics
 from xlm_jax.outputs import check_file_output
 
@@ -80,7 +79,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, force: bool = F
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m xlm_jax.plot", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m xlm_jax.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
     parser.add_argument("--out", help="PNG path (default RUN_DIR/metrics.png); an existing file needs --force")
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")

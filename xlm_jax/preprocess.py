@@ -24,7 +24,6 @@ out (in expectation the same fraction of lines and pairs). Details: `xlm_jax.dat
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -38,7 +37,7 @@ import numpy as np
 from xlm_jax import outputs
 from xlm_jax.data.corpus import SPLITS, RawSource, read_lines, scan_corpus
 from xlm_jax.data.heldout import HeldOutSplit
-from xlm_jax.errors import UserError, check_range, exit_on_user_error, fraction, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, check_range, exit_on_user_error, fraction, positive_int
 from xlm_jax.tokenizer import Tokenizer
 
 FORMAT = 1
@@ -324,7 +323,7 @@ def format_summary(manifest: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m xlm_jax.preprocess", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m xlm_jax.preprocess", description=__doc__.split("\n\n")[0])
     parser.add_argument("corpus_dir")
     parser.add_argument("--tokenizer", required=True, help="SentencePiece PATH.model")
     parser.add_argument("--out", required=True,

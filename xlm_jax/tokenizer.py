@@ -30,7 +30,6 @@ matches our ids exactly for unigram models but not for bpe ones, where our ids f
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -43,7 +42,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from xlm_jax.errors import UserError, arg_range, check_range, exit_on_user_error, nonnegative_int, positive_int
+from xlm_jax.errors import (ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, nonnegative_int,
+                            positive_int)
 from xlm_jax.textfiles import check_corpus_file
 from xlm_jax.outputs import check_file_output
 
@@ -444,7 +444,7 @@ def train_tokenizer(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m xlm_jax.tokenizer", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m xlm_jax.tokenizer", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a SentencePiece model on a multilingual corpus")
     train.add_argument("--input", nargs="+", required=True, help="corpus directories (mono/*.txt) or {lang}.txt files")

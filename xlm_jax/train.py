@@ -52,7 +52,8 @@ from xlm_jax import outputs
 from xlm_jax.config import ModelConfig, to_dict as model_to_dict
 from xlm_jax.data.batches import BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import NonFiniteError, UserError, exit_on_user_error, nonnegative_int, positive_int
+from xlm_jax.errors import (ArgumentParser, NonFiniteError, UserError, exit_on_user_error, nonnegative_int,
+                            positive_int)
 from xlm_jax.metrics import MetricsWriter, read_metrics
 from xlm_jax.step import all_finite, first_non_finite
 from xlm_jax.train_config import (TrainConfig, check_batch_split, check_positions, describe, flatten, load_config,
@@ -743,7 +744,7 @@ def _barrier(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m xlm_jax.train", description=__doc__.split("\n\n")[0],
         epilog="Keys: python -m xlm_jax.train --help-config", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value",

@@ -21,7 +21,7 @@ import numpy as np
 from xlm_jax import outputs
 from xlm_jax.data.batches import MIN_SEQ_LEN, BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import UserError, arg_range, check_range, nonnegative_int, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, arg_range, check_range, nonnegative_int, positive_int
 
 
 def _zipf_sentences(rng: np.random.Generator, n_tokens: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +126,7 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m xlm_jax.data", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m xlm_jax.data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="batch throughput (tokens/s, single process) from a preprocessed directory")
     b.add_argument("dir")

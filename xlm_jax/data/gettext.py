@@ -36,7 +36,6 @@ Rules (chosen so that what survives reads like natural sentences):
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import functools
 import html
@@ -53,7 +52,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from xlm_jax import outputs
-from xlm_jax.errors import UserError, check_range, exit_on_user_error, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, check_range, exit_on_user_error, positive_int
 
 DEFAULT_LOCALE_DIRS = ("/usr/share/locale", "/usr/share/locale-langpack", "/usr/local/share/locale")
 DEFAULT_EXCLUDE_DOMAINS = ("iso_*",)
@@ -409,7 +408,7 @@ def format_table(stats: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m xlm_jax.data.gettext", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m xlm_jax.data.gettext", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
     parser.add_argument("--langs", nargs="+", help="language codes to keep (default: all)")
     group = parser.add_mutually_exclusive_group()

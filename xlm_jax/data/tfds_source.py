@@ -13,14 +13,13 @@ mapping lives in pure functions over plain dicts (`example_records`) so it is te
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from xlm_jax import outputs
-from xlm_jax.errors import UserError, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, positive_int
 
 SUPPORTED = ("wiki40b", "c4", "para_crawl", "ted_multi_translate", "opus")
 
@@ -124,7 +123,7 @@ def export(name: str, out_dir: str, data_dir: str | None = None, split: str = "t
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m xlm_jax.data.tfds_source", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m xlm_jax.data.tfds_source", description=__doc__.split("\n\n")[0])
     parser.add_argument("name")
     parser.add_argument("out_dir")
     parser.add_argument("--data-dir")
