@@ -26,6 +26,7 @@ only its own rows of every batch.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import gc
 import hashlib
@@ -37,7 +38,6 @@ import shutil
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -267,22 +267,22 @@ class _QuietAbandonedWrites(logging.Filter):
         return "orbax" not in record.getMessage()
 
 
-def _hide_closed_loop_callbacks() -> None:
-    """tensorstore completes orbax's writes from its own threads by calling back into orbax's event loop; after a
-    failed async save that loop is closed, and each late callback prints 'RuntimeError: Event loop is closed'
-    through sys.excepthook. The run reports the failed save itself, in one line: hide those, and only those."""
-    previous = sys.excepthook
-    if getattr(previous, "hides_closed_loop", False):
+def _drop_callbacks_to_closed_loops() -> None:
+    """tensorstore completes orbax's writes from its own threads with `loop.call_soon_threadsafe`; after a failed
+    async save orbax has closed that loop, and each late completion raises 'RuntimeError: Event loop is closed',
+    which tensorstore prints as a traceback (not through any hook). A closed loop runs nothing, so such a
+    callback can only be dropped: drop it quietly. The run reports the failed save itself, in one line."""
+    original = asyncio.BaseEventLoop.call_soon_threadsafe
+    if getattr(original, "drops_closed", False):
         return
 
-    def hook(kind, value, tb) -> None:
-        frames = [f.name for f in traceback.extract_tb(tb)] if tb is not None else []
-        if kind is RuntimeError and str(value) == "Event loop is closed" and "call_soon_threadsafe" in frames:
-            return
-        previous(kind, value, tb)
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        if self.is_closed():
+            return None
+        return original(self, callback, *args, context=context)
 
-    hook.hides_closed_loop = True
-    sys.excepthook = hook
+    call_soon_threadsafe.drops_closed = True
+    asyncio.BaseEventLoop.call_soon_threadsafe = call_soon_threadsafe
 
 
 def _quiet_abandoned_writes() -> None:
@@ -620,7 +620,7 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     step = start
     exit_code = 0
     quiet = _QuietOrbaxErrors()  # the run reports a failed save itself, in one line
-    _hide_closed_loop_callbacks()
+    _drop_callbacks_to_closed_loops()
     logging.getLogger("absl").addFilter(quiet)
     try:
         for step in range(start + 1, stop_step + 1):
