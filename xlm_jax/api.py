@@ -173,7 +173,12 @@ class LoadedModel:
 def load(path: str | Path) -> LoadedModel:
     """Loads an xlm_jax checkpoint: a run directory (its latest checkpoint), a checkpoints directory written by
     `python -m xlm_jax.convert`, or one step directory. A Hugging Face directory, a fairseq XLM-R `model.pt` or
-    an original XLM `.pth` is converted in memory (`xlm_jax.convert.load_any`)."""
+    an original XLM `.pth` is converted in memory (`xlm_jax.convert.load_any`).
+
+    Raises UserError when `path` is not a non-empty path, or names nothing this function can read."""
+    if not isinstance(path, str | Path) or not str(path).strip():
+        raise UserError(f"load(path): path must be a non-empty str or pathlib.Path of a checkpoint, got "
+                        f"{type(path).__name__} {path!r:.60}")
     try:
         resolve(path)
     except UserError:

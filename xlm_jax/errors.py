@@ -39,7 +39,8 @@ def exit_on_user_error(code: int = 2):
     try:
         yield
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # One line whatever the message holds (a library's multi-line text quoted inside it).
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         sys.exit(code)
 
 
@@ -193,9 +194,21 @@ def check_range(key: str, value: Any, low: float | None = None, high: float | No
     if also and isinstance(value, Hashable) and not isinstance(value, bool) and value in also:
         return value
     if _in_range(value, low, high, low_open, high_open, integer):
+        if _beyond_int32(value, high, integer):
+            raise UserError(f"{key}={value!r}: must be at most {INT32_MAX} (counts, sizes and ids are int32 on the "
+                            "device)")
         return value
     valid = describe_range(low, high, low_open=low_open, high_open=high_open, integer=integer, also=also)
     raise UserError(f"{key}={value!r}: must be {valid}")
+
+
+INT32_MAX = 2**31 - 1
+
+
+def _beyond_int32(value: Any, high: float | None, integer: bool) -> bool:
+    """An integer with no upper bound of its own must still fit the int32 the step counter, positions and ids
+    use on the device (a larger one would end in an OverflowError traceback inside jit)."""
+    return integer and high is None and value > INT32_MAX
 
 
 def check_choice(key: str, value: Any, choices: Iterable[Any]) -> Any:
@@ -222,6 +235,8 @@ def arg_range(low: float | None = None, high: float | None = None, *, low_open: 
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be {expected}") from None
         if (also and value in also) or _in_range(value, low, high, low_open, high_open, integer):
+            if _beyond_int32(value, high, integer):
+                raise argparse.ArgumentTypeError(f"invalid value {text}: must be at most {INT32_MAX}")
             return value
         raise argparse.ArgumentTypeError(f"invalid value {text}: must be {expected}")
 

@@ -192,7 +192,8 @@ def evaluate_examples(model, params, config: ModelConfig, info: TaskInfo, tokeni
     encode = T.encode_token_examples if spec.kind == "token" else T.encode_sequence_examples
     enc = encode(examples, tokenizer, protocol, info.labels, info.max_len)
     predict = predict or make_predict_fn(model, mesh, params_shardings)
-    batch_size = _round_up(batch_size, batch_size_multiple(mesh))
+    # Never wider than the data: a huge batch_size must not allocate rows of padding.
+    batch_size = _round_up(min(batch_size, max(1, len(examples))), batch_size_multiple(mesh))
     preds = predict_all(predict, params, enc, batch_size, info.max_len, config.pad_token_id, spec.kind == "token")
     return score_by_lang(spec, enc, examples, preds, info.labels), enc.truncated
 
@@ -225,6 +226,7 @@ def embed_sentences(model, tokenizer, lines: Sequence[str], lang: str | None = N
     pieces = tokenizer.encode_batch_pieces_ids(list(lines))
     ids = [protocol.frame(truncate_pair(p.tolist(), None, max_len - 2)[0], None) for p in pieces]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    batch_size = min(batch_size, max(1, len(ids)))  # never wider than the data
     out = np.zeros((len(ids), config.hidden_size), np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]

@@ -127,9 +127,16 @@ def claim_dir(path: str | Path, command: str, *, force: bool = False, flag: str 
     return p
 
 
+def _real(dst: str | Path) -> Path:
+    """`dst`, or where it points when it is a symbolic link: an output reached through a link is replaced where
+    it lives (and the link kept), not by renaming the link itself."""
+    dst = Path(dst)
+    return Path(os.path.realpath(dst)) if dst.is_symlink() else dst
+
+
 def staging_dir(dst: str | Path) -> Path:
     """A fresh, empty temporary sibling of `dst` (same file system, so the final rename is atomic)."""
-    dst = Path(dst)
+    dst = _real(dst)
     _writable_parent(dst)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +149,8 @@ def move_into_place(tmp: Path, dst: str | Path, command: str) -> None:
     """Marks the complete `tmp` as `command`'s output and renames it to `dst`, replacing what was there (callers
     check `dst` with `check_dir` first). The old `dst` is moved aside before the new one takes its name, so a
     reader sees either the old output or the new one, never a mix."""
-    dst = Path(dst)
+    dst = _real(dst)
+    old = None
     try:
         write_marker(tmp, command)
         if not dst.exists():
@@ -151,6 +159,8 @@ def move_into_place(tmp: Path, dst: str | Path, command: str) -> None:
         old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
         dst.rename(old)  # onto an empty directory: allowed by rename(2)
     except OSError as err:
+        if old is not None and old.is_dir() and not any(old.iterdir()):
+            old.rmdir()  # the empty placeholder only: dst was not moved
         raise as_user_error(err, dst, "could not move the output into place", codes=None) from err
     try:
         tmp.rename(dst)

@@ -27,7 +27,17 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, force: bool = F
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if out is not None:
+        formats = plt.gcf().canvas.get_supported_filetypes()
+        plt.close("all")
+        if Path(out).suffix.lstrip(".").lower() not in formats:
+            raise UserError(f"--out {out}: the file name must end in an image format matplotlib writes "
+                            f"({', '.join('.' + f for f in sorted(formats))})")
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise UserError(f"{run_dir}: has no metrics.jsonl (is it a pretraining run directory?)")
     records = read_metrics(run_dir)
     train = [r for r in records if r.get("kind", "train") == "train"]
     valid = [r for r in records if r.get("kind") == "valid"]

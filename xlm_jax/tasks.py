@@ -346,6 +346,11 @@ def resolve_labels(task: TaskSpec, configured: Sequence[str], train: Sequence) -
     labels = sorted(seen)
     if "O" in seen:
         labels = ["O"] + [x for x in labels if x != "O"]
+    if len(labels) < 2:
+        # One class cannot be learned, and usually means the file is not in this task's format (a JSONL read as
+        # CoNLL yields one "label" per line ending) or was filtered to one label.
+        raise UserError(f"the {task.name} training data has {len(labels)} label(s) {list(labels)}: a classifier needs "
+                        f"at least 2; check that the files are in the {task.name} format, or set labels=")
     return tuple(labels)
 
 

@@ -222,6 +222,11 @@ def _is_int(x) -> bool:
 def _check_text(text, where: str) -> str:
     if not isinstance(text, str):
         raise UserError(f"{where} must be a str, got {type(text).__name__} {text!r:.60}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # SentencePiece would raise a bare TypeError
+        raise UserError(f"{where} holds {text[err.start]!r} at character {err.start} ({text!r:.60}), a lone "
+                        "surrogate: not valid Unicode text (a \\ud800-style escape in a JSON file?)") from None
     return text
 
 
@@ -237,8 +242,11 @@ def _check_texts(texts, where: str, pairs: bool = False, allow_empty: bool = Fal
         raise UserError(f"{where} is empty: give at least one text")
     for i, item in enumerate(texts):
         if isinstance(item, str):
+            _check_text(item, f"{where}[{i}]")
             continue
         if pairs and isinstance(item, tuple | list) and len(item) == 2 and all(isinstance(t, str) for t in item):
+            for t in item:
+                _check_text(t, f"{where}[{i}]")
             continue
         raise UserError(f"{where}[{i}] must be {what}, got {type(item).__name__} {item!r:.60}")
     return texts

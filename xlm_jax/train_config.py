@@ -329,7 +329,10 @@ def load_dataclass(default: Any, path: str | Path | None = None, overrides: Sequ
         try:
             raw = yaml.safe_load(read_text(p, "config file")) or {}
         except yaml.YAMLError as err:
-            raise UserError(f"{p}: not valid YAML: {err}") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+            what = " ".join(x for x in (getattr(err, "context", None), getattr(err, "problem", None)) if x)
+            raise UserError(f"{where}: not valid YAML: {what or str(err).splitlines()[0]}") from None
         if not isinstance(raw, dict):
             raise UserError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
     for item in overrides:
