@@ -77,6 +77,11 @@ def build_fixtures(w: Path) -> dict[str, str]:
     nli = [{"gold_label": g, "sentence1": "the file is open", "sentence2": h}
            for g, h in (("entailment", "a file is open"), ("contradiction", "the file is closed"), ("neutral", "the cat"))]
     f["nli_jsonl"] = str(tiny_setup.write_jsonl(w / "nli.jsonl", nli * 4))
+    (w / "surrogate.jsonl").write_text(Path(f["train_jsonl"]).read_text()
+                                       + '{"text": "the \\ud800 file", "label": "file", "lang": "en"}\n')
+    f["surrogate_jsonl"] = str(w / "surrogate.jsonl")
+    (w / "tab.yaml").write_text("train:\n\tsteps: 4\n")
+    f["tab_yaml"] = str(w / "tab.yaml")
     (w / "not_utf8.jsonl").write_bytes(b'{"text": "caf\xe9 ouvert", "label": "file", "lang": "en"}\n' * 4)
     f["not_utf8"] = str(w / "not_utf8.jsonl")
     (w / "not_utf8.txt").write_bytes(b"caf\xe9 ouvert\n" * 4)
@@ -120,6 +125,9 @@ def user_dir(w: Path) -> Path:
     d.mkdir()
     (d / "notes.txt").write_text("my notes\n")
     (d / "draft.md").write_text("# my draft\n")
+    link = w / "user_folder_link"
+    if not link.is_symlink():
+        link.symlink_to(d)
     return d
 
 
@@ -153,6 +161,10 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
         ("output", "plot --out an existing file", [PY, "-m", "xlm_jax.plot", f["run"], "--out", f"{u}/draft.md"], 2),
         ("output", "train run_dir= an existing file", train + [f"run_dir={f['a_file']}", f"data.dir={f['pre']}"], 2),
         ("output", "finetune out= an existing file", ft + [f"out={f['a_file']}"], 2),
+        ("output", "convert into a symbolic link to a folder of the user's files",
+         [PY, "-m", "xlm_jax.convert", f["ckpt"], f"{u}_link"], 2),
+        ("output", "plot --out a file name that is not an image", [PY, "-m", "xlm_jax.plot", f["run"], "--out",
+                                                                    f"{u}/curves.txt"], 2),
         # 2. configuration values
         ("config", "model.dtype=fp16", train + ["model.dtype=fp16"], 2),
         ("config", "model.dtype=float16", train + ["model.dtype=float16"], 2),
@@ -170,6 +182,9 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
         ("config", "finetune select_on=zz (checked against the data)", ft + [f"out={u}/ft", "select_on=zz"], 2),
         ("config", "finetune task=xnli max_len=3", ft[:3] + ["task=xnli", "max_len=3"] + ft[4:6] + [f"train=[{f['nli_jsonl']}]", f"valid=[{f['nli_jsonl']}]"] + ft[8:] + [f"out={u}/ft"], 2),
         ("config", "evaluate task --batch-size 0", task + ["--batch-size", "0"], 2),
+        ("config", "train.steps=10**20 (beyond int32)", train + ["train.steps=100000000000000000000"], 2),
+        ("config", "finetune max_steps=3000000000", ft + [f"out={u}/ft", "max_steps=3000000000"], 2),
+        ("config", "YAML config with a tab", train + [f["tab_yaml"]], 2),
         ("config", "evaluate retrieval --max-len 0", retrieval + ["--max-len", "0"], 2),
         ("config", "preprocess --valid-fraction 1.5",
          [PY, "-m", "xlm_jax.preprocess", f["corpus"], "--tokenizer", f["tok"], "--out", f"{u}/pre",
@@ -186,6 +201,7 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
          api(f"m = xlm_jax.load({f['ckpt']!r})\nprint(m.hidden_states(np.full((1, 129), 5)))"), 2),
         ("api", "mlm_logits of a fine-tuned classifier",
          api(f"m = xlm_jax.load({f['ft'] + '/best'!r})\nprint(m.mlm_logits(np.array([[0, 5, 2]])))"), 2),
+        ("api", "xlm_jax.load(None)", api("xlm_jax.load(None)"), 2),
         ("api", "attention_mask of another shape",
          api(f"m = xlm_jax.load({f['ckpt']!r})\nprint(m.hidden_states(np.array([[0, 5, 2]]), np.ones((1, 4), int)))"), 2),
         # 4. files that are not what they claim
@@ -200,6 +216,10 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
          [PY, "-m", "xlm_jax.preprocess", f["binary_corpus"], "--tokenizer", f["tok"], "--out", f"{u}/pre"], 2),
         ("file", "classification TSV row with more fields than its header",
          ft + [f"out={u}/ft", f"train=[{f['wide_tsv']}]"], 2),
+        ("file", "NER fine-tuning on a classification JSONL (one 'label')",
+         ft[:3] + ["task=ner"] + ft[4:] + [f"out={u}/ft"], 2),
+        ("file", "a JSONL text holding an escaped lone surrogate",
+         ft + [f"out={u}/ft", f"train=[{f['surrogate_jsonl']}]"], 2),
         ("file", "preprocessed directory missing an array file",
          train + [f"run_dir={u}/run", f"data.dir={f['pre_missing']}"], 2),
         ("file", "xlm_jax.load of a checkpoint with a damaged array file",
