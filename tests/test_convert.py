@@ -287,13 +287,9 @@ def test_xlm_pth_language_mismatch_is_explained(hf, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- bad input
 
-def _cli_command(*args) -> list[str]:
-    return [sys.executable, "-m", "xlm_jax.convert", *map(str, args)]
-
-
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(_cli_command(*args), capture_output=True, text=True, cwd=REPO, timeout=120,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    return subprocess.run([sys.executable, "-m", "xlm_jax.convert", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
 class _Evil:
@@ -344,26 +340,23 @@ BAD_INPUT = {
 }
 
 
-@pytest.fixture(scope="module")
-def bad_runs(hf, tmp_path_factory):
-    """case -> (CompletedProcess, its tmp dir). The CLIs run concurrently: each spends seconds importing jax."""
-    started = {}
-    for case in sorted(BAD_INPUT):
-        tmp = tmp_path_factory.mktemp(case)
-        src, extra = _bad_source(hf, tmp, case)
-        started[case] = (subprocess.Popen(_cli_command(src, tmp / "out", *extra), stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, cwd=REPO,
-                                          env={**os.environ, "JAX_PLATFORMS": "cpu"}), tmp)
-    runs = {}
-    for case, (proc, tmp) in started.items():
-        out, err = proc.communicate(timeout=300)
-        runs[case] = (subprocess.CompletedProcess(proc.args, proc.returncode, out, err), tmp)
-    return runs
+def _main(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI's main() in-process (the subprocess in test_cli_refuses_non_empty_destination_unless_forced checks the
+    real exit path), -> CompletedProcess-like with its exit code and captured stdout / stderr."""
+    capsys.readouterr()
+    try:
+        convert.main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["convert", *map(str, args)], code, out, err)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_cli_bad_input(bad_runs, case):
-    result, tmp_path = bad_runs[case]
+def test_cli_bad_input(hf, tmp_path, capsys, case):
+    src, extra = _bad_source(hf, tmp_path, case)
+    result = _main(capsys, src, tmp_path / "out", *extra)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert re.search(BAD_INPUT[case], result.stderr), result.stderr
@@ -372,17 +365,19 @@ def test_cli_bad_input(bad_runs, case):
     assert not (tmp_path / "MARKER").exists()
 
 
-def test_cli_refuses_non_empty_destination_unless_forced(hf, tmp_path):
+def test_cli_refuses_non_empty_destination_unless_forced(hf, tmp_path, capsys):
+    # The one subprocess of this file: the real exit path (exit 2, one `error:` line, no traceback).
     _, src = hf["xlmr"]
     dst = tmp_path / "out"
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
     result = _cli(src, dst)
     assert result.returncode == 2 and "--force" in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "out: exists and holds files that `convert` did not write (keep.txt); nothing was changed" in result.stderr
     assert (dst / "keep.txt").read_text() == "mine" and sorted(os.listdir(dst)) == ["keep.txt"]
 
-    result = _cli(src, dst, "--force", "--to", "hf")
+    result = _main(capsys, src, dst, "--force", "--to", "hf")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1 and "XLMRobertaForMaskedLM" in result.stdout
     assert "parameters" in result.stdout and str(dst) in result.stdout

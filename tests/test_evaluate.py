@@ -82,15 +82,19 @@ def test_retrieval_cli_on_a_permuted_target_matches_the_in_process_scores(tiny, 
     assert (out["src_to_tgt_p@1"], out["tgt_to_src_p@1"]) == (expected["src_to_tgt_p@1"], expected["tgt_to_src_p@1"])
 
 
-def test_retrieval_cli_bad_inputs(tiny):
+def test_retrieval_cli_bad_inputs(tiny, capsys):
     a, b = tiny["dir"] / "a.txt", tiny["dir"] / "b.txt"
     a.write_text("one line\ntwo lines\n")
     b.write_text("only one\n")
+    # The one subprocess of this file: the real exit path (exit 2, one `error:` line, no traceback).
     r = _cli("retrieval", "--checkpoint", tiny["ckpt"], "--tokenizer", tiny["tok"], "--src-file", str(a),
              "--tgt-file", str(b))
     assert r.returncode == 2 and "has 2 lines but" in r.stderr and "line-aligned" in r.stderr
-    r = _cli("task", "--checkpoint", tiny["ckpt"], "--tokenizer", tiny["tok"], "--data", str(a))
-    assert r.returncode == 2 and "no task.json found; this is not a fine-tuned checkpoint" in r.stderr
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    with pytest.raises(SystemExit) as exit_:
+        E.main(["task", "--checkpoint", tiny["ckpt"], "--tokenizer", tiny["tok"], "--data", str(a)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "no task.json found; this is not a fine-tuned checkpoint" in err, err
 
 
 def test_embed_layer_range(tiny):

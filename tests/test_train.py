@@ -20,7 +20,7 @@ from xlm_jax import checkpoint as ckpt_lib
 from xlm_jax.data.__main__ import write_synthetic
 from xlm_jax.errors import UserError
 from xlm_jax.metrics import read_metrics
-from xlm_jax.train import train
+from xlm_jax.train import main as train_main, train
 from xlm_jax.train_config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -167,9 +167,16 @@ def test_throughput_of_clm_ceil_masking_and_tlm_buckets(corpus, tmp_path, monkey
     check_throughput(run_dir, corpus, peak)
 
 
-def test_resume_is_bit_identical(corpus, tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert run(corpus, straight) == 0
+@pytest.fixture(scope="module")
+def straight(corpus, tmp_path_factory) -> Path:
+    """The default tiny run, start to end without a stop: the reference of both resume tests (read only)."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    assert run(corpus, run_dir) == 0
+    return run_dir
+
+
+def test_resume_is_bit_identical(corpus, straight, tmp_path):
+    resumed = tmp_path / "resumed"
     assert run(corpus, resumed, "train.stop_at=5") == 0  # checkpoints at 3 and 5 (the stop)
     assert max(r["step"] for r in read_metrics(resumed)) == 5
     assert run(corpus, resumed) == 0  # the same command again: resumes at 5
@@ -178,9 +185,8 @@ def test_resume_is_bit_identical(corpus, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_metrics_past_the_checkpoint_are_dropped_on_resume(corpus, tmp_path):
-    straight, cut = tmp_path / "straight", tmp_path / "cut"
-    assert run(corpus, straight) == 0
+def test_metrics_past_the_checkpoint_are_dropped_on_resume(corpus, straight, tmp_path):
+    cut = tmp_path / "cut"
     assert run(corpus, cut, "train.stop_at=7") == 0
     # Simulate a crash after step 7's metrics but with only step 6's checkpoint complete.
     shutil.rmtree(cut / "checkpoints" / "7")
@@ -381,15 +387,19 @@ def test_runs_from_before_the_tokenizer_record_are_checked_against_their_copy(co
         check_same_tokenizer(run_dir, PreprocessedCorpus(other))
 
 
-def test_batch_must_divide_over_the_mesh(corpus, tmp_path):
+def test_batch_must_divide_over_the_mesh(corpus, tmp_path, capsys):
+    # A subprocess: it needs 2 devices (and checks the real exit path: exit 2, one `error:` line).
     proc = cli(*tiny(corpus, tmp_path / "mesh", "train.batch_size=3", "mesh.data=2"),
                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert "train.batch_size=3" in err and "data=2 x fsdp=1 = 2" in err
-    proc = cli(*tiny(corpus, tmp_path / "mesh2", "mesh.data=2"))  # batch 4 splits in 2, but 1 device
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "mesh" in err and "devices" in err, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert jax.device_count() == 1  # the test process: main() in-process sees 1 device
+    with pytest.raises(SystemExit) as exit_:
+        train_main(tiny(corpus, tmp_path / "mesh2", "mesh.data=2"))  # batch 4 splits in 2, but 1 device
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "mesh" in err and "devices" in err, err
     assert not (tmp_path / "mesh" / "checkpoints").exists()
 
 
