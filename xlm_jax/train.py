@@ -38,6 +38,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +300,14 @@ def _quiet_abandoned_writes() -> None:
         hook.quiet_orbax = True
         sys.unraisablehook = hook
         logging.getLogger("asyncio").addFilter(_QuietAbandonedWrites())
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    _ABANDONED_WRITES["left"] = True
     gc.collect()
+
+
+# Set once a failed save has left orbax's writes behind: the command line then ends without the interpreter's
+# shutdown, where collecting them would print more of what the run already reported (the `__main__` block).
+_ABANDONED_WRITES = {"left": False}
 
 
 def check_same_tokenizer(run_dir: Path, corpus: PreprocessedCorpus) -> None:
@@ -776,4 +784,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as done:
+        if _ABANDONED_WRITES["left"]:
+            # The one error line is out; orbax's abandoned writes would print at interpreter shutdown. The
+            # checkpoints on disk are complete or absent (orbax renames a step into place only when complete).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 1)
+        raise
