@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import numpy as np
 from xlm_jax import outputs
 from xlm_jax.data.batches import MIN_SEQ_LEN, BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import ArgumentParser, UserError, arg_range, check_range, nonnegative_int, positive_int
+from xlm_jax.errors import (ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, nonnegative_int,
+                            positive_int)
 
 
 def _zipf_sentences(rng: np.random.Generator, n_tokens: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--force", action="store_true",
                    help="replace OUT even if it holds files synth did not write (they are deleted)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         if args.command == "bench":
             print(json.dumps(bench(args)))
         else:
@@ -158,9 +158,6 @@ def main(argv: list[str] | None = None) -> None:
             outputs.write_atomically(out, lambda tmp: write_synthetic(tmp, args.langs, args.tokens, args.para_pairs,
                                                                       args.vocab_size, args.seed), "data.synth")
             print(f"wrote {args.out}")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

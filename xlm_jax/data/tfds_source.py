@@ -13,13 +13,12 @@ mapping lives in pure functions over plain dicts (`example_records`) so it is te
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from xlm_jax import outputs
-from xlm_jax.errors import ArgumentParser, UserError, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, exit_on_user_error, positive_int
 
 SUPPORTED = ("wiki40b", "c4", "para_crawl", "ted_multi_translate", "opus")
 
@@ -133,11 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace OUT_DIR even if it holds files this command did not write (they are deleted)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         counts = export(args.name, args.out_dir, args.data_dir, args.split, args.langs, args.max_examples, args.force)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     for path, n in sorted(counts.items()):
         print(f"{path:<24} {n:>10}")
 
