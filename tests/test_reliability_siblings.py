@@ -180,3 +180,14 @@ def test_yaml_syntax_errors_are_one_line_with_file_line_and_column(tmp_path, cap
     cfg.write_text("train:\n\tsteps: 4\n")
     line = one_error_line(main, [str(cfg), f"run_dir={tmp_path / 'run'}"], capsys)
     assert f"{cfg}:2:1: not valid YAML" in line and "'\\t'" in line
+
+
+@pytest.mark.parametrize("value", ["slow", "-1", "nan", "inf"])
+def test_the_save_delay_test_hook_refuses_a_bad_value(value, monkeypatch):
+    from xlm_jax.checkpoint import SAVE_DELAY_ENV, json_save
+
+    monkeypatch.setenv(SAVE_DELAY_ENV, value)
+    with pytest.raises(UserError, match=rf"{SAVE_DELAY_ENV}='{value}': expected a number of seconds >= 0"):
+        json_save({"step": 1})
+    monkeypatch.setenv(SAVE_DELAY_ENV, "0.5")
+    json_save({"step": 1})  # a valid delay

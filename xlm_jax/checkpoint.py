@@ -79,7 +79,16 @@ class _DelayedJsonRestore(ocp.args.CheckpointArgs):  # orbax wants both directio
 
 def json_save(item: Any) -> ocp.args.CheckpointArgs:
     """`ocp.args.JsonSave(item)`, or under the test hook XLM_JAX_TEST_SAVE_DELAY_S the same write made slow."""
-    return _DelayedJsonSave(item) if os.environ.get(SAVE_DELAY_ENV) else ocp.args.JsonSave(item)
+    text = os.environ.get(SAVE_DELAY_ENV)
+    if not text:
+        return ocp.args.JsonSave(item)
+    try:  # checked here, in the main thread: inside orbax's background write it would be a thread's traceback
+        delay = float(text)
+    except ValueError:
+        delay = -1.0
+    if not 0 <= delay < float("inf"):
+        raise UserError(f"{SAVE_DELAY_ENV}={text!r}: expected a number of seconds >= 0 (a test hook; unset it)")
+    return _DelayedJsonSave(item)
 
 
 def manager(directory: str | Path, *, max_to_keep: int | None = None, async_save: bool = False,
