@@ -35,7 +35,7 @@ from xlm_jax import tasks as T
 from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
 from xlm_jax.errors import ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, positive_int
-from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
+from xlm_jax.model import XLMForQuestionAnswering, XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
 from xlm_jax.textfiles import open_text, read_text
 from xlm_jax.tokenizer import check_max_len, pad_rows, truncate_pair
@@ -53,6 +53,7 @@ class TaskInfo:
     task: str
     labels: tuple[str, ...]
     max_len: int
+    options: dict = dataclasses.field(default_factory=dict, hash=False)  # task settings (qa: windows, decoding)
 
     @property
     def spec(self) -> T.TaskSpec:
@@ -60,19 +61,22 @@ class TaskInfo:
 
     def to_json(self) -> str:
         return json.dumps({"format": 1, "task": self.task, "labels": list(self.labels), "max_len": self.max_len,
-                           "kind": self.spec.kind, "pair": self.spec.pair, "metric": self.spec.metric}, indent=2)
+                           "kind": self.spec.kind, "pair": self.spec.pair, "metric": self.spec.metric,
+                           **({"options": self.options} if self.options else {})}, indent=2)
 
     @classmethod
     def read(cls, path: Path) -> "TaskInfo":
         try:
             d = json.loads(read_text(path, "task file"))
-            return cls(str(d["task"]), tuple(map(str, d["labels"])), int(d["max_len"]))
+            return cls(str(d["task"]), tuple(map(str, d["labels"])), int(d["max_len"]), dict(d.get("options", {})))
         except (ValueError, KeyError, TypeError) as err:
             raise UserError(f"{path}: damaged ({type(err).__name__}: {err}); it is written by `python -m "
                             "xlm_jax.finetune` next to the best checkpoint: re-run the fine-tuning") from None
 
 
 def task_model(config: ModelConfig, spec: T.TaskSpec, num_labels: int) -> nn.Module:
+    if spec.kind == "span":
+        return XLMForQuestionAnswering(config, 2)
     cls = XLMForTokenClassification if spec.kind == "token" else XLMForSequenceClassification
     return cls(config, num_labels)
 
@@ -309,6 +313,10 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
     if out:
         outputs.check_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
     _, info = find_task_checkpoint(checkpoint)  # its task says how to read the data: read (and check) it first
+    if info.spec.kind == "span":  # extractive QA: SQuAD-format files, EM / F1 (xlm_jax.qa)
+        from xlm_jax.qa import evaluate_checkpoint
+
+        return evaluate_checkpoint(checkpoint, tokenizer_path, data, out, batch_size, split_name, force)
     examples = T.read_files(info.spec, data)
     if not examples:
         raise UserError(f"no examples in {', '.join(data)}")

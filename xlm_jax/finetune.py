@@ -54,7 +54,7 @@ from xlm_jax.config import ModelConfig, check_dtype
 from xlm_jax.errors import (ArgumentParser, NonFiniteError, UserError, check_choice, check_fields, check_range,
                             exit_on_user_error)
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
-from xlm_jax.model import SequenceClassificationHead, TokenClassificationHead
+from xlm_jax.model import SequenceClassificationHead, SpanHead, TokenClassificationHead
 from xlm_jax.optim import OptimizerConfig, check_adamw, current_lr, make_optimizer
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, check_mesh_sizes, make_mesh
 from xlm_jax.step import abstract_boxed, state_shardings
@@ -67,7 +67,7 @@ FINETUNE_CONFIG = "finetune_config.json"  # written by every run: marks fine-tun
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    task: str = "xnli"  # xnli | pawsx | classification | ner
+    task: str = "xnli"  # xnli | pawsx | classification | ner | qa
     init: str = ""  # orbax checkpoint: ours, or converted (python -m xlm_jax.convert)
     tokenizer: str = ""  # SentencePiece model
     out: str = "runs/finetune"
@@ -101,6 +101,11 @@ class FinetuneConfig:
     mesh_data: int = -1
     mesh_fsdp: int = 1
     mesh_tensor: int = 1
+    # task qa only (xlm_jax.qa): context windows and span decoding, BERT / XTREME run_squad defaults
+    doc_stride: int = 128  # context pieces between the starts of consecutive windows
+    max_query_len: int = 64  # question pieces kept (0 = all; a longer question is then refused)
+    n_best: int = 20  # best start / end logits per window tried as answer spans
+    max_answer_length: int = 30  # longest answer, in pieces
 
     def __post_init__(self):
         """Every field's type and range, before any file is read (UserError naming the key, the value and what
@@ -132,6 +137,9 @@ class FinetuneConfig:
         if self.dtype:
             check_dtype("dtype", self.dtype)
         check_range("seed", self.seed, 0, MAX_SEED, integer=True)
+        for name in ("doc_stride", "n_best", "max_answer_length"):
+            check_range(name, getattr(self, name), 1, integer=True)
+        check_range("max_query_len", self.max_query_len, 0, integer=True, also={0: "no limit"})
         check_mesh_sizes({"mesh_data": self.mesh_data, "mesh_fsdp": self.mesh_fsdp, "mesh_tensor": self.mesh_tensor})
         if -1 not in (self.mesh_data, self.mesh_fsdp):  # else the device count decides, known at start-up
             check_batch_split(self.batch_size, self.mesh_data, self.mesh_fsdp, key="batch_size")
@@ -147,6 +155,8 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> FinetuneConf
 
 
 def head_module(config: ModelConfig, spec: T.TaskSpec, num_labels: int) -> nn.Module:
+    if spec.kind == "span":
+        return SpanHead(config)
     cls = TokenClassificationHead if spec.kind == "token" else SequenceClassificationHead
     return cls(config, num_labels)
 
@@ -338,6 +348,10 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     spec = T.get_task(cfg.task)
     out = outputs.check_dir(cfg.out, "finetune", force=force, legacy=FINETUNE_CONFIG)
     tokenizer = Tokenizer.load(cfg.tokenizer)
+    if spec.kind == "span":  # extractive QA: SQuAD-format files, windows, span decoding, EM / F1
+        from xlm_jax.qa import finetune_qa
+
+        return finetune_qa(cfg, out, tokenizer, log, force)
 
     train_all = T.read_files(spec, cfg.train)
     valid = T.read_files(spec, cfg.valid)

@@ -373,6 +373,19 @@ class TokenClassificationHead(nn.Module):
             x).astype(jnp.float32)
 
 
+class SpanHead(nn.Module):
+    """Extractive QA: a linear layer from each final state to (start, end) logits -> float32 [B, T, 2], as
+    BERT's and Hugging Face's *ForQuestionAnswering heads (no dropout, no pooling). `num_labels` is always 2."""
+
+    config: ModelConfig
+    num_labels: int = 2
+
+    @nn.compact
+    def __call__(self, hidden: Array, deterministic: bool) -> Array:
+        return _dense(self.config, self.config.hidden_size, 2, ("embed",), ("labels",), "qa_outputs")(
+            hidden).astype(jnp.float32)
+
+
 class _EncoderWithHead(nn.Module):
     """Encoder + a task head; the subclasses name the head. Params: {"encoder": ..., "classifier": ...}."""
 
@@ -395,6 +408,10 @@ class XLMForSequenceClassification(_EncoderWithHead):
 
 class XLMForTokenClassification(_EncoderWithHead):
     head = TokenClassificationHead
+
+
+class XLMForQuestionAnswering(_EncoderWithHead):
+    head = SpanHead
 
 
 def init_params(model: nn.Module, rng: Array, seq_len: int = 8, batch: int = 1) -> dict:

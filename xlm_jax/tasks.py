@@ -6,6 +6,8 @@ Tasks (`TASKS`):
     classification  single sentences (or pairs when `text_b` is present), labels from the config or the train
                     files — generic TSV with a header / JSONL with `text`, `label`, optional `text_b`, `lang`
     ner             token classification, BIO tags — CoNLL / WikiANN (`token label` per line)
+    qa              extractive question answering (start / end of the answer span) — SQuAD-format JSON
+                    (SQuAD v1.1, MLQA, XQuAD); its reader, features and decoding are in `xlm_jax.qa`
 
 Readers return plain dataclasses; `encode_*` turn them into fixed-shape NumPy batches following the
 original input protocols:
@@ -53,10 +55,10 @@ csv.field_size_limit(sys.maxsize)
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
     name: str
-    kind: str  # "sequence" (one label per example) or "token" (one label per word)
+    kind: str  # "sequence" (one label per example), "token" (one label per word) or "span" (answer start / end)
     pair: bool  # sentence-pair input
     labels: tuple[str, ...]  # fixed label set; empty: from the config or the training files
-    metric: str  # "accuracy" or "f1" (seqeval entity-level)
+    metric: str  # "accuracy", "f1" (seqeval entity-level) or "em_f1" (SQuAD / MLQA exact match and token F1)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -64,6 +66,7 @@ TASKS: dict[str, TaskSpec] = {
     "pawsx": TaskSpec("pawsx", "sequence", True, PAWSX_LABELS, "accuracy"),
     "classification": TaskSpec("classification", "sequence", False, (), "accuracy"),
     "ner": TaskSpec("ner", "token", False, (), "f1"),
+    "qa": TaskSpec("qa", "span", True, ("start", "end"), "em_f1"),
 }
 
 
@@ -317,6 +320,10 @@ def read_file(task: TaskSpec, spec: str) -> list[Example] | list[TokenExample]:
     """The examples of one data file (`LANG:PATH` or `PATH`). Raises UserError naming the file (and the line)
     when it is missing, not UTF-8 text, malformed for its format, or holds no example."""
     lang, path = split_lang_prefix(spec)
+    if task.kind == "span":  # SQuAD-format JSON: xlm_jax.qa owns that format
+        from xlm_jax.qa import read_squad
+
+        return read_squad(path, lang)
     examples = READERS[detect_format(task, path)](path, lang)
     if not examples:
         raise UserError(f"{path}: no examples in this {task.name} file (empty, only a header, or no row with a label)")

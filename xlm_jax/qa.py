@@ -1,0 +1,638 @@
+"""Extractive question answering (SQuAD v1.1, MLQA, XQuAD): reading SQuAD-format JSON, question + context
+windows, the span loss, n-best span decoding, and the fine-tuning / evaluation loops behind `task: qa`.
+
+    python -m xlm_jax.finetune configs/finetune_mlqa.yaml init=CKPT tokenizer=T.model out=runs/mlqa \
+        train=[en:squad/train-v1.1.json] valid=[mlqa/dev/dev-context-en-question-en.json] \
+        test=[mlqa/test/test-context-de-question-de.json,...]
+    python -m xlm_jax.evaluate task --checkpoint runs/mlqa --tokenizer T.model --data xquad/xquad.de.json
+
+Files: `{"data": [{"paragraphs": [{"context": str, "qas": [{"id", "question", "answers": [{"text",
+"answer_start"}]}]}]}]}` (SQuAD v1.1 and every MLQA / XQuAD file). A file's language: the `LANG:` prefix, else
+MLQA's `…-context-LL-question-…` or XQuAD's `xquad.LL.json` file name, else English. Every question needs at
+least one answer, and every answer must be the context's text at its `answer_start` (character offset): a file
+that breaks this is refused, naming the file, the question id and the offset, before any training.
+
+Features (BERT's / XTREME's run_squad protocol): the question (its first `max_query_len` pieces) and a window of
+the context, framed like a sentence pair (`<s> Q </s></s> C </s>` for XLM-R, `</s> Q </s> C </s>` for XLM). A
+context longer than one window is covered by windows whose starts are `doc_stride` pieces apart (the BERT /
+XTREME meaning; Hugging Face's newer run_qa.py calls the *overlap* doc_stride); the step is capped at the window
+so no context is skipped. The answer's character span becomes a token span through the SentencePiece pieces'
+character offsets; a training window that does not hold the whole answer points start and end at position 0 (the
+first token), as Hugging Face's run_qa.py does.
+
+Head and loss: `model.SpanHead`, a linear layer to 2 logits per token (start, end); the loss is the mean of the
+start and end cross-entropies over the real tokens of each row.
+
+Decoding: for each question, over all its windows, the `n_best` highest start and end logits among the context
+pieces give candidate spans (start <= end, at most `max_answer_length` pieces); the best start + end logit wins and
+maps back to the original context substring (outer whitespace dropped). Scores: `xlm_jax.qa_metrics`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from xlm_jax import qa_metrics
+from xlm_jax import tasks as T
+from xlm_jax.errors import UserError
+from xlm_jax.textfiles import read_text
+from xlm_jax.tokenizer import check_max_len, pad_rows, strip_accents_lower
+
+
+@dataclasses.dataclass(frozen=True)
+class QAExample:
+    """One question on one context; `answers` are (text, answer_start) with context[start:start+len(text)] == text."""
+
+    qid: str
+    question: str
+    context: str
+    answers: tuple[tuple[str, int], ...]
+    lang: str
+    where: str = ""  # "file: question 'id'", for error messages
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def file_lang(path: Path) -> str | None:
+    """The context language in MLQA's (`test-context-de-question-en.json`) or XQuAD's (`xquad.de.json`) names."""
+    match = re.search(r"context-([a-z]{2,3}(?:[-_][A-Za-z]+)?)-question", path.name) or re.fullmatch(
+        r"xquad\.([a-z]{2,3}(?:[-_][A-Za-z]+)?)\.json", path.name)
+    return match.group(1) if match else None
+
+
+def _need(obj: Any, key: str, kind: type, where: str, what: str) -> Any:
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object ({what}), got {type(obj).__name__}")
+    if key not in obj:
+        raise UserError(f"{where}: missing field {key!r} ({what})")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        name = {str: "a string", list: "a list", int: "an integer"}[kind]
+        raise UserError(f"{where}: field {key!r} is {json.dumps(value)[:40]}, expected {name}")
+    return value
+
+
+def read_squad(path: str | Path, default_lang: str | None = None, purpose: str = "training") -> list[QAExample]:
+    """The questions of one SQuAD-format JSON file, in file order.
+
+    Raises UserError naming the file (and the question id, or the JSON path of a malformed entry) when the file
+    is missing or not UTF-8, is not valid JSON or not in the SQuAD layout, a paragraph's context is empty (a
+    question-only example), a question is empty or has no answers (SQuAD 2.0's unanswerable questions are not
+    supported: they cannot be trained on or scored under v1.1's metric), or an answer's text is empty or not
+    found at its answer_start. `purpose` ("training", "evaluation") words the no-answer message."""
+    path = Path(path)
+    try:
+        data = json.loads(read_text(path, "SQuAD file"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg}); a SQuAD-format file is one "
+                        'JSON object {"data": [{"paragraphs": [{"context", "qas"}]}]}') from None
+    lang = default_lang or file_lang(path) or "en"
+    articles = _need(data, "data", list, str(path), 'the top level of a SQuAD file, {"data": [...]}')
+    out = []
+    for a, article in enumerate(articles):
+        for p, paragraph in enumerate(_need(article, "paragraphs", list, f"{path}: data[{a}]", "an article")):
+            at = f"{path}: data[{a}].paragraphs[{p}]"
+            context = _need(paragraph, "context", str, at, "a paragraph")
+            for q, qa in enumerate(_need(paragraph, "qas", list, at, "a paragraph")):
+                qa_at = f"{at}.qas[{q}]"
+                if isinstance(qa, dict) and isinstance(qa.get("id"), (str, int)) and not isinstance(qa["id"], bool):
+                    qid = str(qa["id"])
+                else:
+                    qid = str(_need(qa, "id", str, qa_at, "a question"))
+                where = f"{path}: question {qid!r}"
+                question = _need(qa, "question", str, where, "a question")
+                if not context.strip():
+                    raise UserError(f"{where}: the paragraph's context is empty (a question-only example); "
+                                    "extractive QA needs the context that holds the answer")
+                if not question.strip():
+                    raise UserError(f"{where}: the question is empty")
+                answers = _need(qa, "answers", list, where, "a question")
+                if not answers or qa.get("is_impossible"):
+                    raise UserError(f"{where}: no answers; every question of a {purpose} file needs at least one "
+                                    "(SQuAD v1.1 format; SQuAD 2.0's unanswerable questions are not supported)")
+                spans = []
+                for k, answer in enumerate(answers):
+                    text = _need(answer, "text", str, f"{where} answers[{k}]", "an answer")
+                    start = _need(answer, "answer_start", int, f"{where} answers[{k}]", "an answer")
+                    if not text.strip():
+                        raise UserError(f"{where}: answers[{k}] has an empty text")
+                    found = context[start:start + len(text)] if 0 <= start <= len(context) else None
+                    if found != text:
+                        seen = f"the context there reads {found!r}" if found is not None else \
+                            f"the context has {len(context)} characters"
+                        near = context.find(text)
+                        hint = f"; the text occurs at offset {near}" if near >= 0 else "; the text is not in the context"
+                        raise UserError(f"{where}: answer {text[:60]!r} is not at answer_start={start} ({seen}{hint})")
+                    spans.append((text, start))
+                out.append(QAExample(qid, question, context, tuple(spans), lang, where))
+    if not out:
+        raise UserError(f"{path}: no questions in this SQuAD-format file")
+    return out
+
+
+def read_files(specs: Sequence[str], purpose: str = "training") -> list[QAExample]:
+    """The questions of several `LANG:PATH` / `PATH` SQuAD-format files (see `read_squad`)."""
+    out: list[QAExample] = []
+    for spec in specs:
+        lang, path = T.split_lang_prefix(spec)
+        out += read_squad(path, lang, purpose)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def _normalized_with_map(tokenizer, text: str) -> tuple[str, np.ndarray]:
+    """`tokenizer.normalize(text)` and, for each of its characters (plus one past the end), the index of the
+    original character it came from. XLM's lowercase + accent stripping is applied character by character so that
+    the map exists; the rare context rules of str.lower (Greek final sigma) are not applied."""
+    if not getattr(tokenizer, "lowercase_and_strip_accents", False):
+        return text, np.arange(len(text) + 1)
+    pieces = [strip_accents_lower(ch) for ch in text]
+    index = np.repeat(np.arange(len(text)), [len(p) for p in pieces])
+    return "".join(pieces), np.append(index, len(text))
+
+
+def _spm_protos(sp, texts: list[str]) -> list:
+    try:  # sentencepiece >= 0.2.1: 'proto'; 0.2.0 only has 'immutable_proto' (same fields)
+        return sp.encode(texts, out_type="proto")
+    except (ValueError, TypeError):
+        return sp.encode(texts, out_type="immutable_proto")
+
+
+def encode_with_offsets(tokenizer, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per text: (fairseq ids int32 [n], character spans int32 [n, 2] into the *original* text), from
+    SentencePiece's piece offsets. Special-token strings in the text stay text. A piece with an empty surface
+    (a lone "▁" before the first character) has an empty span (begin == end)."""
+    out = []
+    normalized = [_normalized_with_map(tokenizer, t) for t in texts]
+    for (norm, index), proto in zip(normalized, _spm_protos(tokenizer.sp, [n for n, _ in normalized])):
+        # Piece offsets are UTF-8 byte offsets: map bytes -> characters of the normalised text -> original text.
+        lengths = [len(ch.encode("utf-8")) for ch in norm]
+        byte_to_char = np.append(np.repeat(np.arange(len(norm)), lengths), len(norm))
+        ids = tokenizer._fairseq_ids([p.id for p in proto.pieces])
+        spans = np.zeros((len(ids), 2), np.int32)
+        for i, p in enumerate(proto.pieces):
+            b, e = byte_to_char[p.begin], byte_to_char[p.end]
+            spans[i] = (index[b], index[e - 1] + 1) if e > b else (index[b], index[b])
+        out.append((ids, spans))
+    return out
+
+
+@dataclasses.dataclass
+class QAFeatures:
+    """Model rows (one per question window) and what decoding needs to map them back.
+
+    ids: framed rows (<= max_len); example: index of the row's question in the example list; context_start: row
+    position of the window's first context piece; spans: [n, 2] character spans of the window's context pieces;
+    start / end: training targets (row positions; 0 when the window does not hold the answer)."""
+
+    ids: list[list[int]] = dataclasses.field(default_factory=list)
+    lang_ids: list[int] = dataclasses.field(default_factory=list)
+    example: list[int] = dataclasses.field(default_factory=list)
+    context_start: list[int] = dataclasses.field(default_factory=list)
+    spans: list[np.ndarray] = dataclasses.field(default_factory=list)
+    start: list[int] = dataclasses.field(default_factory=list)
+    end: list[int] = dataclasses.field(default_factory=list)
+    questions_cut: int = 0  # questions longer than max_query_len pieces (their end was cut)
+    answers_outside: int = 0  # training windows that do not hold the answer (target: position 0)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def answer_token_span(spans: np.ndarray, start_char: int, end_char: int) -> tuple[int, int] | None:
+    """First and last piece (indices into `spans`) overlapping the characters [start_char, end_char)."""
+    hit = np.flatnonzero((spans[:, 1] > start_char) & (spans[:, 0] < end_char) & (spans[:, 1] > spans[:, 0]))
+    return (int(hit[0]), int(hit[-1])) if hit.size else None
+
+
+def check_qa_lengths(max_len: int, max_query_len: int, doc_stride: int, family: str) -> None:
+    """UserError unless a row of max_len tokens holds the pair's specials, max_query_len question pieces (when
+    > 0) and at least one context piece."""
+    specials = T.n_specials(family, True)
+    check_max_len(max_len, specials, True)
+    if max_query_len and max_query_len + specials + 1 > max_len:
+        raise UserError(f"max_query_len={max_query_len} leaves no room for the context in max_len={max_len} "
+                        f"({specials} special tokens): use max_query_len <= {max_len - specials - 1} or a larger max_len")
+    if doc_stride < 1:
+        raise UserError(f"doc_stride={doc_stride}: must be >= 1 (context pieces between window starts)")
+
+
+def make_features(examples: Sequence[QAExample], tokenizer, protocol: T.InputProtocol, max_len: int,
+                  doc_stride: int = 128, max_query_len: int = 64, train: bool = False) -> QAFeatures:
+    """Question + context windows for every example (see the module docstring). `train` adds the start / end
+    targets from each example's first answer. Raises UserError when max_len cannot hold the specials, the
+    (cut) question and one context piece — naming the question and max_len — before anything is encoded."""
+    check_qa_lengths(max_len, max_query_len, doc_stride, protocol.family)
+    specials = protocol.n_specials(True)
+    questions = tokenizer.encode_batch_pieces_ids([ex.question for ex in examples], special_tokens=False)
+    out = QAFeatures()
+    for ex, q in zip(examples, questions):
+        if max_query_len and len(q) > max_query_len:
+            q, out.questions_cut = q[:max_query_len], out.questions_cut + 1
+        if len(q) + specials + 1 > max_len:
+            raise UserError(f"{ex.where}: the question has {len(q)} pieces; with {specials} special tokens and at "
+                            f"least one context piece it needs max_len >= {len(q) + specials + 1} (max_len={max_len}); "
+                            "raise max_len or set max_query_len to cut long questions")
+    contexts = encode_with_offsets(tokenizer, [ex.context for ex in examples])
+    for n, (ex, q, (ctx, spans)) in enumerate(zip(examples, questions, contexts)):
+        q = q[:max_query_len].tolist() if max_query_len else q.tolist()
+        budget = max_len - specials - len(q)
+        offset = len(protocol.frame(q, [])) - 1  # the context starts where the empty pair's last special is
+        target = None
+        if train:
+            text, start_char = ex.answers[0]
+            target = answer_token_span(spans, start_char, start_char + len(text))
+        lang_id = protocol.lang_id(ex.lang)
+        begin = 0
+        while True:
+            stop = min(begin + budget, len(ctx))
+            out.ids.append(protocol.frame(q, ctx[begin:stop].tolist()))
+            out.lang_ids.append(lang_id)
+            out.example.append(n)
+            out.context_start.append(offset)
+            out.spans.append(spans[begin:stop])
+            if target is not None and begin <= target[0] and target[1] < stop:
+                out.start.append(offset + target[0] - begin)
+                out.end.append(offset + target[1] - begin)
+            else:
+                out.start.append(0)
+                out.end.append(0)
+                out.answers_outside += train
+            if stop >= len(ctx):
+                break
+            begin += min(doc_stride, budget)
+    return out
+
+
+def make_batch(feats: QAFeatures, rows: Sequence[int], batch_size: int, max_len: int, pad_id: int) -> dict:
+    """Fixed-shape batch of `rows`, padded with weight-0 rows to batch_size: input_ids, attention_mask, langs
+    int32 [B, W] (W a multiple of 16, <= max_len); start_positions, end_positions int32 [B]; weights float32 [B]."""
+    width = T.pad_width(max((len(feats.ids[r]) for r in rows), default=1), max_len)
+    ids, mask = pad_rows([feats.ids[r] for r in rows], width, pad_id, batch_size)
+    langs = np.zeros((batch_size, width), np.int32)
+    langs[: len(rows)] = np.asarray([feats.lang_ids[r] for r in rows], np.int32).reshape(-1, 1)
+    start = np.zeros((batch_size,), np.int32)
+    end = np.zeros((batch_size,), np.int32)
+    start[: len(rows)] = [feats.start[r] for r in rows]
+    end[: len(rows)] = [feats.end[r] for r in rows]
+    weights = np.zeros((batch_size,), np.float32)
+    weights[: len(rows)] = 1.0
+    return {"input_ids": ids, "attention_mask": mask, "langs": langs, "start_positions": start,
+            "end_positions": end, "weights": weights}
+
+
+# -------------------------------------------------------------------------------------------- loss, decode
+
+
+def span_loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
+    """logits [B, T, 2] (start, end) -> (loss, metrics). loss = mean over real rows of (CE(start) + CE(end)) / 2,
+    each a softmax over the row's real tokens (padding masked out), float32; "accuracy": both ends right."""
+    logits = jnp.where(batch["attention_mask"][..., None] > 0, logits.astype(jnp.float32), -1e9)
+    weights = batch["weights"]
+
+    def nll(x, target):
+        return jax.nn.logsumexp(x, -1) - jnp.take_along_axis(x, target[:, None], -1)[:, 0]
+
+    start, end = logits[..., 0], logits[..., 1]
+    per_row = 0.5 * (nll(start, batch["start_positions"]) + nll(end, batch["end_positions"]))
+    count = jnp.maximum(weights.sum(), 1.0)
+    loss = (per_row * weights).sum() / count
+    correct = ((jnp.argmax(start, -1) == batch["start_positions"]) & (jnp.argmax(end, -1) == batch["end_positions"]))
+    return loss, {"loss": loss, "accuracy": (correct * weights).sum() / count, "count": weights.sum()}
+
+
+def decode_answers(examples: Sequence[QAExample], feats: QAFeatures, logits: Sequence[np.ndarray], n_best: int = 20,
+                   max_answer_length: int = 30) -> list[str]:
+    """The predicted answer of every example: a substring of its context ("" when no window has a valid span).
+
+    logits: per feature row, float [row length (or more), 2]. Only context pieces with a non-empty span are
+    candidates; among each window's n_best best starts and ends, pairs with start <= end and at most
+    max_answer_length pieces are scored start + end logit, best over all windows of the example."""
+    best: list[tuple[float, str]] = [(-math.inf, "")] * len(examples)
+    for f, row_logits in enumerate(logits):
+        n = len(feats.spans[f])
+        spans = feats.spans[f]
+        window = np.asarray(row_logits[feats.context_start[f]: feats.context_start[f] + n], np.float64)
+        valid = spans[:, 1] > spans[:, 0]
+        start_l = np.where(valid, window[:, 0], -np.inf)
+        end_l = np.where(valid, window[:, 1], -np.inf)
+        starts = np.argsort(-start_l, kind="stable")[:n_best]
+        ends = np.argsort(-end_l, kind="stable")[:n_best]
+        e = feats.example[f]
+        context = examples[e].context
+        for i in starts:
+            if not valid[i]:
+                continue
+            for j in ends:
+                if not valid[j] or j < i or j - i + 1 > max_answer_length:
+                    continue
+                score = start_l[i] + end_l[j]
+                if score > best[e][0]:
+                    best[e] = (float(score), context[spans[i, 0]: spans[j, 1]].strip())
+    return [text for _, text in best]
+
+
+def score(examples: Sequence[QAExample], predictions: Sequence[str]) -> dict[str, dict]:
+    """{lang: {"exact_match", "f1", "score" (= f1), "n"}}: `qa_metrics` over each language's questions."""
+    return qa_metrics.score_predictions(
+        (pred, [text for text, _ in ex.answers], ex.lang) for ex, pred in zip(examples, predictions))
+
+
+def results_table(results: dict[str, dict[str, dict]], first_lang: str | None = "en") -> tuple[str, dict]:
+    """Markdown (an EM row and an F1 row per split, one column per language, average last) and its JSON form
+    ({"metric": "f1", "langs", "splits": {split: {"per_lang", "avg" (F1), "avg_exact_match"}}})."""
+    from xlm_jax.evaluate import results_table as one_metric_table
+
+    rows = {}
+    for split, per in results.items():
+        rows[f"{split} EM"] = {lang: {**v, "score": v["exact_match"]} for lang, v in per.items()}
+        rows[f"{split} F1"] = per
+    markdown, _ = one_metric_table(rows, "EM / F1", first_lang)
+    _, table = one_metric_table(results, "f1", first_lang)
+    for split, per in results.items():
+        table["splits"][split]["avg_exact_match"] = float(np.mean([v["exact_match"] for v in per.values()]))
+    return markdown, table
+
+
+def predictions_by_lang(examples: Sequence[QAExample], predictions: Sequence[str]) -> dict[str, dict[str, str]]:
+    """{lang: {question id: answer}}: per language the official scripts' prediction file (MLQA reuses ids
+    across languages, so one flat mapping would mix them)."""
+    out: dict[str, dict[str, str]] = {}
+    for ex, pred in zip(examples, predictions):
+        out.setdefault(ex.lang, {})[ex.qid] = pred
+    return out
+
+
+# ------------------------------------------------------------------------------------------ jitted calls
+
+
+def make_logits_fn(model, mesh, params_shardings) -> Callable:
+    """-> logits(params, batch) -> float32 [B, W, 2], jitted with the run's shardings, replicated output."""
+    from xlm_jax.sharding import batch_sharding
+
+    def logits(params, batch):
+        return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"])
+
+    jitted = jax.jit(logits, in_shardings=(params_shardings, batch_sharding(mesh)),
+                     out_shardings=NamedSharding(mesh, PartitionSpec()))
+    return lambda params, batch: jitted(params, {k: batch[k] for k in ("input_ids", "attention_mask", "langs")})
+
+
+def all_logits(logits_fn: Callable, params: Any, feats: QAFeatures, batch_size: int, max_len: int,
+               pad_id: int) -> list[np.ndarray]:
+    """Logits of every feature row (rows sorted by length into batches), in feature order."""
+    order = sorted(range(len(feats)), key=lambda r: len(feats.ids[r]))
+    out: list = [None] * len(order)
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin:begin + batch_size]
+        result = np.asarray(logits_fn(params, make_batch(feats, rows, batch_size, max_len, pad_id)))
+        for j, r in enumerate(rows):
+            out[r] = result[j, : len(feats.ids[r])]
+    return out
+
+
+def make_train_step(model, optimizer: optax.GradientTransformation, mesh, state_shardings) -> Callable:
+    """-> train_step(state, batch, rng) -> (state, metrics) for the span loss; pure, jitted with explicit
+    shardings, state donated (the same contract as `xlm_jax.finetune.make_finetune_step`)."""
+    from xlm_jax.optim import current_lr
+    from xlm_jax.sharding import batch_sharding
+
+    def loss_fn(params, batch, rng):
+        logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
+                             deterministic=False, rngs={"dropout": rng})
+        return span_loss(logits, batch)
+
+    def step_fn(state, batch, rng):
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], batch, jax.random.fold_in(rng, state["step"]))
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        lr = current_lr(opt_state)
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads),
+                   "lr": jnp.asarray(jnp.nan if lr is None else lr, jnp.float32)}
+        return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
+                "step": state["step"] + 1}, metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding(mesh), replicated),
+                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
+# -------------------------------------------------------------------------------------------- fine-tuning
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def evaluate_split(examples, feats, logits_fn, params, batch_size, max_len, pad_id, n_best, max_answer_length,
+                   multiple: int = 1) -> tuple[dict, list[str]]:
+    """-> ({lang: scores}, predictions) for examples whose features are `feats`."""
+    batch_size = _round_up(min(batch_size, max(1, len(feats))), multiple)  # never wider than the data
+    logits = all_logits(logits_fn, params, feats, batch_size, max_len, pad_id)
+    predictions = decode_answers(examples, feats, logits, n_best, max_answer_length)
+    return score(examples, predictions), predictions
+
+
+def finetune_qa(cfg, out: Path, tokenizer, log=print, force: bool = False):
+    """`xlm_jax.finetune.finetune` for task qa (called from it once init / tokenizer / train and OUT are
+    checked): the same protocols, model selection on the valid F1 (average or one language), best checkpoint
+    in OUT/best with task.json, and the per-language EM / F1 table in OUT/results.md / results.json, plus the
+    predictions per split and language in OUT/predictions.json. Raises UserError for bad data or settings
+    before training, NonFiniteError when training diverges."""
+    from xlm_jax import finetune as F
+    from xlm_jax import outputs
+    from xlm_jax.evaluate import TaskInfo, task_model
+    from xlm_jax.sharding import MeshConfig, batch_size_multiple, make_mesh
+    from xlm_jax.step import abstract_boxed, all_finite, first_non_finite
+    import flax.linen as nn
+    from xlm_jax.errors import NonFiniteError
+
+    spec = T.get_task(cfg.task)
+    check_qa_lengths(cfg.max_len, cfg.max_query_len, cfg.doc_stride, "xlm")
+    train_all = read_files(cfg.train, "training")
+    valid = read_files(cfg.valid, "evaluation")
+    test = read_files(cfg.test, "evaluation")
+    train = train_all if cfg.protocol == "translate_train_all" else [e for e in train_all if e.lang == cfg.train_lang]
+    if not train:
+        langs = sorted({e.lang for e in train_all})
+        raise UserError(f"no {cfg.train_lang!r} training questions in {', '.join(cfg.train)} (languages: {langs}); "
+                        "set train_lang=, a LANG: prefix, or protocol=translate_train_all")
+    valid_langs = sorted({e.lang for e in valid})
+    if valid and cfg.select_on != "avg" and cfg.select_on not in valid_langs:
+        raise UserError(f"select_on={cfg.select_on!r}: no valid questions in that language; valid: avg, "
+                        f"{', '.join(valid_langs)}")
+
+    overrides: dict[str, Any] = {}
+    if cfg.dropout >= 0:
+        overrides.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
+    if cfg.dtype:
+        overrides["dtype"] = cfg.dtype
+    rng = jax.random.key(cfg.seed)
+    params, config, message = F.init_from_checkpoint(cfg.init, spec, spec.labels, rng, overrides)
+    log(message)
+    if len(tokenizer) > config.vocab_size:
+        raise UserError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} ids, more than the model's vocab_size="
+                        f"{config.vocab_size}: they do not belong together")
+    max_len = min(cfg.max_len, config.max_positions)
+    check_qa_lengths(max_len, cfg.max_query_len, cfg.doc_stride, config.family)
+    options = {"doc_stride": cfg.doc_stride, "max_query_len": cfg.max_query_len, "n_best": cfg.n_best,
+               "max_answer_length": cfg.max_answer_length}
+    info = TaskInfo(spec.name, spec.labels, max_len, options)
+    model = task_model(config, spec, len(spec.labels))
+    F.check_tree(params, nn.unbox(abstract_boxed(model)), cfg.init)
+
+    protocol = T.InputProtocol.from_config(config)
+    feats = {"train": make_features(train, tokenizer, protocol, max_len, cfg.doc_stride, cfg.max_query_len, True)}
+    for split, examples in (("valid", valid), ("test", test)):
+        if examples:
+            feats[split] = make_features(examples, tokenizer, protocol, max_len, cfg.doc_stride, cfg.max_query_len)
+    train_feats = feats["train"]
+    if train_feats.questions_cut:
+        log(f"note: {train_feats.questions_cut} training questions were longer than max_query_len="
+            f"{cfg.max_query_len} pieces and were cut")
+
+    mesh = make_mesh(MeshConfig(cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor))
+    multiple = batch_size_multiple(mesh)
+    if cfg.batch_size % multiple:
+        raise UserError(f"batch_size={cfg.batch_size} is not divisible by mesh data x fsdp = {multiple}")
+    steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    eval_every = cfg.eval_every or steps_per_epoch
+    optimizer = F.build_optimizer(cfg, params, config, total)
+    state, shardings = F.setup_state(params, model, optimizer, mesh)
+    train_step = make_train_step(model, optimizer, mesh, shardings)
+    logits_fn = make_logits_fn(model.clone(config=config.replace(dropout=0.0, attention_dropout=0.0)), mesh,
+                               shardings["params"])
+
+    outputs.claim_dir(out, "finetune", force=force, legacy=F.FINETUNE_CONFIG)
+    (out / F.FINETUNE_CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    log(f"qa: {len(train)} training questions ({len(train_feats)} windows, {cfg.protocol}), {len(valid)} valid, "
+        f"{len(test)} test; {total} steps of {cfg.batch_size}")
+
+    def evaluate(split, params):
+        examples = valid if split == "valid" else test
+        return evaluate_split(examples, feats[split], logits_fn, params, cfg.eval_batch_size, max_len,
+                              config.pad_token_id, cfg.n_best, cfg.max_answer_length, multiple)
+
+    history, best_score, best_step, bad, stopped_early = [], -math.inf, 0, 0, False
+    best_params = None
+    order_rng = np.random.default_rng(cfg.seed)
+    order = np.array([], np.int64)
+    dropout_rng = jax.random.fold_in(rng, 1)
+    first_bad = jnp.asarray(-1, jnp.int32)
+
+    def finite_or_raise(step: int) -> None:
+        last_good = str(out / "best" / str(best_step)) if best_params is not None else None
+        if int(first_bad) >= 0:
+            raise NonFiniteError(int(first_bad), "the loss or gradient norm is NaN / inf", last_good)
+        if not bool(all_finite(state["params"])):
+            raise NonFiniteError(step, "the parameters contain NaN / inf", last_good)
+
+    start = time.perf_counter()
+    with open(out / "log.jsonl", "w") as logfile:
+        for step in range(1, total + 1):
+            if len(order) < cfg.batch_size:
+                order = np.concatenate([order, order_rng.permutation(len(train_feats))])
+            rows, order = order[: cfg.batch_size], order[cfg.batch_size:]
+            batch = make_batch(train_feats, rows, cfg.batch_size, max_len, config.pad_token_id)
+            state, metrics = train_step(state, batch, dropout_rng)
+            first_bad = first_non_finite(first_bad, metrics, jnp.asarray(step, jnp.int32))
+            if step % cfg.log_every == 0 or step == total:
+                finite_or_raise(step)
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                logfile.write(json.dumps({"step": step, **m, "elapsed_s": round(time.perf_counter() - start, 2)}) + "\n")
+                log(f"step {step}/{total} loss {m['loss']:.4f} span acc {m['accuracy']:.3f} lr {m['lr']:.2e}")
+            if valid and (step % eval_every == 0 or step == total):
+                finite_or_raise(step)
+                per_lang, _ = evaluate("valid", state["params"])
+                score_now = F.select_score(per_lang, cfg.select_on)
+                history.append({"step": step, "score": score_now,
+                                "per_lang": {k: {"exact_match": v["exact_match"], "f1": v["f1"]}
+                                             for k, v in per_lang.items()}})
+                logfile.write(json.dumps({"step": step, "valid": history[-1]}) + "\n")
+                improved = score_now > best_score
+                log(f"step {step}: valid {cfg.select_on} F1 {100 * score_now:.2f}" + (" (best)" if improved else ""))
+                if improved:
+                    best_score, best_step, bad = score_now, step, 0
+                    best_params = jax.device_get(state["params"])
+                    F.save_best(out, best_params, config, info, step)
+                else:
+                    bad += 1
+                    if cfg.patience and bad >= cfg.patience:
+                        stopped_early = True
+                        log(f"early stop at step {step}: no improvement in {bad} evaluations (best step {best_step})")
+                        break
+            logfile.flush()
+    steps_done = step
+    if best_params is None:
+        finite_or_raise(steps_done)
+        best_params, best_step = jax.device_get(state["params"]), steps_done
+        F.save_best(out, best_params, config, info, steps_done)
+    params_final = jax.device_put(best_params, shardings["params"])
+    results, predictions = {}, {}
+    for split, examples in (("valid", valid), ("test", test)):
+        if examples:
+            results[split], preds = evaluate(split, params_final)
+            predictions[split] = predictions_by_lang(examples, preds)
+    markdown, table = results_table(results, cfg.train_lang) if results else ("(no valid / test data)", {})
+    table.update(task=spec.name, protocol=cfg.protocol, select_on=cfg.select_on, best_step=best_step,
+                 steps=steps_done, stopped_early=stopped_early, history=history, **options,
+                 questions_cut={s: f.questions_cut for s, f in feats.items()},
+                 train_windows=len(train_feats), train_windows_without_answer=train_feats.answers_outside,
+                 train_examples={lang: sum(e.lang == lang for e in train) for lang in sorted({e.lang for e in train})})
+    (out / "results.md").write_text(markdown + "\n")
+    (out / "results.json").write_text(json.dumps(table, indent=2))
+    (out / "predictions.json").write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
+    return F.RunResult(best_step, best_score, stopped_early, steps_done, markdown, table, history)
+
+
+def evaluate_checkpoint(checkpoint: str, tokenizer_path: str, data: Sequence[str], out: str | None = None,
+                        batch_size: int = 64, split_name: str = "test", force: bool = False) -> tuple[str, dict]:
+    """`python -m xlm_jax.evaluate task` on a QA checkpoint -> (markdown EM / F1 table, results dict); writes
+    results.md, results.json and predictions.json to `out` when given (checked as `run_task_eval` does)."""
+    from xlm_jax import outputs
+    from xlm_jax.evaluate import _is_evaluate_output, load_task_model
+    from xlm_jax.sharding import MeshConfig, batch_size_multiple, make_mesh
+    from xlm_jax.tokenizer import Tokenizer
+
+    examples = read_files(data, "evaluation")
+    tokenizer = Tokenizer.load(tokenizer_path)
+    model, params, config, info = load_task_model(checkpoint)
+    if len(tokenizer) > config.vocab_size:
+        raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids, more than the model's vocab_size="
+                        f"{config.vocab_size}: they do not belong together")
+    opts = {"doc_stride": 128, "max_query_len": 64, "n_best": 20, "max_answer_length": 30, **info.options}
+    feats = make_features(examples, tokenizer, T.InputProtocol.from_config(config), info.max_len, opts["doc_stride"],
+                          opts["max_query_len"])
+    mesh = make_mesh(MeshConfig())
+    replicated = NamedSharding(mesh, PartitionSpec())
+    shardings = jax.tree.map(lambda _: replicated, params)
+    params = jax.device_put(params, shardings)
+    scores, predictions = evaluate_split(examples, feats, make_logits_fn(model, mesh, shardings), params, batch_size,
+                                         info.max_len, config.pad_token_id, opts["n_best"], opts["max_answer_length"],
+                                         batch_size_multiple(mesh))
+    markdown, table = results_table({split_name: scores})
+    table.update(task=info.task, checkpoint=str(checkpoint), truncated=0, questions_cut=feats.questions_cut, **opts)
+    if out:
+        out_dir = outputs.claim_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
+        outputs.atomic_write_text(out_dir / "results.md", markdown + "\n")
+        outputs.atomic_write_text(out_dir / "results.json", json.dumps(table, indent=2))
+        outputs.atomic_write_text(out_dir / "predictions.json",
+                                  json.dumps({split_name: predictions_by_lang(examples, predictions)}, indent=1,
+                                             ensure_ascii=False))
+    return markdown, table
