@@ -378,7 +378,7 @@ def test_bad_qa_inputs_exit_2_with_one_line_before_training(tiny, data, run, tmp
     cases = [(_args(tiny, tmp_path / "o1", train=[f"en:{bad['answer not at offset'][0]}"]),
               ["answer_start=5", "question 'q7'"]),
              (_args(tiny, tmp_path / "o2", valid=[str(bad["question only"][0])]), ["question-only"]),
-             (_args(tiny, tmp_path / "o3", train=[str(bad["no answers"][0])]), ["no answers", "training file"]),
+             (_args(tiny, tmp_path / "o3", train=[str(bad["no answers"][0])]), ["no answers", "to be trained on"]),
              (_args(tiny, tmp_path / "o4", test=[str(bad["malformed JSON"][0])]), ["not valid JSON"]),
              (_args(tiny, tmp_path / "o5", max_query_len=0, max_len=8), ["question", "max_len=8"]),
              (_args(tiny, tmp_path / "o6", max_query_len=60), ["max_query_len=60", "max_len=48"]),

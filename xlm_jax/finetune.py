@@ -1,4 +1,5 @@
-"""Cross-lingual fine-tuning: XNLI, PAWS-X, generic classification and NER, with per-language results.
+"""Cross-lingual fine-tuning: XNLI, PAWS-X, generic classification, NER and extractive QA (`xlm_jax.qa`), with
+per-language results.
 
     python -m xlm_jax.finetune configs/finetune_xnli.yaml init=CKPT tokenizer=T.model out=runs/xnli [key=value …]
 

@@ -121,8 +121,9 @@ def read_squad(path: str | Path, default_lang: str | None = None, purpose: str =
                     raise UserError(f"{where}: the question is empty")
                 answers = _need(qa, "answers", list, where, "a question")
                 if not answers or qa.get("is_impossible"):
-                    raise UserError(f"{where}: no answers; every question of a {purpose} file needs at least one "
-                                    "(SQuAD v1.1 format; SQuAD 2.0's unanswerable questions are not supported)")
+                    use = "trained on" if purpose == "training" else "scored"
+                    raise UserError(f"{where}: no answers; a question needs at least one to be {use} (SQuAD v1.1 "
+                                    "format; SQuAD 2.0's unanswerable questions are not supported)")
                 spans = []
                 for k, answer in enumerate(answers):
                     text = _need(answer, "text", str, f"{where} answers[{k}]", "an answer")
