@@ -582,3 +582,63 @@ def test_predict_bad_input(outputs, run_model):
     _refused(lambda: ner.predict_tokens(["Angela", "Merkel"]), "sentences[0]", "split it")
     _refused(lambda: ner.predict_tokens([["Angela", 3]]), "sentences[0]", "list of words")
     _refused(lambda: ner.predict_tokens([["a\udc80"]]), "surrogate")
+
+
+# ------------------------------------------------------------------------------- parity with transformers
+
+def test_parity_with_transformers(outputs, tmp_path):
+    """embed, fill_mask and predict against the HF export (`convert --to hf`) run by transformers, with
+    XLMRobertaTokenizer reading the sentencepiece.bpe.model that convert copies along."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from xlm_jax.convert import convert
+
+    convert(outputs["run"], tmp_path / "hf", to="hf")
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    hf_tok = transformers.XLMRobertaTokenizer.from_pretrained(tmp_path / "hf")
+    m = xlm_jax.load(outputs["run"])
+    texts = ["the cat", "die katze öffnen datei", "le chat chien maison fenêtre"]
+    enc = hf_tok(texts, padding=True, return_tensors="pt")
+    for i, text in enumerate(texts):
+        assert enc["input_ids"][i][enc["attention_mask"][i] == 1].tolist() == m.tokenizer.encode(text)
+    with torch.no_grad():
+        out = hf(**enc, output_hidden_states=True)
+    weights = enc["attention_mask"][..., None].float()
+    for layer, hf_index in ((-1, -1), (1, 1), (-2, 1)):  # hidden_states[0] is the embeddings: layer k is [k]
+        want = ((out.hidden_states[hf_index] * weights).sum(1) / weights.sum(1)).numpy()
+        np.testing.assert_allclose(m.embed(texts, layer=layer, normalize=False), want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(m.embed(texts, pooling="cls", normalize=False), out.hidden_states[-1][:, 0].numpy(),
+                               atol=1e-5, rtol=0)
+
+    masked = ["the <mask> house", "<mask> katze <mask>", "le chat <mask>"]
+    enc = hf_tok(masked, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.softmax(hf(**enc).logits, -1).numpy()
+    candidates = np.asarray([i for i in range(len(m.tokenizer)) if i not in (0, 1, 2, 3, hf_tok.mask_token_id)])
+    ours = m.fill_mask(masked, top_k=5)
+    for i, row in enumerate(ours):
+        positions = np.flatnonzero(enc["input_ids"][i].numpy() == hf_tok.mask_token_id)
+        assert len(positions) == len(row)
+        for pos, fills in zip(positions, row):
+            p = probs[i, pos, candidates]
+            top = candidates[np.argsort(-p, kind="stable")[:5]]
+            assert [f.id for f in fills] == top.tolist()
+            assert [f.piece for f in fills] == hf_tok.convert_ids_to_tokens(top.tolist())
+            np.testing.assert_allclose([f.probability for f in fills], np.sort(p)[::-1][:5], atol=1e-6, rtol=1e-4)
+
+    # predict: convert exports the encoder of a fine-tuned checkpoint only (XLMRobertaModel: the classifier head
+    # has no place in the architectures convert writes), so transformers' own XLMRobertaForSequenceClassification
+    # is given that encoder and our head's weights (a Linear kernel is [in, out], torch's weight [out, in]).
+    cls = xlm_jax.load(outputs["cls"])
+    convert(outputs["cls"] / "best", tmp_path / "hf_cls", to="hf")  # convert reads the best/ directory, not OUT
+    hf_cls = transformers.XLMRobertaForSequenceClassification.from_pretrained(tmp_path / "hf_cls", num_labels=2).eval()
+    head = cls.params["classifier"]
+    with torch.no_grad():
+        for name in ("dense", "out_proj"):
+            getattr(hf_cls.classifier, name).weight.copy_(torch.from_numpy(np.asarray(head[name]["kernel"]).T.copy()))
+            getattr(hf_cls.classifier, name).bias.copy_(torch.from_numpy(np.asarray(head[name]["bias"])))
+        enc = hf_tok(texts, padding=True, return_tensors="pt")
+        want = torch.softmax(hf_cls(**enc).logits, -1).numpy()
+    got = cls.predict(texts)
+    np.testing.assert_allclose([[p.probabilities[l] for l in cls.task.labels] for p in got], want, atol=1e-5, rtol=0)
+    assert [p.label for p in got] == [cls.task.labels[i] for i in want.argmax(1)]
