@@ -636,7 +636,7 @@ def test_parity_with_transformers(outputs, tmp_path):
     with torch.no_grad():
         for name in ("dense", "out_proj"):
             getattr(hf_cls.classifier, name).weight.copy_(torch.from_numpy(np.asarray(head[name]["kernel"]).T.copy()))
-            getattr(hf_cls.classifier, name).bias.copy_(torch.from_numpy(np.asarray(head[name]["bias"])))
+            getattr(hf_cls.classifier, name).bias.copy_(torch.from_numpy(np.array(head[name]["bias"])))
         enc = hf_tok(texts, padding=True, return_tensors="pt")
         want = torch.softmax(hf_cls(**enc).logits, -1).numpy()
     got = cls.predict(texts)

@@ -267,7 +267,7 @@ def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file:
         raise UserError(f"{src_file} is empty")
     if (Path(checkpoint) / "best" / TASK_FILE).is_file():  # a fine-tuning run directory: its best checkpoint
         checkpoint = str(Path(checkpoint) / "best")
-    model = load(checkpoint)
+    model = load(checkpoint, tokenizer=False)  # --tokenizer is the one to use, whatever lies beside the checkpoint
     tokenizer = Tokenizer.load(tokenizer_path)
     if len(tokenizer) > model.config.vocab_size:
         raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids but the model's vocabulary has "
