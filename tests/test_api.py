@@ -407,7 +407,13 @@ def test_fill_mask_bad_input(run_model, outputs):
         _refused(lambda: m.fill_mask("a <mask>", top_k=k), f"top_k={k!r}", f"[1, {n}]")
     assert len(m.fill_mask("a <mask>", top_k=n)[0]) == n
     _refused(lambda: m.fill_mask("a <mask>", lang="en"), "lang='en'", "no language embeddings")
-    _refused(lambda: m.fill_mask("the " * 200 + "<mask>"), "beyond the model's 128 positions")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before anything is truncated: no warning first
+        _refused(lambda: m.fill_mask("the " * 200 + "<mask>"), "text:", "<mask> at piece 201", "128 positions",
+                 "126 pieces")
+        _refused(lambda: m.fill_mask(["a <mask>", "<mask> " + "the " * 125 + "<mask>"]), "texts[1]", "piece 127")
+    with pytest.warns(UserWarning, match="1 of 1 texts"):
+        assert len(m.fill_mask("<mask> " + "the " * 124 + "<mask> the the")) == 2  # piece 126: the last one kept
     cls = xlm_jax.load(outputs["cls"])
     _refused(lambda: cls.fill_mask("a <mask>"), "no masked-LM head", "predict")
 
@@ -482,8 +488,9 @@ def test_embed_bad_input(run_model):
 def test_long_texts_are_truncated_with_a_warning(run_model, outputs):
     m = run_model
     long = "the cat dog house " * 100
-    with pytest.warns(UserWarning, match=r"1 of 2 texts were longer than the model's 128 positions.*truncated"):
+    with pytest.warns(UserWarning, match=r"1 of 2 texts were longer than the model's 128 positions.*truncated") as w:
         e = m.embed([long, "the cat"])
+    assert w[0].filename == __file__  # attributed to the caller's line, not to xlm_jax
     assert np.isfinite(e).all()
     cut = m.tokenizer.decode(m.tokenizer.encode(long)[:127])  # the first 126 pieces
     with warnings.catch_warnings():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -134,6 +135,7 @@ class Prediction(NamedTuple):
 
 
 POOLINGS = ("mean", "cls")
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
 MIN_WIDTH = 16  # the narrowest batch: shorter rows are padded to it (one shape for every short text)
 
 
@@ -336,8 +338,12 @@ class LoadedModel:
 
     def _warn_truncated(self, cut: int, n: int, what: str = "texts") -> None:
         if cut:
+            # Attributed to the caller's line (the first frame outside xlm_jax), wherever the texts came in.
+            level, frame = 1, sys._getframe(0)
+            while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+                frame, level = frame.f_back, level + 1
             warnings.warn(f"{cut} of {n} {what} were longer than the model's {self.config.max_positions} positions "
-                          "(special tokens included) and were truncated", UserWarning, stacklevel=3)
+                          "(special tokens included) and were truncated", UserWarning, stacklevel=level)
 
     def _encode(self, items: list, langs: list[str]):
         """Texts or pairs -> `tasks.Encoded` rows framed for this model's family, truncated (with a warning) to
@@ -460,17 +466,21 @@ class LoadedModel:
             raise UserError(f"top_k={top_k!r}: must be an integer in [1, {len(candidates)}] (the pieces this model "
                             "can fill in: the tokenizer's ids without the special tokens)")
         langs = self._langs(lang, len(items))
+        from xlm_jax.tasks import n_specials
+
+        budget = self.config.max_positions - n_specials(self.config.family, False)  # pieces a row keeps
         for i, pieces in enumerate(tok.encode_batch_pieces_ids(items)):
-            if not (pieces == tok.mask_id).any():
-                where = "text" if single else f"texts[{i}]"
+            where = "text" if single else f"texts[{i}]"
+            masks = np.flatnonzero(pieces == tok.mask_id)
+            if not len(masks):
                 raise UserError(f"{where}={items[i]!r:.80} has no <mask>: write <mask> where the model should fill "
                                 "in a piece, e.g. 'Open the <mask>.'")
-        enc = self._encode(items, langs)
+            if masks[-1] >= budget:
+                raise UserError(f"{where}: its <mask> at piece {int(masks[-1]) + 1} lies beyond the model's "
+                                f"{self.config.max_positions} positions ({budget} pieces and the special tokens), "
+                                "where truncation would cut it off: shorten the text or move the <mask> forward")
+        enc = self._encode(items, langs)  # (checked first: no truncation warning before an error)
         n_masks = [int(np.sum(np.asarray(r) == tok.mask_id)) for r in enc.ids]
-        for i, (row, pieces) in enumerate(zip(enc.ids, tok.encode_batch_pieces_ids(items))):
-            if n_masks[i] < int((pieces == tok.mask_id).sum()):
-                raise UserError(f"texts[{i}]: a <mask> lies beyond the model's {self.config.max_positions} positions "
-                                "and was cut off by truncation: shorten the text or move the <mask> forward")
 
         def call(ids, mask, langs, chunk):
             width = bucket(max(n_masks[r] for r in chunk), 1, ids.shape[1])
