@@ -458,6 +458,8 @@ class LoadedModel:
         (piece, token, probability, id), most probable first; for a list of str: a list of those, one per text.
         Raises UserError for a text without `<mask>`, a `<mask>` cut off by truncation, top_k outside
         1..(number of candidate pieces), a checkpoint without an LM head, and what `embed` raises."""
+        from xlm_jax.tasks import n_specials
+
         tok = self._need_tokenizer("fill_mask")
         self._need_lm_head("fill_mask")
         items, single = _as_list(texts, "texts")
@@ -466,8 +468,6 @@ class LoadedModel:
             raise UserError(f"top_k={top_k!r}: must be an integer in [1, {len(candidates)}] (the pieces this model "
                             "can fill in: the tokenizer's ids without the special tokens)")
         langs = self._langs(lang, len(items))
-        from xlm_jax.tasks import n_specials
-
         budget = self.config.max_positions - n_specials(self.config.family, False)  # pieces a row keeps
         for i, pieces in enumerate(tok.encode_batch_pieces_ids(items)):
             where = "text" if single else f"texts[{i}]"

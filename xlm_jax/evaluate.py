@@ -38,7 +38,7 @@ from xlm_jax.errors import ArgumentParser, UserError, arg_range, check_range, ex
 from xlm_jax.model import XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
 from xlm_jax.textfiles import open_text, read_text
-from xlm_jax.tokenizer import check_max_len, pad_rows, truncate_pair
+from xlm_jax.tokenizer import check_max_len, truncate_pair
 
 TASK_FILE = "task.json"
 
