@@ -1,6 +1,7 @@
 """Executes experiments/notebooks/evaluate.ipynb end to end on a tiny checkpoint so that it never rots."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,9 +34,10 @@ def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
     tiny = tiny_setup
     tok = tiny.make_tokenizer(tmp_path)
     ckpt = tiny.make_checkpoint(tmp_path)
+    shutil.copy(tok, ckpt / "tokenizer.model")  # xlm_jax.load finds it there, as in a run directory
     figure = tmp_path / "heatmap.png"
     monkeypatch.setenv("XLMJAX_CHECKPOINT", str(ckpt))
-    monkeypatch.setenv("XLMJAX_TOKENIZER", str(tok))
+    monkeypatch.delenv("XLMJAX_TOKENIZER", raising=False)
     monkeypatch.setenv("XLMJAX_FIGURE", str(figure))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("JUPYTER_PATH", _kernel_spec(tmp_path) + os.pathsep + os.environ.get("JUPYTER_PATH", ""))
@@ -44,9 +46,10 @@ def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="xlmjax-test", resources={"metadata": {"path": str(ROOT)}})
     client.execute()
     outputs = ["".join(o.get("text", "") for o in cell.get("outputs", [])) for cell in nb.cells if cell.cell_type == "code"]
-    assert "xlmr: 2 layers, hidden 64" in outputs[0]
+    assert "xlmr: 2 layers, hidden 64" in outputs[0] and "tokenizer.model (62 ids)" in outputs[0]
     assert outputs[1].count("->") == 3  # en, de, fr tokenized
     assert outputs[2].count("top-3") == 6
     assert "(15, 15)" in outputs[3] and figure.stat().st_size > 1000
     table = outputs[4].splitlines()
     assert table[0] == "| src → tgt | P@1 | P@1 (reverse) |" and len(table) == 2 + 3  # en-de, en-fr, de-fr
+    assert outputs[5].strip() == "not a fine-tuned checkpoint: no task head"

@@ -1,11 +1,17 @@
-"""The notebook API: `m = xlm_jax.load(path)`; `m.hidden_states(ids)`; `m.mlm_logits(ids)`."""
+"""The notebook API: `m = xlm_jax.load(path)` carries the checkpoint's tokenizer (and, fine-tuned, its task head);
+`m.fill_mask(texts)`, `m.embed(texts)`, `m.similarity(a, b)`, `m.retrieve(queries, candidates, k)`,
+`m.predict(texts)`, `m.predict_tokens(word_lists)` answer in words; `m.hidden_states(ids)`, `m.layer_states(ids)`,
+`m.mlm_logits(ids)` take token ids. See docs/notebook.md."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +19,7 @@ import numpy as np
 
 from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError
+from xlm_jax.errors import UserError, check_choice, check_range
 from xlm_jax.model import XLMForMaskedLM
 
 
@@ -107,23 +113,102 @@ def check_inputs(config: ModelConfig, input_ids, attention_mask=None, langs=None
     return ids.astype(np.int32), mask.astype(np.int32), lang_ids
 
 
-@dataclasses.dataclass
-class LoadedModel:
-    """A checkpoint ready for inference: `config`, `params`, and jitted forward functions.
+# ------------------------------------------------------------------------------------------ text helpers
 
-    Every method takes `input_ids` [batch, length] (a [length] array is one row), optional `attention_mask`
-    [batch, length] of 0 / 1 (default: input_ids != pad id) and, for XLM models with language embeddings,
-    optional `langs` [batch, length] language ids (indices into `config.langs`). Any integer dtype (and bool
-    for the mask), NumPy / JAX arrays or nested lists. Inputs the model cannot represent raise UserError
-    before anything runs (`check_inputs`): ids outside [0, vocab_size), more than max_positions tokens in a
-    row, an empty batch, mismatched shapes, non-integer dtypes, langs outside [0, n_langs) or langs for a
-    model without language embeddings."""
+class Fill(NamedTuple):
+    """One candidate for one `<mask>`: the SentencePiece `piece` ("▁file"), the detokenised `token` ("file"),
+    the model's `probability` (softmax over the whole output vocabulary, float) and the token `id`."""
+
+    piece: str
+    token: str
+    probability: float
+    id: int
+
+
+class Prediction(NamedTuple):
+    """A sequence-classification answer: the most probable `label`, its `probability`, and every label's
+    probability (`probabilities`, label -> float, in the checkpoint's label order)."""
+
+    label: str
+    probability: float
+    probabilities: dict
+
+
+POOLINGS = ("mean", "cls")
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+MIN_WIDTH = 16  # the narrowest batch: shorter rows are padded to it (one shape for every short text)
+
+
+def bucket(n: int, low: int, high: int) -> int:
+    """`n` rounded up to a power of two, at least `low` and at most `high`: batch widths and row counts are
+    drawn from a handful of sizes, so a notebook loop compiles each shape once (not once per call)."""
+    return max(1, min(high, max(low, 1 << max(0, n - 1).bit_length())))
+
+
+def layer_index(layer, num_layers: int, name: str = "layer") -> int:
+    """`layer` (1..L from the bottom, -1..-L from the top; XTREME's convention) -> 0-based index; UserError
+    otherwise (0 is not a layer: the embeddings are not offered)."""
+    if (not isinstance(layer, int | np.integer) or isinstance(layer, bool)
+            or not (1 <= layer <= num_layers or -num_layers <= layer <= -1)):
+        raise UserError(f"{name}={layer!r}: the model has layers 1..{num_layers} (or -1..-{num_layers} from the top)")
+    return int(layer) - 1 if layer > 0 else num_layers + int(layer)
+
+
+def _as_list(items, where: str, pairs: bool = False) -> tuple[list, bool]:
+    """-> (a list of texts (or pairs), whether one text was given rather than a list). UserError for an empty
+    list or an item that is not a str (or a (str, str) pair when `pairs`)."""
+    from xlm_jax.tokenizer import _check_texts
+
+    single = isinstance(items, str) or (pairs and isinstance(items, tuple) and len(items) == 2
+                                        and all(isinstance(t, str) for t in items))
+    return _check_texts([items] if single else items, where, pairs=pairs), single
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+@dataclasses.dataclass(repr=False)
+class LoadedModel:
+    """A checkpoint ready for inference: `config`, `params`, the matching `tokenizer` (or None), and for a
+    fine-tuned checkpoint its `task` (task name, labels; `xlm_jax.evaluate.TaskInfo`).
+
+    Text methods (need a tokenizer): `fill_mask`, `embed`, `similarity`, `retrieve`, and for a fine-tuned
+    checkpoint `predict` / `predict_tokens`. They take a str or a non-empty list of str (`predict`: also
+    (str, str) pairs); an XLM model with language embeddings needs `lang=` (a code of `config.langs`, or one per
+    text). Texts longer than the model's positions (`config.max_positions` tokens, specials included) are
+    truncated with a `UserWarning` saying how many were cut (the same rule everywhere: single texts keep their
+    first pieces, pairs lose pieces from the longer side first, words that do not fit are labelled "O").
+    Texts are batched by length: rows are padded to a power-of-two width (at least 16, at most max_positions)
+    and batches hold a power-of-two number of rows (at most `batch_size`, default 32), so a notebook loop
+    compiles a handful of shapes once and never again for a shape it has seen.
+
+    Array methods (`hidden_states`, `layer_states`, `mlm_logits`) take `input_ids` [batch, length] (a [length]
+    array is one row), optional `attention_mask` [batch, length] of 0 / 1 (default: input_ids != pad id) and, for
+    XLM models with language embeddings, optional `langs` [batch, length] language ids (indices into
+    `config.langs`). Any integer dtype (and bool for the mask), NumPy / JAX arrays or nested lists. Inputs the
+    model cannot represent raise UserError before anything runs (`check_inputs`): ids outside [0, vocab_size),
+    more than max_positions tokens in a row, an empty batch, mismatched shapes, non-integer dtypes, langs outside
+    [0, n_langs) or langs for a model without language embeddings."""
 
     config: ModelConfig
     params: Any
+    tokenizer: Any = None  # xlm_jax.tokenizer.Tokenizer
+    task: Any = None  # xlm_jax.evaluate.TaskInfo of a fine-tuned checkpoint
+    source: str = ""
+    tokenizer_note: str = ""  # why there is no tokenizer, for the error of a text method
+    batch_size: int = 32
 
     def __post_init__(self):
         self.model = XLMForMaskedLM(self.config)
+
+    def __repr__(self) -> str:
+        c = self.config
+        tok = (f"tokenizer {self.tokenizer.path} ({len(self.tokenizer)} ids)" if self.tokenizer is not None
+               else "no tokenizer")
+        task = f", task {self.task.task} {list(self.task.labels)}" if self.task is not None else ""
+        return (f"LoadedModel({c.family}, {c.num_layers} layers, hidden {c.hidden_size}, vocab {c.vocab_size}, "
+                f"langs {list(c.langs) or '-'}, {tok}{task})")
+
+    # ------------------------------------------------------------------------------ jitted functions
 
     @functools.cached_property
     def _forward(self):
@@ -139,6 +224,52 @@ class LoadedModel:
             return self.model.apply({"params": params}, ids, mask, None, langs, method=XLMForMaskedLM.mlm_logits)
 
         return jax.jit(logits)
+
+    @functools.cached_property
+    def _pooled(self):
+        last = self.config.num_layers - 1
+
+        def pooled(params, ids, mask, langs, index: int, pooling: str):
+            if index == last:  # the final LayerNorm of pre-LN models belongs to the last layer
+                states = self.model.apply({"params": params}, ids, mask, None, langs)
+            else:
+                _, every = self.model.apply({"params": params}, ids, mask, None, langs, output_all_layers=True)
+                states = every[index]
+            states = states.astype(jnp.float32)
+            if pooling == "cls":
+                return states[:, 0]
+            weights = mask[..., None].astype(jnp.float32)
+            return (states * weights).sum(1) / weights.sum(1)
+
+        return jax.jit(pooled, static_argnums=(4, 5))
+
+    @functools.cached_property
+    def _mask_probs(self):
+        def probs(params, ids, mask, langs, positions):
+            logits = self.model.apply({"params": params}, ids, mask, None, langs, positions,
+                                      method=XLMForMaskedLM.logits_at)
+            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+        return jax.jit(probs)
+
+    @functools.cached_property
+    def _task_probs(self):
+        from xlm_jax.evaluate import task_model
+
+        module = task_model(self.config, self.task.spec, len(self.task.labels))
+
+        def probs(params, ids, mask, langs):
+            return jax.nn.softmax(module.apply({"params": params}, ids, mask, None, langs), axis=-1)
+
+        return jax.jit(probs)
+
+    def compiled_shapes(self) -> int:
+        """How many input shapes the text methods' jitted functions have compiled so far (all of them
+        together): a second call with texts of the same lengths adds none."""
+        return sum(self.__dict__[name]._cache_size() for name in ("_pooled", "_mask_probs", "_task_probs")
+                   if name in self.__dict__)
+
+    # ---------------------------------------------------------------------------------- array methods
 
     def _inputs(self, input_ids, attention_mask, langs):
         return tuple(None if x is None else jnp.asarray(x)
@@ -158,33 +289,401 @@ class LoadedModel:
     def mlm_logits(self, input_ids, attention_mask=None, langs=None) -> jax.Array:
         """Masked-LM logits at every position, [batch, length, vocab]. Raises UserError for a checkpoint without
         an LM head (a fine-tuned classifier, a converted encoder or ...ForSequenceClassification)."""
-        if "lm_head" not in self.params:
-            has = ("an encoder and a fine-tuned classifier head (xlm_jax.finetune)" if "classifier" in self.params
-                   else "an encoder only")
-            rest = ("; for the classifier's predictions run `python -m xlm_jax.evaluate task --checkpoint ...`"
-                    if "classifier" in self.params else "")
-            raise UserError(f"this checkpoint has no masked-LM head (lm_head): it holds {has} (parameters: "
-                            f"{', '.join(sorted(self.params))}). mlm_logits needs one; use hidden_states or "
-                            f"layer_states for the encoder's states{rest}")
+        self._need_lm_head("mlm_logits")
         inputs = self._inputs(input_ids, attention_mask, langs)
         return self._logits(self.params, *inputs)
 
+    def _need_lm_head(self, method: str) -> None:
+        if "lm_head" not in self.params:
+            has = ("an encoder and a fine-tuned classifier head (xlm_jax.finetune)" if "classifier" in self.params
+                   else "an encoder only")
+            rest = ("; for the classifier's answers use predict / predict_tokens" if "classifier" in self.params
+                    else "")
+            raise UserError(f"this checkpoint has no masked-LM head (lm_head): it holds {has} (parameters: "
+                            f"{', '.join(sorted(self.params))}). {method} needs one; use hidden_states, layer_states "
+                            f"or embed for the encoder's states{rest}")
 
-def load(path: str | Path) -> LoadedModel:
-    """Loads an xlm_jax checkpoint: a run directory (its latest checkpoint), a checkpoints directory written by
-    `python -m xlm_jax.convert`, or one step directory. A Hugging Face directory, a fairseq XLM-R `model.pt` or
-    an original XLM `.pth` is converted in memory (`xlm_jax.convert.load_any`).
+    # ----------------------------------------------------------------------------------- text plumbing
 
-    Raises UserError when `path` is not a non-empty path, or names nothing this function can read."""
+    def _need_tokenizer(self, method: str):
+        if self.tokenizer is None:
+            why = f" ({self.tokenizer_note})" if self.tokenizer_note else ""
+            raise UserError(f"{method} needs a tokenizer, but this model has none{why}: load it with "
+                            "xlm_jax.load(path, tokenizer='PATH/sentencepiece.bpe.model'), or use the array methods "
+                            "(hidden_states, layer_states, mlm_logits) on token ids")
+        return self.tokenizer
+
+    def _langs(self, lang, n: int, what: str = "lang") -> list[str]:
+        """One language code per text ("" for a model without language embeddings); UserError for a lang the
+        model lacks, a missing one, or a list of the wrong length."""
+        cfg = self.config
+        if not cfg.has_lang_embeddings:
+            if lang is not None:
+                raise UserError(f"{what}={lang!r} given, but this {cfg.family} model has no language embeddings "
+                                f"(use_lang_emb={cfg.use_lang_emb}, n_langs={cfg.n_langs}): leave {what} out")
+            return [""] * n
+        valid = ", ".join(cfg.langs) if cfg.langs else f"ids 0..{cfg.n_langs - 1} (config.langs is empty)"
+        if lang is None:
+            raise UserError(f"this XLM model has language embeddings: pass {what}= one of {valid} (or a list, one "
+                            "per text)")
+        langs = [lang] * n if isinstance(lang, str) else list(lang) if isinstance(lang, list | tuple) else None
+        if langs is None or len(langs) != n:
+            raise UserError(f"{what}={lang!r:.60}: give one language code (one of {valid}) or a list of {n}, one per "
+                            "text")
+        for i, code in enumerate(langs):
+            if not isinstance(code, str) or code not in cfg.langs:
+                where = what if isinstance(lang, str) else f"{what}[{i}]"
+                raise UserError(f"{where}={code!r}: not a language of this model; valid: {valid}")
+        return langs
+
+    def _warn_truncated(self, cut: int, n: int, what: str = "texts") -> None:
+        if cut:
+            # Attributed to the caller's line (the first frame outside xlm_jax), wherever the texts came in.
+            level, frame = 1, sys._getframe(0)
+            while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+                frame, level = frame.f_back, level + 1
+            warnings.warn(f"{cut} of {n} {what} were longer than the model's {self.config.max_positions} positions "
+                          "(special tokens included) and were truncated", UserWarning, stacklevel=level)
+
+    def _encode(self, items: list, langs: list[str]):
+        """Texts or pairs -> `tasks.Encoded` rows framed for this model's family, truncated (with a warning) to
+        max_positions; the same encoder fine-tuning and `evaluate task` use."""
+        from xlm_jax import tasks as T
+
+        examples = [T.Example(x, None, "", lang) if isinstance(x, str) else T.Example(x[0], x[1], "", lang)
+                    for x, lang in zip(items, langs)]
+        protocol = T.InputProtocol.from_config(self.config)
+        enc = T.encode_sequence_examples(examples, self.tokenizer, protocol, (), self.config.max_positions)
+        self._warn_truncated(enc.truncated, len(items))
+        return enc
+
+    def _batched(self, rows: list[list[int]], lang_ids: list[int], call, batch_size: int | None = None) -> list:
+        """Runs `call(ids, mask, langs, chunk)` on length-sorted, bucket-shaped batches of `rows` -> one result
+        per row, in the rows' order. Filler rows (all padding but one real token, so that nothing divides by
+        zero) fill a batch up to its bucket and are dropped."""
+        from xlm_jax.tokenizer import pad_rows
+
+        batch_size = check_range("batch_size", self.batch_size if batch_size is None else batch_size, 1, integer=True)
+
+        cfg = self.config
+        order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
+        out: list = [None] * len(rows)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            width = bucket(max(len(rows[r]) for r in chunk), MIN_WIDTH, cfg.max_positions)
+            n_rows = bucket(len(chunk), 1, batch_size)
+            ids, mask = pad_rows([rows[r] for r in chunk], width, cfg.pad_token_id, n_rows)
+            mask[len(chunk):, 0] = 1
+            langs = None
+            if cfg.has_lang_embeddings:
+                langs = np.zeros((n_rows, width), np.int32)
+                langs[: len(chunk)] = np.asarray([lang_ids[r] for r in chunk], np.int32)[:, None]
+            result = np.asarray(call(ids, mask, langs, chunk))
+            for j, r in enumerate(chunk):
+                out[r] = result[j]
+        return out
+
+    # ------------------------------------------------------------------------------------ text methods
+
+    def pool_ids(self, rows: list[list[int]], layer_index: int, pooling: str = "mean",
+                 lang_ids: list[int] | None = None, batch_size: int | None = None) -> np.ndarray:
+        """Pooled states of framed id rows (each at most max_positions ids): float32 [N, hidden]. `layer_index`
+        is 0-based; "mean" averages the real tokens (XTREME's retrieval protocol), "cls" takes the first token.
+        The batching behind `embed` and `xlm_jax.evaluate.embed_sentences` (`batch_size` defaults to the
+        model's)."""
+        if not rows:
+            return np.zeros((0, self.config.hidden_size), np.float32)
+        lang_ids = lang_ids if lang_ids is not None else [0] * len(rows)
+
+        def call(ids, mask, langs, _):
+            return self._pooled(self.params, jnp.asarray(ids), jnp.asarray(mask),
+                                None if langs is None else jnp.asarray(langs), layer_index, pooling)
+
+        return np.stack(self._batched(rows, lang_ids, call, batch_size)).astype(np.float32)
+
+    def embed(self, texts, layer: int = -1, pooling: str = "mean", normalize: bool = True, lang=None) -> np.ndarray:
+        """Sentence embeddings: float32 NumPy [N, hidden] (a single str counts as a list of one).
+
+        `layer` counts from 1 (first layer) or from the top when negative (default -1, the last); `pooling`
+        "mean" averages the states of the real tokens (specials included, padding not: XTREME's protocol, as
+        `evaluate retrieval`), "cls" takes the first token's state (`<s>`; unpooled, not trained for anything
+        unless fine-tuned); `normalize` scales each row to unit L2 norm. Raises UserError for an empty list,
+        items that are not str, an unknown pooling, a layer outside 1..L / -1..-L, or a bad / missing lang."""
+        self._need_tokenizer("embed")
+        items, _ = _as_list(texts, "texts")
+        check_choice("pooling", pooling, POOLINGS)
+        index = layer_index(layer, self.config.num_layers)
+        langs = self._langs(lang, len(items))
+        enc = self._encode(items, langs)
+        out = self.pool_ids(enc.ids, index, pooling, enc.lang_ids)
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def similarity(self, texts_a, texts_b, layer: int = -1, pooling: str = "mean", lang=None,
+                   lang_b=None) -> np.ndarray:
+        """Cosine similarity of every text of `texts_a` with every text of `texts_b`: float32 [len(a), len(b)],
+        from `embed` (`lang_b` defaults to `lang`). Raises what `embed` raises."""
+        from xlm_jax.evaluate import cosine_matrix
+
+        lang_b = lang if lang_b is None else lang_b
+        a = self.embed(texts_a, layer, pooling, lang=lang)
+        b = self.embed(texts_b, layer, pooling, lang=lang_b)
+        return cosine_matrix(a, b).astype(np.float32)
+
+    def retrieve(self, queries, candidates, k: int = 1, layer: int = -1, pooling: str = "mean", lang=None,
+                 lang_b=None) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` candidates most similar to each query (cosine of `embed`s): (indices int64 [Q, k] into
+        `candidates`, scores float32 [Q, k]), best first. Raises UserError for k outside 1..len(candidates) and
+        what `embed` raises."""
+        n = len(candidates) if isinstance(candidates, list | tuple) else 1
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or not 1 <= k <= max(1, n):
+            raise UserError(f"k={k!r}: must be an integer in [1, {max(1, n)}] (the number of candidates)")
+        sim = self.similarity(queries, candidates, layer, pooling, lang, lang_b)
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        return top, np.take_along_axis(sim, top, axis=1)
+
+    def _candidate_ids(self) -> np.ndarray:
+        """Ids fill_mask may answer: the tokenizer's pieces, without specials or the model's spare rows."""
+        tok, cfg = self.tokenizer, self.config
+        specials = {tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id, tok.mask_id, cfg.bos_token_id,
+                    cfg.pad_token_id, cfg.eos_token_id, cfg.unk_token_id}
+        return np.asarray([i for i in range(min(len(tok), cfg.vocab_size)) if i not in specials], np.int64)
+
+    def fill_mask(self, texts, top_k: int = 5, lang=None) -> list:
+        """The model's top-k guesses for every `<mask>` of every text (specials and the model's spare rows
+        excluded; probabilities are the softmax over the whole vocabulary).
+
+        -> for one str: a list with one entry per `<mask>` (in text order), each a list of `top_k` `Fill`
+        (piece, token, probability, id), most probable first; for a list of str: a list of those, one per text.
+        Raises UserError for a text without `<mask>`, a `<mask>` cut off by truncation, top_k outside
+        1..(number of candidate pieces), a checkpoint without an LM head, and what `embed` raises."""
+        from xlm_jax.tasks import n_specials
+
+        tok = self._need_tokenizer("fill_mask")
+        self._need_lm_head("fill_mask")
+        items, single = _as_list(texts, "texts")
+        candidates = self._candidate_ids()
+        if not isinstance(top_k, int | np.integer) or isinstance(top_k, bool) or not 1 <= top_k <= len(candidates):
+            raise UserError(f"top_k={top_k!r}: must be an integer in [1, {len(candidates)}] (the pieces this model "
+                            "can fill in: the tokenizer's ids without the special tokens)")
+        langs = self._langs(lang, len(items))
+        budget = self.config.max_positions - n_specials(self.config.family, False)  # pieces a row keeps
+        for i, pieces in enumerate(tok.encode_batch_pieces_ids(items)):
+            where = "text" if single else f"texts[{i}]"
+            masks = np.flatnonzero(pieces == tok.mask_id)
+            if not len(masks):
+                raise UserError(f"{where}={items[i]!r:.80} has no <mask>: write <mask> where the model should fill "
+                                "in a piece, e.g. 'Open the <mask>.'")
+            if masks[-1] >= budget:
+                raise UserError(f"{where}: its <mask> at piece {int(masks[-1]) + 1} lies beyond the model's "
+                                f"{self.config.max_positions} positions ({budget} pieces and the special tokens), "
+                                "where truncation would cut it off: shorten the text or move the <mask> forward")
+        enc = self._encode(items, langs)  # (checked first: no truncation warning before an error)
+        n_masks = [int(np.sum(np.asarray(r) == tok.mask_id)) for r in enc.ids]
+
+        def call(ids, mask, langs, chunk):
+            width = bucket(max(n_masks[r] for r in chunk), 1, ids.shape[1])
+            positions = np.zeros((ids.shape[0], width), np.int32)
+            for j, r in enumerate(chunk):
+                positions[j, : n_masks[r]] = np.flatnonzero(np.asarray(enc.ids[r]) == tok.mask_id)
+            probs = self._mask_probs(self.params, jnp.asarray(ids), jnp.asarray(mask),
+                                     None if langs is None else jnp.asarray(langs), jnp.asarray(positions))
+            return np.asarray(probs)[:, :, candidates]  # [rows, masks, candidates]
+
+        per_row = self._batched(enc.ids, enc.lang_ids, call)
+        out = []
+        for r, probs in enumerate(per_row):
+            fills = []
+            for p in probs[: n_masks[r]]:
+                best = np.argsort(-p, kind="stable")[:top_k]
+                fills.append([Fill(tok.sp.id_to_piece(int(candidates[b]) - 1), tok.decode([int(candidates[b])]),
+                                   float(p[b]), int(candidates[b])) for b in best])
+            out.append(fills)
+        return out[0] if single else out
+
+    def _need_task(self, method: str, kind: str):
+        if self.task is None:
+            has = ", ".join(sorted(self.params)) if isinstance(self.params, dict) else "?"
+            raise UserError(f"{method} needs a fine-tuned checkpoint with a task head, but this one has none "
+                            f"(parameters: {has}): load a fine-tuning output directory (python -m xlm_jax.finetune "
+                            "... out=DIR; xlm_jax.load(DIR))")
+        if self.task.spec.kind != kind:
+            other = "predict_tokens(list of word lists)" if self.task.spec.kind == "token" else "predict(texts)"
+            raise UserError(f"{method} does not fit this checkpoint: its head is task {self.task.task!r} "
+                            f"({'one label per word' if self.task.spec.kind == 'token' else 'one label per text'}, "
+                            f"labels {', '.join(self.task.labels)}); use {other}")
+        return self._need_tokenizer(method)
+
+    def predict(self, texts, lang=None) -> Prediction | list[Prediction]:
+        """A fine-tuned sequence classifier's answer: one `Prediction` (label, probability, probabilities) for a
+        str or a (str, str) pair, a list of them for a list. Pair tasks (xnli, pawsx) take (premise,
+        hypothesis) pairs, single-text tasks take str. Raises UserError for a checkpoint without a sequence
+        head, the wrong kind of item, and what `embed` raises."""
+        self._need_task("predict", "sequence")
+        items, single = _as_list(texts, "texts", pairs=True)
+        pair = self.task.spec.pair
+        for i, x in enumerate(items):
+            if isinstance(x, str) == pair:
+                want = "(premise, hypothesis) pairs of str" if pair else "single str texts, not pairs"
+                where = "texts" if single else f"texts[{i}]"
+                raise UserError(f"{where}={x!r:.80}: task {self.task.task!r} takes {want}")
+        langs = self._langs(lang, len(items))
+        enc = self._encode(items, langs)
+
+        def call(ids, mask, langs, _):
+            return self._task_probs(self.params, jnp.asarray(ids), jnp.asarray(mask),
+                                    None if langs is None else jnp.asarray(langs))
+
+        labels = self.task.labels
+        out = []
+        for probs in self._batched(enc.ids, enc.lang_ids, call):
+            best = int(np.argmax(probs))
+            out.append(Prediction(labels[best], float(probs[best]), {l: float(p) for l, p in zip(labels, probs)}))
+        return out[0] if single else out
+
+    def predict_tokens(self, sentences, lang=None) -> list[list[str]]:
+        """A fine-tuned token classifier's (NER) labels: `sentences` is a list of sentences, each a list of words
+        (str); -> one label per word, read at the word's first sub-word (as fine-tuning trained it:
+        `xlm_jax.tasks.encode_token_examples`). Words beyond the model's positions are labelled "O" (with a
+        warning). Raises UserError for a checkpoint without a token head, an empty list, a sentence that is not
+        a list of str (a bare str: split it first), and a bad / missing lang."""
+        from xlm_jax import tasks as T
+
+        tok = self._need_task("predict_tokens", "token")
+        if not isinstance(sentences, list | tuple) or not sentences:
+            raise UserError(f"sentences={sentences!r:.60}: give a non-empty list of sentences, each a list of words, "
+                            "e.g. [['Angela', 'Merkel', 'visited', 'Paris']]")
+        for i, words in enumerate(sentences):
+            if isinstance(words, str) or not isinstance(words, list | tuple) or not all(isinstance(w, str) for w in words):
+                hint = (" (a str: split it into words, e.g. text.split(), and wrap the sentence in a list)"
+                        if isinstance(words, str) else "")
+                raise UserError(f"sentences[{i}]={words!r:.60} must be a list of words (str){hint}")
+            if words:
+                _as_list(list(words), f"sentences[{i}]")  # each word valid text (no lone surrogates)
+        langs = self._langs(lang, len(sentences))
+        examples = [T.TokenExample(tuple(w), ("",) * len(w), code) for w, code in zip(sentences, langs)]
+        protocol = T.InputProtocol.from_config(self.config)
+        enc = T.encode_token_examples(examples, tok, protocol, self.task.labels, self.config.max_positions)
+        self._warn_truncated(enc.truncated, len(sentences), "sentences")
+
+        def call(ids, mask, langs, _):
+            probs = self._task_probs(self.params, jnp.asarray(ids), jnp.asarray(mask),
+                                     None if langs is None else jnp.asarray(langs))
+            return np.asarray(probs).argmax(-1)
+
+        preds = self._batched(enc.ids, enc.lang_ids, call)
+        return [T.word_predictions(p, enc.word_starts[r], enc.n_words[r], self.task.labels)
+                for r, p in enumerate(preds)]
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+TOKENIZER_NAMES = ("tokenizer.model", "sentencepiece.bpe.model")  # ours (train copies it into RUN) and XLM-R's
+XLM_NO_TOKENIZER = ("an original XLM checkpoint: its text is tokenized with Moses and fastBPE (codes + vocab "
+                    "files), which xlm_jax does not run, so no tokenizer can be carried")
+
+
+def _finetune_tokenizer(path: Path) -> tuple[Path | None, str]:
+    """The tokenizer a fine-tuning run recorded in OUT/finetune_config.json -> (path or None, why not)."""
+    from xlm_jax.finetune import FINETUNE_CONFIG
+
+    for out in [path, *path.parents][:3]:
+        record = out / FINETUNE_CONFIG
+        if record.is_file():
+            try:
+                recorded = json.loads(record.read_text())["tokenizer"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                return None, f"{record} cannot be read ({type(err).__name__}: {err})"
+            for candidate in (Path(recorded), out / recorded):
+                if recorded and candidate.is_file():
+                    return candidate, ""
+            return None, f"the fine-tuning run used the tokenizer {recorded!r}, which no longer exists"
+    return None, f"no {FINETUNE_CONFIG} found next to the checkpoint"
+
+
+def _is_task_checkpoint(p: Path) -> bool:
+    from xlm_jax.evaluate import TASK_FILE
+
+    return any((d / TASK_FILE).is_file() for d in (p / "best", p, p.parent))
+
+
+def _load_tokenizer(tokenizer, config: ModelConfig, auto: bool):
+    from xlm_jax.tokenizer import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
+        tok = tokenizer
+    elif isinstance(tokenizer, str | Path) and str(tokenizer).strip():
+        try:
+            tok = Tokenizer.load(tokenizer)
+        except UserError as err:
+            if auto:
+                raise UserError(f"{err} (found next to the checkpoint; pass tokenizer=PATH to use another)") from None
+            raise
+    else:
+        raise UserError(f"tokenizer={tokenizer!r:.60}: give the path of a SentencePiece model (str or Path) or an "
+                        "xlm_jax.Tokenizer")
+    if len(tok) > config.vocab_size:
+        raise UserError(f"tokenizer {tok.path} has {len(tok)} ids but the model's vocabulary has {config.vocab_size} "
+                        "(config.vocab_size): they do not belong together (a model may have more rows than its "
+                        "tokenizer has ids, never fewer)")
+    return tok
+
+
+def load(path: str | Path, tokenizer=None) -> LoadedModel:
+    """Loads any checkpoint xlm_jax writes or reads, with its tokenizer when it has one:
+
+    - a pretraining run directory (its latest checkpoint; tokenizer RUN/tokenizer.model), a checkpoints
+      directory or one step directory;
+    - a fine-tuning output directory, its best/ or a step in it: the best checkpoint with its task head and
+      labels (`m.task`; tokenizer: the one finetune_config.json records);
+    - a `python -m xlm_jax.convert` output (tokenizer: the sentencepiece.bpe.model / tokenizer.model in it);
+    - a Hugging Face directory (tokenizer: its sentencepiece.bpe.model), a fairseq XLM-R model.pt (tokenizer:
+      sentencepiece.bpe.model beside it), or an original XLM .pth (no tokenizer: XLM uses Moses + fastBPE; the
+      array methods work on ids), converted in memory by `xlm_jax.convert.load_any`.
+
+    `tokenizer` (a SentencePiece model path or a Tokenizer) replaces the one found; `tokenizer=False` carries
+    none (for a checkpoint whose tokenizer file is broken, when only the array methods are wanted). Raises UserError when `path`
+    is not a non-empty path or names nothing readable, when the tokenizer cannot be read, or when the tokenizer
+    has more ids than the model's vocabulary (naming both sizes)."""
     if not isinstance(path, str | Path) or not str(path).strip():
         raise UserError(f"load(path): path must be a non-empty str or pathlib.Path of a checkpoint, got "
                         f"{type(path).__name__} {path!r:.60}")
-    try:
-        resolve(path)
-    except UserError:
-        from xlm_jax.convert import load_any
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path}: no such file or directory (give a run directory, a fine-tuning output, a convert "
+                        "output, a Hugging Face directory, a fairseq model.pt or an XLM .pth)")
+    task, note, found = None, "", None
+    if _is_task_checkpoint(p):
+        from xlm_jax.evaluate import load_task_model
 
-        params, config, _ = load_any(path)
+        _, params, config, task = load_task_model(p)
+        found, note = _finetune_tokenizer(p.absolute())
     else:
-        params, config = restore_params(path)
-    return LoadedModel(config, jax.tree_util.tree_map(jnp.asarray, params))
+        try:
+            resolve(p)
+        except UserError:
+            from xlm_jax.convert import load_any
+
+            params, config, info = load_any(p)
+            if info.kind == "xlm":
+                note = XLM_NO_TOKENIZER
+            else:
+                found = next((Path(f) for f in info.tokenizer_files if Path(f).name in TOKENIZER_NAMES), None)
+                if found is None:
+                    note = f"no {' or '.join(TOKENIZER_NAMES)} next to {info.path}"
+        else:
+            from xlm_jax.convert import orbax_tokenizer_files
+
+            params, config = restore_params(p)
+            found = next((Path(f) for f in orbax_tokenizer_files(p) if Path(f).name in TOKENIZER_NAMES), None)
+            if found is None:
+                note = f"no {' or '.join(TOKENIZER_NAMES)} in {p} or its run directory"
+    tok = None
+    if tokenizer is False:
+        note = "loaded with tokenizer=False"
+    elif tokenizer is not None:
+        tok, note = _load_tokenizer(tokenizer, config, auto=False), ""
+    elif found is not None:
+        tok = _load_tokenizer(found, config, auto=True)
+    return LoadedModel(config, jax.tree_util.tree_map(jnp.asarray, params), tok, task, str(path), note)

@@ -46,7 +46,7 @@ from xlm_jax.textfiles import read_text
 
 TOKENIZER_FILES = (
     "sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "vocab.json", "merges.txt",
+    "vocab.json", "merges.txt", "tokenizer.model",  # tokenizer.model: what training copies into a run directory
 )
 # Tied copies that `save_pretrained` leaves out (transformers re-ties them on load).
 TIED_HF_KEYS = ("lm_head.decoder.weight", "lm_head.decoder.bias", "pred_layer.proj.weight")
@@ -369,6 +369,15 @@ def _tokenizer_files(directory: Path) -> tuple[str, ...]:
     return tuple(str(directory / f) for f in TOKENIZER_FILES if (directory / f).is_file())
 
 
+def orbax_tokenizer_files(path: str | Path) -> tuple[str, ...]:
+    """Tokenizer files of an xlm_jax checkpoint: in the directory given, else in its checkpoints directory, else
+    in the run directory above `checkpoints/` (where training copies tokenizer.model)."""
+    path = Path(path)
+    directory, _ = checkpoint.resolve(path)
+    places = [path, directory] + ([directory.parent] if directory.name == "checkpoints" else [])
+    return next((files for d in places if (files := _tokenizer_files(d))), ())
+
+
 def _is_orbax(path: Path) -> bool:
     try:
         checkpoint.resolve(path)
@@ -423,6 +432,7 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
             hf_mapping.check_shape("encoder/embeddings/word_embeddings/embedding (--vocab-size)",
                                    (cfg.vocab_size, cfg.hidden_size), (vocab_size, cfg.hidden_size), source)
         arch = default_architecture(cfg, "lm_head" in params)
+        tokenizer_files = orbax_tokenizer_files(path)
     elif kind == "hf":
         try:
             hf_cfg = json.loads(read_text(path / "config.json", "config file"))
@@ -499,13 +509,16 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
     params, cfg, info = load_any(src, vocab_size=vocab_size, num_heads=num_heads, architecture=architecture)
 
     def write(tmp: Path) -> str:
+        # The tokenizer comes along either way, so that `xlm_jax.load(DST)` carries it; transformers'
+        # XLMRobertaTokenizer looks for a SentencePiece model under the name sentencepiece.bpe.model.
+        tmp.mkdir(parents=True, exist_ok=True)
+        for f in info.tokenizer_files:
+            name = Path(f).name
+            shutil.copy2(f, tmp / ("sentencepiece.bpe.model" if to == "hf" and name == "tokenizer.model" else name))
         if to == "orbax":
             checkpoint.save_params(tmp, params, cfg, step=0)
             return info.architecture
-        arch = export_hf(params, cfg, tmp, info.architecture)
-        for f in info.tokenizer_files:
-            shutil.copy2(f, tmp / Path(f).name)
-        return arch
+        return export_hf(params, cfg, tmp, info.architecture)
 
     arch = outputs.write_atomically(dst, write, "convert")
     return (f"converted {info.kind} checkpoint {src} ({arch}, {info.num_params:,} parameters) "

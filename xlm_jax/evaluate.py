@@ -38,7 +38,7 @@ from xlm_jax.errors import ArgumentParser, UserError, arg_range, check_range, ex
 from xlm_jax.model import XLMForQuestionAnswering, XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
 from xlm_jax.textfiles import open_text, read_text
-from xlm_jax.tokenizer import check_max_len, pad_rows, truncate_pair
+from xlm_jax.tokenizer import check_max_len, truncate_pair
 
 TASK_FILE = "task.json"
 
@@ -215,11 +215,10 @@ def embed_sentences(model, tokenizer, lines: Sequence[str], lang: str | None = N
 
     `model` is an `xlm_jax.load(...)` result; `layer` counts from 1 (first layer) or from the top when negative.
     XLM models with language embeddings get `lang`'s id on every token."""
+    from xlm_jax.api import layer_index
+
     config: ModelConfig = model.config
-    n_layers = config.num_layers
-    index = layer - 1 if layer > 0 else n_layers + layer
-    if not 0 <= index < n_layers:
-        raise UserError(f"--layer {layer}: the model has layers 1..{n_layers} (or -1..-{n_layers} from the top)")
+    index = layer_index(layer, config.num_layers, "--layer")
     check_range("batch_size", batch_size, 1, integer=True)
     protocol = T.InputProtocol.from_config(config)
     check_max_len(max_len, protocol.n_specials(False), False)
@@ -229,19 +228,8 @@ def embed_sentences(model, tokenizer, lines: Sequence[str], lang: str | None = N
         raise UserError(f"this XLM model has language embeddings ({', '.join(config.langs)}): pass --src-lang / --tgt-lang")
     pieces = tokenizer.encode_batch_pieces_ids(list(lines))
     ids = [protocol.frame(truncate_pair(p.tolist(), None, max_len - 2)[0], None) for p in pieces]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    batch_size = min(batch_size, max(1, len(ids)))  # never wider than the data
-    out = np.zeros((len(ids), config.hidden_size), np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        width = T.pad_width(max(len(ids[r]) for r in rows), max_len)
-        batch, mask = pad_rows([ids[r] for r in rows], width, config.pad_token_id, batch_size)
-        mask[len(rows):, 0] = 1  # filler rows: one real token, so that nothing divides by zero
-        langs = np.full((batch_size, width), lang_id, np.int32) if protocol.use_langs else None
-        states = np.asarray(model.layer_states(batch, mask, langs)[index], np.float32)
-        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-        out[rows] = pooled[: len(rows)]
-    return out
+    # The batching (length buckets) and pooling are the notebook API's: `LoadedModel.embed` is the same numbers.
+    return model.pool_ids(ids, index, "mean", [lang_id] * len(ids), batch_size)
 
 
 def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -283,7 +271,7 @@ def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file:
         raise UserError(f"{src_file} is empty")
     if (Path(checkpoint) / "best" / TASK_FILE).is_file():  # a fine-tuning run directory: its best checkpoint
         checkpoint = str(Path(checkpoint) / "best")
-    model = load(checkpoint)
+    model = load(checkpoint, tokenizer=False)  # --tokenizer is the one to use, whatever lies beside the checkpoint
     tokenizer = Tokenizer.load(tokenizer_path)
     if len(tokenizer) > model.config.vocab_size:
         raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids but the model's vocabulary has "
