@@ -249,7 +249,7 @@ def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, o
     for path in outputs:
         check_file_output(path, force=force, flag="--force")
         for src, what in [(base, "--base model")] + [(i, "--input") for i in [*inputs, *check_inputs]]:
-            if Path(src).exists():
+            if Path(src).is_file():  # a directory is no valid input: that input's own check names it
                 check_overlap(path, src, what)
     tokenizer = Tokenizer.load(base)
     new_text = _read_inputs(inputs, "--input")
