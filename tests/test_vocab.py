@@ -152,9 +152,10 @@ def test_old_rows_kept_mask_moved_new_rows_mean(setup, name):
     assert new_e.dtype == old_e.dtype and new_b.dtype == old_b.dtype
     assert np.array_equal(new_e[: v - 1], old_e[: v - 1]) and np.array_equal(new_b[: v - 1], old_b[: v - 1])
     assert np.array_equal(new_e[v2 - 1], old_e[v - 1]) and new_b[v2 - 1] == old_b[v - 1]
-    # Every other leaf is the very same object.
-    assert new_params["encoder"]["layers"] is params["encoder"]["layers"]
-    assert new_params["lm_head"]["dense"] is params["lm_head"]["dense"]
+    # Every other leaf is the very same array (not a copy).
+    same = jax.tree_util.tree_map(lambda a, b: a is b, new_params["encoder"]["layers"], params["encoder"]["layers"])
+    assert all(jax.tree_util.tree_leaves(same)) and new_params["lm_head"]["dense"]["kernel"] is \
+        params["lm_head"]["dense"]["kernel"]
     # The recipe, computed here from the tokenizer's public encode: a word-initial piece "▁w" is what the base
     # makes of the word "w"; <unk> stands for the mean of the base's piece rows (ids 4 .. V-2).
     prior_e, prior_b = old_e[4 : v - 1].mean(0), old_b[4 : v - 1].mean()
@@ -189,8 +190,30 @@ def test_bfloat16_and_encoder_only_trees(setup):
     assert np.array_equal(table[: len(base) - 1].view(np.uint16), old[: len(base) - 1].view(np.uint16))
     encoder_only = {"encoder": params["encoder"], "classifier": {"w": np.zeros(3)}}
     out, new_cfg = extend_embeddings(encoder_only, cfg, base, ext, "xlmr")
-    assert "lm_head" not in out and out["classifier"] is encoder_only["classifier"]
+    assert "lm_head" not in out and out["classifier"]["w"] is encoder_only["classifier"]["w"]
     assert out["encoder"]["embeddings"]["word_embeddings"]["embedding"].shape[0] == new_cfg.vocab_size
+
+
+def test_boxed_tree_and_explicit_mask_id(setup):
+    base, ext = setup["base"], setup["ka"]
+    cfg = get_model_config("xlmr_tiny", vocab_size=len(base), mask_token_id=len(base) - 1)
+    boxed = jax.eval_shape(lambda: init_params(XLMForMaskedLM(cfg), jax.random.key(0)))
+    boxed = jax.tree_util.tree_map(lambda s: np.ones(s.shape, s.dtype), boxed)
+    out, new_cfg = extend_embeddings(boxed, cfg, base, ext, "xlmr")
+    assert new_cfg.mask_token_id == new_cfg.mask_id == ext.mask_id
+    assert isinstance(out["encoder"]["embeddings"]["word_embeddings"]["embedding"], np.ndarray)
+
+
+def test_transformers_reads_the_extended_model(setup, tmp_path):
+    """What `convert --to hf` ships: XLMRobertaTokenizer on the extended file gives our ids, <mask> last."""
+    transformers = pytest.importorskip("transformers")
+    (tmp_path / "sentencepiece.bpe.model").write_bytes((setup["dir"] / "ka.model").read_bytes())
+    hf = transformers.XLMRobertaTokenizer.from_pretrained(str(tmp_path))
+    ext = setup["ka"]
+    assert len(hf) == len(ext) and hf.mask_token_id == ext.mask_id
+    texts = ["the cat ქართული ენა open file", "ძალიან <mask> წიგნი", *Path(setup["ka_text"]).read_text().splitlines()[:50],
+             *Path(setup["checks"][1]).read_text().splitlines()[:50]]
+    assert [ext.encode(t) for t in texts] == [hf(t)["input_ids"] for t in texts]
 
 
 def test_logits_of_old_ids_unchanged(setup):
@@ -235,6 +258,10 @@ def test_extend_embeddings_refusals(setup, tmp_path):
     no_table = {"encoder": {"embeddings": {}}, "lm_head": params["lm_head"]}
     cases = [
         (dict(layout="xlm"), "fastBPE"),
+        (dict(layout=None), "valid layouts"),
+        (dict(base=str(setup["dir"] / "t.model")), "base must be an xlm_jax Tokenizer"),
+        (dict(extended=None), "extended must be an xlm_jax Tokenizer"),
+        (dict(config={"vocab_size": len(base)}), "config must be a ModelConfig"),
         (dict(layout="fairseq"), "valid layouts are 'xlmr', 'xlm'"),
         (dict(config=dataclasses.replace(cfg, vocab_size=cfg.vocab_size + 5)), f"{len(base)} ids"),
         (dict(config=dataclasses.replace(cfg, pad_token_id=2, eos_token_id=1)), "not the 'xlmr' layout"),
@@ -317,6 +344,8 @@ def test_cli_refusals_write_nothing(setup, tmp_path, capsys):
         (["--output", str(tmp_path)], "must end in .model"),
         (["--report", str(report_exists)], "r.json: exists"),
         (["--report", out], "one of the tokenizer's own output files"),
+        (["--report", str(tmp_path)], "is a directory"),
+        (["--output", str(blank / "t2.model")], "is a file, not a directory"),
         (["--base", str(tmp_path / "nope.model")], "does not exist"),
         (["--base", str(not_spm)], "not a SentencePiece model"),
         (["--base", str(tmp_path)], "is a directory"),

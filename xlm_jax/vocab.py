@@ -351,6 +351,12 @@ def base_split(base: Tokenizer, extended: Tokenizer) -> dict[int, list[int]]:
 
 
 def _check_extension(config: ModelConfig, base: Tokenizer, extended: Tokenizer, layout: str) -> None:
+    for name, tok in (("base", base), ("extended", extended)):
+        if not isinstance(tok, Tokenizer):
+            raise UserError(f"{name} must be an xlm_jax Tokenizer (`Tokenizer.load(PATH.model)`), got "
+                            f"{type(tok).__name__} {tok!r:.60}")
+    if not isinstance(config, ModelConfig):
+        raise UserError(f"config must be a ModelConfig, got {type(config).__name__}")
     if layout not in LAYOUTS:
         raise UserError(f"layout={layout!r}: valid layouts are {', '.join(map(repr, LAYOUTS))}")
     if layout == "xlm":
@@ -398,7 +404,7 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
                       layout: str = "xlmr") -> tuple[dict, ModelConfig]:
     """Resize a model for an extended tokenizer: -> (params, config with vocab_size = len(extended)).
 
-    `params`: our parameter tree (`xlm_jax.model`; host NumPy or jax arrays, unboxed), an MLM model's or an
+    `params`: our parameter tree (`xlm_jax.model`; host NumPy or jax arrays, boxed ones are unboxed), an MLM model's or an
     encoder with a task head. The word embeddings [V, D] become [V', D] and the LM-head bias [V] becomes [V']
     (when the tree has an LM head; its output projection is tied to the embeddings, so nothing else has a vocab
     axis). Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from
@@ -414,7 +420,10 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
     len(base), an `extended` that does not keep every base piece at its id or adds nothing, and a tree without
     encoder/embeddings/word_embeddings/embedding of shape [config.vocab_size, hidden] (or an LM-head bias whose
     shape is not [config.vocab_size])."""
+    import flax.linen as nn
+
     _check_extension(config, base, extended, layout)
+    params = nn.unbox(params)  # a tree fresh from `init_params` carries logical-axis boxes: plain arrays out
     table = _leaf(params, EMBEDDING_PATH)
     if table is None or getattr(table, "shape", None) != (config.vocab_size, config.hidden_size):
         found = "missing" if table is None else f"of shape {tuple(getattr(table, 'shape', ()))}"
