@@ -95,6 +95,41 @@ def test_new_text_uses_the_new_pieces(setup):
     assert (setup["dir"] / "ka.vocab").read_text().splitlines()[-1].split("\t")[0] == on_disk["pieces"][-1]
 
 
+def test_new_characters_only(setup, tmp_path):
+    """Georgian text with Latin program names in it (as in gettext catalogs): by default the Latin-only pieces the
+    base lacks are added too and can change base text; --new-characters-only adds only pieces with a Georgian
+    character, and base text keeps its exact segmentation."""
+    latin = ["gnome", "nautilus", "totem", "gedit", "gnome shell"]  # only letters the base has (it has no 'x')
+    rng = random.Random(5)
+    mixed = tmp_path / "ka_mixed.txt"
+    mixed.write_text("\n".join(" ".join(rng.choice(GEORGIAN + latin) for _ in range(8)) for _ in range(300)) + "\n")
+    probe = tmp_path / "probe.txt"  # base-language text that happens to hold those names
+    probe.write_text("\n".join(f"the {name} window" for name in latin) + "\n")
+    base = setup["base"]
+    georgian = set("".join(GEORGIAN))
+    results = {}
+    for only in (False, True):
+        out = tmp_path / f"only{only}.model"
+        results[only] = extend_tokenizer(base.path, [str(mixed)], 60, str(out), check_inputs=[*setup["checks"],
+                                         str(probe)], new_characters_only=only)
+        assert results[only]["new_characters_only"] is only
+    assert any(not georgian.intersection(p) for p in results[False]["pieces"])
+    assert results[False]["texts"][str(probe)]["changed_sentences"] > 0
+    assert all(georgian.intersection(p) for p in results[True]["pieces"])
+    for path in [*setup["checks"], str(probe)]:
+        assert results[True]["texts"][path]["changed_sentences"] == 0
+    assert results[True]["texts"]["held-out new text"]["after"]["unk"] == 0
+    # A character the base lacks counts as new whatever its script: an upper-case letter here.
+    upper = tmp_path / "upper.txt"
+    upper.write_text("\n".join(f"{w} XEROX" for w in GEORGIAN * 30) + "\n")
+    pieces = extend_tokenizer(base.path, [str(upper)], 60, str(tmp_path / "up.model"), new_characters_only=True)
+    assert "X" in pieces["pieces"]
+    with pytest.raises(UserError, match="no piece holding a character .* --new-characters-only"):
+        extend_tokenizer(base.path, [str(setup["dir"] / "xx.txt")], 10, str(tmp_path / "no.model"),
+                         new_characters_only=True)
+    assert not (tmp_path / "no.model").exists()
+
+
 def test_bpe_base(setup, tmp_path):
     d = setup["dir"]
     base_path = tmp_path / "bpe.model"
@@ -335,6 +370,7 @@ def test_cli_refusals_write_nothing(setup, tmp_path, capsys):
         (["--input", str(blank)], "holds no text"),
         (["--input", str(binary)], "not a text file"),
         (["--input", str(covered)], "yields no piece that"),
+        (["--input", str(covered), "--new-characters-only"], "yields no piece holding a character"),
         (["--check-input", str(tmp_path / "missing.txt")], "--check-input: "),
         (["--check-input", str(binary)], "not a text file"),
         (["--output", str(existing)], "exists; nothing was changed"),

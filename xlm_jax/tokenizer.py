@@ -23,7 +23,7 @@ pieces that encoding never outputs, because i + 1 would otherwise collide with f
 It writes PATH.model and PATH.vocab, and refuses to replace either unless --force.
 
     python -m xlm_jax.tokenizer extend --base T.model --input NEW_TEXT… --add N --output T2.model
-                                       [--check-input BASE_TEXT…] [--report R.json] [--force]
+                                       [--check-input BASE_TEXT…] [--report R.json] [--new-characters-only] [--force]
 
 appends up to N pieces learned on NEW_TEXT to T.model, every existing piece keeping its id (`xlm_jax.vocab`).
 
@@ -477,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
     extend.add_argument("--check-input", nargs="+", action="extend", default=[],
                         help="base-language text files: report how their segmentation changed")
     extend.add_argument("--report", default=None, help="also write the report as JSON here")
+    extend.add_argument("--new-characters-only", action="store_true",
+                        help="add only pieces holding a character the base cannot represent (base text unchanged)")
     extend.add_argument("--seed", type=nonnegative_int, default=0)
     extend.add_argument("--quiet", action="store_true", help="hide SentencePiece's own progress log")
     extend.add_argument("--force", action="store_true", help="replace an existing output / report")
@@ -486,7 +488,8 @@ def main(argv: list[str] | None = None) -> None:
 
         with exit_on_user_error():
             result = extend_tokenizer(args.base, args.input, args.add, args.output, check_inputs=args.check_input,
-                                      report=args.report, force=args.force, seed=args.seed, verbose=not args.quiet)
+                                      report=args.report, force=args.force, seed=args.seed, verbose=not args.quiet,
+                                      new_characters_only=args.new_characters_only)
         print(format_report(result))
         print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
         return

@@ -18,9 +18,11 @@ pieces keep the log probabilities the new model gave them: a word written only i
 piece to compete with, and is cut exactly as the new model alone would cut it. A BPE model applies merges by
 score, highest first, so the new pieces are scored below every base piece, in their own merge order: base
 merges keep their priority. A piece holding a character the base lacks can never match text without that
-character, so text without the new script is segmented exactly as before (the extension's report counts the
-sentences whose segmentation changed on `--check-input` text; pieces made only of characters the base already
-has, e.g. a loanword, can change it, and the report shows it).
+character, so text without the new script is segmented exactly as before. Pieces made only of characters the
+base already has (a Latin program name inside Georgian text, a new language in a known script) can change how
+base-language text is split: the report counts the sentences whose segmentation changed on `--check-input` text,
+and `--new-characters-only` keeps only pieces that hold a character the base cannot represent, which makes the
+base languages' segmentation provably unchanged.
 
 New rows. A new piece's embedding row (and LM-head bias) starts as the mean of the rows of the pieces the *base*
 tokenizer splits the piece's surface string into: the initialisation of Fast Vocabulary Transfer (Gee, Zugarini,
@@ -161,23 +163,30 @@ def _train_new_model(base_proto, sentences: list[str], vocab_size: int, seed: in
     return proto
 
 
-def _candidates(base_proto, new_proto) -> list:
-    """The new model's NORMAL pieces the base lacks: single characters first, then the rest in the new model's
-    order (see the module docstring)."""
+def _candidates(base: Tokenizer, base_proto, new_proto, new_characters_only: bool) -> list:
+    """The new model's NORMAL pieces the base lacks (only those holding a character the base cannot represent when
+    `new_characters_only`): single characters first, then the rest in the new model's order (module docstring)."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     have = {p.piece for p in base_proto.pieces}
     fresh = [p for p in new_proto.pieces if p.type == pb.ModelProto.SentencePiece.NORMAL and p.piece not in have]
+    if new_characters_only:
+        sp = _no_prefix_processor(base)
+        unknown = {c for c in {c for p in fresh for c in p.piece} if c != "▁" and sp.unk_id() in sp.encode(c)}
+        fresh = [p for p in fresh if unknown.intersection(p.piece)]
     chars = [p for p in fresh if len(p.piece) == 1]
     return chars + [p for p in fresh if len(p.piece) > 1]
 
 
 def extended_model_proto(base: Tokenizer, sentences: Sequence[str], add: int, seed: int = 0,
-                         verbose: bool = False):
+                         verbose: bool = False, new_characters_only: bool = False):
     """-> (ModelProto of the base with up to `add` new pieces appended, the appended pieces as str).
 
-    `sentences`: the new language's text (list of str). Raises UserError when `add` is not a positive integer,
-    the base is neither a unigram nor a BPE model, or the text yields no piece the base lacks."""
+    `sentences`: the new language's text (list of str). `new_characters_only`: append only pieces that hold a
+    character the base cannot represent (one it encodes as `<unk>`); no such piece can match text the base
+    segments without `<unk>`, so that text keeps its exact segmentation. Raises UserError when `add` is not a
+    positive integer, the base is neither a unigram nor a BPE model, or the text yields no piece the base lacks
+    (none holding a new character, with `new_characters_only`)."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     check_range("--add", add, 1, integer=True)
@@ -193,7 +202,11 @@ def extended_model_proto(base: Tokenizer, sentences: Sequence[str], add: int, se
         raise UserError("the new text holds nothing but whitespace once normalised")
     # Room for `add` new pieces besides the overlap with the base and the 3 reserved pieces.
     new_proto = _train_new_model(base_proto, normalized, min(2 * add + 3, MAX_TRAIN_PIECES), seed, verbose)
-    chosen = _candidates(base_proto, new_proto)[:add]
+    chosen = _candidates(base, base_proto, new_proto, new_characters_only)[:add]
+    if not chosen and new_characters_only:
+        raise UserError(f"the new text yields no piece holding a character that {base.path} cannot represent "
+                        "(--new-characters-only): its script is already covered; leave out --new-characters-only "
+                        "to add pieces of known characters (this can change how base-language text is split)")
     if not chosen:
         raise UserError(f"the new text yields no piece that {base.path} lacks: its {len(base_proto.pieces)} pieces "
                         "already cover it; extend with text in the new language or script")
@@ -221,10 +234,11 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, output: str, *,
                      check_inputs: Sequence[str] = (), report: str | None = None, force: bool = False,
-                     seed: int = 0, verbose: bool = False) -> dict:
+                     seed: int = 0, verbose: bool = False, new_characters_only: bool = False) -> dict:
     """`python -m xlm_jax.tokenizer extend`: write `output` (PATH.model, and PATH.vocab beside it), the base
-    SentencePiece model with up to `add` pieces learned on `inputs` appended; returns the report (also written
-    as JSON to `report` when given).
+    SentencePiece model with up to `add` pieces learned on `inputs` appended (only pieces holding a character
+    the base cannot represent when `new_characters_only`: see `extended_model_proto`); returns the report (also
+    written as JSON to `report` when given).
 
     Report: {"base", "output", "requested", "added" (int), "pieces" (the added pieces), "mask_id": [old, new],
     "texts": {name: `compare_tokenization`}} where the names are "held-out new text" (every 10th line of
@@ -262,7 +276,7 @@ def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, o
         held_name = "held-out new text"
     else:
         held_out, train, held_name = lines, lines, "new text (training lines: fewer than 10 to hold out)"
-    proto, pieces = extended_model_proto(tokenizer, train, add, seed, verbose)
+    proto, pieces = extended_model_proto(tokenizer, train, add, seed, verbose, new_characters_only)
 
     model_path, vocab_path = outputs[0], outputs[1]
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,6 +287,7 @@ def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, o
     assert all(extended.sp.id_to_piece(i) == tokenizer.sp.id_to_piece(i) for i in range(tokenizer.sp.get_piece_size()))
     result = {
         "base": str(base), "output": str(output), "requested": add, "added": len(pieces), "pieces": pieces,
+        "new_characters_only": new_characters_only,
         "mask_id": [tokenizer.mask_id, extended.mask_id],
         "texts": {held_name: compare_tokenization(tokenizer, extended, held_out)}
                  | {path: compare_tokenization(tokenizer, extended, sents) for path, sents in checks.items()},
@@ -404,8 +419,8 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
                       layout: str = "xlmr") -> tuple[dict, ModelConfig]:
     """Resize a model for an extended tokenizer: -> (params, config with vocab_size = len(extended)).
 
-    `params`: our parameter tree (`xlm_jax.model`; host NumPy or jax arrays, boxed ones are unboxed), an MLM model's or an
-    encoder with a task head. The word embeddings [V, D] become [V', D] and the LM-head bias [V] becomes [V']
+    `params`: our parameter tree (`xlm_jax.model`; host NumPy or jax arrays, boxed ones are unboxed), an MLM
+    model's or an encoder with a task head. The word embeddings [V, D] become [V', D] and the LM-head bias [V] becomes [V']
     (when the tree has an LM head; its output projection is tied to the embeddings, so nothing else has a vocab
     axis). Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from
     V-1 to V'-1, the last id, as fairseq and Hugging Face expect; each new piece's row is the mean of the base
