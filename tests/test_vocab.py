@@ -350,6 +350,8 @@ def test_cli_refusals_write_nothing(setup, tmp_path, capsys):
     blank.write_text("\n  \n\n")
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"\x00\x01\x02" * 100)
+    zero_width = tmp_path / "zw.txt"  # NFKC drops the zero-width space: nothing left to learn from
+    zero_width.write_text("\u200b\u200b\n\u200b \n")
     covered = tmp_path / "covered.txt"
     covered.write_text("the cat dog\n")
     not_spm = tmp_path / "text.model"
@@ -368,8 +370,9 @@ def test_cli_refusals_write_nothing(setup, tmp_path, capsys):
         (["--input", str(tmp_path / "missing.txt")], "missing.txt: no such corpus file"),
         (["--input", str(tmp_path)], "is a directory"),
         (["--input", str(blank)], "holds no text"),
+        (["--input", str(zero_width)], "zw.txt holds nothing but whitespace once normalised"),
         (["--input", str(binary)], "not a text file"),
-        (["--input", str(covered)], "yields no piece that"),
+        (["--input", str(covered)], "covered.txt yields no piece that"),
         (["--input", str(covered), "--new-characters-only"], "yields no piece holding a character"),
         (["--check-input", str(tmp_path / "missing.txt")], "--check-input: "),
         (["--check-input", str(binary)], "not a text file"),
@@ -401,7 +404,7 @@ def test_cli_refusals_write_nothing(setup, tmp_path, capsys):
         assert not Path(out).exists() and not (tmp_path / "out.vocab").exists(), change
         assert {p: _sha(p) for p in before} == before, change
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            ["existing.model", "blank.txt", "bin.txt", "covered.txt", "text.model", "r.json", "text_in.model"]), change
+            ["existing.model", "zw.txt", "blank.txt", "bin.txt", "covered.txt", "text.model", "r.json", "text_in.model"]), change
 
 
 def test_cli_force_replaces_and_real_exit_path(setup, tmp_path):

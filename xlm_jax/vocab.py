@@ -179,14 +179,14 @@ def _candidates(base: Tokenizer, base_proto, new_proto, new_characters_only: boo
 
 
 def extended_model_proto(base: Tokenizer, sentences: Sequence[str], add: int, seed: int = 0,
-                         verbose: bool = False, new_characters_only: bool = False):
+                         verbose: bool = False, new_characters_only: bool = False, source: str = "the new text"):
     """-> (ModelProto of the base with up to `add` new pieces appended, the appended pieces as str).
 
     `sentences`: the new language's text (list of str). `new_characters_only`: append only pieces that hold a
     character the base cannot represent (one it encodes as `<unk>`); no such piece can match text the base
     segments without `<unk>`, so that text keeps its exact segmentation. Raises UserError when `add` is not a
     positive integer, the base is neither a unigram nor a BPE model, or the text yields no piece the base lacks
-    (none holding a new character, with `new_characters_only`)."""
+    (none holding a new character, with `new_characters_only`); `source` names the text in those messages."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     check_range("--add", add, 1, integer=True)
@@ -199,16 +199,16 @@ def extended_model_proto(base: Tokenizer, sentences: Sequence[str], add: int, se
     normalized = [t.replace("▁", " ").strip() for t in base.sp.normalize([base.normalize(s) for s in sentences])]
     normalized = [t for t in normalized if t]
     if not normalized:
-        raise UserError("the new text holds nothing but whitespace once normalised")
+        raise UserError(f"{source} holds nothing but whitespace once normalised")
     # Room for `add` new pieces besides the overlap with the base and the 3 reserved pieces.
     new_proto = _train_new_model(base_proto, normalized, min(2 * add + 3, MAX_TRAIN_PIECES), seed, verbose)
     chosen = _candidates(base, base_proto, new_proto, new_characters_only)[:add]
     if not chosen and new_characters_only:
-        raise UserError(f"the new text yields no piece holding a character that {base.path} cannot represent "
+        raise UserError(f"{source} yields no piece holding a character that {base.path} cannot represent "
                         "(--new-characters-only): its script is already covered; leave out --new-characters-only "
                         "to add pieces of known characters (this can change how base-language text is split)")
     if not chosen:
-        raise UserError(f"the new text yields no piece that {base.path} lacks: its {len(base_proto.pieces)} pieces "
+        raise UserError(f"{source} yields no piece that {base.path} lacks: its {len(base_proto.pieces)} pieces "
                         "already cover it; extend with text in the new language or script")
     lowest = min(p.score for p in base_proto.pieces if p.type == pb.ModelProto.SentencePiece.NORMAL)
     for rank, piece in enumerate(chosen):
@@ -276,7 +276,8 @@ def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, o
         held_name = "held-out new text"
     else:
         held_out, train, held_name = lines, lines, "new text (training lines: fewer than 10 to hold out)"
-    proto, pieces = extended_model_proto(tokenizer, train, add, seed, verbose, new_characters_only)
+    proto, pieces = extended_model_proto(tokenizer, train, add, seed, verbose, new_characters_only,
+                                         source=f"--input {', '.join(map(str, inputs))}")
 
     model_path, vocab_path = outputs[0], outputs[1]
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -420,9 +421,9 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
     """Resize a model for an extended tokenizer: -> (params, config with vocab_size = len(extended)).
 
     `params`: our parameter tree (`xlm_jax.model`; host NumPy or jax arrays, boxed ones are unboxed), an MLM
-    model's or an encoder with a task head. The word embeddings [V, D] become [V', D] and the LM-head bias [V] becomes [V']
-    (when the tree has an LM head; its output projection is tied to the embeddings, so nothing else has a vocab
-    axis). Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from
+    model's or an encoder with a task head. The word embeddings [V, D] become [V', D] and the LM-head bias [V]
+    becomes [V'] (when the tree has an LM head; its output projection is tied to the embeddings, so nothing else
+    has a vocab axis). Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from
     V-1 to V'-1, the last id, as fairseq and Hugging Face expect; each new piece's row is the mean of the base
     rows of its base split, `<unk>` counting as the mean of all base piece rows (Gee et al. 2022 / Hewitt 2021:
     see the module docstring); bias likewise. Resized leaves are NumPy arrays of the input dtype (means computed
