@@ -55,6 +55,7 @@ from xlm_jax.textfiles import check_corpus_file
 # of this project), "xlm" the original XLM models' fastBPE dictionary (<mask> at id 5).
 LAYOUTS = ("xlmr", "xlm")
 MAX_TRAIN_PIECES = 1 << 30  # SentencePiece's vocab_size is an int32; no text supports more pieces anyway
+MAX_TRAIN_SENTENCES = 1_000_000
 HELD_OUT_EVERY = 10  # every 10th line of the new text is held out of training, for the report
 _SPECIAL_IDS = (BOS_ID, PAD_ID, EOS_ID, UNK_ID)
 
@@ -143,8 +144,10 @@ def _train_new_model(base_proto, sentences: list[str], vocab_size: int, seed: in
             treat_whitespace_as_suffix=spec.treat_whitespace_as_suffix,
             max_sentencepiece_length=spec.max_sentencepiece_length or 16,
             hard_vocab_limit=False,  # a small text may support fewer pieces than asked: take what it has
-            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, input_sentence_size=0, seed_sentencepiece_size=1000000,
-            num_threads=1, minloglevel=0 if verbose else 2,
+            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, seed_sentencepiece_size=1000000,
+            # A random sample of at most this many lines, as SentencePiece's own trainer recommends for large text.
+            input_sentence_size=MAX_TRAIN_SENTENCES, shuffle_input_sentence=True,
+            num_threads=os.cpu_count() or 1, minloglevel=0 if verbose else 2,
         )
         spm.set_random_generator_seed(seed)  # process-wide; the trainer has no seed option of its own
         for _ in range(2):
@@ -275,7 +278,7 @@ def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, o
         train = [s for i, s in enumerate(lines) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
         held_name = "held-out new text"
     else:
-        held_out, train, held_name = lines, lines, "new text (training lines: fewer than 10 to hold out)"
+        held_out, train, held_name = lines, lines, "new text (all of it: < 10 lines)"
     proto, pieces = extended_model_proto(tokenizer, train, add, seed, verbose, new_characters_only,
                                          source=f"--input {', '.join(map(str, inputs))}")
 
@@ -301,15 +304,17 @@ def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, o
 def format_report(result: dict) -> str:
     """The report of `extend_tokenizer` as the lines the command prints."""
     n, first = result["added"], result["mask_id"][0]
-    lines = [f"added {n} pieces (ids {first}..{first + n - 1})"
+    width = min(60, max(20, *(len(name) for name in result["texts"])))
+    lines = [f"added {n} piece{'s' if n > 1 else ''} (ids {first}..{first + n - 1})"
              + (f", fewer than the {result['requested']} asked: the new text supports no more"
                 if n < result["requested"] else "")
              + f"; <mask> moved from id {result['mask_id'][0]} to {result['mask_id'][1]}",
-             f"{'text':<40} {'sentences':>9} {'pieces/sent before':>18} {'after':>7} {'ratio':>6} "
+             f"{'text':<{width}} {'sentences':>9} {'pieces/sent before':>18} {'after':>7} {'ratio':>6} "
              f"{'<unk> before':>12} {'after':>6} {'changed':>8} {'new used':>8}"]
     for name, c in result["texts"].items():
         b, a = c["before"], c["after"]
-        lines.append(f"{name[-40:]:<40} {b['sentences']:>9} {b['pieces_per_sentence']:>18.2f} "
+        shown = name if len(name) <= width else "…" + name[1 - width :]
+        lines.append(f"{shown:<{width}} {b['sentences']:>9} {b['pieces_per_sentence']:>18.2f} "
                      f"{a['pieces_per_sentence']:>7.2f} {c['ratio']:>6.3f} {b['unk']:>12} {a['unk']:>6} "
                      f"{c['changed_sentences']:>8} {c['new_pieces_used']:>8}")
     return "\n".join(lines)
