@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tiny_setup
-from xlm_jax.config import get_model_config
+from xlm_jax.config import XLMR_SPECIALS, get_model_config
 from xlm_jax.errors import UserError
 from xlm_jax.model import XLMForMaskedLM, init_params
 from xlm_jax.tokenizer import Tokenizer, main as tokenizer_main, train_tokenizer
@@ -239,6 +239,18 @@ def test_boxed_tree_and_explicit_mask_id(setup):
     assert isinstance(out["encoder"]["embeddings"]["word_embeddings"]["embedding"], np.ndarray)
 
 
+def test_xlm_family_with_fairseq_ids(setup):
+    """An XLM-family model trained here (language embeddings, no head transform) has the xlmr id layout."""
+    base, ext = setup["base"], setup["ka"]
+    cfg = get_model_config("xlm_tiny", vocab_size=len(base), **XLMR_SPECIALS, mask_token_id=-1)
+    shapes = jax.eval_shape(lambda: nn.unbox(init_params(XLMForMaskedLM(cfg), jax.random.key(0))))
+    params = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    out, new_cfg = extend_embeddings(params, cfg, base, ext, "xlmr")
+    assert new_cfg.family == "xlm" and out["lm_head"]["bias"].shape == (len(ext),)
+    with pytest.raises(UserError, match="pass layout='xlmr'"):
+        extend_embeddings(params, cfg, base, ext, "xlm")
+
+
 def test_transformers_reads_the_extended_model(setup, tmp_path):
     """What `convert --to hf` ships: XLMRobertaTokenizer on the extended file gives our ids, <mask> last."""
     transformers = pytest.importorskip("transformers")
@@ -293,6 +305,7 @@ def test_extend_embeddings_refusals(setup, tmp_path):
     no_table = {"encoder": {"embeddings": {}}, "lm_head": params["lm_head"]}
     cases = [
         (dict(layout="xlm"), "fastBPE"),
+        (dict(layout="xlm", config=get_model_config("xlm_tiny", vocab_size=len(base))), "fastBPE"),
         (dict(layout=None), "valid layouts"),
         (dict(base=str(setup["dir"] / "t.model")), "base must be an xlm_jax Tokenizer"),
         (dict(extended=None), "extended must be an xlm_jax Tokenizer"),

@@ -380,11 +380,14 @@ def _check_extension(config: ModelConfig, base: Tokenizer, extended: Tokenizer, 
         raise UserError(f"config must be a ModelConfig, got {type(config).__name__}")
     if layout not in LAYOUTS:
         raise UserError(f"layout={layout!r}: valid layouts are {', '.join(map(repr, LAYOUTS))}")
+    specials = {k: getattr(config, k) for k in XLMR_SPECIALS}
     if layout == "xlm":
+        # The layout is the id layout, not the model family: an XLM-family model trained here has fairseq ids.
+        hint = (" (this config's special ids are the 'xlmr' layout's: pass layout='xlmr')"
+                if specials == XLMR_SPECIALS and config.mask_id == config.vocab_size - 1 else "")
         raise UserError("layout='xlm' (the original XLM models' Moses + fastBPE dictionary, <mask> at id 5) "
                         "cannot be extended: its vocabulary is not a SentencePiece model. Only the 'xlmr' "
-                        "(fairseq) layout of SentencePiece vocabularies can be")
-    specials = {k: getattr(config, k) for k in XLMR_SPECIALS}
+                        f"(fairseq) layout of SentencePiece vocabularies can be{hint}")
     if specials != XLMR_SPECIALS or config.mask_id != config.vocab_size - 1:
         raise UserError(f"the model's special ids {specials | {'mask_token_id': config.mask_id}} are not the "
                         f"'xlmr' layout's {XLMR_SPECIALS | {'mask_token_id': config.vocab_size - 1}} (<mask> "
@@ -434,8 +437,10 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
     see the module docstring); bias likewise. Resized leaves are NumPy arrays of the input dtype (means computed
     in float32), every other leaf is returned as given. `config.mask_token_id` stays "last".
 
-    `layout`: "xlmr" (fairseq: `<s> <pad> </s> <unk>`, spm id + 1, `<mask>` last) is the only one that can be
-    extended; "xlm" (the original XLM fastBPE dictionaries) is refused.
+    `layout`: the id layout (as `data.tlm_layout` names them, not `config.family`): "xlmr" (fairseq:
+    `<s> <pad> </s> <unk>`, spm id + 1, `<mask>` last; every SentencePiece vocabulary here, XLM-family models
+    trained by this project included) is the only one that can be extended; "xlm" (the original XLM models'
+    fastBPE dictionaries) is refused.
 
     Raises UserError for another layout, a config that is not in the xlmr layout, `config.vocab_size` !=
     len(base), an `extended` that does not keep every base piece at its id or adds nothing, and a tree without
