@@ -154,9 +154,14 @@ def test_stats_helpers(setup):
     assert s["pieces_per_sentence"] == s["pieces"] / 2
     c = compare_tokenization(base, setup["ka"], ["ქართული ენა"])
     assert c["before"]["unk"] == 2 and c["after"]["pieces"] == 2 and c["new_pieces_used"] == 2
-    for bad in ([], "the cat"):
-        with pytest.raises(UserError, match="non-empty list"):
+    assert tokenization_stats(base, (t for t in ["the cat"]))["sentences"] == 1  # any iterable
+    assert compare_tokenization(base, setup["ka"], [""])["ratio"] is None  # no pieces: no ratio, never NaN
+    for bad, words in (([], "sentences is empty"), ("the cat", "must be a list of str"), (None, "must be a list"),
+                       (["ok", 3], r"texts\[1\] must be a str"), ([b"bytes"], "must be a str")):
+        with pytest.raises(UserError, match=words):
             tokenization_stats(base, bad)
+        with pytest.raises(UserError, match=words):
+            compare_tokenization(base, setup["ka"], bad)
 
 
 # ------------------------------------------------------------------------------------------- the model rows
@@ -343,15 +348,19 @@ def _run(argv, capsys):
 def test_cli_writes_model_vocab_and_report(setup, tmp_path, capsys):
     d = setup["dir"]
     out = tmp_path / "sub" / "t2.model"
+    zero_width = tmp_path / "zw.txt"  # text that normalises to nothing: no pieces, so no ratio ("-")
+    zero_width.write_text("\u200b\n")
     tokenizer_main(["extend", "--quiet", "--base", str(d / "t.model"), "--input", str(setup["ka_text"]),
                     "--add", "25", "--output", str(out), "--check-input", setup["checks"][0],
-                    "--check-input", setup["checks"][1], "--report", str(tmp_path / "r.json")])
+                    "--check-input", setup["checks"][1], str(zero_width), "--report", str(tmp_path / "r.json")])
     printed = capsys.readouterr().out
     assert "added 25 pieces (ids 61..85)" in printed and "<mask> moved from id 61 to 86" in printed
     assert "held-out new text" in printed and "en.txt" in printed and "de.txt" in printed
     assert len(Tokenizer.load(out)) == len(setup["base"]) + 25
     assert (tmp_path / "sub" / "t2.vocab").is_file()
-    assert set(json.loads((tmp_path / "r.json").read_text())["texts"]) == {"held-out new text", *setup["checks"][:2]}
+    texts = json.loads((tmp_path / "r.json").read_text())["texts"]
+    assert set(texts) == {"held-out new text", *setup["checks"][:2], str(zero_width)}
+    assert texts[str(zero_width)]["ratio"] is None and "zw.txt" in printed
 
 
 def test_cli_refusals_write_nothing(setup, tmp_path, capsys):

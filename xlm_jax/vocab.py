@@ -40,7 +40,7 @@ import dataclasses
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,9 @@ from xlm_jax.errors import UserError, check_range
 from xlm_jax.tokenizer import BOS_ID, EOS_ID, FAIRSEQ_OFFSET, PAD_ID, UNK_ID, Tokenizer, read_sentences
 from xlm_jax.textfiles import check_corpus_file
 
-# The id layouts of `ModelConfig.family` / `data.tlm_layout`: "xlmr" is fairseq's (every SentencePiece vocabulary
-# of this project), "xlm" the original XLM models' fastBPE dictionary (<mask> at id 5).
+# Id layouts, named as `data.tlm_layout` names them (not the model family): "xlmr" is fairseq's (every
+# SentencePiece vocabulary of this project, XLM-family models trained here included), "xlm" the original XLM
+# models' fastBPE dictionary (<mask> at id 5).
 LAYOUTS = ("xlmr", "xlm")
 MAX_TRAIN_PIECES = 1 << 30  # SentencePiece's vocab_size is an int32; no text supports more pieces anyway
 MAX_TRAIN_SENTENCES = 1_000_000
@@ -63,33 +64,44 @@ _SPECIAL_IDS = (BOS_ID, PAD_ID, EOS_ID, UNK_ID)
 # ------------------------------------------------------------------------------------------- statistics
 
 
-def tokenization_stats(tokenizer: Tokenizer, sentences: Sequence[str]) -> dict:
-    """Pieces per sentence of `sentences` (a list of str) under `tokenizer`, without `<s>` / `</s>`.
+def _sentences(sentences) -> list[str]:
+    if isinstance(sentences, str | bytes) or not isinstance(sentences, Iterable):
+        raise UserError(f"sentences must be a list of str, got {type(sentences).__name__} {sentences!r:.60}")
+    sentences = list(sentences)
+    if not sentences:
+        raise UserError("sentences is empty: give at least one sentence")
+    return sentences
 
-    -> {"sentences": int, "pieces": int, "pieces_per_sentence": float, "unk": int (pieces that are <unk>),
-    "unk_share": float (unk / pieces)}. Special-token strings in the text stay text. Raises UserError when
-    `sentences` is empty or holds anything but str."""
-    if isinstance(sentences, str) or not len(sentences):
-        raise UserError("tokenization_stats needs a non-empty list of sentences")
-    encoded = tokenizer.encode_batch_pieces_ids(list(sentences), special_tokens=False)
+
+def _stats(encoded: list[np.ndarray]) -> dict:
     pieces = sum(len(ids) for ids in encoded)
     unk = sum(int((ids == UNK_ID).sum()) for ids in encoded)
     return {"sentences": len(encoded), "pieces": pieces, "pieces_per_sentence": pieces / len(encoded),
             "unk": unk, "unk_share": unk / pieces if pieces else 0.0}
 
 
-def compare_tokenization(base: Tokenizer, extended: Tokenizer, sentences: Sequence[str]) -> dict:
+def tokenization_stats(tokenizer: Tokenizer, sentences: Iterable[str]) -> dict:
+    """Pieces per sentence of `sentences` (str each) under `tokenizer`, without `<s>` / `</s>`.
+
+    -> {"sentences": int, "pieces": int, "pieces_per_sentence": float, "unk": int (pieces that are <unk>),
+    "unk_share": float (unk / pieces)}. Special-token strings in the text stay text. Raises UserError when
+    `sentences` is a str, empty, or holds anything but str."""
+    return _stats(tokenizer.encode_batch_pieces_ids(_sentences(sentences), special_tokens=False))
+
+
+def compare_tokenization(base: Tokenizer, extended: Tokenizer, sentences: Iterable[str]) -> dict:
     """How an extension changed the segmentation of `sentences`: {"before": stats, "after": stats (both as
     `tokenization_stats`), "changed_sentences": int (sentences whose ids differ), "new_pieces_used": int (distinct
-    ids >= len(base) - 1 that occur, i.e. added pieces), "ratio": after / before pieces per sentence}."""
-    before = tokenization_stats(base, sentences)
-    after = tokenization_stats(extended, sentences)
-    old = base.encode_batch_pieces_ids(list(sentences), special_tokens=False)
-    new = extended.encode_batch_pieces_ids(list(sentences), special_tokens=False)
+    added pieces that occur: ids >= len(base) - 1, <mask> excluded), "ratio": after / before pieces per sentence
+    (None when there were no pieces before)}. Raises UserError like `tokenization_stats`."""
+    sentences = _sentences(sentences)
+    old = base.encode_batch_pieces_ids(sentences, special_tokens=False)
+    new = extended.encode_batch_pieces_ids(sentences, special_tokens=False)
+    before, after = _stats(old), _stats(new)
     changed = sum(not np.array_equal(a, b) for a, b in zip(old, new))
-    first_new = len(base) - 1  # the old <mask> id: the first added piece
-    used = set().union(*(set(ids[ids >= first_new].tolist()) for ids in new)) if new else set()
-    ratio = after["pieces_per_sentence"] / before["pieces_per_sentence"] if before["pieces"] else float("nan")
+    added = range(len(base) - 1, extended.mask_id)  # the old <mask> id is the first added piece
+    used = {int(i) for ids in new for i in ids if i in added}
+    ratio = after["pieces_per_sentence"] / before["pieces_per_sentence"] if before["pieces"] else None
     return {"before": before, "after": after, "changed_sentences": changed, "new_pieces_used": len(used),
             "ratio": ratio}
 
@@ -315,7 +327,7 @@ def format_report(result: dict) -> str:
         b, a = c["before"], c["after"]
         shown = name if len(name) <= width else "…" + name[1 - width :]
         lines.append(f"{shown:<{width}} {b['sentences']:>9} {b['pieces_per_sentence']:>18.2f} "
-                     f"{a['pieces_per_sentence']:>7.2f} {c['ratio']:>6.3f} {b['unk']:>12} {a['unk']:>6} "
+                     f"{a['pieces_per_sentence']:>7.2f} {'-' if c['ratio'] is None else format(c['ratio'], '.3f'):>6} {b['unk']:>12} {a['unk']:>6} "
                      f"{c['changed_sentences']:>8} {c['new_pieces_used']:>8}")
     return "\n".join(lines)
 
