@@ -1,4 +1,4 @@
-"""SentencePiece tokenizer with XLM-R's fairseq id layout, and the command that trains one.
+"""SentencePiece tokenizer with XLM-R's fairseq id layout, and the commands that train or extend one.
 
 Ids (the same for every vocabulary this project uses, ours or XLM-R's published `sentencepiece.bpe.model`):
 `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, SentencePiece piece i → i + 1 (spm's own `<unk>`, id 0, → 3),
