@@ -99,8 +99,9 @@ def compare_tokenization(base: Tokenizer, extended: Tokenizer, sentences: Iterab
     new = extended.encode_batch_pieces_ids(sentences, special_tokens=False)
     before, after = _stats(old), _stats(new)
     changed = sum(not np.array_equal(a, b) for a, b in zip(old, new))
-    added = range(len(base) - 1, extended.mask_id)  # the old <mask> id is the first added piece
-    used = {int(i) for ids in new for i in ids if i in added}
+    every = np.concatenate(new) if new else np.zeros(0, np.int32)
+    # The old <mask> id is the first added piece; the new <mask> is no added piece.
+    used = np.unique(every[(every >= len(base) - 1) & (every < extended.mask_id)])
     ratio = after["pieces_per_sentence"] / before["pieces_per_sentence"] if before["pieces"] else None
     return {"before": before, "after": after, "changed_sentences": changed, "new_pieces_used": len(used),
             "ratio": ratio}
