@@ -467,7 +467,7 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
     if table is None or getattr(table, "shape", None) != (config.vocab_size, config.hidden_size):
         found = "missing" if table is None else f"of shape {tuple(getattr(table, 'shape', ()))}"
         raise UserError(f"params: {'/'.join(EMBEDDING_PATH)} is {found}; expected [{config.vocab_size}, "
-                        f"{config.hidden_size}] (an unboxed xlm_jax.model parameter tree)")
+                        f"{config.hidden_size}] (an xlm_jax.model parameter tree)")
     splits = base_split(base, extended)
     n = len(extended)
     out = _set_leaf(params, EMBEDDING_PATH, _extend_rows(np.asarray(table), splits, n, "word embedding table"))
