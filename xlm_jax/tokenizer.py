@@ -1,4 +1,4 @@
-"""SentencePiece tokenizer with XLM-R's fairseq id layout, and the command that trains one.
+"""SentencePiece tokenizer with XLM-R's fairseq id layout, and the commands that train or extend one.
 
 Ids (the same for every vocabulary this project uses, ours or XLM-R's published `sentencepiece.bpe.model`):
 `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, SentencePiece piece i → i + 1 (spm's own `<unk>`, id 0, → 3),
@@ -21,6 +21,11 @@ pieces that encoding never outputs, because i + 1 would otherwise collide with f
                                       [--model-type unigram|bpe] [--alpha 0.3] [--max-sentences M] [--force]
 
 It writes PATH.model and PATH.vocab, and refuses to replace either unless --force.
+
+    python -m xlm_jax.tokenizer extend --base T.model --input NEW_TEXT… --add N --output T2.model
+                                       [--check-input BASE_TEXT…] [--report R.json] [--new-characters-only] [--force]
+
+appends up to N pieces learned on NEW_TEXT to T.model, every existing piece keeping its id (`xlm_jax.vocab`).
 
 Training sentences are sampled per language with p ∝ n^α (α = 0.3, as XLM-R did), so small languages get
 pieces of their own. Prefer `unigram` (XLM-R's published model is a unigram model despite its file name):
@@ -464,7 +469,30 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--seed", type=nonnegative_int, default=0)
     train.add_argument("--quiet", action="store_true", help="hide SentencePiece's own progress log")
     train.add_argument("--force", action="store_true", help="replace an existing PATH.model / PATH.vocab")
+    extend = commands.add_parser("extend", help="append pieces learned on new text to a model (see xlm_jax.vocab)")
+    extend.add_argument("--base", required=True, help="the SentencePiece PATH.model to extend")
+    extend.add_argument("--input", nargs="+", action="extend", required=True, help="text of the new language(s)")
+    extend.add_argument("--add", type=positive_int, required=True, help="pieces to append (at most)")
+    extend.add_argument("--output", required=True, help="PATH.model (PATH.vocab is written beside it)")
+    extend.add_argument("--check-input", nargs="+", action="extend", default=[],
+                        help="base-language text files: report how their segmentation changed")
+    extend.add_argument("--report", default=None, help="also write the report as JSON here")
+    extend.add_argument("--new-characters-only", action="store_true",
+                        help="add only pieces holding a character the base cannot represent (base text unchanged)")
+    extend.add_argument("--seed", type=nonnegative_int, default=0)
+    extend.add_argument("--quiet", action="store_true", help="hide SentencePiece's own progress log")
+    extend.add_argument("--force", action="store_true", help="replace an existing output / report")
     args = parser.parse_args(argv)
+    if args.command == "extend":
+        from xlm_jax.vocab import extend_tokenizer, format_report
+
+        with exit_on_user_error():
+            result = extend_tokenizer(args.base, args.input, args.add, args.output, check_inputs=args.check_input,
+                                      report=args.report, force=args.force, seed=args.seed, verbose=not args.quiet,
+                                      new_characters_only=args.new_characters_only)
+        print(format_report(result))
+        print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+        return
     start = time.perf_counter()
     with exit_on_user_error():
         drawn = train_tokenizer(
