@@ -375,12 +375,15 @@ def _text(x: Any) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
-def tfds_xnli_examples(record: dict, split_langs: Sequence[str] | None = None) -> list[Example]:
+def tfds_xnli_examples(record: dict, split_langs: Sequence[str] | None = None,
+                       label_names: Sequence[str] = XNLI_LABELS) -> list[Example]:
     """tfds `xnli` / `xtreme_xnli` record → one Example per language: `premise` is a Translation
-    ({lang: text}), `hypothesis` a TranslationVariableLanguages ({language: [...], translation: [...]})."""
+    ({lang: text}), `hypothesis` a TranslationVariableLanguages ({language: [...], translation: [...]}),
+    `label` a ClassLabel over (entailment, neutral, contradiction) (`xtreme_xnli` maps XNLI-MT's
+    "contradictory" to contradiction when it builds)."""
     premise = {(_text(k)): _text(v) for k, v in record["premise"].items()}
     hyp = record["hypothesis"]
-    label = XNLI_LABELS[int(record["label"])]
+    label = label_names[int(record["label"])]
     out = []
     for lang, text in zip(hyp["language"], hyp["translation"]):
         lang = _text(lang)
@@ -390,42 +393,62 @@ def tfds_xnli_examples(record: dict, split_langs: Sequence[str] | None = None) -
 
 
 def tfds_pawsx_example(record: dict, lang: str) -> Example:
-    """tfds `xtreme_pawsx/{lang}`: sentence1, sentence2, label (ClassLabel 0/1)."""
+    """tfds `xtreme_pawsx/{lang}`: sentence1, sentence2, label (ClassLabel different_meaning=0 / paraphrase=1,
+    kept as PAWS-X's "0" / "1")."""
     return Example(_text(record["sentence1"]), _text(record["sentence2"]), str(int(record["label"])), lang, "tfds:xtreme_pawsx")
 
 
 def tfds_wikiann_example(record: dict, lang: str, tag_names: Sequence[str] = WIKIANN_LABELS) -> TokenExample:
-    """tfds `wikiann/{lang}`: tokens, tags (ClassLabel over WIKIANN_LABELS), langs."""
+    """tfds `wikiann/{lang}`: tokens, tags (ClassLabel over WIKIANN_LABELS), langs, spans."""
     words = tuple(_text(t) for t in record["tokens"])
     tags = tuple(tag_names[int(t)] for t in record["tags"])
     return TokenExample(words, tags, lang, "tfds:wikiann")
 
 
 def tfds_pair_sentences(record: dict) -> tuple[str, str]:
-    """tfds `tatoeba/tatoeba_{lang}` and `bucc/bucc_{lang}`: source_sentence, target_sentence."""
+    """tfds `tatoeba/tatoeba_{lang}` (source: the xx sentence, target: its English) and `bucc/bucc_{lang}`
+    (the gold pairs only, with source_id / target_id): source_sentence, target_sentence."""
     return _text(record["source_sentence"]), _text(record["target_sentence"])
+
+
+# name -> (builder name pattern, languages of the per-language configs or None, splits); from the
+# tensorflow-datasets 4.9 builders.
+TFDS_TASKS: dict[str, tuple[str, tuple[str, ...] | None, tuple[str, ...]]] = {
+    "xnli": ("xnli", None, ("test", "validation")),
+    "xtreme_xnli": ("xtreme_xnli", None, ("train",)),  # XTREME's translate-train (MultiNLI machine-translated)
+    "xtreme_pawsx": ("xtreme_pawsx/{lang}", ("de", "es", "fr", "ja", "ko", "zh"), ("train",)),
+    "wikiann": ("wikiann/{lang}", None, ("train", "validation", "test")),
+    "tatoeba": ("tatoeba/tatoeba_{lang}", None, ("train",)),
+    "bucc": ("bucc/bucc_{lang}", ("de", "fr", "ru", "zh"), ("validation", "test")),  # validation: BUCC's sample
+}
 
 
 def load_tfds(name: str, split: str, data_dir: str | None = None, lang: str = "en") -> list:
     """Reads a task from tensorflow_datasets (the `[tfds]` extra). name: xnli, xtreme_xnli, xtreme_pawsx,
-    wikiann, tatoeba, bucc (per-language builders take `lang`)."""
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise UserError(
-            f"reading {name!r} from TensorFlow Datasets needs the [tfds] extra: pip install 'xlm_jax[tfds]'"
-        ) from None
-    builders = {"xnli": "xnli", "xtreme_xnli": "xtreme_xnli", "xtreme_pawsx": f"xtreme_pawsx/{lang}",
-                "wikiann": f"wikiann/{lang}", "tatoeba": f"tatoeba/tatoeba_{lang}", "bucc": f"bucc/bucc_{lang}"}
-    if name not in builders:
-        raise UserError(f"unknown tfds dataset {name!r}; known: {', '.join(builders)}")
-    ds = tfds.as_numpy(tfds.load(builders[name], split=split, data_dir=data_dir))
+    wikiann, tatoeba, bucc (per-language builders take `lang`). Returns Examples (xnli, xtreme_xnli,
+    xtreme_pawsx), TokenExamples (wikiann) or (source, target) sentence pairs (tatoeba: (xx, English); bucc:
+    the gold pairs).
+
+    Raises UserError, before reading, for an unknown name, a language without a config, or a split the
+    builder does not have (`split` may slice or add: "train[:1000]", "validation+test")."""
+    from xlm_jax.data.tfds_source import check_split, open_builder
+
+    if name not in TFDS_TASKS:
+        raise UserError(f"unknown tfds dataset {name!r}; known: {', '.join(TFDS_TASKS)}")
+    pattern, langs, splits = TFDS_TASKS[name]
+    if langs is not None and lang not in langs:
+        raise UserError(f"tfds {name} has no language {lang!r}; its languages are {', '.join(langs)}")
+    builder_name = pattern.format(lang=lang)
+    tfds, builder = open_builder(builder_name, data_dir)
+    check_split(builder_name, split, splits, builder.info.splits or ())
+    features = builder.info.features
+    ds = tfds.as_numpy(tfds.load(builder_name, split=split, data_dir=data_dir))
     if name in ("xnli", "xtreme_xnli"):
-        return [ex for r in ds for ex in tfds_xnli_examples(r)]
+        return [ex for r in ds for ex in tfds_xnli_examples(r, label_names=features["label"].names)]
     if name == "xtreme_pawsx":
         return [tfds_pawsx_example(r, lang) for r in ds]
     if name == "wikiann":
-        return [tfds_wikiann_example(r, lang) for r in ds]
+        return [tfds_wikiann_example(r, lang, features["tags"].feature.names) for r in ds]
     return [tfds_pair_sentences(r) for r in ds]
 
 
