@@ -1,7 +1,8 @@
 """Fine-tuning tasks: readers for the released file formats, label sets, and model inputs.
 
 Tasks (`TASKS`):
-    xnli            sentence pairs, 3 classes (entailment, neutral, contradiction) — XNLI 1.0 TSV, MultiNLI JSONL
+    xnli            sentence pairs, 3 classes (entailment, neutral, contradiction) — XNLI 1.0 TSV, MultiNLI JSONL,
+                    XNLI-MT 1.0 translate-train TSV (multinli.train.{lang}.tsv)
     pawsx           sentence pairs, 2 classes ("0" not a paraphrase, "1" paraphrase) — PAWS-X TSV
     classification  single sentences (or pairs when `text_b` is present), labels from the config or the train
                     files — generic TSV with a header / JSONL with `text`, `label`, optional `text_b`, `lang`
@@ -158,6 +159,39 @@ def read_mnli_jsonl(path: Path, default_lang: str | None = None) -> list[Example
     return out
 
 
+# XNLI-MT 1.0 (`XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv`): MultiNLI's training set machine-translated
+# into the 15 XNLI languages (en is the original), header `premise hypo label`, label "contradictory" where
+# XNLI says "contradiction".
+XNLI_MT_COLUMNS = ("premise", "hypo", "label")
+XNLI_MT_LABELS = {"entailment": "entailment", "neutral": "neutral", "contradictory": "contradiction",
+                  "contradiction": "contradiction"}
+
+
+def read_xnli_mt_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
+    """XNLI-MT 1.0 translate-train files (`multinli.train.{lang}.tsv`, header `premise hypo label`; quotes are
+    literal). The language comes from the `LANG:` prefix, else the file name (`multinli.train.de.tsv` -> de),
+    else "en". Labels map to XNLI's ("contradictory" -> contradiction); any other label is a UserError naming
+    the file and line, as is a row whose field count differs from the header's."""
+    match = re.fullmatch(r"multinli\.train\.([a-z]{2,3}(?:[-_][A-Za-z]+)?)\.tsv", path.name)
+    lang = default_lang or (match.group(1) if match else None) or "en"
+    out = []
+    with _open(path) as f:
+        header = _cells(f.readline())
+        if tuple(header) != XNLI_MT_COLUMNS:
+            raise UserError(f"{path}:1: expected the XNLI-MT header {' '.join(XNLI_MT_COLUMNS)!r}, got {header!r}")
+        for n, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            cells = _cells(line)
+            _check_fields(path, n, len(cells), len(header))
+            label = XNLI_MT_LABELS.get(cells[2].strip())
+            if label is None:
+                raise UserError(f"{path}:{n}: label {cells[2]!r} is not an XNLI-MT label "
+                                f"(entailment, neutral, contradictory)")
+            out.append(Example(cells[0], cells[1], label, lang, f"{path}:{n}"))
+    return out
+
+
 def read_pawsx_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
     """PAWS-X `x-final/{lang}/{train,dev_2k,test_2k,translated_train}.tsv`: header `id sentence1 sentence2 label`.
     The language comes from the `LANG:` prefix or the directory name (PAWS-X's own layout)."""
@@ -284,7 +318,8 @@ def read_conll(path: Path, default_lang: str | None = None) -> list[TokenExample
     return out
 
 
-READERS = {"xnli_tsv": read_xnli_tsv, "mnli_jsonl": read_mnli_jsonl, "pawsx_tsv": read_pawsx_tsv,
+READERS = {"xnli_tsv": read_xnli_tsv, "xnli_mt_tsv": read_xnli_mt_tsv, "mnli_jsonl": read_mnli_jsonl,
+           "pawsx_tsv": read_pawsx_tsv,
            "classification": read_classification, "conll": read_conll}
 
 
@@ -302,13 +337,15 @@ def detect_format(task: TaskSpec, path: Path) -> str:
         raise UserError(f"{path}:1: the first line is empty; a {task.name} TSV file starts with its header")
     if task.name == "xnli" and "gold_label" in first:
         return "xnli_tsv"
+    if task.name == "xnli" and tuple(first) == XNLI_MT_COLUMNS:
+        return "xnli_mt_tsv"
     if first[:4] == ["id", "sentence1", "sentence2", "label"]:
         return "pawsx_tsv"
     if "text" in first and "label" in first:
         return "classification"
     raise UserError(
         f"{path}:1: cannot tell the format of this {task.name} file from its header {first[:6]!r}; expected XNLI 1.0 "
-        "TSV (language gold_label … sentence1 sentence2 …), MultiNLI JSONL, PAWS-X TSV (id sentence1 sentence2 label) "
+        "TSV (language gold_label … sentence1 sentence2 …), XNLI-MT TSV (premise hypo label), MultiNLI JSONL, PAWS-X TSV (id sentence1 sentence2 label) "
         "or a TSV/JSONL with text, label columns"
     )
 
