@@ -2,7 +2,7 @@
 human translations), hidden among distractor sentences.
 
     python experiments/bucc_gettext.py WORK_DIR [--langs de fr] [--steps 600] [--vocab 4000]
-                                       [--gold-sample 200] [--gold-test 400] [--distractors 1.0] [--prepare-only]
+                                       [--gold-sample 150] [--gold-test 350] [--distractors 1.0] [--prepare-only]
 
 Steps (each skipped when its output exists, so a re-run resumes):
 1. corpus, tokenizer, preprocess (5 % of the translation groups held out as valid: no held-out sentence is in
@@ -99,8 +99,8 @@ def main() -> None:
     parser.add_argument("--langs", nargs="+", default=["de", "fr"])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--vocab", type=int, default=4000)
-    parser.add_argument("--gold-sample", type=int, default=200)
-    parser.add_argument("--gold-test", type=int, default=400)
+    parser.add_argument("--gold-sample", type=int, default=150)
+    parser.add_argument("--gold-test", type=int, default=350)
     parser.add_argument("--distractors", type=float, default=1.0, help="distractor sentences per gold pair, each side")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--prepare-only", action="store_true", help="build the data and pretrain, then stop")

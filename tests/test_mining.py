@@ -158,6 +158,11 @@ def test_read_tatoeba_layout_and_bad_files(tmp_path):
     assert M.read_tatoeba(tmp_path, "de") == M.read_tatoeba(tmp_path, "deu") == (
         ["Ich bin müde.", "Hallo."], ["I am tired.", "Hello."])
     assert M.tatoeba_langs(tmp_path) == ["deu"]
+    (tmp_path / "tatoeba.de-eng.de").write_text("Hallo.\n")  # two-letter file names are found as given
+    (tmp_path / "tatoeba.de-eng.eng").write_text("Hello.\n")
+    assert M.read_tatoeba(tmp_path, "de") == (["Hallo."], ["Hello."])
+    assert M.read_tatoeba(tmp_path, "deu")[0] == ["Ich bin müde.", "Hallo."]
+    (tmp_path / "tatoeba.de-eng.de").unlink()
     with pytest.raises(UserError, match=r"tatoeba.fra-eng.fra: no such Tatoeba file \(language 'fr'; .* has deu\)"):
         M.read_tatoeba(tmp_path, "fr")
     (tmp_path / "tatoeba.deu-eng.eng").write_text("I am tired.\nHello.\nExtra.\n")

@@ -128,9 +128,13 @@ def tatoeba_code(lang: str) -> str:
 
 
 def tatoeba_files(data_dir: str | Path, lang: str) -> tuple[Path, Path]:
-    code = tatoeba_code(lang)
-    base = Path(data_dir) / f"tatoeba.{code}-eng"
-    return Path(f"{base}.{code}"), Path(f"{base}.eng")
+    """(xx file, English file) of `lang`: the code as given when its files exist (`tatoeba.de-eng.de`), else its
+    ISO 639-3 code from TATOEBA_CODES (`de` -> `tatoeba.deu-eng.deu`, the released names)."""
+    for code in dict.fromkeys((lang, tatoeba_code(lang))):
+        base = Path(data_dir) / f"tatoeba.{code}-eng"
+        if Path(f"{base}.{code}").is_file() or code == tatoeba_code(lang):
+            return Path(f"{base}.{code}"), Path(f"{base}.eng")
+    raise AssertionError("unreachable")
 
 
 def tatoeba_langs(data_dir: str | Path) -> list[str]:

@@ -126,8 +126,10 @@ def check_split(name: str, split: str, valid: Sequence[str], builder_splits: Ite
     known = set(valid) | set(builder_splits)
     for part in split_names(split):
         if part not in known:
+            names = sorted(known)
+            listed = ", ".join(names[:16]) + (f", … ({len(names)} in all)" if len(names) > 16 else "")
             raise UserError(f"tfds {name}: split {part!r} does not exist" + (f" (in {split!r})" if part != split else "")
-                            + f"; its splits are {', '.join(sorted(known))}")
+                            + f"; its splits are {listed}")
 
 
 def open_builder(name: str, data_dir: str | None = None):
@@ -147,7 +149,7 @@ def open_builder(name: str, data_dir: str | None = None):
                         f"{', '.join(configs[:40])}{' …' if len(configs) > 40 else ''}") from None
 
 
-def _c4_languages(tfds) -> tuple[str, ...]:
+def _c4_languages() -> tuple[str, ...]:
     try:
         from tensorflow_datasets.text import c4
         return tuple(c4.MC4_LANGUAGES)
@@ -172,7 +174,7 @@ def export(name: str, out_dir: str, data_dir: str | None = None, split: str = "t
     lang = None
     if name == "c4/multilingual":
         # mC4's splits are its languages: "de", "de-validation".
-        codes = _c4_languages(tfds)
+        codes = _c4_languages()
         parts = split_names(split)
         valid = [c for code in codes for c in (code, f"{code}-validation")]
         if codes:
