@@ -2,7 +2,8 @@
 human translations), hidden among distractor sentences.
 
     python experiments/bucc_gettext.py WORK_DIR [--langs de fr] [--steps 600] [--vocab 4000]
-                                       [--gold-sample 150] [--gold-test 350] [--distractors 1.0] [--prepare-only]
+                                       [--gold-sample 150] [--gold-test 350] [--distractors 1.0] [--k 4]
+                                       [--untrained] [--prepare-only]
 
 Steps (each skipped when its output exists, so a re-run resumes):
 1. corpus, tokenizer, preprocess (5 % of the translation groups held out as valid: no held-out sentence is in
@@ -13,7 +14,8 @@ Steps (each skipped when its output exists, so a re-run resumes):
    (--gold-test); each side gets --distractors × gold extra held-out sentences whose translation is not in the
    other file (the English of one held-out pair, the translation of another), so most sentences have no
    partner; ids are shuffled;
-3. `python -m xlm_jax.evaluate bucc` for both models: ratio-margin mining, threshold chosen on sample, P/R/F1
+3. `python -m xlm_jax.evaluate bucc` for both models (and, with --untrained, the initialisation):
+   ratio-margin mining, threshold chosen on sample, P/R/F1
    on test.
 Results: WORK_DIR/results.json and results.md (also printed).
 """
@@ -35,7 +37,8 @@ from zero_shot_gettext import decoded_pairs, distinct, run  # noqa: E402  (same 
 MODELS = {"mlm": "{mlm: 1.0}", "mlm+tlm": "{mlm: 1.0, tlm: 1.0}"}
 
 
-def prepare(work: Path, langs: list[str], steps: int, vocab: int) -> tuple[Path, Path]:
+def prepare(work: Path, langs: list[str], steps: int, vocab: int, models: dict[str, str] = MODELS,
+            untrained: bool = False) -> tuple[Path, Path]:
     log = work / "commands.log"
     py = sys.executable
     corpus = work / "corpus"
@@ -51,13 +54,17 @@ def prepare(work: Path, langs: list[str], steps: int, vocab: int) -> tuple[Path,
     if not (pre / "manifest.json").is_file():
         run([py, "-m", "xlm_jax.preprocess", str(corpus), "--tokenizer", str(tok_path), "--out", str(pre),
              "--max-len", "64", "--valid-fraction", "0.05"], log)
-    for name, objectives in MODELS.items():
+    runs = [(name, objectives, steps) for name, objectives in models.items()]
+    if untrained:  # 2 steps at a tiny learning rate: the initialisation's score, the floor to beat
+        runs.append(("untrained", "{mlm: 1.0}", 2))
+    for name, objectives, n_steps in runs:
         run_dir = work / f"pretrain_{name.replace('+', '_')}"
-        if not (run_dir / "checkpoints" / str(steps)).is_dir():  # an interrupted run resumes
+        if not (run_dir / "checkpoints" / str(n_steps)).is_dir():  # an interrupted run resumes
             run([py, "-m", "xlm_jax.train", f"run_dir={run_dir}", f"data.dir={pre}", f"data.objectives={objectives}",
-                 f"train.steps={steps}", "train.batch_size=32", "train.seq_len=64", "train.eval_every=0",
+                 f"train.steps={n_steps}", "train.batch_size=32", "train.seq_len=64", "train.eval_every=0",
                  "train.progress=false", "model.hidden_size=128", "model.num_layers=2", "model.num_heads=4",
-                 "model.intermediate_size=512", "optimizer.warmup_steps=40", f"checkpoint.every={steps}",
+                 "model.intermediate_size=512", f"optimizer.warmup_steps={min(40, n_steps - 1)}",
+                 *(["optimizer.lr=1e-9"] if name == "untrained" else []), f"checkpoint.every={n_steps}",
                  "checkpoint.async_save=false"], log)
     return tok_path, pre
 
@@ -104,10 +111,11 @@ def main() -> None:
     parser.add_argument("--distractors", type=float, default=1.0, help="distractor sentences per gold pair, each side")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--prepare-only", action="store_true", help="build the data and pretrain, then stop")
+    parser.add_argument("--untrained", action="store_true", help="also score a model after 1 step (the floor)")
     args = parser.parse_args()
     work = Path(args.work).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    tok_path, pre = prepare(work, args.langs, args.steps, args.vocab)
+    tok_path, pre = prepare(work, args.langs, args.steps, args.vocab, untrained=args.untrained)
     if args.prepare_only:
         return
 
@@ -118,9 +126,10 @@ def main() -> None:
     bucc.mkdir(exist_ok=True)
     sizes = {lang: write_bucc(bucc, lang, distinct(decoded_pairs(pre, tok, "valid", lang)), args.gold_sample,
                               args.gold_test, args.distractors) for lang in args.langs}
+    models = [*MODELS, *(["untrained"] if args.untrained else [])]
     results: dict = {"steps": args.steps, "k": args.k, "langs": args.langs, "sizes": sizes, "seeds": 1, "bucc": {}}
     log = work / "commands.log"
-    for name in MODELS:
+    for name in models:
         run_dir = work / f"pretrain_{name.replace('+', '_')}"
         out = work / f"bucc_{name.replace('+', '_')}.json"
         run([sys.executable, "-m", "xlm_jax.evaluate", "bucc", "--checkpoint", str(run_dir), "--tokenizer",

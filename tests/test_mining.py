@@ -102,6 +102,14 @@ def test_threshold_search_and_scores_by_hand():
     assert M.prf(cands, gold, 2.0)["f1"] == 0.0  # nothing kept: 0, not NaN
     assert M.best_threshold([("x", "y", 1.0)], gold)["threshold"] == float("inf")
     assert M.best_threshold([("a", "1", 1.0)], gold)["threshold"] == 1.0  # the last candidate: its own score
+    # Tuned on one split, applied to another: the threshold 0.55 keeps two of the test candidates.
+    tune = M.BuccSplit("de", "sample", [], [], [], [], frozenset(gold))
+    test = M.BuccSplit("de", "test", [], [], [], [], frozenset({("p", "1"), ("q", "2")}))
+    scores = M.bucc_scores((tune, cands), (test, [("p", "1", 0.9), ("r", "3", 0.6), ("q", "2", 0.4)]))
+    assert scores["threshold"] == pytest.approx(0.55) and scores["tune"]["f1"] == pytest.approx(0.75)
+    assert (scores["precision"], scores["recall"], scores["candidate_recall"]) == (0.5, 0.5, 1.0)
+    none = M.bucc_scores((tune, [("x", "y", 1.0)]), (test, [("p", "1", 0.9)]))
+    assert none["threshold"] is None and none["f1"] == 0.0 and "Infinity" not in json.dumps(none)
 
 
 # ------------------------------------------------------------------------------------------ file layouts
@@ -211,7 +219,8 @@ def test_cli_bucc_and_tatoeba_end_to_end(setup, tmp_path, capsys):
     assert printed == json.loads(out.read_text())
     de = printed["langs"]["de"]
     assert de["gold"] == 4 and de["split"] == "test" and de["tune"]["split"] == "sample"
-    assert all(0.0 <= de[key] <= 1.0 for key in ("precision", "recall", "f1"))
+    assert all(0.0 <= de[key] <= 1.0 for key in ("precision", "recall", "f1", "candidate_recall"))
+    assert de["recall"] <= de["candidate_recall"]
     assert printed["margin"] == "ratio" and printed["k"] == 2
 
     tat = tmp_path / "tatoeba"

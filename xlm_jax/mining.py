@@ -322,12 +322,15 @@ def mine_split(split: BuccSplit, xx: np.ndarray, en: np.ndarray, k: int = 4, bac
 
 def bucc_scores(tune: tuple[BuccSplit, list], test: tuple[BuccSplit, list]) -> dict:
     """Threshold from the tuning split's candidates, applied to the test split's: {"threshold", "tune": {…},
-    "precision", "recall", "f1", "mined", "correct", "gold"} (the test figures at top level; threshold None
-    when no tuning candidate was gold: nothing is kept on test, F1 0)."""
+    "precision", "recall", "f1", "mined", "correct", "gold", "candidate_recall"} (the test figures at top
+    level; candidate_recall: the recall of all candidates, without a threshold; threshold None when no tuning
+    candidate was gold: nothing is kept on test, F1 0)."""
     (tune_split, tune_cands), (test_split, test_cands) = tune, test
     best = best_threshold(tune_cands, tune_split.gold)
     scores = prf(test_cands, test_split.gold, best["threshold"])
     # JSON has no infinity: no threshold (nothing gold among the tuning candidates) is null.
     threshold = best["threshold"] if np.isfinite(best["threshold"]) else None
+    # Recall with no threshold: how many gold pairs the candidates hold at all (the ranking's ceiling).
+    ceiling = prf(test_cands, test_split.gold, -np.inf)["recall"]
     return {"threshold": threshold, "tune": {**best, "threshold": threshold, "split": tune_split.split}, **scores,
-            "split": test_split.split}
+            "candidate_recall": ceiling, "split": test_split.split}
