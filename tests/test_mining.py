@@ -23,8 +23,8 @@ def _direct_knn(x, y, k):
 
 
 @pytest.mark.parametrize("n, m, k, block_bytes", [
-    (37, 53, 4, 4 * 53),  # one row per block
-    (37, 53, 4, 4 * 53 * 5 + 3),  # blocks of 5 rows, the last one short
+    (37, 53, 4, 24 * 53),  # one row per block
+    (37, 53, 4, 24 * 53 * 5 + 3),  # blocks of 5 rows, the last one short
     (10, 6, 6, 1 << 20),  # k = every row of y
     (10, 6, 9, 1 << 20),  # k > rows of y: capped
     (1, 200, 1, 1),  # a budget under one row still makes progress
@@ -37,6 +37,20 @@ def test_blocked_knn_matches_direct_computation(n, m, k, block_bytes):
     np.testing.assert_allclose(sims, want_sims, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ids, want_ids)  # random floats: no ties
     assert sims.dtype == np.float32 and ids.dtype == np.int64 and sims.shape == (n, min(k, m))
+
+
+def test_blocked_knn_memory_stays_under_the_budget():
+    """The full 3000 x 3000 similarity matrix is 34 MiB; with a 2 MiB budget the NumPy path never holds it."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(3000, 16)).astype(np.float32), rng.normal(size=(3000, 16)).astype(np.float32)
+    inputs = 2 * x.nbytes + 2 * y.nbytes  # the inputs and their unit-length copies
+    tracemalloc.start()
+    M.knn(x, y, 4, backend="numpy", block_bytes=2 << 20)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < inputs + (2 << 20) + (256 << 10), peak
 
 
 def test_faiss_backend_agrees_with_numpy():

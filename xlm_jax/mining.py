@@ -24,8 +24,8 @@ Metrics:
   score) is applied to the test split's candidates: precision, recall, F1 against its gold pairs.
 
 Nearest neighbours are exact (inner products of unit vectors): faiss (`faiss-cpu`, the `[mining]` extra) when
-it is installed, else NumPy matrix products over row blocks whose similarity block stays under
-`block_bytes` (default 256 MiB: 100k × 100k sentences never hold the 40 GB full matrix).
+it is installed, else NumPy matrix products over row blocks whose similarities and selection temporaries stay
+under `block_bytes` (default 256 MiB: 100k × 100k sentences never hold the 40 GB full matrix).
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ def knn(x: np.ndarray, y: np.ndarray, k: int, *, backend: str = "auto",
     """The k rows of y most cosine-similar to each row of x.
 
     x: [N, D], y: [M, D] float. Returns (sims float32 [N, k'], indices int64 [N, k']) with k' = min(k, M), each
-    row sorted by decreasing similarity. backend: "faiss" (IndexFlatIP, exact), "numpy" (blocked products: at
-    most `block_bytes` of similarities in memory at once), "auto" (faiss when installed). Raises UserError for
+    row sorted by decreasing similarity. backend: "faiss" (IndexFlatIP, exact), "numpy" (blocked products: a
+    block of similarities and its selection temporaries, 24 bytes per similarity, stay under `block_bytes`),
+    "auto" (faiss when installed). Raises UserError for
     k < 1, an empty y, or mismatched widths."""
     if k < 1:
         raise UserError(f"k={k}: the number of neighbours must be >= 1")
@@ -96,12 +97,15 @@ def knn(x: np.ndarray, y: np.ndarray, k: int, *, backend: str = "auto",
         index.add(np.ascontiguousarray(y))
         sims, ids = index.search(np.ascontiguousarray(x), k)
         return sims.astype(np.float32), ids.astype(np.int64)
-    rows = max(1, int(block_bytes) // (4 * len(y)))
+    # Per similarity: 4 bytes in the block, 4 in argpartition's working copy, 8 in its int64 indices, and
+    # slack for NumPy's temporaries (peak measured under `block_bytes` for 20k x 20k, see docs/finetune.md).
+    rows = max(1, int(block_bytes) // (24 * len(y)))
     sims = np.empty((len(x), k), np.float32)
     ids = np.empty((len(x), k), np.int64)
     for start in range(0, len(x), rows):
         block = x[start:start + rows] @ y.T  # [rows, M]: the only large array
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < len(y) else np.tile(np.arange(len(y)), (len(block), 1))
+        top = (np.argpartition(block, len(y) - k, axis=1)[:, len(y) - k:] if k < len(y)
+               else np.tile(np.arange(len(y)), (len(block), 1)))
         top_sims = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
         sims[start:start + rows] = np.take_along_axis(top_sims, order, axis=1)
