@@ -226,3 +226,26 @@ def test_cli_bad_name_or_split(tfds, tmp_path, capsys, argv, message):
             err = capsys.readouterr().err
             assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert _digest(tmp_path) == before and not (tmp_path / "new").exists()
+
+
+def test_real_builder_code_path_imports(tfds):
+    """Outside mock_data, tfds 4.9.10 reaches `importlib_resources` when it prepares a dataset (the builder's
+    code_path); the [tfds] extra must install it (etils 1.15 no longer does)."""
+    assert tfds.builder("tatoeba/tatoeba_de").code_path
+
+
+def test_failed_download_is_one_error_line(tfds, tmp_path, monkeypatch, capsys):
+    import requests
+
+    def offline(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("HTTPSConnectionPool(host='example.org'): Max retries exceeded")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(UserError, match=r"could not download or prepare tatoeba/tatoeba_de \(split train\): "
+                                         r"HTTPSConnectionPool.*already prepared"):
+        T.load_tfds("tatoeba", "train", lang="de")
+    with pytest.raises(SystemExit) as exit_info:
+        tfds_source.main(["wiki40b/de", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "could not download or prepare wiki40b/de" in err
+    assert not (tmp_path / "out").exists()

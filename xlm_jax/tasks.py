@@ -468,7 +468,7 @@ def load_tfds(name: str, split: str, data_dir: str | None = None, lang: str = "e
 
     Raises UserError, before reading, for an unknown name, a language without a config, or a split the
     builder does not have (`split` may slice or add: "train[:1000]", "validation+test")."""
-    from xlm_jax.data.tfds_source import check_split, open_builder
+    from xlm_jax.data.tfds_source import check_split, load_split, open_builder
 
     if name not in TFDS_TASKS:
         raise UserError(f"unknown tfds dataset {name!r}; known: {', '.join(TFDS_TASKS)}")
@@ -479,7 +479,7 @@ def load_tfds(name: str, split: str, data_dir: str | None = None, lang: str = "e
     tfds, builder = open_builder(builder_name, data_dir)
     check_split(builder_name, split, splits, builder.info.splits or ())
     features = builder.info.features
-    ds = tfds.as_numpy(tfds.load(builder_name, split=split, data_dir=data_dir))
+    ds = tfds.as_numpy(load_split(tfds, builder_name, split, data_dir))
     if name in ("xnli", "xtreme_xnli"):
         return [ex for r in ds for ex in tfds_xnli_examples(r, label_names=features["label"].names)]
     if name == "xtreme_pawsx":

@@ -149,6 +149,17 @@ def open_builder(name: str, data_dir: str | None = None):
                         f"{', '.join(configs[:40])}{' …' if len(configs) > 40 else ''}") from None
 
 
+def load_split(tfds, name: str, split: str, data_dir: str | None = None):
+    """`tfds.load(name, split=split, data_dir=data_dir)`; a download that fails (no network, a moved URL, a
+    manual-download dataset) is a UserError naming the dataset and the way out (a prepared --data-dir)."""
+    try:
+        return tfds.load(name, split=split, data_dir=data_dir)
+    except (OSError, AssertionError) as err:  # requests' ConnectionError is an OSError; manual downloads assert
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise UserError(f"tfds could not download or prepare {name} (split {split}): {first}; give --data-dir / "
+                        f"data_dir= a directory where {name} is already prepared") from None
+
+
 def _c4_languages() -> tuple[str, ...]:
     try:
         from tensorflow_datasets.text import c4
@@ -186,7 +197,7 @@ def export(name: str, out_dir: str, data_dir: str | None = None, split: str = "t
         lang = langs_in_split.pop()
     else:
         check_split(name, split, SPLITS[family], prepared)
-    ds = tfds.load(name, split=split, data_dir=data_dir)
+    ds = load_split(tfds, name, split, data_dir)
     if max_examples:
         ds = ds.take(max_examples)
     records = (r for ex in tfds.as_numpy(ds) for r in example_records(name, ex, lang))
