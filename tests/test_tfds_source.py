@@ -127,7 +127,8 @@ def test_corpus_sources_on_real_feature_specs(tfds, tmp_path):
     with tfds.testing.mock_data(num_examples=3):
         for name, split, expect in [("wiki40b/de", "train", "mono/de.txt"), ("wiki40b/zh-cn", "test", "mono/zh_cn.txt"),
                                     ("c4/multilingual", "de", "mono/de.txt"), ("c4/en", "validation", "mono/en.txt"),
-                                    ("para_crawl/ende", "train", "para/de-en"), ("opus/medical", "train", "para/de-en")]:
+                                    ("para_crawl/ende", "train", "para/de-en"), ("opus/medical", "train", "para/de-en"),
+                                    ("wiki40b", "train", "mono/en.txt"), ("c4", "train", "mono/en.txt")]:  # default configs
             out = tmp_path / name.replace("/", "_")
             counts = export(name, str(out), split=split)
             assert counts[expect] > 0, name

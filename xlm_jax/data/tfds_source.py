@@ -181,6 +181,8 @@ def export(name: str, out_dir: str, data_dir: str | None = None, split: str = "t
     if family not in SUPPORTED:
         raise UserError(f"tfds dataset {name!r} is not supported; use one of {', '.join(SUPPORTED)}")
     tfds, builder = open_builder(name, data_dir)
+    if "/" not in name and builder.builder_config is not None:  # "wiki40b" is tfds' default config, "wiki40b/en"
+        name = f"{name}/{builder.builder_config.name}"
     prepared = list(builder.info.splits) if builder.info.splits else []
     lang = None
     if name == "c4/multilingual":
