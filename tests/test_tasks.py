@@ -37,6 +37,47 @@ def test_xnli_header_matches_release_order():
     assert tuple(header) == T.XNLI_COLUMNS
 
 
+MT = FIX / "XNLI-MT-1.0" / "multinli"
+
+
+def test_xnli_mt_translate_train_files():
+    """XNLI-MT 1.0's released layout: multinli.train.{lang}.tsv, header premise/hypo/label, "contradictory"."""
+    de = T.read_file(T.TASKS["xnli"], str(MT / "multinli.train.de.tsv"))
+    assert [e.label for e in de] == ["neutral", "entailment", "entailment", "contradiction"]
+    assert {e.lang for e in de} == {"de"} and de[3].where == f"{MT / 'multinli.train.de.tsv'}:5"
+    assert de[3].text_a == 'Woher weißt du das ? "All" das sind wieder ihre Informationen .'  # quotes are literal
+    assert de[0].text_b.startswith("Produkt und Geographie")
+    en = T.read_file(T.TASKS["xnli"], f"fr:{MT / 'multinli.train.en.tsv'}")  # a LANG: prefix wins over the name
+    assert {e.lang for e in en} == {"fr"} and en[0].text_b.endswith("work . ")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("premise\thypo\tlabel\na\tb\tcontradicts\n", r"multinli.train.de.tsv:2: label 'contradicts' is not an XNLI-MT label"),
+    ("premise\thypo\tlabel\na\tb\n", r"multinli.train.de.tsv:2: 2 tab-separated fields, expected 3"),
+    ("premise\thypo\tlabel\na\tb\tneutral\tx\n", r"multinli.train.de.tsv:2: 4 tab-separated fields, expected 3"),
+    ("premise\thypo\tlabel\n", r"multinli.train.de.tsv: no examples"),
+    ("premise\thypothesis\tlabel\na\tb\tneutral\n", r"cannot tell the format .* XNLI-MT TSV \(premise hypo label\)"),
+])
+def test_xnli_mt_bad_rows(tmp_path, body, message):
+    path = tmp_path / "multinli.train.de.tsv"
+    path.write_text(body)
+    with pytest.raises(UserError, match=message):
+        T.read_file(T.TASKS["xnli"], str(path))
+
+
+def test_xnli_mt_translate_train_all_finetunes(tmp_path):
+    from xlm_jax import finetune as F
+
+    ckpt = tiny_setup.make_checkpoint(tmp_path)
+    tok = tiny_setup.make_tokenizer(tmp_path)
+    files = [str(MT / f"multinli.train.{lang}.tsv") for lang in ("en", "de")]
+    cfg = F.load_config(None, ["task=xnli", f"init={ckpt}", f"tokenizer={tok}", f"out={tmp_path / 'out'}",
+                               f"train=[{','.join(files)}]", "valid=[]", f"test=[{files[1]}]",
+                               "protocol=translate_train_all", "max_steps=1", "batch_size=8", "max_len=32"])
+    result = F.finetune(cfg, log=lambda m: None)
+    assert result.table["train_examples"] == {"de": 4, "en": 4}
+
+
 def test_mnli_jsonl_skips_no_consensus():
     ex = T.read_file(T.TASKS["xnli"], str(FIX / "multinli_train.jsonl"))
     assert [e.label for e in ex] == ["entailment", "contradiction", "neutral"]
@@ -172,18 +213,4 @@ def test_tfds_field_mapping_without_tensorflow():
     assert T.tfds_pair_sentences({"source_sentence": b"x", "target_sentence": "y"}) == ("x", "y")
 
 
-def test_tfds_missing_names_extra():
-    try:
-        import tensorflow_datasets  # noqa: F401
-    except ImportError:
-        with pytest.raises(UserError, match=r"\[tfds\] extra"):
-            T.load_tfds("xnli", "test")
-    else:
-        pytest.skip("tensorflow_datasets installed")
-
-
-def test_tfds_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=3):
-        ex = T.load_tfds("xtreme_pawsx", "train", lang="de")
-    assert len(ex) == 3 and all(e.lang == "de" and e.label in ("0", "1") for e in ex)
+# tfds itself (missing extra, mock data on the real builders): tests/test_tfds_source.py

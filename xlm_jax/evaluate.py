@@ -10,6 +10,14 @@ task and its labels) and prints the per-language table (accuracy, or seqeval ent
 anything else needs --force). Data files take an optional `LANG:` prefix (see
 `xlm_jax.tasks`).
 
+    python -m xlm_jax.evaluate tatoeba --checkpoint CKPT --tokenizer T.model --data DIR [--langs de fr …]
+    python -m xlm_jax.evaluate bucc --checkpoint CKPT --tokenizer T.model --data DIR [--langs de fr …] [--k 4]
+                                    [--tune-split sample] [--test-split test]
+
+`tatoeba` and `bucc` read the released layouts and score as XTREME does (`xlm_jax.mining`): Tatoeba accuracy
+(xx → en nearest neighbour) and BUCC 2018 mining P / R / F1 with ratio-margin scoring; they print JSON and
+write it to --out when given (a new file; --force replaces one).
+
 `retrieval` embeds two line-aligned files (line i of A translates line i of B) as the mean of layer K's states
 over the real tokens (XTREME's protocol; K counts layers from 1, negative from the top, default the last),
 retrieves each sentence's nearest neighbour on the other side by cosine similarity, and prints JSON with
@@ -30,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from xlm_jax import outputs
+from xlm_jax import mining, outputs
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
@@ -256,19 +264,12 @@ def read_lines(path: str | Path) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file: str, src_lang: str | None = None,
-                  tgt_lang: str | None = None, layer: int = -1, max_len: int = 128, batch_size: int = 32) -> dict:
+def load_embedder(checkpoint: str, tokenizer_path: str):
+    """-> (xlm_jax.load model, Tokenizer) for retrieval: a pretraining run, a checkpoint, or a fine-tuning run
+    directory (its best checkpoint). UserError when the tokenizer has more ids than the model's vocabulary."""
     from xlm_jax.api import load
     from xlm_jax.tokenizer import Tokenizer
 
-    # Ranges first (before any file or checkpoint is read); a text needs 2 special tokens in either layout.
-    T.check_layout_max_len(max_len, "xlmr", False)
-    check_range("batch_size", batch_size, 1, integer=True)
-    src, tgt = read_lines(src_file), read_lines(tgt_file)
-    if len(src) != len(tgt):
-        raise UserError(f"{src_file} has {len(src)} lines but {tgt_file} has {len(tgt)}: they must be line-aligned")
-    if not src:
-        raise UserError(f"{src_file} is empty")
     if (Path(checkpoint) / "best" / TASK_FILE).is_file():  # a fine-tuning run directory: its best checkpoint
         checkpoint = str(Path(checkpoint) / "best")
     model = load(checkpoint, tokenizer=False)  # --tokenizer is the one to use, whatever lies beside the checkpoint
@@ -276,11 +277,108 @@ def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file:
     if len(tokenizer) > model.config.vocab_size:
         raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids but the model's vocabulary has "
                         f"{model.config.vocab_size}: they do not belong together")
+    return model, tokenizer
+
+
+def _check_embed_args(max_len: int, batch_size: int) -> None:
+    # Ranges first (before any file or checkpoint is read); a text needs 2 special tokens in either layout.
+    T.check_layout_max_len(max_len, "xlmr", False)
+    check_range("batch_size", batch_size, 1, integer=True)
+
+
+def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file: str, src_lang: str | None = None,
+                  tgt_lang: str | None = None, layer: int = -1, max_len: int = 128, batch_size: int = 32) -> dict:
+    _check_embed_args(max_len, batch_size)
+    src, tgt = read_lines(src_file), read_lines(tgt_file)
+    if len(src) != len(tgt):
+        raise UserError(f"{src_file} has {len(src)} lines but {tgt_file} has {len(tgt)}: they must be line-aligned")
+    if not src:
+        raise UserError(f"{src_file} is empty")
+    model, tokenizer = load_embedder(checkpoint, tokenizer_path)
     a = embed_sentences(model, tokenizer, src, src_lang, layer, max_len, batch_size)
     b = embed_sentences(model, tokenizer, tgt, tgt_lang, layer, max_len, batch_size)
     out = retrieval_scores(a, b)
     return {"src_file": str(src_file), "tgt_file": str(tgt_file), "src_lang": src_lang, "tgt_lang": tgt_lang,
             "layer": layer, **out}
+
+
+def _model_lang(model, lang: str) -> str | None:
+    """The language id to embed with: the code itself (2-letter for Tatoeba's 3-letter files) for models with
+    language embeddings, else None."""
+    return mining.ISO3_TO_2.get(lang, lang) if model.config.has_lang_embeddings else None
+
+
+def _check_out(out: str | None, force: bool) -> None:
+    if out:
+        outputs.check_file_output(out, force=force)
+
+
+def _finish(result: dict, out: str | None) -> dict:
+    if out:
+        outputs.write_json(Path(out), result)
+    return result
+
+
+def run_tatoeba(checkpoint: str, tokenizer_path: str, data_dir: str, langs: Sequence[str] | None = None,
+                layer: int = -1, max_len: int = 128, batch_size: int = 32, backend: str = "auto",
+                out: str | None = None, force: bool = False) -> dict:
+    """Tatoeba accuracy per language (XTREME: xx → en nearest neighbour by cosine of mean-pooled layer states)
+    from the released files `tatoeba.{xxx}-eng.{xxx|eng}` in data_dir (`xlm_jax.mining`); langs: 2- or
+    3-letter codes, default every pair found. All files are read and checked before the model is loaded; `out`
+    (a JSON file: new, or replaced with `force`) is written only when everything succeeded."""
+    _check_embed_args(max_len, batch_size)
+    _check_out(out, force)
+    if not Path(data_dir).is_dir():
+        raise UserError(f"{data_dir}: no such directory (expected the Tatoeba files tatoeba.{{xxx}}-eng.{{xxx|eng}})")
+    langs = list(langs or mining.tatoeba_langs(data_dir))
+    if not langs:
+        raise UserError(f"{data_dir}: no tatoeba.{{xxx}}-eng.{{xxx}} files")
+    data = {lang: mining.read_tatoeba(data_dir, lang) for lang in langs}
+    model, tokenizer = load_embedder(checkpoint, tokenizer_path)
+    per = {}
+    for lang, (xx, en) in data.items():
+        a = embed_sentences(model, tokenizer, xx, _model_lang(model, mining.tatoeba_code(lang)), layer, max_len, batch_size)
+        b = embed_sentences(model, tokenizer, en, _model_lang(model, "en"), layer, max_len, batch_size)
+        per[lang] = mining.tatoeba_accuracy(a, b, backend)
+    result = {"task": "tatoeba", "checkpoint": str(checkpoint), "layer": layer, "langs": per,
+              "average_accuracy": float(np.mean([r["accuracy"] for r in per.values()]))}
+    return _finish(result, out)
+
+
+def run_bucc(checkpoint: str, tokenizer_path: str, data_dir: str, langs: Sequence[str] | None = None,
+             tune_split: str = "sample", test_split: str = "test", k: int = 4, layer: int = -1, max_len: int = 128,
+             batch_size: int = 32, backend: str = "auto", out: str | None = None, force: bool = False) -> dict:
+    """BUCC 2018 bitext mining per language (`xlm_jax.mining`): ratio-margin candidates over k neighbours both
+    ways, the F1-maximising threshold chosen on `tune_split` and applied to `test_split`; precision / recall /
+    F1 on the test split's gold pairs. Files `{xx}-en.{split}.{xx|en|gold}` in data_dir (or data_dir/{xx}-en/);
+    langs default to every xx with a tuning gold file. All files are read and checked (ids, duplicates, gold ids
+    present) before the model is loaded; `out` (JSON) is written only when everything succeeded."""
+    _check_embed_args(max_len, batch_size)
+    check_range("k", k, 1, integer=True)
+    _check_out(out, force)
+    if tune_split == test_split:
+        raise UserError(f"--tune-split and --test-split are both {tune_split!r}: the threshold must be chosen on "
+                        "another split than the one it is scored on")
+    if not Path(data_dir).is_dir():
+        raise UserError(f"{data_dir}: no such directory (expected BUCC files {{xx}}-en.{{split}}.{{xx|en|gold}})")
+    langs = list(langs or mining.bucc_langs(data_dir, tune_split))
+    if not langs:
+        raise UserError(f"{data_dir}: no BUCC gold files {{xx}}-en.{tune_split}.gold")
+    data = {lang: (mining.read_bucc(data_dir, lang, tune_split), mining.read_bucc(data_dir, lang, test_split))
+            for lang in langs}
+    model, tokenizer = load_embedder(checkpoint, tokenizer_path)
+    per = {}
+    for lang, splits in data.items():
+        mined = []
+        for split in splits:
+            xx = embed_sentences(model, tokenizer, split.xx_sentences, _model_lang(model, lang), layer, max_len, batch_size)
+            en = embed_sentences(model, tokenizer, split.en_sentences, _model_lang(model, "en"), layer, max_len, batch_size)
+            mined.append((split, mining.mine_split(split, xx, en, k, backend)))
+        per[lang] = mining.bucc_scores(*mined)
+    result = {"task": "bucc", "checkpoint": str(checkpoint), "layer": layer, "k": k, "margin": "ratio",
+              "tune_split": tune_split, "test_split": test_split, "langs": per,
+              "average_f1": float(np.mean([r["f1"] for r in per.values()]))}
+    return _finish(result, out)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -347,9 +445,38 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--max-len", type=arg_range(T.min_len("xlmr", False)), default=128,
                    help="tokens per sentence, specials included (capped at the model's positions)")
     r.add_argument("--batch-size", type=positive_int, default=32)
+    for name, help_ in (("tatoeba", "Tatoeba accuracy (xx -> en, cosine) from tatoeba.{xxx}-eng.{xxx|eng} files"),
+                        ("bucc", "BUCC 2018 bitext-mining precision / recall / F1 (ratio margin, threshold tuned on "
+                                 "--tune-split)")):
+        m = sub.add_parser(name, help=help_)
+        m.add_argument("--checkpoint", required=True, help="pretraining run, checkpoint, or fine-tuning run")
+        m.add_argument("--tokenizer", required=True)
+        m.add_argument("--data", required=True, help="directory of the released files")
+        m.add_argument("--langs", nargs="+", default=None, help="default: every language found in --data")
+        m.add_argument("--layer", type=int, default=-1, help="layer to pool (1..L, negative from the top; default -1)")
+        m.add_argument("--max-len", type=arg_range(T.min_len("xlmr", False)), default=128)
+        m.add_argument("--batch-size", type=positive_int, default=32)
+        m.add_argument("--backend", choices=("auto", "faiss", "numpy"), default="auto",
+                       help="nearest neighbours: faiss if installed (auto), or blocked NumPy products")
+        m.add_argument("--out", default=None, help="also write the JSON result to this file (must be new)")
+        m.add_argument("--force", action="store_true", help="replace an existing --out file")
+        if name == "bucc":
+            m.add_argument("--k", type=positive_int, default=4, help="neighbours in the margin (default 4)")
+            m.add_argument("--tune-split", default="sample", help="split whose gold pairs choose the threshold")
+            m.add_argument("--test-split", default="test", help="split scored with that threshold (BUCC 2018's "
+                           "released gold: sample and training; XTREME reports training)")
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        if args.command == "retrieval":
+        if args.command in ("tatoeba", "bucc"):
+            common = dict(langs=args.langs, layer=args.layer, max_len=args.max_len, batch_size=args.batch_size,
+                          backend=args.backend, out=args.out, force=args.force)
+            if args.command == "tatoeba":
+                result = run_tatoeba(args.checkpoint, args.tokenizer, args.data, **common)
+            else:
+                result = run_bucc(args.checkpoint, args.tokenizer, args.data, tune_split=args.tune_split,
+                                  test_split=args.test_split, k=args.k, **common)
+            print(json.dumps(result, indent=2))
+        elif args.command == "retrieval":
             result = run_retrieval(args.checkpoint, args.tokenizer, args.src_file, args.tgt_file, args.src_lang,
                                    args.tgt_lang, args.layer, args.max_len, args.batch_size)
             print(json.dumps(result, indent=2))

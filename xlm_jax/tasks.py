@@ -1,7 +1,8 @@
 """Fine-tuning tasks: readers for the released file formats, label sets, and model inputs.
 
 Tasks (`TASKS`):
-    xnli            sentence pairs, 3 classes (entailment, neutral, contradiction) — XNLI 1.0 TSV, MultiNLI JSONL
+    xnli            sentence pairs, 3 classes (entailment, neutral, contradiction) — XNLI 1.0 TSV, MultiNLI JSONL,
+                    XNLI-MT 1.0 translate-train TSV (multinli.train.{lang}.tsv)
     pawsx           sentence pairs, 2 classes ("0" not a paraphrase, "1" paraphrase) — PAWS-X TSV
     classification  single sentences (or pairs when `text_b` is present), labels from the config or the train
                     files — generic TSV with a header / JSONL with `text`, `label`, optional `text_b`, `lang`
@@ -161,6 +162,39 @@ def read_mnli_jsonl(path: Path, default_lang: str | None = None) -> list[Example
     return out
 
 
+# XNLI-MT 1.0 (`XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv`): MultiNLI's training set machine-translated
+# into the 15 XNLI languages (en is the original), header `premise hypo label`, label "contradictory" where
+# XNLI says "contradiction".
+XNLI_MT_COLUMNS = ("premise", "hypo", "label")
+XNLI_MT_LABELS = {"entailment": "entailment", "neutral": "neutral", "contradictory": "contradiction",
+                  "contradiction": "contradiction"}
+
+
+def read_xnli_mt_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
+    """XNLI-MT 1.0 translate-train files (`multinli.train.{lang}.tsv`, header `premise hypo label`; quotes are
+    literal). The language comes from the `LANG:` prefix, else the file name (`multinli.train.de.tsv` -> de),
+    else "en". Labels map to XNLI's ("contradictory" -> contradiction); any other label is a UserError naming
+    the file and line, as is a row whose field count differs from the header's."""
+    match = re.fullmatch(r"multinli\.train\.([a-z]{2,3}(?:[-_][A-Za-z]+)?)\.tsv", path.name)
+    lang = default_lang or (match.group(1) if match else None) or "en"
+    out = []
+    with _open(path) as f:
+        header = _cells(f.readline())
+        if tuple(header) != XNLI_MT_COLUMNS:
+            raise UserError(f"{path}:1: expected the XNLI-MT header {' '.join(XNLI_MT_COLUMNS)!r}, got {header!r}")
+        for n, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            cells = _cells(line)
+            _check_fields(path, n, len(cells), len(header))
+            label = XNLI_MT_LABELS.get(cells[2].strip())
+            if label is None:
+                raise UserError(f"{path}:{n}: label {cells[2]!r} is not an XNLI-MT label "
+                                f"(entailment, neutral, contradictory)")
+            out.append(Example(cells[0], cells[1], label, lang, f"{path}:{n}"))
+    return out
+
+
 def read_pawsx_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
     """PAWS-X `x-final/{lang}/{train,dev_2k,test_2k,translated_train}.tsv`: header `id sentence1 sentence2 label`.
     The language comes from the `LANG:` prefix or the directory name (PAWS-X's own layout)."""
@@ -287,7 +321,8 @@ def read_conll(path: Path, default_lang: str | None = None) -> list[TokenExample
     return out
 
 
-READERS = {"xnli_tsv": read_xnli_tsv, "mnli_jsonl": read_mnli_jsonl, "pawsx_tsv": read_pawsx_tsv,
+READERS = {"xnli_tsv": read_xnli_tsv, "xnli_mt_tsv": read_xnli_mt_tsv, "mnli_jsonl": read_mnli_jsonl,
+           "pawsx_tsv": read_pawsx_tsv,
            "classification": read_classification, "conll": read_conll}
 
 
@@ -305,13 +340,15 @@ def detect_format(task: TaskSpec, path: Path) -> str:
         raise UserError(f"{path}:1: the first line is empty; a {task.name} TSV file starts with its header")
     if task.name == "xnli" and "gold_label" in first:
         return "xnli_tsv"
+    if task.name == "xnli" and tuple(first) == XNLI_MT_COLUMNS:
+        return "xnli_mt_tsv"
     if first[:4] == ["id", "sentence1", "sentence2", "label"]:
         return "pawsx_tsv"
     if "text" in first and "label" in first:
         return "classification"
     raise UserError(
         f"{path}:1: cannot tell the format of this {task.name} file from its header {first[:6]!r}; expected XNLI 1.0 "
-        "TSV (language gold_label … sentence1 sentence2 …), MultiNLI JSONL, PAWS-X TSV (id sentence1 sentence2 label) "
+        "TSV (language gold_label … sentence1 sentence2 …), XNLI-MT TSV (premise hypo label), MultiNLI JSONL, PAWS-X TSV (id sentence1 sentence2 label) "
         "or a TSV/JSONL with text, label columns"
     )
 
@@ -382,12 +419,15 @@ def _text(x: Any) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
-def tfds_xnli_examples(record: dict, split_langs: Sequence[str] | None = None) -> list[Example]:
+def tfds_xnli_examples(record: dict, split_langs: Sequence[str] | None = None,
+                       label_names: Sequence[str] = XNLI_LABELS) -> list[Example]:
     """tfds `xnli` / `xtreme_xnli` record → one Example per language: `premise` is a Translation
-    ({lang: text}), `hypothesis` a TranslationVariableLanguages ({language: [...], translation: [...]})."""
+    ({lang: text}), `hypothesis` a TranslationVariableLanguages ({language: [...], translation: [...]}),
+    `label` a ClassLabel over (entailment, neutral, contradiction) (`xtreme_xnli` maps XNLI-MT's
+    "contradictory" to contradiction when it builds)."""
     premise = {(_text(k)): _text(v) for k, v in record["premise"].items()}
     hyp = record["hypothesis"]
-    label = XNLI_LABELS[int(record["label"])]
+    label = label_names[int(record["label"])]
     out = []
     for lang, text in zip(hyp["language"], hyp["translation"]):
         lang = _text(lang)
@@ -397,42 +437,62 @@ def tfds_xnli_examples(record: dict, split_langs: Sequence[str] | None = None) -
 
 
 def tfds_pawsx_example(record: dict, lang: str) -> Example:
-    """tfds `xtreme_pawsx/{lang}`: sentence1, sentence2, label (ClassLabel 0/1)."""
+    """tfds `xtreme_pawsx/{lang}`: sentence1, sentence2, label (ClassLabel different_meaning=0 / paraphrase=1,
+    kept as PAWS-X's "0" / "1")."""
     return Example(_text(record["sentence1"]), _text(record["sentence2"]), str(int(record["label"])), lang, "tfds:xtreme_pawsx")
 
 
 def tfds_wikiann_example(record: dict, lang: str, tag_names: Sequence[str] = WIKIANN_LABELS) -> TokenExample:
-    """tfds `wikiann/{lang}`: tokens, tags (ClassLabel over WIKIANN_LABELS), langs."""
+    """tfds `wikiann/{lang}`: tokens, tags (ClassLabel over WIKIANN_LABELS), langs, spans."""
     words = tuple(_text(t) for t in record["tokens"])
     tags = tuple(tag_names[int(t)] for t in record["tags"])
     return TokenExample(words, tags, lang, "tfds:wikiann")
 
 
 def tfds_pair_sentences(record: dict) -> tuple[str, str]:
-    """tfds `tatoeba/tatoeba_{lang}` and `bucc/bucc_{lang}`: source_sentence, target_sentence."""
+    """tfds `tatoeba/tatoeba_{lang}` (source: the xx sentence, target: its English) and `bucc/bucc_{lang}`
+    (the gold pairs only, with source_id / target_id): source_sentence, target_sentence."""
     return _text(record["source_sentence"]), _text(record["target_sentence"])
+
+
+# name -> (builder name pattern, languages of the per-language configs or None, splits); from the
+# tensorflow-datasets 4.9 builders.
+TFDS_TASKS: dict[str, tuple[str, tuple[str, ...] | None, tuple[str, ...]]] = {
+    "xnli": ("xnli", None, ("test", "validation")),
+    "xtreme_xnli": ("xtreme_xnli", None, ("train",)),  # XTREME's translate-train (MultiNLI machine-translated)
+    "xtreme_pawsx": ("xtreme_pawsx/{lang}", ("de", "es", "fr", "ja", "ko", "zh"), ("train",)),
+    "wikiann": ("wikiann/{lang}", None, ("train", "validation", "test")),
+    "tatoeba": ("tatoeba/tatoeba_{lang}", None, ("train",)),
+    "bucc": ("bucc/bucc_{lang}", ("de", "fr", "ru", "zh"), ("validation", "test")),  # validation: BUCC's sample
+}
 
 
 def load_tfds(name: str, split: str, data_dir: str | None = None, lang: str = "en") -> list:
     """Reads a task from tensorflow_datasets (the `[tfds]` extra). name: xnli, xtreme_xnli, xtreme_pawsx,
-    wikiann, tatoeba, bucc (per-language builders take `lang`)."""
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise UserError(
-            f"reading {name!r} from TensorFlow Datasets needs the [tfds] extra: pip install 'xlm_jax[tfds]'"
-        ) from None
-    builders = {"xnli": "xnli", "xtreme_xnli": "xtreme_xnli", "xtreme_pawsx": f"xtreme_pawsx/{lang}",
-                "wikiann": f"wikiann/{lang}", "tatoeba": f"tatoeba/tatoeba_{lang}", "bucc": f"bucc/bucc_{lang}"}
-    if name not in builders:
-        raise UserError(f"unknown tfds dataset {name!r}; known: {', '.join(builders)}")
-    ds = tfds.as_numpy(tfds.load(builders[name], split=split, data_dir=data_dir))
+    wikiann, tatoeba, bucc (per-language builders take `lang`). Returns Examples (xnli, xtreme_xnli,
+    xtreme_pawsx), TokenExamples (wikiann) or (source, target) sentence pairs (tatoeba: (xx, English); bucc:
+    the gold pairs).
+
+    Raises UserError, before reading, for an unknown name, a language without a config, or a split the
+    builder does not have (`split` may slice or add: "train[:1000]", "validation+test")."""
+    from xlm_jax.data.tfds_source import check_split, load_split, open_builder
+
+    if name not in TFDS_TASKS:
+        raise UserError(f"unknown tfds dataset {name!r}; known: {', '.join(TFDS_TASKS)}")
+    pattern, langs, splits = TFDS_TASKS[name]
+    if langs is not None and lang not in langs:
+        raise UserError(f"tfds {name} has no language {lang!r}; its languages are {', '.join(langs)}")
+    builder_name = pattern.format(lang=lang)
+    tfds, builder = open_builder(builder_name, data_dir)
+    check_split(builder_name, split, splits, builder.info.splits or ())
+    features = builder.info.features
+    ds = tfds.as_numpy(load_split(tfds, builder_name, split, data_dir))
     if name in ("xnli", "xtreme_xnli"):
-        return [ex for r in ds for ex in tfds_xnli_examples(r)]
+        return [ex for r in ds for ex in tfds_xnli_examples(r, label_names=features["label"].names)]
     if name == "xtreme_pawsx":
         return [tfds_pawsx_example(r, lang) for r in ds]
     if name == "wikiann":
-        return [tfds_wikiann_example(r, lang) for r in ds]
+        return [tfds_wikiann_example(r, lang, features["tags"].feature.names) for r in ds]
     return [tfds_pair_sentences(r) for r in ds]
 
 
