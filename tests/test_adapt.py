@@ -283,6 +283,7 @@ def test_trainable_bad_patterns_are_refused_before_anything(env, hf_run, tmp_pat
 def _expect_refusal(env, run_dir, capsys, extra, words, cache=None):
     cache = cache or run_dir.parent / "fresh_cache"
     args = [a for a in _args(env, run_dir, *extra) if not a.startswith("data.cache_dir=")]
+    capsys.readouterr()  # what the test's own set-up printed
     with pytest.raises(SystemExit) as done:
         train_main(args + [f"data.cache_dir={cache}"])
     err = capsys.readouterr().err
@@ -318,14 +319,14 @@ def _bad_sources(env, tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
     other_tok.mkdir()
     from xlm_jax.tokenizer import train_tokenizer
 
-    train_tokenizer([str(env["dir"] / "en.txt")], 40, str(other_tok / "t40.model"))
+    train_tokenizer([str(env["dir"] / f"{lang}.txt") for lang in ("en", "de", "fr")], 40, str(other_tok / "t40.model"))
     hf = env["hf"]
     return {
         "missing": ([f"model.init_from={t / 'nope'}"], ["model.init_from=", "nope", "no such file"]),
         "text file": ([f"model.init_from={t / 'notes.txt'}"], ["notes.txt", "not a recognised checkpoint"]),
         "empty dir": ([f"model.init_from={t / 'empty'}"], ["empty", "not a recognised checkpoint"]),
-        "bad config.json": ([f"model.init_from={t / 'badjson'}"], ["config.json", "not valid JSON"]),
-        "garbage pickle": ([f"model.init_from={t / 'garbage.pt'}"], ["garbage.pt", "not a PyTorch checkpoint"]),
+        "bad config.json": ([f"model.init_from={t / 'badjson'}"], ["model.init_from", "config.json", "not valid JSON"]),
+        "garbage pickle": ([f"model.init_from={t / 'garbage.pt'}"], ["model.init_from", "garbage.pt", "not a PyTorch checkpoint"]),
         "xlm pth": ([f"model.init_from={t / 'mlm_tiny.pth'}"], ["mlm_tiny.pth", "Moses + fastBPE", "Supported"]),
         "no tokenizer": ([f"model.init_from={nospm}"], ["nospm", "no tokenizer of its own", "data.tokenizer"]),
         "fairseq no dict.txt": ([f"model.init_from={nodict / 'model.pt'}"], ["no dict.txt", "fairseq's ids"]),
@@ -340,7 +341,7 @@ def _bad_sources(env, tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
                                   "model.num_layers: checkpoint 2, config 3"]),
         "base contradicts": ([f"model.init_from={hf}", "model.base=xlmr_base"],
                              ["model.base=xlmr_base", "model.hidden_size: checkpoint 32, config 768"]),
-        "positions": ([f"model.init_from={hf}", "train.seq_len=100"], ["100 tokens", "max_positions=64"]),
+        "positions": ([f"model.init_from={hf}", "train.seq_len=100"], ["100 tokens", "64 positions", "checkpoint"]),
     }
 
 

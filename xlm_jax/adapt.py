@@ -262,8 +262,6 @@ def _orbax_config(path: Path) -> ModelConfig:
     orbax's metadata; the arrays themselves are read, and verified, at step 0)."""
     import orbax.checkpoint as ocp
 
-    from xlm_jax.convert import param_shapes
-
     directory, step = checkpoint.resolve(path)
     step_dir = directory / str(step)
     config = checkpoint.load_model_config(step_dir)
@@ -275,8 +273,8 @@ def _orbax_config(path: Path) -> ModelConfig:
     saved = getattr(meta, "item_metadata", meta)
     flat = {"/".join(str(getattr(k, "key", k)) for k in p): tuple(m.shape) for p, m in
             jax.tree_util.tree_flatten_with_path(saved, is_leaf=lambda m: hasattr(m, "shape"))[0]}
-    want = {p: s for p, s in zip(param_paths(param_shapes(config)),
-                                 jax.tree.leaves(param_shapes(config), is_leaf=lambda x: isinstance(x, tuple)))}
+    shapes = _shapes(config)
+    want = {p: tuple(a.shape) for p, a in zip(param_paths(shapes), jax.tree.leaves(shapes))}
     if "lm_head/bias" not in flat:
         raise UserError(f"model.init_from={path}: the checkpoint has no LM head (an encoder-only export); "
                         "continued MLM pretraining needs one")
@@ -290,8 +288,6 @@ def prepare(cfg, run_dir: Path) -> Start:
     """Checks model.init_from, data.tokenizer, the model overrides and train.trainable before any data is prepared
     or anything compiled; reads the init checkpoint (fairseq / HF into host memory; orbax: its configuration).
     Raises UserError naming the key, the path and what is valid."""
-    from xlm_jax.train_config import check_positions
-
     start = Start()
     given = load_tokenizer(cfg.data.tokenizer, "data.tokenizer") if cfg.data.tokenizer else None
     start.tokenizer = Path(given.path) if given else None
@@ -316,12 +312,15 @@ def prepare(cfg, run_dir: Path) -> Start:
         try:
             kind, path = convert.detect(where)
         except UserError as err:
-            raise UserError(f"model.init_from={where}: {err}") from None
+            raise UserError(f"model.init_from={where}: {str(err).removeprefix(f'{where}: ')}") from None
         start.init_from, start.kind = path, kind
         if kind == "orbax":
             start.config = _orbax_config(path)
         else:
-            params, config, info = convert.load_any(path)
+            try:
+                params, config, info = convert.load_any(path)
+            except UserError as err:
+                raise UserError(f"model.init_from: {err}") from None
             start.kind = info.kind
             if info.kind == "xlm" or config.family == "xlm":
                 raise _moses_refusal(where)
@@ -329,7 +328,7 @@ def prepare(cfg, run_dir: Path) -> Start:
                 raise UserError(f"model.init_from={where}: {info.architecture} has no LM head; continued MLM "
                                 "pretraining needs one (a ...ForMaskedLM checkpoint)")
             start.host_params, start.config = params, config
-        own_spm, dict_txt, looked = _own_tokenizer(kind, path)
+        own_spm, dict_txt, looked = _own_tokenizer(start.kind, path)
         own = load_tokenizer(own_spm, "the checkpoint's tokenizer") if own_spm else None
         if start.kind == "fairseq" and own is not None:
             if dict_txt is None:
@@ -351,7 +350,9 @@ def prepare(cfg, run_dir: Path) -> Start:
                                 f"vocabulary of {start.config.vocab_size}: they must be the same vocabulary")
             _check_specials(tok, start.config, where)
     check_overrides(cfg, start.config, where)
-    check_positions(longest, start.config)
+    if longest > start.config.max_positions:
+        raise UserError(f"sequences of {longest} tokens (train.seq_len / data.tlm_seq_len) exceed the "
+                        f"{start.config.max_positions} positions of the checkpoint {where}: shorten them")
     trainable_mask(cfg.train.trainable, _shapes(start.config))
     return start
 

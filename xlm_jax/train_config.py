@@ -66,7 +66,10 @@ class ModelSection:
 
     def resolve(self, **data_fields: Any) -> ModelConfig:
         """The ModelConfig: base, then the data-derived fields (vocab, specials, langs), then the user's overrides."""
-        return get_model_config(self.base, **{**data_fields, **self.overrides})
+        fields = {**data_fields, **self.overrides}
+        if not self.base:  # model.init_from without a base: the checkpoint decides; the values are still checked
+            return ModelConfig().replace(**fields)
+        return get_model_config(self.base, **fields)
 
     def provisional(self, vocab_size: int | None = None) -> ModelConfig:
         """The ModelConfig as far as it is known before the data is read (UserError for a bad override). The data
@@ -193,8 +196,8 @@ class TrainConfig:
         tlm_on = self.data.objectives.get("tlm", 0) > 0
         # Every model.* override is checked now, not after the data is prepared. A corpus prepared by the run
         # has data.vocab_size pieces + <pad> (fairseq's offset) + <mask>; a given data.dir's is not known yet.
-        if not self.model.init_from:  # else the checkpoint decides (xlm_jax.adapt checks it before the data)
-            model = self.model.provisional(None if self.data.dir else self.data.vocab_size + 2)
+        model = self.model.provisional(None if self.data.dir else self.data.vocab_size + 2)
+        if not self.model.init_from:  # else the checkpoint's positions count (xlm_jax.adapt checks it up front)
             check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
         if -1 not in (self.mesh.data, self.mesh.fsdp):  # else the device count decides, known at start-up
             check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
