@@ -341,6 +341,8 @@ def _bad_sources(env, tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
                                   "model.num_layers: checkpoint 2, config 3"]),
         "base contradicts": ([f"model.init_from={hf}", "model.base=xlmr_base"],
                              ["model.base=xlmr_base", "model.hidden_size: checkpoint 32, config 768"]),
+        "zero heads": ([f"model.init_from={hf}", "model.num_heads=0"], ["model.num_heads: checkpoint 4, config 0"]),
+        "bad dtype": ([f"model.init_from={hf}", "model.dtype=fp16"], ["model.dtype='fp16'", "bfloat16"]),
         "positions": ([f"model.init_from={hf}", "train.seq_len=100"], ["100 tokens", "64 positions", "checkpoint"]),
     }
 
@@ -401,3 +403,29 @@ def test_convert_run_to_hf_carries_the_tokenizer(env, hf_run, tmp_path):
         mine = np.asarray(ours.mlm_logits(np.asarray([ids]), np.ones((1, len(ids)), np.int32)))
         np.testing.assert_allclose(mine, theirs, atol=1e-4, rtol=0)
     assert hf_tok.mask_token_id == tok.mask_id == model.config.vocab_size - 1
+
+
+def _dir_hashes(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in d.rglob("*") if p.is_file()}
+
+
+def test_resume_with_another_trainable_is_refused_and_the_run_untouched(env, hf_run, capsys):
+    before = _dir_hashes(hf_run)
+    for trainable, words in [("embeddings", ["train.trainable=['embeddings']", "['all']", "new run_dir"]),
+                             ("[lm_head]", ["train.trainable=['lm_head']", "['all']"])]:
+        with pytest.raises(SystemExit) as done:
+            train_main(_args(env, hf_run, f"model.init_from={env['hf']}", f"train.trainable={trainable}"))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert done.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+        assert all(w in err[0] for w in words), err[0]
+    assert _dir_hashes(hf_run) == before
+
+
+def test_data_dir_preprocessed_with_another_tokenizer_is_refused(env, hf_run, tmp_path, capsys):
+    from xlm_jax.tokenizer import train_tokenizer
+
+    other = tmp_path / "t40.model"
+    train_tokenizer([str(env["dir"] / f"{lang}.txt") for lang in ("en", "de", "fr")], 40, str(other))
+    data_dir = load_config(hf_run / "config.yaml").data.dir
+    _expect_refusal(env, tmp_path / "run", capsys, [f"data.dir={data_dir}", f"data.tokenizer={other}"],
+                    ["data.tokenizer=", "t40.model", "is not the tokenizer", "preprocessed with"])

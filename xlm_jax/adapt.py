@@ -33,6 +33,7 @@ and they stay bit-identical. Gradient clipping then sees the trainable parameter
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,11 @@ def prepare(cfg, run_dir: Path) -> Start:
     start = Start()
     given = load_tokenizer(cfg.data.tokenizer, "data.tokenizer") if cfg.data.tokenizer else None
     start.tokenizer = Path(given.path) if given else None
+    if given is not None and cfg.data.dir:
+        _check_data_dir_tokenizer(Path(cfg.data.dir), given)
+    resuming = _resuming(run_dir)
+    if resuming:
+        _check_same_trainable(run_dir, tuple(cfg.train.trainable))
     longest = max(cfg.train.seq_len, (cfg.data.tlm_seq_len or cfg.train.seq_len)
                   if cfg.data.objectives.get("tlm", 0) > 0 else 0)
     if not cfg.model.init_from:
@@ -300,7 +306,7 @@ def prepare(cfg, run_dir: Path) -> Start:
         trainable_mask(cfg.train.trainable, _shapes(model.replace(n_langs=max(2, model.n_langs), langs=())))
         return start
     where = cfg.model.init_from
-    if _resuming(run_dir):
+    if resuming:
         # The run resumes from its own checkpoints: init_from is not read again (it may be gone).
         start.config = checkpoint.load_model_config(run_dir)
         own = run_dir / "tokenizer.model"
@@ -355,6 +361,33 @@ def prepare(cfg, run_dir: Path) -> Start:
                         f"{start.config.max_positions} positions of the checkpoint {where}: shorten them")
     trainable_mask(cfg.train.trainable, _shapes(start.config))
     return start
+
+
+def _check_data_dir_tokenizer(data_dir: Path, tok) -> None:
+    """data.tokenizer with an already preprocessed data.dir: the data must have been tokenized with it."""
+    try:
+        recorded = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))["tokenizer"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the corpus reader reports a missing or damaged manifest in its own words
+    if isinstance(recorded, dict) and recorded.get("sha256") and recorded["sha256"] != tok.sha256:
+        raise UserError(f"data.tokenizer={tok.path} is not the tokenizer {data_dir} was preprocessed with "
+                        f"({recorded.get('path')}): leave data.tokenizer out, or give the raw corpus as data.corpus")
+
+
+def _check_same_trainable(run_dir: Path, trainable: tuple[str, ...]) -> None:
+    """A resumed run keeps its train.trainable: its optimizer state holds moments for those parameters only."""
+    import yaml
+
+    try:
+        before = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"].get("trainable")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return
+    before = tuple(before) if isinstance(before, list) else ("all",) if before is None else before
+    if before != trainable:
+        raise UserError(f"train.trainable={list(trainable)}: {run_dir} was trained with train.trainable="
+                        f"{list(before)}, and its optimizer state holds moments for those parameters only; keep "
+                        "it to resume, or start a new run_dir (model.init_from=" + str(run_dir) + " continues from "
+                        "its weights)")
 
 
 def _extend(start: Start, base, extended, where: str) -> None:

@@ -66,10 +66,13 @@ class ModelSection:
 
     def resolve(self, **data_fields: Any) -> ModelConfig:
         """The ModelConfig: base, then the data-derived fields (vocab, specials, langs), then the user's overrides."""
-        fields = {**data_fields, **self.overrides}
-        if not self.base:  # model.init_from without a base: the checkpoint decides; the values are still checked
-            return ModelConfig().replace(**fields)
-        return get_model_config(self.base, **fields)
+        if not self.base:
+            # model.init_from without a base: the checkpoint decides the architecture (xlm_jax.adapt compares the
+            # architecture overrides with it); the numerics are checked here, on a stand-in.
+            from xlm_jax.train import NON_ARCHITECTURE
+
+            return ModelConfig().replace(**{k: v for k, v in self.overrides.items() if k in NON_ARCHITECTURE})
+        return get_model_config(self.base, **{**data_fields, **self.overrides})
 
     def provisional(self, vocab_size: int | None = None) -> ModelConfig:
         """The ModelConfig as far as it is known before the data is read (UserError for a bad override). The data
