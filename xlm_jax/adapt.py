@@ -197,7 +197,7 @@ class Start:
     init_from: Path | None = None  # the checkpoint to load at step 0 (None: random, or resuming)
     kind: str = ""  # convert.detect's / load_any's kind of init_from
     host_params: dict | None = None  # NumPy parameters already read (fairseq, HF, or an extended vocabulary)
-    tokenizer_sha256: str = ""  # of the checkpoint's own tokenizer, to compare with a given data.dir's
+    tokenizer_sha256: str = ""  # of the tokenizer the run uses, to compare with a given data.dir's
 
     def log_lines(self, fresh: bool) -> list[str]:
         if self.init_from is None or not fresh:
@@ -341,8 +341,8 @@ def prepare(cfg, run_dir: Path) -> Start:
                 raise UserError(f"model.init_from={where}: found {own_spm} but no dict.txt next to it, which "
                                 "defines fairseq's ids; add the checkpoint's dict.txt, or give data.tokenizer=PATH")
             check_fairseq_dict(dict_txt, own)
-        start.tokenizer_sha256 = own.sha256 if own else ""
         tok = given or own
+        start.tokenizer_sha256 = tok.sha256 if tok else ""
         if tok is None and not cfg.data.dir:
             raise UserError(f"model.init_from={where}: the checkpoint has no tokenizer of its own (looked for "
                             f"{', '.join(looked)}); give data.tokenizer=PATH.model, the SentencePiece model it was "
@@ -382,7 +382,8 @@ def _check_same_trainable(run_dir: Path, trainable: tuple[str, ...]) -> None:
         before = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"].get("trainable")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         return
-    before = tuple(before) if isinstance(before, list) else ("all",) if before is None else before
+    before = (tuple(before) if isinstance(before, (list, tuple)) else (before,) if isinstance(before, str)
+              else ("all",))
     if before != trainable:
         raise UserError(f"train.trainable={list(trainable)}: {run_dir} was trained with train.trainable="
                         f"{list(before)}, and its optimizer state holds moments for those parameters only; keep "
