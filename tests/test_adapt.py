@@ -383,6 +383,8 @@ def test_larger_tokenizer_is_refused_naming_both_sizes_until_vocab_extension(env
 # ------------------------------------------------------------------------------------------- convert --to hf
 
 
+@pytest.mark.skipif(not hasattr(__import__("xlm_jax.convert").convert, "orbax_tokenizer_files"),
+                    reason="convert carries a run's tokenizer since wt-api's convert.orbax_tokenizer_files (main)")
 def test_convert_run_to_hf_carries_the_tokenizer(env, hf_run, tmp_path):
     import xlm_jax
     from xlm_jax.convert import main as convert_main
@@ -429,3 +431,29 @@ def test_data_dir_preprocessed_with_another_tokenizer_is_refused(env, hf_run, tm
     data_dir = load_config(hf_run / "config.yaml").data.dir
     _expect_refusal(env, tmp_path / "run", capsys, [f"data.dir={data_dir}", f"data.tokenizer={other}"],
                     ["data.tokenizer=", "t40.model", "is not the tokenizer", "preprocessed with"])
+
+
+def test_larger_tokenizer_extends_the_checkpoint_through_xlm_jax_vocab(env, tmp_path):
+    """With xlm_jax.vocab (issue #12 part 3): a base tokenizer with pieces appended resizes the checkpoint at step 0
+    (adapt._extend); the run trains on the extended vocabulary, old rows kept, <mask> moved to the last id."""
+    vocab = pytest.importorskip("xlm_jax.vocab")
+    if not hasattr(vocab, "extend_tokenizer"):
+        pytest.skip("xlm_jax.vocab without extend_tokenizer")
+    new_text = tmp_path / "ka.txt"
+    new_text.write_text("\n".join(["გამარჯობა ფაილი გახსნა დახურვა შეცდომა"] * 50) + "\n", encoding="utf-8")
+    ext_path = tmp_path / "ext.model"
+    vocab.extend_tokenizer(str(env["tok_path"]), [str(new_text)], 20, str(ext_path))
+    ext = Tokenizer.load(ext_path)
+    assert len(ext) > len(env["tok"])
+    corpus = tmp_path / "corpus" / "mono"
+    corpus.mkdir(parents=True)
+    shutil.copy(env["dir"] / "en.txt", corpus / "en.txt")
+    shutil.copy(new_text, corpus / "ka.txt")
+    run_dir = tmp_path / "run"
+    args = [a for a in _args(env, run_dir, f"model.init_from={env['hf']}", f"data.tokenizer={ext_path}",
+                             "train.steps=2") if not a.startswith("data.corpus=")]
+    assert train(load_config(None, args + [f"data.corpus={tmp_path / 'corpus'}"])) == 0
+    params, config = checkpoint.restore_params(run_dir)
+    assert config.vocab_size == len(ext) and config.mask_id == len(ext) - 1
+    assert (run_dir / "tokenizer.model").read_bytes() == ext_path.read_bytes()
+    assert params["encoder"]["embeddings"]["word_embeddings"]["embedding"].shape == (len(ext), 32)

@@ -407,7 +407,8 @@ def _extend(start: Start, base, extended, where: str) -> None:
                         + (f" ({base.path} has {len(base)})" if base is not None else " (it has none)"))
     if start.host_params is None:
         start.host_params, _ = checkpoint.restore_params(start.init_from)
-    start.host_params, start.config = extend_embeddings(start.host_params, start.config, base, extended, start.kind)
+    # "xlmr": the id layout (fairseq's, every SentencePiece vocabulary here); the original XLM's is refused above.
+    start.host_params, start.config = extend_embeddings(start.host_params, start.config, base, extended, "xlmr")
 
 
 def abstract_params(config: ModelConfig) -> Any:
@@ -491,13 +492,6 @@ def init_state(start: Start, optimizer: optax.GradientTransformation, abstract: 
     opt_state = jax.jit(optimizer.init, out_shardings=shardings["opt_state"])(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), shardings["step"])
     return {"params": params, "opt_state": opt_state, "step": step}
-
-
-def hf_tokenizer_config(config: ModelConfig) -> dict:
-    """tokenizer_config.json for an export whose tokenizer is our SentencePiece model (XLM-R's id layout)."""
-    return {"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": config.max_positions,
-            "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>",
-            "pad_token": "<pad>", "mask_token": "<mask>"}
 
 
 __all__ = ["EMBEDDINGS", "Start", "check_fairseq_dict", "describe_trainable", "fairseq_dict_ids", "init_state",

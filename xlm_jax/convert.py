@@ -17,8 +17,7 @@ is refused, naming the global, and nothing from it runs.
 Output: `--to orbax` (default unless SRC is ours) writes `DST/0/{params,model_config}` via
 `checkpoint.save_params`; `--to hf` writes `DST/config.json` + `DST/model.safetensors` (tied weights left out, as
 `save_pretrained` does, so `AutoModelForMaskedLM.from_pretrained(DST)` reports nothing missing or unexpected) and
-copies tokenizer files found next to SRC; a run directory's `tokenizer.model` becomes `sentencepiece.bpe.model` +
-`tokenizer_config.json`, so that `XLMRobertaTokenizer.from_pretrained(DST)` gives the run's ids. Everything is written to a temporary sibling directory first and renamed
+copies tokenizer files found next to SRC. Everything is written to a temporary sibling directory first and renamed
 into place, so a failure leaves no half-written DST.
 
 A source without an LM head (XLMRobertaModel, XLMModel, or `--architecture` naming one) gives an encoder-only
@@ -370,13 +369,6 @@ def _tokenizer_files(directory: Path) -> tuple[str, ...]:
     return tuple(str(directory / f) for f in TOKENIZER_FILES if (directory / f).is_file())
 
 
-def _run_tokenizer(path: Path) -> tuple[str, ...]:
-    """The SentencePiece model of one of our runs (RUN_DIR/tokenizer.model), for a checkpoint inside it."""
-    directory, _ = checkpoint.resolve(path)
-    found = [p / "tokenizer.model" for p in (directory, directory.parent) if (p / "tokenizer.model").is_file()]
-    return (str(found[0]),) if found else ()
-
-
 def _is_orbax(path: Path) -> bool:
     try:
         checkpoint.resolve(path)
@@ -427,7 +419,6 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
     tokenizer_files: tuple[str, ...] = ()
     if kind == "orbax":
         params, cfg = checkpoint.restore_params(path)
-        tokenizer_files = _run_tokenizer(path)
         if vocab_size is not None:
             hf_mapping.check_shape("encoder/embeddings/word_embeddings/embedding (--vocab-size)",
                                    (cfg.vocab_size, cfg.hidden_size), (vocab_size, cfg.hidden_size), source)
@@ -513,13 +504,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
             return info.architecture
         arch = export_hf(params, cfg, tmp, info.architecture)
         for f in info.tokenizer_files:
-            if Path(f).name == "tokenizer.model":  # our run's SentencePiece model: XLMRobertaTokenizer's layout
-                from xlm_jax.adapt import hf_tokenizer_config
-
-                shutil.copy2(f, tmp / "sentencepiece.bpe.model")
-                (tmp / "tokenizer_config.json").write_text(json.dumps(hf_tokenizer_config(cfg), indent=2) + "\n")
-            else:
-                shutil.copy2(f, tmp / Path(f).name)
+            shutil.copy2(f, tmp / Path(f).name)
         return arch
 
     arch = outputs.write_atomically(dst, write, "convert")
