@@ -457,3 +457,15 @@ def test_larger_tokenizer_extends_the_checkpoint_through_xlm_jax_vocab(env, tmp_
     assert config.vocab_size == len(ext) and config.mask_id == len(ext) - 1
     assert (run_dir / "tokenizer.model").read_bytes() == ext_path.read_bytes()
     assert params["encoder"]["embeddings"]["word_embeddings"]["embedding"].shape == (len(ext), 32)
+
+
+def test_data_tokenizer_without_init_from_is_used_instead_of_training_one(env, tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    args = [a for a in _args(env, run_dir, f"data.tokenizer={env['tok_path']}", "train.steps=2",
+                             "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2",
+                             "model.intermediate_size=64", "model.max_positions=64")
+            if not a.startswith("data.cache_dir=")]
+    assert train(load_config(None, args + [f"data.cache_dir={cache}"])) == 0
+    assert (run_dir / "tokenizer.model").read_bytes() == env["tok_path"].read_bytes()
+    assert not (cache / "tokenizers").exists()  # nothing trained
+    assert checkpoint.load_model_config(run_dir).vocab_size == len(env["tok"])
