@@ -303,7 +303,8 @@ def prepare(cfg, run_dir: Path) -> Start:
         model = cfg.model.provisional(None if cfg.data.dir else (len(given) if given else cfg.data.vocab_size + 2))
         # Language embeddings exist only with two or more languages, which the data decides: check the patterns
         # against the largest parameter set here, and again against the real model (`restrict_optimizer`).
-        trainable_mask(cfg.train.trainable, _shapes(model.replace(n_langs=max(2, model.n_langs), langs=())))
+        if tuple(cfg.train.trainable) != ("all",):  # (tracing the model's shapes takes a moment)
+            trainable_mask(cfg.train.trainable, _shapes(model.replace(n_langs=max(2, model.n_langs), langs=())))
         return start
     where = cfg.model.init_from
     if resuming:
@@ -359,7 +360,8 @@ def prepare(cfg, run_dir: Path) -> Start:
     if longest > start.config.max_positions:
         raise UserError(f"sequences of {longest} tokens (train.seq_len / data.tlm_seq_len) exceed the "
                         f"{start.config.max_positions} positions of the checkpoint {where}: shorten them")
-    trainable_mask(cfg.train.trainable, _shapes(start.config))
+    if tuple(cfg.train.trainable) != ("all",):
+        trainable_mask(cfg.train.trainable, _shapes(start.config))
     return start
 
 
