@@ -365,8 +365,11 @@ def _num_params(params: dict) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
 
 
-def _tokenizer_files(directory: Path) -> tuple[str, ...]:
-    return tuple(str(directory / f) for f in TOKENIZER_FILES if (directory / f).is_file())
+def _tokenizer_files(directory: Path, run_dir: bool = False) -> tuple[str, ...]:
+    # A training run directory's tokenizer.json is training's record of its tokenizer (sha256, path), not a
+    # Hugging Face fast tokenizer: copied into an export, transformers would fail to read it.
+    names = [f for f in TOKENIZER_FILES if not (run_dir and f == "tokenizer.json")]
+    return tuple(str(directory / f) for f in names if (directory / f).is_file())
 
 
 def orbax_tokenizer_files(path: str | Path) -> tuple[str, ...]:
@@ -375,7 +378,7 @@ def orbax_tokenizer_files(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
     directory, _ = checkpoint.resolve(path)
     places = [path, directory] + ([directory.parent] if directory.name == "checkpoints" else [])
-    return next((files for d in places if (files := _tokenizer_files(d))), ())
+    return next((files for d in places if (files := _tokenizer_files(d, run_dir=(d / "checkpoints").is_dir()))), ())
 
 
 def _is_orbax(path: Path) -> bool:

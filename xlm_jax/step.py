@@ -57,9 +57,10 @@ def state_shardings(model: nn.Module, optimizer: optax.GradientTransformation, m
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
     replicated = NamedSharding(mesh, PartitionSpec())
     # Moments mirror their parameter's sharding; counters and hyperparameters are replicated.
+    # (Frozen parameters, xlm_jax.adapt.restrict_optimizer, have an optax.MaskedNode where moments would be.)
     opt_sh = optax.tree_map_params(
-        optimizer, lambda _, sharding: sharding, abstract_opt, params_sh,
-        transform_non_params=lambda _: replicated,
+        optimizer, lambda value, sharding: value if isinstance(value, optax.MaskedNode) else sharding, abstract_opt,
+        params_sh, transform_non_params=lambda _: replicated, is_leaf=lambda v: isinstance(v, optax.MaskedNode),
     )
     shardings = {"params": params_sh, "opt_state": opt_sh, "step": replicated}
     abstract = {

@@ -48,6 +48,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import yaml
 
+from xlm_jax import adapt
 from xlm_jax import checkpoint as ckpt_lib
 from xlm_jax import outputs
 from xlm_jax.config import ModelConfig, to_dict as model_to_dict
@@ -79,10 +80,11 @@ def cache_root(cfg: TrainConfig) -> Path:
     return Path(cfg.data.cache_dir or os.environ.get("XLM_JAX_CACHE") or Path.home() / ".cache" / "xlm_jax")
 
 
-def prepare_data(cfg: TrainConfig, log, force: bool = False) -> Path:
+def prepare_data(cfg: TrainConfig, log, force: bool = False, tokenizer: Path | None = None) -> Path:
     """The preprocessed directory: `data.dir`, or `data.corpus` built / tokenized / preprocessed into the cache
     (each stage skipped when its output is already there, so a second run starts training at once). A cache
-    location holding files the stage did not write is a UserError unless `force` (`xlm_jax.outputs`)."""
+    location holding files the stage did not write is a UserError unless `force` (`xlm_jax.outputs`).
+    `tokenizer`: a SentencePiece model to use instead of training one (`xlm_jax.adapt.prepare`)."""
     d = cfg.data
     if d.dir:
         return Path(d.dir)
@@ -109,8 +111,13 @@ def prepare_data(cfg: TrainConfig, log, force: bool = False) -> Path:
             raise UserError(f"data.corpus={d.corpus!r}: not a directory (give a raw corpus, 'gettext', or data.dir)")
         langs = None
         tag = f"{corpus.name}-{hashlib.sha256(str(corpus.resolve()).encode()).hexdigest()[:8]}"
-    tag += f"-v{d.vocab_size}"
-    tokenizer = cache / "tokenizers" / f"{tag}.model"
+    if tokenizer is not None:  # a given SentencePiece model (data.tokenizer, or the init checkpoint's own)
+        from xlm_jax.tokenizer import file_sha256
+
+        tag += f"-tok{file_sha256(tokenizer)[:12]}"
+    else:
+        tag += f"-v{d.vocab_size}"
+        tokenizer = cache / "tokenizers" / f"{tag}.model"
     if not tokenizer.is_file():
         inputs = [str(corpus / "mono" / f"{lang}.txt") for lang in langs] if langs else [str(corpus)]
         log(f"training a {d.vocab_size}-piece SentencePiece model on {d.tokenizer_sentences} sentences -> {tokenizer}")
@@ -477,6 +484,7 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     lead = jax.process_index() == 0 if multi_process else True
     # Checked before the data preparation, which can take long: new, empty, or an earlier run (resumed).
     run_dir = outputs.check_dir(cfg.run_dir, "train", force=force, legacy=is_train_run)
+    start_from = adapt.prepare(cfg, run_dir)  # model.init_from, data.tokenizer, train.trainable: checked now
 
     def log(msg: str) -> None:
         if lead:
@@ -485,12 +493,13 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     # Data: prepared once per machine, process 0 first so that processes sharing a disk do not race.
     if multi_process and not lead:
         _barrier("xlm_jax_prepare")
-    data_dir = prepare_data(cfg, log, force)
+    data_dir = prepare_data(cfg, log, force, start_from.tokenizer)
     if multi_process and lead:
         _barrier("xlm_jax_prepare")
     corpus = PreprocessedCorpus(data_dir)
     data_cfg = make_data_config(cfg, corpus)
-    model_cfg = make_model_config(cfg, corpus, data_cfg)
+    model_cfg = (adapt.model_config(start_from, cfg, corpus, data_cfg) if start_from.config is not None
+                 else make_model_config(cfg, corpus, data_cfg))
     source = BatchSource(corpus, data_cfg, jax.process_index(), jax.process_count())
     groups = group_names(data_cfg)
     eval_langs = eval_languages(cfg, corpus, data_cfg)
@@ -502,6 +511,8 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     stop_step = cfg.train.stop_at or steps
     schedule = make_schedule(cfg.optimizer, steps)
     optimizer = make_optimizer(cfg.optimizer, steps)
+    abstract_params = adapt.abstract_params(model_cfg)
+    optimizer = adapt.restrict_optimizer(optimizer, cfg.train.trainable, abstract_params)  # train.trainable
     abstract, shardings = abstract_state(model_cfg, optimizer, mesh)
 
     # Checkpoints: resume from the latest complete one if there is any.
@@ -520,6 +531,8 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
         state, saved_meta = restore_state(mngr, start, abstract, shardings)
         meta.update({k: saved_meta.get(k) for k in meta})
         log(f"resuming from step {start} ({ckpt_dir / str(start)})")
+    elif start_from.init_from is not None:
+        state = adapt.init_state(start_from, optimizer, abstract, shardings)
     else:
         state, _ = init_state(model_cfg, optimizer, mesh, jax.random.fold_in(key, INIT_STREAM))
 
@@ -536,7 +549,8 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
             if changed and old:
                 log("config changed since the last run: " + "; ".join(changed))
         resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(data_dir)))
-        model_section = {"base": cfg.model.base, **{k: v for k, v in model_to_dict(model_cfg).items()}}
+        model_section = {"base": cfg.model.base, **({"init_from": cfg.model.init_from} if cfg.model.init_from else {}),
+                         **{k: v for k, v in model_to_dict(model_cfg).items()}}
         text = to_yaml(resolved)
         doc = yaml.safe_load(text)
         doc["model"] = model_section
@@ -561,7 +575,7 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     peak = peak_flops(jax.devices())
     log(f"devices: {n_dev} x {jax.devices()[0].device_kind} ({jax.process_count()} process(es), {n_local} local); "
         f"mesh {dict(mesh.shape)}")
-    log(f"model: {cfg.model.base} + {dict(cfg.model.overrides)}; vocab {model_cfg.vocab_size}, "
+    log(f"model: {cfg.model.base or cfg.model.init_from} + {dict(cfg.model.overrides)}; vocab {model_cfg.vocab_size}, "
         f"{len(data_cfg.langs)} languages; params {_fmt(counts['total'])} = embeddings {_fmt(counts['embeddings'])}"
         f" + other {_fmt(counts['non_embedding'])}")
     per_obj = ", ".join(f"{o} {cfg.train.batch_size}x{t}" for o, t in seq_lens.items())
@@ -569,6 +583,9 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
         f"{'' if fixed_shapes else ' (TLM by token budget: varies)'}; per device {cfg.train.batch_size // max(1, batch_size_multiple(mesh))}"
         f" sequences = {_fmt(tokens_per_step / max(1, batch_size_multiple(mesh)))} tokens"
         f"{f'; grad_accum {cfg.train.grad_accum}' if cfg.train.grad_accum > 1 else ''}")
+    for line in start_from.log_lines(start == 0) + [adapt.describe_trainable(cfg.train.trainable, abstract_params)]:
+        if line:
+            log(line)
     log(f"steps: {steps} (from {start}{f', stopping at {stop_step}' if stop_step < steps else ''}); "
         f"data {data_dir}; run dir {run_dir}")
 

@@ -55,14 +55,23 @@ class ModelSection:
             "attention_dropout": 0.0,
         }
     )
+    # A checkpoint to start from (anything `python -m xlm_jax.convert` reads): the architecture then comes from
+    # it, and base / overrides may only change numerics (`xlm_jax.adapt`). base "" = not given.
+    init_from: str = ""
 
     def __post_init__(self):
         check_fields(self, "model.")
-        if self.base not in NAMED_CONFIGS:
+        if self.base not in NAMED_CONFIGS and not (self.init_from and self.base == ""):
             raise unknown_name("model.base", self.base, NAMED_CONFIGS)
 
     def resolve(self, **data_fields: Any) -> ModelConfig:
         """The ModelConfig: base, then the data-derived fields (vocab, specials, langs), then the user's overrides."""
+        if not self.base:
+            # model.init_from without a base: the checkpoint decides the architecture (xlm_jax.adapt compares the
+            # architecture overrides with it); the numerics are checked here, on a stand-in.
+            from xlm_jax.train import NON_ARCHITECTURE
+
+            return ModelConfig().replace(**{k: v for k, v in self.overrides.items() if k in NON_ARCHITECTURE})
         return get_model_config(self.base, **{**data_fields, **self.overrides})
 
     def provisional(self, vocab_size: int | None = None) -> ModelConfig:
@@ -92,6 +101,7 @@ class DataSection:
     max_len: int = 64  # when preparing: pieces per sentence (longer ones are truncated)
     valid_fraction: float = 0.01  # when preparing a flat corpus: held-out share (of translation groups: xlm_jax.data.heldout)
     cache_dir: str = ""  # "" = $XLM_JAX_CACHE or ~/.cache/xlm_jax
+    tokenizer: str = ""  # a SentencePiece model to prepare data with ("" = train one; with model.init_from, its own)
     # Batch recipe.
     objectives: Mapping[str, float] = field(default_factory=lambda: {"mlm": 1.0, "tlm": 1.0})
     mono_langs: tuple[str, ...] = ()  # () = every language of the corpus
@@ -135,6 +145,9 @@ class TrainSection:
     eval_batches: int = 2  # held-out batches per language per validation (0 = the whole split)
     eval_langs: tuple[str, ...] = ()  # () = every MLM language that has a valid split
     progress: bool = True  # tqdm progress bar (process 0)
+    # What the optimizer updates: all | embeddings (word embeddings + LM-head bias) | parameter-path regexes
+    # (`xlm_jax.adapt.trainable_mask`); the rest stays bit-identical and has no optimizer moments.
+    trainable: tuple[str, ...] = ("all",)
 
     def __post_init__(self):
         check_fields(self, "train.")
@@ -187,7 +200,8 @@ class TrainConfig:
         # Every model.* override is checked now, not after the data is prepared. A corpus prepared by the run
         # has data.vocab_size pieces + <pad> (fairseq's offset) + <mask>; a given data.dir's is not known yet.
         model = self.model.provisional(None if self.data.dir else self.data.vocab_size + 2)
-        check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
+        if not self.model.init_from:  # else the checkpoint's positions count (xlm_jax.adapt checks it up front)
+            check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
         if -1 not in (self.mesh.data, self.mesh.fsdp):  # else the device count decides, known at start-up
             check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
 
@@ -250,14 +264,19 @@ def _build(default: Any, raw: Any, prefix: str):
 
 
 def _build_model(default: ModelSection, raw: Mapping, prefix: str) -> ModelSection:
-    valid = ["base"] + sorted(_MODEL_FIELD_TYPES)
+    valid = ["base", "init_from"] + sorted(_MODEL_FIELD_TYPES)
     overrides = {}
     for key, value in raw.items():
-        if key == "base":
+        if key in ("base", "init_from"):
             continue
         if key not in _MODEL_FIELD_TYPES:
             raise unknown_name("config key", str(key), valid, prefix)
         overrides[key] = check_value(f"{prefix}{key}", value, _MODEL_FIELD_TYPES[key])
+    init_from = check_value(f"{prefix}init_from", raw.get("init_from", default.init_from), str)
+    if init_from:
+        # The checkpoint decides the architecture: only what the user names is compared with it.
+        base = check_value(f"{prefix}base", raw.get("base", ""), str)
+        return ModelSection(base=base, overrides=overrides, init_from=init_from)
     base = check_value(f"{prefix}base", raw.get("base", default.base), str)
     # Naming another base drops the default's overrides (they were chosen for the default's base).
     kept = dict(default.overrides) if base == default.base else {}
@@ -348,7 +367,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 def to_dict(cfg: Any) -> Any:
     """Plain YAML-able data (tuples -> lists; the model section flattened to base + fields)."""
     if isinstance(cfg, ModelSection):
-        return {"base": cfg.base, **{k: to_dict(v) for k, v in cfg.overrides.items()}}
+        init = {"init_from": cfg.init_from} if cfg.init_from else {}
+        return {"base": cfg.base, **init, **{k: to_dict(v) for k, v in cfg.overrides.items()}}
     if dataclasses.is_dataclass(cfg):
         return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, (tuple, list)):
@@ -377,5 +397,6 @@ def describe() -> str:
     lines = []
     for key, value in flatten(to_dict(TrainConfig())).items():
         lines.append(f"{key} = {value!r}")
+    lines.append("model.init_from = '' (a checkpoint to start from; see xlm_jax.adapt)")
     lines.append("model.<any ModelConfig field>: " + ", ".join(sorted(_MODEL_FIELD_TYPES)))
     return "\n".join(lines)
