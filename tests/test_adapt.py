@@ -366,25 +366,9 @@ def test_data_dir_with_another_vocabulary_is_refused_before_training(env, tmp_pa
     assert "syn" in line
 
 
-def test_larger_tokenizer_is_refused_naming_both_sizes_until_vocab_extension(env, tmp_path, capsys):
-    """A tokenizer with more ids than the checkpoint: xlm_jax.vocab.extend_embeddings (part 3) when present."""
-    try:
-        import xlm_jax.vocab  # noqa: F401
-        pytest.skip("xlm_jax.vocab exists: extension is tested there")
-    except ImportError:
-        pass
-    small = tmp_path / "small"
-    model = _hf_model(len(env["tok"]) - 10)
-    model.save_pretrained(small)
-    _expect_refusal(env, tmp_path / "run", capsys, [f"model.init_from={small}", f"data.tokenizer={env['tok_path']}"],
-                    [f"{len(env['tok'])} ids", f"vocabulary of {len(env['tok']) - 10}", "extending"])
-
-
 # ------------------------------------------------------------------------------------------- convert --to hf
 
 
-@pytest.mark.skipif(not hasattr(__import__("xlm_jax.convert").convert, "orbax_tokenizer_files"),
-                    reason="convert carries a run's tokenizer since wt-api's convert.orbax_tokenizer_files (main)")
 def test_convert_run_to_hf_carries_the_tokenizer(env, hf_run, tmp_path):
     import xlm_jax
     from xlm_jax.convert import main as convert_main
@@ -436,9 +420,8 @@ def test_data_dir_preprocessed_with_another_tokenizer_is_refused(env, hf_run, tm
 def test_larger_tokenizer_extends_the_checkpoint_through_xlm_jax_vocab(env, tmp_path):
     """With xlm_jax.vocab (issue #12 part 3): a base tokenizer with pieces appended resizes the checkpoint at step 0
     (adapt._extend); the run trains on the extended vocabulary, old rows kept, <mask> moved to the last id."""
-    vocab = pytest.importorskip("xlm_jax.vocab")
-    if not hasattr(vocab, "extend_tokenizer"):
-        pytest.skip("xlm_jax.vocab without extend_tokenizer")
+    from xlm_jax import vocab
+
     new_text = tmp_path / "ka.txt"
     new_text.write_text("\n".join(["გამარჯობა ფაილი გახსნა დახურვა შეცდომა"] * 50) + "\n", encoding="utf-8")
     ext_path = tmp_path / "ext.model"

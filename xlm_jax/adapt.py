@@ -396,13 +396,9 @@ def _check_same_trainable(run_dir: Path, trainable: tuple[str, ...]) -> None:
 def _extend(start: Start, base, extended, where: str) -> None:
     """The single call site of `xlm_jax.vocab.extend_embeddings` (issue #12 part 3): a tokenizer larger than the
     checkpoint's vocabulary appends rows to the word embeddings and the LM-head bias."""
+    from xlm_jax.vocab import extend_embeddings
+
     n = start.config.vocab_size
-    try:
-        from xlm_jax.vocab import extend_embeddings  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError(f"the tokenizer {extended.path} has {len(extended)} ids but the checkpoint {where} has a "
-                        f"vocabulary of {n}: extending a checkpoint's vocabulary is not available yet; give the "
-                        "checkpoint's own tokenizer") from None
     if base is None or len(base) != n:
         raise UserError(f"the tokenizer {extended.path} has {len(extended)} ids but the checkpoint {where} has "
                         f"{n}: extending the vocabulary needs the checkpoint's own tokenizer"
