@@ -413,6 +413,15 @@ class Work:
         return self.flops / self.tokens if self.tokens else None
 
 
+def real_token_count(batch: dict, pad_id: int) -> float:
+    """Positions of one objective's [B, T] batch that hold a real token, padding excluded: `segment_ids > 0` for
+    packed rows (several examples per row, 0 = padding), else `attention_mask > 0`, else `input_ids != pad_id`."""
+    for key in ("segment_ids", "attention_mask"):
+        if key in batch:
+            return float((np.asarray(batch[key]) > 0).sum())
+    return float((np.asarray(batch["input_ids"]) != pad_id).sum())
+
+
 def batch_work(model_cfg: ModelConfig, batch: dict[str, dict]) -> Work:
     """The `Work` of one step's batch {objective: {"input_ids": [B, T], "attention_mask": [B, T], ...}} (host
     numpy arrays, any rows: a process counts its own). Objectives may differ in B and T (TLM rows, token-budget
@@ -422,10 +431,16 @@ def batch_work(model_cfg: ModelConfig, batch: dict[str, dict]) -> Work:
         rows, seq_len = np.shape(b["input_ids"])
         tokens = rows * seq_len
         predicted = float(prediction_count(objective, b))
-        real = float((np.asarray(b["attention_mask"]) > 0).sum())
+        real = real_token_count(b, model_cfg.pad_token_id)
         flops = tokens * model_flops_per_token(model_cfg, seq_len, predicted / tokens) if tokens else 0.0
         total = total + Work(float(tokens), real, predicted, flops)
     return total
+
+
+def padding_share(work: Work) -> float | None:
+    """The share of the input slots that held padding, 1 - real_tokens / tokens, in [0, 1]; None for no tokens.
+    A property of the batches alone (no timing), so a resumed run reports the same figures as an unbroken one."""
+    return 1.0 - work.real_tokens / work.tokens if work.tokens else None
 
 
 PEAK_ENV = "XLM_JAX_PEAK_FLOPS"
@@ -491,8 +506,8 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) ->
 def throughput(work: Work, seconds: float, n_devices: int, peak: float | None) -> dict[str, float | None]:
     """Rates of `work` done in `seconds` on `n_devices` devices whose summed peak is `peak` (or None):
 
-    tokens_per_s (padded input positions), tokens_per_s_per_device, real_tokens_per_s (padding excluded),
-    flops_per_token (analytic, per padded position), tflops_per_s = tokens_per_s * flops_per_token / 1e12,
+    tokens_per_s (input slots of the padded [B, T] arrays), tokens_per_s_per_device, real_tokens_per_s (padding
+    excluded), flops_per_token (analytic, per slot), tflops_per_s = tokens_per_s * flops_per_token / 1e12,
     tflops_per_s_per_device, mfu = tflops_per_s * 1e12 / peak. All None when nothing was timed."""
     fpt = work.flops_per_token
     if not (seconds > 0 and fpt is not None):
