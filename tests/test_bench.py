@@ -167,7 +167,8 @@ def test_published_figures_come_from_the_committed_result():
     for key in ("train_jax_over_torch_eager", "infer_jax_over_torch_eager"):
         assert f"{ratio[key]:.1f}×" in readme, key
         assert f"{ratio[key]:.2f}×" in docs, key
-    for fw in ("jax", "torch_eager", "torch_compile"):
+    assert f"{ratio['train_jax_over_torch_masked']:.2f}×" in docs and f"{ratio['train_jax_over_torch_masked']:.1f}×" in readme
+    for fw in ("jax", "torch_eager", "torch_masked", "torch_compile"):
         entry = result["frameworks"][fw]
         assert f"{entry['train_step_s']:.2f} s" in docs and f"{entry['model_tflops_per_s']:.4f}" in docs, fw
     assert f"{result['flops_per_token']:.2e}".replace("e+07", "e7") in docs

@@ -1,5 +1,11 @@
 """The sharded train and eval steps: pure functions, jitted once with explicit shardings.
 
+`make_step(loss, ...)` is the one train-step factory: pretraining (`make_train_step` = `make_step` with
+`objectives_loss`) and fine-tuning (`xlm_jax.finetune.task_loss`) differ only in the `StepLoss` they pass;
+gradient accumulation, the optimizer update (clipping and learning-rate scales are optax transforms), the lr /
+grad_norm metrics and the batch checks live in the factory, NaN / inf detection in `first_non_finite` /
+`all_finite`.
+
 State is a plain dict `{"params", "opt_state", "step"}` of float32 parameters and optimizer state (compute runs
 in `ModelConfig.dtype`; losses are float32), laid out on the mesh by `xlm_jax.sharding.LOGICAL_RULES`.
 
@@ -395,8 +401,8 @@ def model_flops_per_token(model_cfg: ModelConfig, seq_len: int, predicted_fracti
 class Work:
     """What one or more train steps computed, counted on the host batch (float, summed with `+`).
 
-    tokens: input positions of the padded [B, T] arrays (what the device computes); real_tokens: positions with
-    attention_mask > 0 (padding excluded); predicted: predicted tokens (the losses' denominators); flops: analytic
+    tokens: input positions of the padded [B, T] arrays (what the device computes); real_tokens: positions that
+    hold a real token (`real_token_count`: padding excluded, packed rows included); predicted: predicted tokens (the losses' denominators); flops: analytic
     training FLOPs (`model_flops_per_token` over every position, the LM head at the predicted ones)."""
 
     tokens: float = 0.0
