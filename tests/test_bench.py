@@ -38,9 +38,44 @@ def test_named_configs_match_the_issue():
     assert bench.CONFIGS["xlmr_base"].devices == ("gpu",)
 
 
+def _exit_code(argv) -> int:
+    with pytest.raises(SystemExit) as done:
+        bench.main(argv)
+    return done.value.code
+
+
 def test_bad_config_name_exits_2(capsys):
-    assert bench.main(["--configs", "nope"]) == 2
+    # Through errors.exit_on_user_error, like every command (bench printed its own line and returned 2 before).
+    assert _exit_code(["--configs", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--sides", "torch_maskd"], ["unknown side --sides=torch_maskd", "did you mean --sides=torch_masked"]),
+    (["--sides", "jax,pytorch"], ["unknown side --sides=pytorch", "valid: jax, torch_eager, torch_masked"]),
+    (["--sides", "torch_eager,torch_masked"], ["must include jax"]),
+    (["--sides", "jax,torch_masked,jax"], ["jax listed more than once"]),
+    (["--sides", "jax,,torch_masked"], ["--sides='jax,,torch_masked'", "empty name"]),
+    (["--sides", ""], ["--sides=''", "empty name"]),
+    (["--sides", "jax,torch_compile", "--torch-compile", "off"], ["lists torch_compile but --torch-compile off"]),
+    (["--configs", ","], ["--configs=','", "no configuration named", "cpu_xlmr"]),
+    (["--configs", "cpu_xlm"], ["unknown configuration --configs=cpu_xlm", "did you mean --configs=cpu_xlmr"]),
+    (["--smoke", "--configs", "smok"], ["did you mean --configs=smoke"]),
+])
+def test_bad_sides_and_configs_exit_2_with_one_line_before_any_worker(argv, words, capsys):
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "starting" not in err, err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def test_sides_default_and_order():
+    assert bench.parse_sides(None, "auto", smoke=False) == ("jax", "torch_eager", "torch_masked", "torch_compile")
+    assert bench.parse_sides(None, "auto", smoke=True) == ("jax", "torch_eager", "torch_masked")
+    assert bench.parse_sides(None, "off", smoke=False) == ("jax", "torch_eager", "torch_masked")
+    assert bench.parse_sides(None, "on", smoke=True)[-1] == "torch_compile"
+    assert bench.parse_sides(" torch_masked , jax ", "off", smoke=False) == ("jax", "torch_masked")
 
 
 def expected_flops_per_token(cfg: bench.BenchConfig, seed: int = 0) -> float:
@@ -78,7 +113,7 @@ def test_model_tflops_and_mfu_follow_from_the_predicted_fraction():
 @pytest.mark.parametrize("value", ["fast", "0", "-5e12", "nan"])
 def test_bad_peak_flops_variable_exits_2_before_any_worker(value, capsys, monkeypatch):
     monkeypatch.setenv("XLM_JAX_PEAK_FLOPS", value)
-    assert bench.main(["--smoke"]) == 2
+    assert _exit_code(["--smoke"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: XLM_JAX_PEAK_FLOPS=") and repr(value) in err and "positive" in err
     assert "starting" not in err
@@ -132,10 +167,57 @@ def test_published_figures_come_from_the_committed_result():
     for key in ("train_jax_over_torch_eager", "infer_jax_over_torch_eager"):
         assert f"{ratio[key]:.1f}×" in readme, key
         assert f"{ratio[key]:.2f}×" in docs, key
-    for fw in ("jax", "torch_eager", "torch_compile"):
+    assert f"{ratio['train_jax_over_torch_masked']:.2f}×" in docs and f"{ratio['train_jax_over_torch_masked']:.1f}×" in readme
+    for fw in ("jax", "torch_eager", "torch_masked", "torch_compile"):
         entry = result["frameworks"][fw]
         assert f"{entry['train_step_s']:.2f} s" in docs and f"{entry['model_tflops_per_s']:.4f}" in docs, fw
     assert f"{result['flops_per_token']:.2e}".replace("e+07", "e7") in docs
+
+
+def test_torch_masked_is_the_same_function_and_step_as_torch_eager(tmp_path):
+    """torch_masked projects only the predicted positions: from the same weights its eval loss, its first training
+    losses (dropout off) and its gradients equal torch_eager's (HF's labels = -100 loss) and the JAX side's."""
+    torch = pytest.importorskip("torch")
+    from xlm_jax.config import to_dict
+
+    cfg = bench.CONFIGS["smoke"]
+    model = cfg.model.replace(dropout=0.0, attention_dropout=0.0)
+    base = {"config": cfg.name, "model": to_dict(model), "batch": cfg.batch, "seq_len": cfg.seq_len,
+            "device": "cpu", "threads": 1, "cpus": None, "seed": 0, "max_steps": 8}
+    weights = str(tmp_path / "w.npz")
+    jax_loss = bench.JaxWorker({**base, "framework": "jax", "weights": None}).export_weights(weights)["eval_loss"]
+    workers = {fw: bench.TorchWorker({**base, "framework": fw, "weights": weights})
+               for fw in ("torch_eager", "torch_masked")}
+    eager, masked = workers["torch_eager"], workers["torch_masked"]
+    assert masked.masked_head and not eager.masked_head
+    assert len(masked.masked_index) == int(bench.make_batch(cfg, 0)["mlm_weights"].sum())
+    losses = {fw: w.export_weights("")["eval_loss"] for fw, w in workers.items()}
+    assert losses["torch_masked"] == pytest.approx(losses["torch_eager"], abs=1e-6)
+    assert losses["torch_masked"] == pytest.approx(jax_loss, abs=1e-4)
+    grads = {}
+    for fw, w in workers.items():
+        w._forward().backward()
+        grads[fw] = {n: p.grad.clone() for n, p in w.model.named_parameters() if p.grad is not None}
+        w.opt.zero_grad(set_to_none=True)
+    assert grads["torch_eager"].keys() == grads["torch_masked"].keys()
+    for name, g in grads["torch_eager"].items():
+        torch.testing.assert_close(grads["torch_masked"][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    steps = {fw: [float(w._step()) for _ in range(2)] for fw, w in workers.items()}
+    assert steps["torch_masked"] == pytest.approx(steps["torch_eager"], abs=1e-5)
+
+
+def test_ratios_against_every_torch_side():
+    record = bench.new_record(bench.CONFIGS["smoke"], seed=0)
+    times = {"jax": 1.0, "torch_eager": 4.0, "torch_masked": 1.25, "torch_compile": 3.0}
+    record["frameworks"] = {fw: {"train_step_s_all": [t], "infer_step_s_all": [t / 2]} for fw, t in times.items()}
+    bench._derive(record)
+    r = record["ratio"]
+    assert r["train_jax_over_torch_eager"] == pytest.approx(4.0)
+    assert r["train_jax_over_torch_masked"] == pytest.approx(1.25)
+    assert r["infer_jax_over_torch_masked"] == pytest.approx(1.25)
+    assert r["train_jax_over_torch_compile"] == pytest.approx(3.0)
+    table = bench.format_table([record])
+    assert "jax/torch_masked (the same work): train 1.25x" in table and "torch_masked: " in table
 
 
 def test_breakdown_runs_for_both_sides_and_is_printed(tmp_path):

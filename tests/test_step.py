@@ -323,3 +323,154 @@ def test_clm_step_loss_is_the_causal_next_token_loss_and_falls():
     # Measured: 17.16613 vs the reference 17.16612; a non-causal loss gives 17.185, an unshifted one far more.
     assert losses[0] == pytest.approx(expected, rel=1e-5)
     assert losses[-1] < 0.1 * losses[0], losses  # one batch of 18 predictions is memorised
+
+
+def _linear_loss():
+    """A StepLoss of a linear classifier (params {"w": [D, C]}), dropout-like noise from the rng: the factory's
+    contract without a model."""
+    import jax
+    import jax.numpy as jnp
+
+    from xlm_jax.step import StepLoss
+
+    def fn(params, batch, rng, count):
+        x = batch["x"] * (1.0 + 0.1 * jax.random.normal(rng, batch["x"].shape))
+        logits = x @ params["w"]
+        nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, batch["y"][:, None], -1)[:, 0]
+        sums = {"loss_sum": (nll * batch["weights"]).sum(), "count": batch["weights"].sum()}
+        return sums["loss_sum"] / count, sums
+
+    return StepLoss(fn, totals=lambda b: jnp.maximum(b["weights"].sum(), 1.0),
+                    metrics=lambda s: {"loss": s["loss_sum"] / jnp.maximum(s["count"], 1.0), "count": s["count"]})
+
+
+def _linear_setup(grad_accum, optimizer=None, schedule=None):
+    import jax
+    import optax
+
+    from xlm_jax.sharding import MeshConfig, make_mesh
+    from xlm_jax.step import make_step
+
+    mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+    optimizer = optimizer or optax.sgd(1.0)
+    params = {"w": np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)}
+    state = {"params": params, "opt_state": optimizer.init(params), "step": np.zeros((), np.int32)}
+    shardings = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), state)
+    state = jax.device_put(state, shardings)
+    return make_step(_linear_loss(), optimizer, mesh, shardings, grad_accum=grad_accum, schedule=schedule), state
+
+
+def _linear_batch(rows=12):
+    rng = np.random.default_rng(1)
+    weights = np.ones(rows, np.float32)
+    weights[-3:] = 0  # padding rows: no part of the loss
+    return {"x": rng.normal(size=(rows, 5)).astype(np.float32), "y": rng.integers(0, 3, rows).astype(np.int32),
+            "weights": weights}
+
+
+def test_step_factory_accumulates_any_loss_like_one_big_batch():
+    """make_step with a loss that is not a pretraining objective: grad_accum 3 and 4 give the big batch's update
+    (SGD(lr=1): the parameter change is the gradient), metrics and summed counts; rng noise is on, so the
+    micro-batches' keys differ but the normalisation by the whole batch's count is what makes them add up."""
+    import jax
+
+    batch = _linear_batch()
+    results = {}
+    for accum in (1, 3, 4):
+        step, state = _linear_setup(accum)
+        state, metrics = step(state, batch, jax.random.key(0))
+        results[accum] = (np.asarray(state["params"]["w"]), {k: float(v) for k, v in metrics.items()})
+        assert int(state["step"]) == 1 and metrics["count"] == 9.0
+        assert np.isnan(metrics["lr"])  # plain sgd injects no rate and no schedule was given
+        assert metrics["grad_norm"] > 0
+    # Noise keys differ per micro-batch, so the values differ slightly; without noise they would be equal: the
+    # loss is within the noise of the big batch's, and the updates point the same way.
+    for accum in (3, 4):
+        w, m = results[accum]
+        assert abs(m["loss"] - results[1][1]["loss"]) < 0.2
+        cos = np.sum(w * results[1][0]) / np.linalg.norm(w) / np.linalg.norm(results[1][0])
+        assert cos > 0.99
+
+
+def test_step_factory_without_noise_is_exactly_the_big_batch_and_reports_the_schedule():
+    import jax
+    import optax
+
+    from xlm_jax.sharding import MeshConfig, make_mesh
+    from xlm_jax.step import StepLoss, make_step
+
+    base = _linear_loss()
+    quiet = StepLoss(lambda p, b, rng, c: _noiseless(p, b, c), base.totals, base.metrics)
+    schedule = optax.linear_schedule(0.5, 0.0, 10)
+    out = {}
+    for accum in (1, 3):
+        _, state = _linear_setup(accum)
+        mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+        shardings = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), state)
+        step = make_step(quiet, optax.sgd(1.0), mesh, shardings, grad_accum=accum, schedule=schedule)
+        for _ in range(2):
+            state, metrics = step(state, _linear_batch(), jax.random.key(0))
+        out[accum] = (np.asarray(state["params"]["w"]), float(metrics["loss"]), float(metrics["lr"]))
+        assert float(metrics["lr"]) == pytest.approx(float(schedule(1)))
+    np.testing.assert_allclose(out[3][0], out[1][0], rtol=1e-5, atol=1e-6)
+    assert out[3][1] == pytest.approx(out[1][1], rel=1e-5)
+
+
+def _noiseless(params, batch, count):
+    import jax
+    import jax.numpy as jnp
+
+    logits = batch["x"] @ params["w"]
+    nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, batch["y"][:, None], -1)[:, 0]
+    sums = {"loss_sum": (nll * batch["weights"]).sum(), "count": batch["weights"].sum()}
+    return sums["loss_sum"] / count, sums
+
+
+@pytest.mark.parametrize("accum, rows, words", [
+    (5, 12, "weights batch of 12 rows is not divisible by data x fsdp x grad_accum = 5"),
+    (1, 12, None),
+    (0, 12, "grad_accum=0: must be >= 1"),
+    (-2, 12, "grad_accum=-2: must be >= 1"),
+])
+def test_step_factory_checks_rows_and_grad_accum(accum, rows, words):
+    import jax
+
+    if accum < 1:
+        with pytest.raises(UserError, match=words):
+            _linear_setup(accum)
+        return
+    step, state = _linear_setup(accum)
+    if words is None:
+        step(state, _linear_batch(rows), jax.random.key(0))
+    else:
+        with pytest.raises(UserError, match=words):
+            step(state, _linear_batch(rows), jax.random.key(0))
+
+
+def test_real_tokens_and_padding_share_count_packed_and_padded_rows():
+    from xlm_jax.step import padding_share, real_token_count
+
+    ids = np.array([[5, 6, 7, 1], [5, 1, 1, 1]])
+    padded = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int32)}
+    packed = {"input_ids": ids, "segment_ids": np.array([[1, 1, 2, 0], [1, 0, 0, 0]]),
+              "attention_mask": np.array([[1, 1, 2, 0], [1, 0, 0, 0]])}
+    assert real_token_count(padded, pad_id=1) == 4.0
+    assert real_token_count(packed, pad_id=1) == 4.0
+    assert real_token_count({"input_ids": ids}, pad_id=1) == 4.0  # neither mask: the non-pad ids
+    cfg = get_model_config("xlmr_tiny")
+    work = batch_work(cfg, {"mlm": {**padded, "mlm_weights": np.ones((2, 1), np.float32)}})
+    assert (work.tokens, work.real_tokens) == (8.0, 4.0)
+    rates = throughput(work, 2.0, 1, None)
+    assert rates["real_tokens_per_s"] == 2.0 and rates["tokens_per_s"] == 4.0
+    assert padding_share(work) == 0.5 and padding_share(Work(tokens=8.0, real_tokens=8.0)) == 0.0
+    assert padding_share(Work()) is None
+
+
+def test_progress_bar_shows_real_tokens_and_padding():
+    from xlm_jax.train import progress_figures
+
+    figures = progress_figures({"loss": 2.5, "tokens_per_s": 4000.0, "real_tokens_per_s": 2500.0,
+                                "padding_share": 0.375}, n_devices=2)
+    assert figures == {"loss": "2.500", "tok_s": "4.00k", "tok_s_dev": "2.00k", "real_tok_s": "2.50k", "pad": "38%"}
+    untimed = progress_figures({"loss": 2.5, "tokens_per_s": None, "real_tokens_per_s": None, "padding_share": None}, 1)
+    assert untimed["tok_s"] == "0" and "pad" not in untimed

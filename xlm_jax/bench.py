@@ -8,7 +8,11 @@ What is compared, per configuration (model shape, vocabulary, sequence length, b
   labels = -100 outside the masked positions, `torch.optim.AdamW(fused=True)` (the HF Trainer default on
   torch >= 2.8) with the same hyperparameters and decay mask, `clip_grad_norm_(1.0)`, a linear schedule, SDPA
   attention; bf16 autocast on GPU.
-- torch_compile: the same with `torch.compile(model)` (skipped with --smoke / --torch-compile off; a compile
+- torch_masked: the same HF model, weights, fused AdamW, clipping and schedule, but the LM head applied only at the
+  masked positions, as fairseq and NVIDIA's BERT train: the encoder's hidden states are gathered at the P_real
+  predicted positions of the batch (`index_select`), projected by the model's own `lm_head`, and the loss is the
+  mean cross-entropy there (the same value as HF's labels = -100 loss). PyTorch doing the same work as jax.
+- torch_compile: torch_eager with `torch.compile(model)` (skipped with --smoke / --torch-compile off; a compile
   failure is caught and reported).
 
 The batch is the same for every side: full-length rows `<s> ... </s>` of uniform random ids, masked by
@@ -51,11 +55,12 @@ import numpy as np
 
 from xlm_jax.config import ModelConfig, from_dict, get_model_config, to_dict
 from xlm_jax.data.masking import MaskConfig, mask_tokens, noise_width
-from xlm_jax.errors import ArgumentParser, UserError, positive_int
+from xlm_jax.errors import ArgumentParser, UserError, exit_on_user_error, positive_int, unknown_name
 
 REPLY = "@@BENCH "  # worker replies are the stdout lines with this prefix; anything else a library prints is ignored
 ARCH = "XLMRobertaForMaskedLM"
-FRAMEWORKS = ("jax", "torch_eager", "torch_compile")
+FRAMEWORKS = ("jax", "torch_eager", "torch_masked", "torch_compile")
+TORCH_SIDES = FRAMEWORKS[1:]
 LR, WARMUP_STEPS, TOTAL_STEPS = 1e-4, 10, 100_000  # the same linear schedule on both sides
 
 
@@ -339,6 +344,13 @@ class TorchWorker:
             "attention_mask": torch.from_numpy(np_batch["attention_mask"].astype(np.int64)).to(self.dev),
             "labels": torch.from_numpy(hf_labels(np_batch)).to(self.dev),
         }
+        # torch_masked: the flat [B * T] indices of the predicted positions and their targets (fairseq's
+        # `masked_tokens`); only these rows of the hidden states reach the LM head.
+        rows, slots = np.nonzero(np_batch["mlm_weights"] > 0)
+        flat = rows * np_batch["input_ids"].shape[1] + np_batch["mlm_positions"][rows, slots]
+        self.masked_index = torch.from_numpy(flat.astype(np.int64)).to(self.dev)
+        self.masked_targets = torch.from_numpy(np_batch["mlm_targets"][rows, slots].astype(np.int64)).to(self.dev)
+        self.masked_head = spec["framework"] == "torch_masked"
         # The decay mask of xlm_jax.optim (no decay for biases, LayerNorm, position table), in HF names.
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
@@ -357,9 +369,16 @@ class TorchWorker:
         if self.dev.type == "cuda":
             self.torch.cuda.synchronize()
 
-    def _forward(self):
+    def _forward(self, model=None):
+        model = model or self.forward_model
         with self.autocast():
-            return self.forward_model(**self.inputs).loss
+            if not self.masked_head:
+                return model(**self.inputs).loss
+            hidden = model.roberta(input_ids=self.inputs["input_ids"],
+                                   attention_mask=self.inputs["attention_mask"]).last_hidden_state
+            hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.masked_index)
+            logits = model.lm_head(hidden)
+            return self.torch.nn.functional.cross_entropy(logits.float(), self.masked_targets)
 
     def _optimizer(self):
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -375,8 +394,8 @@ class TorchWorker:
 
     def export_weights(self, path: str) -> dict[str, Any]:
         self.model.eval()
-        with self.torch.no_grad(), self.autocast():
-            loss = self.model(**self.inputs).loss
+        with self.torch.no_grad():
+            loss = self._forward(self.model)
         self.model.train()
         return {"eval_loss": float(loss), "load_report": self.load_report}
 
@@ -563,6 +582,7 @@ class RunSettings:
     threads: int
     torch_compile: bool
     breakdown: bool
+    sides: tuple[str, ...] = ("jax", "torch_eager", "torch_masked")  # in FRAMEWORKS' order; jax always first
     seed: int = 0
     timeout: float = 900.0
 
@@ -611,7 +631,7 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
         "device": settings.device, "threads": settings.threads, "cpus": cpus, "seed": settings.seed,
         "max_steps": settings.steps * settings.repeats + settings.warmup + 1,
     }
-    frameworks = ["jax", "torch_eager"] + (["torch_compile"] if settings.torch_compile else [])
+    frameworks = list(settings.sides)
     weights = str(workdir / f"{cfg.name}_weights.npz")
     record = new_record(cfg, settings.seed)
     workers: dict[str, WorkerProcess] = {}
@@ -665,7 +685,7 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
         for fw, w in workers.items():
             record["frameworks"][fw]["memory"] = w.call("memory")
         if settings.breakdown:
-            for fw in ("jax", "torch_eager"):
+            for fw in ("jax", "torch_eager", "torch_masked"):
                 if fw in workers:
                     log(f"[{cfg.name}] breakdown {fw}")
                     record["frameworks"][fw]["breakdown_s"] = workers[fw].call(
@@ -717,7 +737,7 @@ def _derive(record: dict[str, Any]) -> None:
         entry["mfu"] = rates["mfu"]
     ratios = {}
     jax_entry = fws.get("jax", {})
-    for fw in ("torch_eager", "torch_compile"):
+    for fw in TORCH_SIDES:
         other = fws.get(fw, {})
         for kind in ("train", "infer"):
             a, b = jax_entry.get(f"{kind}_tokens_per_s"), other.get(f"{kind}_tokens_per_s")
@@ -730,6 +750,8 @@ def _derive(record: dict[str, Any]) -> None:
 DESCRIPTIONS = {
     "jax": "xlm_jax train step: LM head at the P masked positions only, optax AdamW+clip, donated state, jit",
     "torch_eager": "HF XLMRobertaForMaskedLM: logits at all B*T positions, labels=-100 elsewhere, fused AdamW+clip, SDPA",
+    "torch_masked": "the same HF model, fused AdamW+clip, SDPA, but its lm_head only at the predicted positions "
+                    "(fairseq / NVIDIA)",
     "torch_compile": "as torch_eager with torch.compile(model)",
 }
 
@@ -757,9 +779,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
             )
         r = rec["ratio"]
         lines.append(f"{'':<11} ratio jax/torch_eager: train {_fmt(r.get('train_jax_over_torch_eager'), '.2f')}x, "
-                     f"inference {_fmt(r.get('infer_jax_over_torch_eager'), '.2f')}x; jax/torch_compile: train "
+                     f"inference {_fmt(r.get('infer_jax_over_torch_eager'), '.2f')}x; jax/torch_masked (the same "
+                     f"work): train {_fmt(r.get('train_jax_over_torch_masked'), '.2f')}x; jax/torch_compile: train "
                      f"{_fmt(r.get('train_jax_over_torch_compile'), '.2f')}x")
-        for fw in ("jax", "torch_eager"):
+        for fw in ("jax", "torch_eager", "torch_masked"):
             b = rec["frameworks"].get(fw, {}).get("breakdown_s")
             if b and "error" not in b:
                 step = rec["frameworks"][fw]["train_step_s"] or float("nan")
@@ -779,7 +802,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(results), figsize=(3.6 * len(results) + 1, 6.5), squeeze=False)
-    colors = {"jax": "#1f77b4", "torch_eager": "#ff7f0e", "torch_compile": "#2ca02c"}
+    colors = {"jax": "#1f77b4", "torch_eager": "#ff7f0e", "torch_masked": "#9467bd", "torch_compile": "#2ca02c"}
     for col, rec in enumerate(results):
         for row, kind in enumerate(("train", "infer")):
             ax = axes[row][col]
@@ -808,6 +831,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=positive_int, default=None, help="threads (and pinned CPUs) per side; default all")
     p.add_argument("--torch-compile", choices=("auto", "on", "off"), default="auto",
                    help="auto: on, except with --smoke")
+    p.add_argument("--sides", default=None,
+                   help=f"comma-separated, from {', '.join(FRAMEWORKS)}; jax is required (every ratio is against "
+                   "it). Default: jax,torch_eager,torch_masked, and torch_compile unless --torch-compile off / --smoke")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-part timing")
     p.add_argument("--out", default=None, help="directory for bench.json, bench.png and logs/: new, empty, or an "
                    "earlier bench output")
@@ -819,15 +845,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Returns 0, or 1 when a required side produced no timing; bad input (flags, configuration names, sides,
+    $XLM_JAX_PEAK_FLOPS, --out) exits 2 with one `error:` line, before any worker starts."""
     args = parse_args(argv)
     if args.worker:
         worker_main()
         return 0
-    try:
+    with exit_on_user_error():
         return _main(args, sys.argv[1:] if argv is None else argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+
+def parse_sides(text: str | None, torch_compile: str, smoke: bool) -> tuple[str, ...]:
+    """The sides to run, in FRAMEWORKS' order. `text` None: jax, torch_eager, torch_masked, plus torch_compile when
+    `torch_compile` is "on", or "auto" without `smoke`. Raises UserError for an unknown, repeated or empty name, a
+    list without jax, or torch_compile listed with --torch-compile off."""
+    if text is None:
+        compile_torch = torch_compile == "on" or (torch_compile == "auto" and not smoke)
+        return ("jax", "torch_eager", "torch_masked") + (("torch_compile",) if compile_torch else ())
+    names = [n.strip() for n in text.split(",")]
+    if not text.strip() or any(not n for n in names):
+        raise UserError(f"--sides={text!r}: an empty name; give a comma-separated list of {', '.join(FRAMEWORKS)}")
+    for n in names:
+        if n not in FRAMEWORKS:
+            raise unknown_name("side", n, FRAMEWORKS, prefix="--sides=")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"--sides={text!r}: {', '.join(repeated)} listed more than once")
+    if "jax" not in names:
+        raise UserError(f"--sides={text!r}: must include jax (it exports the shared weights and every ratio is "
+                        "jax / other)")
+    if "torch_compile" in names and torch_compile == "off":
+        raise UserError(f"--sides={text!r} lists torch_compile but --torch-compile off; drop one of them")
+    return tuple(fw for fw in FRAMEWORKS if fw in names)
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
@@ -838,23 +887,26 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if not 1 <= threads <= available:
         raise UserError(f"--threads={threads}: must be between 1 and the {available} CPUs this process may use")
     if args.smoke:
-        names = ["smoke"] if args.configs is None else args.configs.split(",")
+        names = ["smoke"] if args.configs is None else [n.strip() for n in args.configs.split(",") if n.strip()]
         steps, repeats, warmup = 1, 1, 1
     else:
         names = ([n for n, c in CONFIGS.items() if args.device in c.devices] if args.configs is None
                  else [n.strip() for n in args.configs.split(",") if n.strip()])
         steps, repeats, warmup = args.steps, args.repeats, args.warmup
+    if not names:
+        raise UserError(f"--configs={args.configs!r}: no configuration named; valid: {', '.join(CONFIGS)}")
     for n in names:
         if n not in CONFIGS:
-            raise UserError(f"--configs: unknown configuration {n!r}; valid: {', '.join(CONFIGS)}")
+            raise unknown_name("configuration", n, CONFIGS, prefix="--configs=")
     if min(steps, repeats, warmup) < 1:
         raise UserError(f"--steps={steps}, --repeats={repeats}, --warmup={warmup}: each must be >= 1")
     from xlm_jax.step import peak_flops_override
 
     peak_flops_override()  # a bad $XLM_JAX_PEAK_FLOPS stops here, before any worker starts
-    compile_torch = args.torch_compile == "on" or (args.torch_compile == "auto" and not args.smoke)
+    sides = parse_sides(args.sides, args.torch_compile, args.smoke)
     settings = RunSettings(steps=steps, repeats=repeats, warmup=warmup, device=args.device, threads=threads,
-                           torch_compile=compile_torch, breakdown=not (args.no_breakdown or args.smoke))
+                           torch_compile="torch_compile" in sides, breakdown=not (args.no_breakdown or args.smoke),
+                           sides=sides)
     out_dir = outputs.claim_dir(args.out, "bench", force=args.force, legacy="bench.json") if args.out else None
     results = []
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -876,7 +928,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         outputs.atomic_write_text(out_dir / "bench.json", json.dumps(report, indent=2, default=_json_default))
         plot(results, out_dir / "bench.png")
         print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
-    failed = [f"{r['config']}/{fw}" for r in results for fw in ("jax", "torch_eager")
+    failed = [f"{r['config']}/{fw}" for r in results for fw in settings.sides if fw != "torch_compile"
               if not r["frameworks"].get(fw, {}).get("train_tokens_per_s")]
     if failed:
         print(f"error: no timing for {', '.join(failed)} (see the logs)", file=sys.stderr)

@@ -127,7 +127,7 @@ def make_predict_fn(model: nn.Module, mesh: Mesh, params_shardings: Any) -> Call
     jitted = jax.jit(predict, in_shardings=(params_shardings, batch_sharding(mesh)), out_shardings=replicated)
 
     def run(params, batch):
-        # No logical-rules context: see `xlm_jax.finetune.make_finetune_step`.
+        # No mesh or logical-rules context: parameters and batches are placed by the explicit shardings.
         return jitted(params, {k: batch[k] for k in ("input_ids", "attention_mask", "langs")})
 
     return run

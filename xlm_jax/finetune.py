@@ -26,8 +26,9 @@ Because layers are stacked [L, ...], the decay is a per-row scale on the leading
 (after Adam), not the gradients: Adam divides out any constant gradient scale, so scaling gradients would leave
 the learning rates unchanged.
 
-The step is pure and jitted once per batch width with explicit shardings on the same (data, fsdp, tensor) mesh
-and logical-axis rules as pretraining (`xlm_jax.sharding`).
+The step is pretraining's (`xlm_jax.step.make_step`, with this module's `task_loss`): pure, jitted once per batch
+width with explicit shardings on the same (data, fsdp, tensor) mesh as pretraining (`xlm_jax.sharding`), state
+donated; clipping and the learning-rate scales are the optimizer's transforms.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from xlm_jax import outputs
 from xlm_jax import tasks as T
@@ -56,10 +56,9 @@ from xlm_jax.errors import (ArgumentParser, NonFiniteError, UserError, check_cho
                             exit_on_user_error)
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
 from xlm_jax.model import SequenceClassificationHead, SpanHead, TokenClassificationHead
-from xlm_jax.optim import OptimizerConfig, check_adamw, current_lr, make_optimizer
-from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, check_mesh_sizes, make_mesh
-from xlm_jax.step import abstract_boxed, state_shardings
-from xlm_jax.step import all_finite, first_non_finite
+from xlm_jax.optim import OptimizerConfig, check_adamw, make_optimizer
+from xlm_jax.sharding import MeshConfig, batch_size_multiple, check_mesh_sizes, make_mesh
+from xlm_jax.step import StepLoss, abstract_boxed, all_finite, first_non_finite, make_step, state_shardings
 from xlm_jax.train_config import MAX_SEED, check_batch_split, load_dataclass
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
@@ -236,8 +235,10 @@ def build_optimizer(cfg: FinetuneConfig, params: Any, config: ModelConfig, total
 # ------------------------------------------------------------------------------------------------ step
 
 
-def task_loss(logits: jax.Array, batch: dict, token_task: bool) -> tuple[jax.Array, dict]:
-    """Mean cross-entropy over real rows (sequence) or labelled first sub-words (token), float32."""
+def task_sums(logits: jax.Array, batch: dict, token_task: bool) -> dict:
+    """Cross-entropy sums over real rows (sequence task: logits [B, C], batch["weights"] [B]) or labelled first
+    sub-words (token task: logits [B, T, C], labels [B, T], IGNORE_INDEX elsewhere): {"loss_sum", "correct",
+    "count"}, float32 scalars."""
     logits = logits.astype(jnp.float32)
     labels = batch["labels"]
     if token_task:
@@ -246,42 +247,30 @@ def task_loss(logits: jax.Array, batch: dict, token_task: bool) -> tuple[jax.Arr
         weights = batch["weights"]
     safe = jnp.maximum(labels, 0)
     nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, safe[..., None], -1)[..., 0]
-    count = jnp.maximum(weights.sum(), 1.0)
     correct = ((jnp.argmax(logits, -1) == labels) * weights).sum()
-    loss = (nll * weights).sum() / count
-    return loss, {"loss": loss, "accuracy": correct / count, "count": weights.sum()}
+    return {"loss_sum": (nll * weights).sum(), "correct": correct, "count": weights.sum()}
 
 
-def make_finetune_step(model: nn.Module, optimizer: optax.GradientTransformation, mesh, state_shardings,
-                       token_task: bool):
-    """-> train_step(state, batch, rng) -> (state, metrics); pure, jitted with explicit shardings, state donated."""
+def task_loss(model: nn.Module, token_task: bool) -> StepLoss:
+    """The fine-tuning loss for `xlm_jax.step.make_step`: mean cross-entropy over the whole batch's real rows
+    (sequence) or labelled first sub-words (token), dropout on. Metrics: loss, accuracy, count (float32)."""
 
-    def loss_fn(params, batch, rng):
+    def fn(params, batch, rng, count):
         logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
                              deterministic=False, rngs={"dropout": rng})
-        return task_loss(logits, batch, token_task)
+        sums = task_sums(logits, batch, token_task)
+        return sums["loss_sum"] / count, sums
 
-    def step_fn(state, batch, rng):
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], batch, jax.random.fold_in(rng, state["step"]))
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        new_state = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-                     "step": state["step"] + 1}
-        lr = current_lr(opt_state)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads),
-                   "lr": jnp.asarray(jnp.nan if lr is None else lr, jnp.float32)}
-        return new_state, metrics
+    def totals(batch):
+        labels = batch["labels"]
+        weights = (labels != T.IGNORE_INDEX) * batch["weights"][:, None] if token_task else batch["weights"]
+        return jnp.maximum(weights.sum(), 1.0)
 
-    replicated = NamedSharding(mesh, PartitionSpec())
-    jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding(mesh), replicated),
-                     out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+    def metrics(sums):
+        count = jnp.maximum(sums["count"], 1.0)
+        return {"loss": sums["loss_sum"] / count, "accuracy": sums["correct"] / count, "count": sums["count"]}
 
-    def train_step(state, batch, rng):
-        # Parameters and batches are placed by the explicit in/out shardings; activations follow XLA's sharding
-        # propagation (as the pretraining step with constrain_activations=False).
-        return jitted(state, batch, rng)
-
-    return train_step
+    return StepLoss(fn, totals, metrics)
 
 
 def setup_state(params: Any, model: nn.Module, optimizer, mesh) -> tuple[dict, Any]:
@@ -403,7 +392,7 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     eval_every = cfg.eval_every or steps_per_epoch
     optimizer = build_optimizer(cfg, params, config, total)
     state, shardings = setup_state(params, model, optimizer, mesh)
-    train_step = make_finetune_step(model, optimizer, mesh, shardings, spec.kind == "token")
+    train_step = make_step(task_loss(model, spec.kind == "token"), optimizer, mesh, shardings)
     predict = make_predict_fn(model.clone(config=config.replace(dropout=0.0, attention_dropout=0.0)), mesh,
                               shardings["params"])
 

@@ -1,5 +1,11 @@
 """The sharded train and eval steps: pure functions, jitted once with explicit shardings.
 
+`make_step(loss, ...)` is the one train-step factory: pretraining (`make_train_step` = `make_step` with
+`objectives_loss`) and fine-tuning (`xlm_jax.finetune.task_loss`) differ only in the `StepLoss` they pass;
+gradient accumulation, the optimizer update (clipping and learning-rate scales are optax transforms), the lr /
+grad_norm metrics and the batch checks live in the factory, NaN / inf detection in `first_non_finite` /
+`all_finite`.
+
 State is a plain dict `{"params", "opt_state", "step"}` of float32 parameters and optimizer state (compute runs
 in `ModelConfig.dtype`; losses are float32), laid out on the mesh by `xlm_jax.sharding.LOGICAL_RULES`.
 
@@ -130,6 +136,168 @@ def _micro_batches(batch: dict, grad_accum: int, mesh: Mesh) -> dict:
     return jax.tree.map(split, batch)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepLoss:
+    """What `make_step` needs to know about a loss; everything else (accumulation, clipping, updates, metrics of the
+    optimisation) is the factory's.
+
+    fn(params, batch, rng, totals) -> (scalar, sums): `scalar` is this (micro-)batch's share of the whole batch's
+        loss, already divided by `totals` (so that the micro-batches' shares add up to the big batch's loss),
+        float32; `sums` a tree of float32 arrays that add over micro-batches (loss sums, counts).
+    totals(batch) -> tree of float32 normalisers of the *whole* batch (e.g. its prediction count, >= 1), computed
+        before the batch is split into micro-batches.
+    metrics(sums) -> dict of float32 metrics from the summed `sums` (per-step figures such as loss, accuracy).
+    select(batch) -> batch: host-side, before the jitted call: the parts of the batch the loss reads, raising
+        UserError for a missing one. Default: the batch as given.
+    """
+
+    fn: Callable
+    totals: Callable
+    metrics: Callable
+    select: Callable | None = None
+
+
+def make_step(
+    loss: StepLoss,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    state_shardings: Any,
+    *,
+    grad_accum: int = 1,
+    schedule: optax.Schedule | None = None,
+    constrain_activations: bool = False,
+) -> Callable:
+    """The one train-step factory: -> train_step(state, batch, rng) -> (state, metrics), jitted once with explicit
+    shardings (`state_shardings`; the batch's rows over data x fsdp, `sharding.batch_sharding`), `state` donated.
+
+    state: {"params", "opt_state", "step" (int32 scalar)}; batch: a tree of [B, ...] arrays, B divisible by
+    data x fsdp x grad_accum (else UserError before the call); rng: a PRNG key, folded with the state's step
+    (`fold_in(rng, step)`) and, with accumulation, the micro-batch index m (`fold_in(., m)`): dropout is a pure
+    function of the run's key and the step.
+
+    Gradient accumulation splits every leaf's rows into `grad_accum` strided micro-batches (`_micro_batches`) and
+    scans over them, adding gradients and `sums`; `loss.totals` is computed on the whole batch, so the summed
+    gradient is the big batch's. Clipping, learning-rate schedules and per-parameter learning-rate scales are
+    `optimizer`'s transforms (`xlm_jax.optim`), applied here once per step.
+
+    Metrics (float32 scalars): `loss.metrics(sums)`, plus grad_norm (global norm before clipping) and lr (of this
+    update: `schedule(step)` if given, else the optimizer's injected rate, NaN if it has none). NaN / inf
+    detection reads loss and grad_norm on device (`first_non_finite`, `all_finite`).
+    """
+    if grad_accum < 1:
+        raise UserError(f"grad_accum={grad_accum}: must be >= 1")
+    rows_multiple = batch_size_multiple(mesh) * grad_accum
+    grad_fn = jax.grad(loss.fn, has_aux=True)
+
+    def step_fn(state, batch, rng):
+        params = state["params"]
+        totals = loss.totals(batch)
+        step_rng = jax.random.fold_in(rng, state["step"])
+        if grad_accum == 1:
+            grads, sums = grad_fn(params, batch, step_rng, totals)
+        else:
+            micro = _micro_batches(batch, grad_accum, mesh)
+
+            def body(carry, xs):
+                index, micro_batch = xs
+                g, s = grad_fn(params, micro_batch, jax.random.fold_in(step_rng, index), totals)
+                return jax.tree.map(jnp.add, carry, (g, s)), None
+
+            zeros = jax.tree.map(
+                jnp.zeros_like,
+                jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), step_rng, totals),
+            )
+            (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1}
+        if schedule is not None:
+            lr = jnp.asarray(schedule(state["step"]), jnp.float32)
+        else:
+            injected = current_lr(opt_state)
+            lr = jnp.asarray(jnp.nan if injected is None else injected, jnp.float32)
+        return new_state, {**loss.metrics(sums), "grad_norm": grad_norm, "lr": lr}
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sharding(mesh), replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+
+    def train_step(state, batch, rng):
+        batch = loss.select(batch) if loss.select is not None else batch
+        _check_rows(batch, rows_multiple)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES if constrain_activations else ()):
+            return jitted(state, batch, rng)
+
+    train_step.jitted = jitted  # for .lower(...) / cost analysis
+    return train_step
+
+
+def _check_rows(batch: Any, rows_multiple: int) -> None:
+    """Every leaf's rows must split over data x fsdp x grad_accum; the message names the leaf's top-level key."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+        rows = np.shape(leaf)[0] if np.ndim(leaf) else 0
+        if rows % rows_multiple:
+            name = str(getattr(path[0], "key", "batch")) if path else "batch"
+            raise UserError(f"{name} batch of {rows} rows is not divisible by data x fsdp x grad_accum = "
+                            f"{rows_multiple}")
+
+
+def objectives_loss(model_cfg: ModelConfig, objectives: dict[str, float], n_groups: dict[str, int]) -> StepLoss:
+    """The pretraining loss for `make_step`: sum_o weight_o * loss_o over a batch {objective: {...}}, loss_o the
+    mean token loss of objective o over the whole batch (normalised by its prediction count). Sums and metrics:
+    see `make_train_step`. Raises UserError for no positive weight, an unknown objective, or missing n_groups."""
+    weights = {name: float(w) for name, w in objectives.items() if w > 0}
+    unknown = sorted(set(weights) - set(OBJECTIVES))
+    if unknown or not weights:
+        raise UserError(f"objectives {objectives}: need positive weights for some of {sorted(OBJECTIVES)}")
+    missing = [name for name in weights if name not in n_groups]
+    if missing:
+        raise UserError(f"n_groups lacks {missing} (number of languages / pairs per objective)")
+    model = XLMForMaskedLM(model_cfg)
+
+    def fn(params, batch, rng, denominators):
+        total = jnp.zeros((), jnp.float32)
+        sums = {}
+        for name, weight in weights.items():
+            key = jax.random.fold_in(rng, OBJECTIVE_RNG_KEYS[name])
+            _, metrics = OBJECTIVES[name](model, params, batch[name], key)
+            rows = metrics["rows"]
+            total = total + weight * rows["loss_sum"].sum() / denominators[name]
+            sums[name] = _objective_sums(name, rows, batch[name]["example_lang"], n_groups[name])
+            sums[name]["input_tokens"] = (batch[name]["attention_mask"] > 0).sum().astype(jnp.float32)
+        return total, sums
+
+    def totals(batch):
+        return {name: jnp.maximum(prediction_count(name, b), 1.0) for name, b in batch.items()}
+
+    def metrics_of(sums):
+        metrics = {}
+        loss = jnp.zeros((), jnp.float32)
+        for name, s in sums.items():
+            count = jnp.maximum(s["count"], 1.0)
+            metrics[f"{name}/loss"] = s["loss_sum"] / count
+            metrics[f"{name}/accuracy"] = s["correct"] / count
+            metrics[f"{name}/tokens"] = s["count"]
+            metrics[f"{name}/input_tokens"] = s["input_tokens"]
+            for field in ("group_loss_sum", "group_correct", "group_count"):
+                metrics[f"{name}/{field}"] = s[field]
+            loss = loss + weights[name] * metrics[f"{name}/loss"]
+        metrics["loss"] = loss
+        return metrics
+
+    def select(batch):
+        for name in weights:
+            if name not in batch:
+                raise UserError(f"train batch lacks objective {name!r} (has {sorted(batch)})")
+        return {name: batch[name] for name in weights}
+
+    return StepLoss(fn, totals, metrics_of, select)
+
+
 def make_train_step(
     model_cfg: ModelConfig,
     optimizer: optax.GradientTransformation,
@@ -142,7 +310,8 @@ def make_train_step(
     schedule: optax.Schedule | None = None,
     constrain_activations: bool = False,
 ) -> Callable:
-    """-> train_step(state, batch, rng) -> (state, metrics); see the module docstring.
+    """The pretraining step: `make_step(objectives_loss(...))` -> train_step(state, batch, rng) -> (state,
+    metrics); see the module docstring.
 
     Metrics (float32 scalars unless noted): loss, grad_norm (before clipping), lr (of this update: `schedule` if
     given, else the optimizer's injected rate), and per objective o: o/loss, o/accuracy, o/tokens (predicted
@@ -156,96 +325,9 @@ def make_train_step(
     then reports involuntary full rematerialisations (resharding the embedding output), while without it XLA
     propagates the batch sharding from the inputs, which gives the same layout for data / fsdp meshes.
     """
-    weights = {name: float(w) for name, w in objectives.items() if w > 0}
-    unknown = sorted(set(weights) - set(OBJECTIVES))
-    if unknown or not weights:
-        raise UserError(f"objectives {objectives}: need positive weights for some of {sorted(OBJECTIVES)}")
-    missing = [name for name in weights if name not in n_groups]
-    if missing:
-        raise UserError(f"n_groups lacks {missing} (number of languages / pairs per objective)")
-    if grad_accum < 1:
-        raise UserError(f"grad_accum={grad_accum}: must be >= 1")
-    model = XLMForMaskedLM(model_cfg)
-    rows_multiple = batch_size_multiple(mesh) * grad_accum
-
-    def loss_fn(params, batch, rng, denominators):
-        total = jnp.zeros((), jnp.float32)
-        sums = {}
-        for name, weight in weights.items():
-            key = jax.random.fold_in(rng, OBJECTIVE_RNG_KEYS[name])
-            _, metrics = OBJECTIVES[name](model, params, batch[name], key)
-            rows = metrics["rows"]
-            total = total + weight * rows["loss_sum"].sum() / denominators[name]
-            sums[name] = _objective_sums(name, rows, batch[name]["example_lang"], n_groups[name])
-            sums[name]["input_tokens"] = (batch[name]["attention_mask"] > 0).sum().astype(jnp.float32)
-        return total, sums
-
-    grad_fn = jax.grad(loss_fn, has_aux=True)
-
-    def step_fn(state, batch, rng):
-        params = state["params"]
-        batch = {name: batch[name] for name in weights}
-        denominators = {name: jnp.maximum(prediction_count(name, b), 1.0) for name, b in batch.items()}
-        step_rng = jax.random.fold_in(rng, state["step"])
-        if grad_accum == 1:
-            grads, sums = grad_fn(params, batch, step_rng, denominators)
-        else:
-            micro = _micro_batches(batch, grad_accum, mesh)
-
-            def body(carry, xs):
-                index, micro_batch = xs
-                g, s = grad_fn(params, micro_batch, jax.random.fold_in(step_rng, index), denominators)
-                return jax.tree.map(jnp.add, carry, (g, s)), None
-
-            zeros = jax.tree.map(
-                jnp.zeros_like,
-                jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), step_rng, denominators),
-            )
-            (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
-        grad_norm = optax.global_norm(grads)
-        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
-        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1}
-        if schedule is not None:
-            lr = jnp.asarray(schedule(state["step"]), jnp.float32)
-        else:
-            injected = current_lr(opt_state)
-            lr = jnp.asarray(jnp.nan if injected is None else injected, jnp.float32)
-        metrics = {"grad_norm": grad_norm, "lr": lr}
-        loss = jnp.zeros((), jnp.float32)
-        for name, s in sums.items():
-            count = jnp.maximum(s["count"], 1.0)
-            metrics[f"{name}/loss"] = s["loss_sum"] / count
-            metrics[f"{name}/accuracy"] = s["correct"] / count
-            metrics[f"{name}/tokens"] = s["count"]
-            metrics[f"{name}/input_tokens"] = s["input_tokens"]
-            for field in ("group_loss_sum", "group_correct", "group_count"):
-                metrics[f"{name}/{field}"] = s[field]
-            loss = loss + weights[name] * metrics[f"{name}/loss"]
-        metrics["loss"] = loss
-        return new_state, metrics
-
-    replicated = NamedSharding(mesh, PartitionSpec())
-    jitted = jax.jit(
-        step_fn,
-        in_shardings=(state_shardings, batch_sharding(mesh), replicated),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=(0,),
-    )
-
-    def train_step(state, batch, rng):
-        for name in weights:
-            if name not in batch:
-                raise UserError(f"train batch lacks objective {name!r} (has {sorted(batch)})")
-            rows = batch[name]["input_ids"].shape[0]
-            if rows % rows_multiple:
-                raise UserError(
-                    f"{name} batch of {rows} rows is not divisible by data x fsdp x grad_accum = {rows_multiple}"
-                )
-        with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES if constrain_activations else ()):
-            return jitted(state, {name: batch[name] for name in weights}, rng)
-
-    train_step.jitted = jitted  # for .lower(...) / cost analysis
-    return train_step
+    loss = objectives_loss(model_cfg, objectives, n_groups)
+    return make_step(loss, optimizer, mesh, state_shardings, grad_accum=grad_accum, schedule=schedule,
+                     constrain_activations=constrain_activations)
 
 
 @jax.jit
@@ -320,8 +402,8 @@ def model_flops_per_token(model_cfg: ModelConfig, seq_len: int, predicted_fracti
 class Work:
     """What one or more train steps computed, counted on the host batch (float, summed with `+`).
 
-    tokens: input positions of the padded [B, T] arrays (what the device computes); real_tokens: positions with
-    attention_mask > 0 (padding excluded); predicted: predicted tokens (the losses' denominators); flops: analytic
+    tokens: input positions of the padded [B, T] arrays (what the device computes); real_tokens: positions that
+    hold a real token (`real_token_count`: padding excluded, packed rows included); predicted: predicted tokens (the losses' denominators); flops: analytic
     training FLOPs (`model_flops_per_token` over every position, the LM head at the predicted ones)."""
 
     tokens: float = 0.0
@@ -338,6 +420,15 @@ class Work:
         return self.flops / self.tokens if self.tokens else None
 
 
+def real_token_count(batch: dict, pad_id: int) -> float:
+    """Positions of one objective's [B, T] batch that hold a real token, padding excluded: `segment_ids > 0` for
+    packed rows (several examples per row, 0 = padding), else `attention_mask > 0`, else `input_ids != pad_id`."""
+    for key in ("segment_ids", "attention_mask"):
+        if key in batch:
+            return float((np.asarray(batch[key]) > 0).sum())
+    return float((np.asarray(batch["input_ids"]) != pad_id).sum())
+
+
 def batch_work(model_cfg: ModelConfig, batch: dict[str, dict]) -> Work:
     """The `Work` of one step's batch {objective: {"input_ids": [B, T], "attention_mask": [B, T], ...}} (host
     numpy arrays, any rows: a process counts its own). Objectives may differ in B and T (TLM rows, token-budget
@@ -347,10 +438,16 @@ def batch_work(model_cfg: ModelConfig, batch: dict[str, dict]) -> Work:
         rows, seq_len = np.shape(b["input_ids"])
         tokens = rows * seq_len
         predicted = float(prediction_count(objective, b))
-        real = float((np.asarray(b["attention_mask"]) > 0).sum())
+        real = real_token_count(b, model_cfg.pad_token_id)
         flops = tokens * model_flops_per_token(model_cfg, seq_len, predicted / tokens) if tokens else 0.0
         total = total + Work(float(tokens), real, predicted, flops)
     return total
+
+
+def padding_share(work: Work) -> float | None:
+    """The share of the input slots that held padding, 1 - real_tokens / tokens, in [0, 1]; None for no tokens.
+    A property of the batches alone (no timing), so a resumed run reports the same figures as an unbroken one."""
+    return 1.0 - work.real_tokens / work.tokens if work.tokens else None
 
 
 PEAK_ENV = "XLM_JAX_PEAK_FLOPS"
@@ -416,8 +513,8 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) ->
 def throughput(work: Work, seconds: float, n_devices: int, peak: float | None) -> dict[str, float | None]:
     """Rates of `work` done in `seconds` on `n_devices` devices whose summed peak is `peak` (or None):
 
-    tokens_per_s (padded input positions), tokens_per_s_per_device, real_tokens_per_s (padding excluded),
-    flops_per_token (analytic, per padded position), tflops_per_s = tokens_per_s * flops_per_token / 1e12,
+    tokens_per_s (input slots of the padded [B, T] arrays), tokens_per_s_per_device, real_tokens_per_s (padding
+    excluded), flops_per_token (analytic, per slot), tflops_per_s = tokens_per_s * flops_per_token / 1e12,
     tflops_per_s_per_device, mfu = tflops_per_s * 1e12 / peak. All None when nothing was timed."""
     fpt = work.flops_per_token
     if not (seconds > 0 and fpt is not None):

@@ -462,18 +462,80 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
+@dataclasses.dataclass
+class Run:
+    """Everything `train` sets up before its first step: the data, the model, the mesh, the state (fresh or
+    restored) and the checkpoint managers. The loop and its edges read it; `state` and `meta` change as it runs."""
+
+    cfg: TrainConfig
+    lead: bool  # process 0 (or the only one): writes the run's files and logs
+    multi_process: bool
+    log: Any
+    wall_start: float
+    run_dir: Path
+    data_dir: Path
+    corpus: PreprocessedCorpus
+    data_cfg: DataConfig
+    model_cfg: ModelConfig
+    source: BatchSource
+    groups: dict[str, list[str]]
+    eval_langs: list[str]
+    mesh: Any
+    steps: int
+    stop_step: int
+    schedule: Any
+    optimizer: Any
+    shardings: Any
+    ckpt_dir: Path
+    mngr: Any
+    best_mngr: Any
+    start: int
+    key: Any
+    meta: dict
+    state: dict
+    start_from: Any  # adapt.prepare's answer: model.init_from, data.tokenizer
+    abstract_params: Any
+
+    def train_meta(self, step: int) -> dict:
+        return {"step": step, "seed": self.cfg.seed, "data_position": step,
+                "rng": f"dropout key of step k = fold_in(key({self.cfg.seed}), k)", **self.meta}
+
+
 def train(cfg: TrainConfig, force: bool = False) -> int:
     """Runs (or resumes) the pretraining described by `cfg`; returns the process exit code.
 
     `cfg.run_dir` must be new, empty or an earlier run of train (resumed); another directory, or one that cannot
     be written, is a UserError before any work, unless `force` (train then writes into it, and into the data
-    cache's directories, whatever they hold). A failed checkpoint write is a UserError; NaN / inf returns 3."""
+    cache's directories, whatever they hold). A failed checkpoint write is a UserError; NaN / inf returns 3.
+
+    Reads top to bottom: set-up (`setup_run`: data, model, mesh, state), the steps, then the loop
+    (`train_loop`), whose edges (signals, logging, evaluation, checkpoints) are the functions below it."""
+    from xlm_jax.step import make_eval_step, make_train_step
+
+    run = setup_run(cfg, force)
+    log_summary(run)
+    train_step = make_train_step(run.model_cfg, run.optimizer, run.mesh, run.shardings, run.data_cfg.objectives,
+                                 {o: len(g) for o, g in run.groups.items()}, cfg.train.grad_accum,
+                                 schedule=run.schedule)
+    eval_step = make_eval_step(run.model_cfg, run.mesh, run.shardings) if run.eval_langs else None
+    exit_code = train_loop(run, train_step, eval_step)
+    if run.lead and exit_code == 0:
+        _finish(run.run_dir, run.wall_start, run.log)
+    return exit_code
+
+
+# ---- set-up ----------------------------------------------------------------------------------------------------
+
+
+def setup_run(cfg: TrainConfig, force: bool) -> Run:
+    """Checks the run directory, prepares the data, builds the model and mesh, and restores the latest checkpoint
+    or initialises the state; writes config.yaml and the tokenizer record (process 0). Every check that can be
+    made up front is made here, before the first step."""
     from tqdm import tqdm
 
     from xlm_jax.optim import make_optimizer, make_schedule
-    from xlm_jax.sharding import batch_size_multiple, global_batch, make_mesh
-    from xlm_jax.step import (Work, abstract_state, batch_work, init_state, make_eval_step, make_train_step,
-                              peak_flops, peak_flops_override, throughput)
+    from xlm_jax.sharding import make_mesh
+    from xlm_jax.step import abstract_state, init_state, peak_flops_override
 
     peak_flops_override()  # a bad $XLM_JAX_PEAK_FLOPS stops the run here, before data preparation
 
@@ -536,43 +598,60 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     else:
         state, _ = init_state(model_cfg, optimizer, mesh, jax.random.fold_in(key, INIT_STREAM))
 
+    run = Run(cfg=cfg, lead=lead, multi_process=multi_process, log=log, wall_start=wall_start, run_dir=run_dir,
+              data_dir=data_dir, corpus=corpus, data_cfg=data_cfg, model_cfg=model_cfg, source=source, groups=groups,
+              eval_langs=eval_langs, mesh=mesh, steps=steps, stop_step=stop_step, schedule=schedule,
+              optimizer=optimizer, shardings=shardings, ckpt_dir=ckpt_dir, mngr=mngr, best_mngr=best_mngr,
+              start=start, key=key, meta=meta, state=state, start_from=start_from, abstract_params=abstract_params)
     if lead:
-        previous = run_dir / "config.yaml"
-        if previous.is_file() and start:
-            try:
-                old = flatten(yaml.safe_load(previous.read_text(encoding="utf-8")) or {})
-            except (yaml.YAMLError, ValueError, AttributeError, TypeError) as err:  # damaged: rewritten below
-                old = {}
-                log(f"note: {previous} was unreadable ({type(err).__name__}); it is written again")
-            new = flatten(to_dict(cfg))
-            changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
-            if changed and old:
-                log("config changed since the last run: " + "; ".join(changed))
-        resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(data_dir)))
-        model_section = {"base": cfg.model.base, **({"init_from": cfg.model.init_from} if cfg.model.init_from else {}),
-                         **{k: v for k, v in model_to_dict(model_cfg).items()}}
-        text = to_yaml(resolved)
-        doc = yaml.safe_load(text)
-        doc["model"] = model_section
-        previous.write_text(f"# resolved config; re-run: python -m xlm_jax.train {previous}\n"
-                            + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
-        # The run directory is self-contained for notebooks: xlm_jax.load(RUN_DIR) + RUN_DIR/tokenizer.model.
-        # A fresh start takes the data's tokenizer; a resumed run keeps the one it was checked against.
-        tokenizer_copy = run_dir / "tokenizer.model"
-        if (not start or not tokenizer_copy.is_file()) and Path(corpus.manifest["tokenizer"]["path"]).is_file():
-            shutil.copyfile(corpus.manifest["tokenizer"]["path"], tokenizer_copy)
-        if not start or not (run_dir / TOKENIZER_RECORD).is_file():
-            tok = corpus.manifest["tokenizer"]
-            outputs.write_json(run_dir / TOKENIZER_RECORD, {"sha256": tok.get("sha256", ""),
-                                                             "path": tok.get("path", ""), "data": str(data_dir)})
+        write_run_files(run)
+    return run
 
-    # Summary.
+
+def write_run_files(run: Run) -> None:
+    """RUN_DIR/config.yaml (resolved: the data directory and the whole model config; on resume the changed keys
+    are logged), RUN_DIR/tokenizer.model and the tokenizer record `check_same_tokenizer` reads."""
+    cfg, run_dir, start, log = run.cfg, run.run_dir, run.start, run.log
+    previous = run_dir / "config.yaml"
+    if previous.is_file() and start:
+        try:
+            old = flatten(yaml.safe_load(previous.read_text(encoding="utf-8")) or {})
+        except (yaml.YAMLError, ValueError, AttributeError, TypeError) as err:  # damaged: rewritten below
+            old = {}
+            log(f"note: {previous} was unreadable ({type(err).__name__}); it is written again")
+        new = flatten(to_dict(cfg))
+        changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+        if changed and old:
+            log("config changed since the last run: " + "; ".join(changed))
+    resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(run.data_dir)))
+    model_section = {"base": cfg.model.base, **({"init_from": cfg.model.init_from} if cfg.model.init_from else {}),
+                     **{k: v for k, v in model_to_dict(run.model_cfg).items()}}
+    text = to_yaml(resolved)
+    doc = yaml.safe_load(text)
+    doc["model"] = model_section
+    previous.write_text(f"# resolved config; re-run: python -m xlm_jax.train {previous}\n"
+                        + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
+    # The run directory is self-contained for notebooks: xlm_jax.load(RUN_DIR) + RUN_DIR/tokenizer.model.
+    # A fresh start takes the data's tokenizer; a resumed run keeps the one it was checked against.
+    tokenizer_copy = run_dir / "tokenizer.model"
+    tok = run.corpus.manifest["tokenizer"]
+    if (not start or not tokenizer_copy.is_file()) and Path(tok["path"]).is_file():
+        shutil.copyfile(tok["path"], tokenizer_copy)
+    if not start or not (run_dir / TOKENIZER_RECORD).is_file():
+        outputs.write_json(run_dir / TOKENIZER_RECORD, {"sha256": tok.get("sha256", ""),
+                                                         "path": tok.get("path", ""), "data": str(run.data_dir)})
+
+
+def log_summary(run: Run) -> None:
+    """Devices, model, batch and steps of the run, before the first step."""
+    from xlm_jax.sharding import batch_size_multiple
+
+    cfg, data_cfg, model_cfg, mesh, log = run.cfg, run.data_cfg, run.model_cfg, run.mesh, run.log
     n_dev, n_local = jax.device_count(), jax.local_device_count()
     counts = model_cfg.num_params()
     seq_lens = {o: (data_cfg.pair_len if o == "tlm" else data_cfg.seq_len) for o in data_cfg.enabled}
     fixed_shapes = data_cfg.tlm_batching == "fixed"
     tokens_per_step = sum(cfg.train.batch_size * t for t in seq_lens.values())
-    peak = peak_flops(jax.devices())
     log(f"devices: {n_dev} x {jax.devices()[0].device_kind} ({jax.process_count()} process(es), {n_local} local); "
         f"mesh {dict(mesh.shape)}")
     log(f"model: {cfg.model.base or cfg.model.init_from} + {dict(cfg.model.overrides)}; vocab {model_cfg.vocab_size}, "
@@ -583,137 +662,123 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
         f"{'' if fixed_shapes else ' (TLM by token budget: varies)'}; per device {cfg.train.batch_size // max(1, batch_size_multiple(mesh))}"
         f" sequences = {_fmt(tokens_per_step / max(1, batch_size_multiple(mesh)))} tokens"
         f"{f'; grad_accum {cfg.train.grad_accum}' if cfg.train.grad_accum > 1 else ''}")
-    for line in start_from.log_lines(start == 0) + [adapt.describe_trainable(cfg.train.trainable, abstract_params)]:
+    for line in run.start_from.log_lines(run.start == 0) + [adapt.describe_trainable(cfg.train.trainable,
+                                                                                     run.abstract_params)]:
         if line:
             log(line)
-    log(f"steps: {steps} (from {start}{f', stopping at {stop_step}' if stop_step < steps else ''}); "
-        f"data {data_dir}; run dir {run_dir}")
+    log(f"steps: {run.steps} (from {run.start}{f', stopping at {run.stop_step}' if run.stop_step < run.steps else ''}); "
+        f"data {run.data_dir}; run dir {run.run_dir}")
 
-    train_step = make_train_step(model_cfg, optimizer, mesh, shardings, data_cfg.objectives,
-                                 {o: len(g) for o, g in groups.items()}, cfg.train.grad_accum, schedule=schedule)
-    eval_step = make_eval_step(model_cfg, mesh, shardings) if eval_langs else None
 
-    writer = MetricsWriter(run_dir, resume_step=start, enabled=lead)
-    stop = {"signal": None}
+# ---- the loop --------------------------------------------------------------------------------------------------
 
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-        # A second signal ends the process at once (no checkpoint).
+
+def train_loop(run: Run, train_step, eval_step) -> int:
+    """Steps start + 1 .. stop_step; -> the exit code (0, EXIT_NON_FINITE, or 128 + signal). Each step: the batch,
+    the update, then the edges at the steps they are due: the log interval, evaluation, checkpoints, a signal."""
+    from tqdm import tqdm
+
+    from xlm_jax.sharding import global_batch
+
+    cfg, log = run.cfg, run.log
+    writer = MetricsWriter(run.run_dir, resume_step=run.start, enabled=run.lead)
+    if run.start >= run.stop_step:
+        log(f"the run is already at step {run.start} (train.steps={run.steps}, train.stop_at={cfg.train.stop_at}): "
+            "nothing to train; raise train.steps to continue it")
+    bar = tqdm(total=run.steps, initial=run.start, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (run.lead and cfg.train.progress), file=sys.stderr)
+    interval = Interval(run, writer, bar)
+    step = run.start
+    exit_code = 0
+    with StopSignals() as stop, QuietOrbaxErrors(run.run_dir) as quiet:
+        quiet.closing = (writer.close, run.mngr.close, run.best_mngr.close if run.best_mngr is not None else None)
+        try:
+            for step in range(run.start + 1, run.stop_step + 1):
+                host_batch = run.source.batch(step - 1)
+                run.state, metrics = train_step(run.state, global_batch(run.mesh, host_batch), run.key)
+                bar.update(1)
+                interval.add(step, metrics, host_batch)
+                if step % cfg.train.log_every == 0 or step == run.stop_step:
+                    interval.write(step, metrics)
+                # Evaluation depends on the step alone (never on where a time slice stopped), so that a resumed
+                # run's metrics.jsonl equals an uninterrupted one's.
+                if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == run.steps:
+                    run_eval(run, eval_step, writer, step)
+                if not run.multi_process:  # (processes would see a failed save at different steps: they wait below)
+                    check_saves(run.mngr)  # a failed async save stops the run now, not at the next checkpoint
+                if step % cfg.checkpoint.every == 0 or step == run.stop_step:
+                    checkpoint(run, step, interval.first_bad)
+                if stop.signum is not None:
+                    checkpoint(run, step, interval.first_bad)
+                    raise Stopped(stop.signum)
+            wait_for_saves(run.mngr)
+        except NonFiniteError as err:
+            bar.close()
+            wait_for_saves(run.mngr)
+            good = [s for s in run.mngr.all_steps() if s < err.step]
+            print(f"error: {err}; training stopped. The last good checkpoint is "
+                  f"{run.ckpt_dir / str(max(good)) if good else 'none'} (nothing later was saved). Lower "
+                  "optimizer.lr, raise optimizer.warmup_steps or check the data, then re-run to resume from it.",
+                  file=sys.stderr)
+            exit_code = EXIT_NON_FINITE
+        except Stopped as err:
+            bar.close()
+            wait_for_saves(run.mngr)
+            name = signal.Signals(err.signum).name
+            log(f"{name}: stopped after step {step}; checkpoint {run.ckpt_dir / str(step)} saved. "
+                "Re-run the same command to resume.")
+            exit_code = 128 + err.signum
+        except OSError as err:  # metrics.jsonl / tb/ on a full disk
+            raise outputs.as_user_error(err, run.run_dir, "could not write the run's files") from err
+        finally:
+            bar.close()
+    return exit_code
+
+
+# ---- the edges: signals, logging, evaluation, checkpoints --------------------------------------------------------
+
+
+class StopSignals:
+    """SIGINT / SIGTERM set `signum`: the loop saves a checkpoint after the current step and stops; a second
+    signal ends the process at once (no checkpoint). The previous handlers come back on exit."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _on_signal(self, signum, _frame):
+        self.signum = signum
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    def __enter__(self) -> StopSignals:
+        self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
 
-    def finite_or_raise(sums_and_bad) -> None:
-        first_bad = int(jax.device_get(sums_and_bad))
-        if first_bad >= 0:
-            raise NonFiniteError(first_bad, "the loss or gradient norm is NaN / inf")
-
-    def train_meta(step: int) -> dict:
-        return {"step": step, "seed": cfg.seed, "data_position": step,
-                "rng": f"dropout key of step k = fold_in(key({cfg.seed}), k)", **meta}
-
-    def checkpoint(step: int, first_bad) -> None:
-        finite_or_raise(first_bad)
-        if not bool(all_finite(state["params"])):
-            raise NonFiniteError(step, "the parameters contain NaN / inf")
-        if step not in mngr.all_steps():
-            save_checkpoint(mngr, step, state, model_cfg, train_meta(step))
-
-    def run_eval(step: int) -> None:
-        if eval_step is None:
-            return
-        values = evaluate(eval_step, state["params"], source, eval_langs, mesh, cfg.train.batch_size,
-                          cfg.train.eval_batches)
-        if not values:
-            return
-        writer.write(step, "valid", values)
-        log(f"step {step}: valid loss {values['loss']:.3f} (ppl {values['ppl']:.1f}) over {len(eval_langs)} languages")
-        if best_mngr is not None and math.isfinite(values["loss"]) and (
-                meta["best_valid_loss"] is None or values["loss"] < meta["best_valid_loss"]):
-            meta.update(best_valid_loss=values["loss"], best_step=step)
-            save_checkpoint(best_mngr, step, state, model_cfg, train_meta(step), with_opt=False)
-
-    if start >= stop_step:
-        log(f"the run is already at step {start} (train.steps={steps}, train.stop_at={cfg.train.stop_at}): "
-            "nothing to train; raise train.steps to continue it")
-    bar = tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (lead and cfg.train.progress), file=sys.stderr)
-    sums, first_bad = None, jnp.asarray(-1, jnp.int32)
-    interval_steps, interval_work = 0, Work()
-    timer = time.perf_counter()
-    step = start
-    exit_code = 0
-    quiet = _QuietOrbaxErrors()  # the run reports a failed save itself, in one line
-    _drop_callbacks_to_closed_loops()
-    logging.getLogger("absl").addFilter(quiet)
-    try:
-        for step in range(start + 1, stop_step + 1):
-            host_batch = source.batch(step - 1)
-            batch = global_batch(mesh, host_batch)
-            state, metrics = train_step(state, batch, key)
-            if sums is None:
-                sums = jax.tree.map(jnp.zeros_like, metrics)
-            sums, first_bad = accumulate(sums, first_bad, metrics, jnp.asarray(step, jnp.int32))
-            interval_steps += 1
-            # Counted on this process's host rows (numpy, no device sync); summed over processes at the log.
-            interval_work = interval_work + batch_work(model_cfg, host_batch)
-            bar.update(1)
-            if step == start + 1:
-                # Time compilation apart so that the first interval's throughput is the steady state's.
-                jax.block_until_ready(metrics["loss"])
-                log(f"first step (compilation) took {time.perf_counter() - timer:.1f} s")
-                interval_work = Work()
-                timer = time.perf_counter()
-            if step % cfg.train.log_every == 0 or step == stop_step:
-                finite_or_raise(first_bad)
-                host = jax.device_get(sums)
-                elapsed = max(time.perf_counter() - timer, 1e-9)
-                values = summarize_interval(host, interval_steps, float(metrics["lr"]), groups)
-                # Throughput of the timed steps (none when the interval held only the compilation step).
-                values.update(throughput(_all_processes(interval_work), elapsed, n_dev, peak),
-                              elapsed_s=time.perf_counter() - wall_start)
-                writer.write(step, "train", values)
-                tps = values["tokens_per_s"] or 0.0
-                bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=_fmt(tps), tok_s_dev=_fmt(tps / n_dev))
-                sums, interval_steps, interval_work = None, 0, Work()
-                timer = time.perf_counter()
-            # Evaluation depends on the step alone (never on where a time slice stopped), so that a resumed
-            # run's metrics.jsonl equals an uninterrupted one's.
-            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == steps:
-                run_eval(step)
-            if not multi_process:  # (processes would see a failed save at different steps: they wait below)
-                check_saves(mngr)  # a failed async save stops the run now, not at the next checkpoint
-            if step % cfg.checkpoint.every == 0 or step == stop_step:
-                checkpoint(step, first_bad)
-            if stop["signal"] is not None:
-                checkpoint(step, first_bad)
-                raise Stopped(stop["signal"])
-        wait_for_saves(mngr)
-    except NonFiniteError as err:
-        bar.close()
-        wait_for_saves(mngr)
-        good = [s for s in mngr.all_steps() if s < err.step]
-        print(f"error: {err}; training stopped. The last good checkpoint is "
-              f"{ckpt_dir / str(max(good)) if good else 'none'} (nothing later was saved). Lower optimizer.lr, "
-              "raise optimizer.warmup_steps or check the data, then re-run to resume from it.", file=sys.stderr)
-        exit_code = EXIT_NON_FINITE
-    except Stopped as err:
-        bar.close()
-        wait_for_saves(mngr)
-        name = signal.Signals(err.signum).name
-        log(f"{name}: stopped after step {step}; checkpoint {ckpt_dir / str(step)} saved. "
-            "Re-run the same command to resume.")
-        exit_code = 128 + err.signum
-    except OSError as err:  # metrics.jsonl / tb/ on a full disk
-        raise outputs.as_user_error(err, run_dir, "could not write the run's files") from err
-    finally:
-        failing = sys.exc_info()[1] is not None  # an error is on its way out: report it, not a closing one
-        bar.close()
-        for s, h in old_handlers.items():
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
             signal.signal(s, h)
+
+
+class QuietOrbaxErrors:
+    """Around the loop: the run reports a failed save itself, in one line, so orbax's own error logs (and, after a
+    failure, its abandoned writes) stay quiet. On exit it closes `closing` (metrics writer, checkpoint managers):
+    every one is closed; the first closing error is raised as a UserError unless another error is on its way."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.closing: tuple = ()
+        self._filter = _QuietOrbaxErrors()
+
+    def __enter__(self) -> QuietOrbaxErrors:
+        _drop_callbacks_to_closed_loops()
+        logging.getLogger("absl").addFilter(self._filter)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        failing = exc is not None  # an error is on its way out: report it, not a closing one
         closing_error = None
-        for close in (writer.close, mngr.close, best_mngr.close if best_mngr is not None else None):
+        for close in self.closing:
             try:
                 if close is not None:
                     close()
@@ -722,12 +787,109 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
         if failing:  # orbax's threads may still log the failed save: keep them quiet until the process ends
             _quiet_abandoned_writes()
         else:
-            logging.getLogger("absl").removeFilter(quiet)
+            logging.getLogger("absl").removeFilter(self._filter)
         if not failing and closing_error is not None:
-            raise outputs.as_user_error(closing_error, run_dir, "could not write the run's files") from closing_error
-    if lead and exit_code == 0:
-        _finish(run_dir, wall_start, log)
-    return exit_code
+            raise outputs.as_user_error(closing_error, self.run_dir,
+                                        "could not write the run's files") from closing_error
+
+
+class Interval:
+    """The metrics of the steps since the last log: running sums on device (no host sync per step), the first
+    non-finite step, the work of the timed steps (counted on this process's host rows, summed over processes at
+    the log); `write` turns them into one metrics.jsonl record and the progress bar's figures."""
+
+    def __init__(self, run: Run, writer: MetricsWriter, bar):
+        from xlm_jax.step import peak_flops
+
+        self.run, self.writer, self.bar = run, writer, bar
+        self.n_dev = jax.device_count()
+        self.peak = peak_flops(jax.devices())
+        self.first_bad = jnp.asarray(-1, jnp.int32)
+        self._reset()
+
+    def _reset(self) -> None:
+        from xlm_jax.step import Work
+
+        # `work`: the timed steps (throughput); `batches`: every step of the interval (the padding share, which
+        # must not depend on where a run was resumed, i.e. on which step was the compilation one).
+        self.sums, self.steps, self.work, self.batches = None, 0, Work(), Work()
+        self.timer = time.perf_counter()
+
+    def add(self, step: int, metrics: dict, host_batch: dict) -> None:
+        from xlm_jax.step import Work, batch_work
+
+        if self.sums is None:
+            self.sums = jax.tree.map(jnp.zeros_like, metrics)
+        self.sums, self.first_bad = accumulate(self.sums, self.first_bad, metrics, jnp.asarray(step, jnp.int32))
+        self.steps += 1
+        work = batch_work(self.run.model_cfg, host_batch)
+        self.work, self.batches = self.work + work, self.batches + work
+        if step == self.run.start + 1:
+            # Time compilation apart so that the first interval's throughput is the steady state's.
+            jax.block_until_ready(metrics["loss"])
+            self.run.log(f"first step (compilation) took {time.perf_counter() - self.timer:.1f} s")
+            self.work = Work()
+            self.timer = time.perf_counter()
+
+    def write(self, step: int, metrics: dict) -> None:
+        from xlm_jax.step import padding_share, throughput
+
+        finite_or_raise(self.first_bad)
+        host = jax.device_get(self.sums)
+        elapsed = max(time.perf_counter() - self.timer, 1e-9)
+        values = summarize_interval(host, self.steps, float(metrics["lr"]), self.run.groups)
+        # Throughput of the timed steps (none when the interval held only the compilation step).
+        values.update(throughput(_all_processes(self.work), elapsed, self.n_dev, self.peak),
+                      padding_share=padding_share(_all_processes(self.batches)),
+                      elapsed_s=time.perf_counter() - self.run.wall_start)
+        self.writer.write(step, "train", values)
+        self.bar.set_postfix(progress_figures(values, self.n_dev))
+        self._reset()
+
+
+def progress_figures(values: dict, n_devices: int) -> dict[str, str]:
+    """The progress bar's figures from a train record: loss, slot tokens/s (all and per device), real (non-pad)
+    tokens/s and the padding share of the slots."""
+    tps = values.get("tokens_per_s") or 0.0
+    figures = {"loss": f"{values['loss']:.3f}", "tok_s": _fmt(tps), "tok_s_dev": _fmt(tps / n_devices),
+               "real_tok_s": _fmt(values.get("real_tokens_per_s") or 0.0)}
+    if values.get("padding_share") is not None:
+        figures["pad"] = f"{values['padding_share']:.0%}"
+    return figures
+
+
+def finite_or_raise(first_bad) -> None:
+    """NonFiniteError naming the first step whose loss or gradient norm was NaN / inf (`first_bad` >= 0)."""
+    first = int(jax.device_get(first_bad))
+    if first >= 0:
+        raise NonFiniteError(first, "the loss or gradient norm is NaN / inf")
+
+
+def checkpoint(run: Run, step: int, first_bad) -> None:
+    """Saves step (async) unless it is saved already; never a state after a NaN / inf (NonFiniteError)."""
+    finite_or_raise(first_bad)
+    if not bool(all_finite(run.state["params"])):
+        raise NonFiniteError(step, "the parameters contain NaN / inf")
+    if step not in run.mngr.all_steps():
+        save_checkpoint(run.mngr, step, run.state, run.model_cfg, run.train_meta(step))
+
+
+def run_eval(run: Run, eval_step, writer: MetricsWriter, step: int) -> None:
+    """The held-out MLM evaluation: a "valid" record, and with checkpoint.keep_best the best parameters saved."""
+    if eval_step is None:
+        return
+    values = evaluate(eval_step, run.state["params"], run.source, run.eval_langs, run.mesh, run.cfg.train.batch_size,
+                      run.cfg.train.eval_batches)
+    if not values:
+        return
+    writer.write(step, "valid", values)
+    run.log(f"step {step}: valid loss {values['loss']:.3f} (ppl {values['ppl']:.1f}) over {len(run.eval_langs)} "
+            "languages")
+    meta = run.meta
+    if run.best_mngr is not None and math.isfinite(values["loss"]) and (
+            meta["best_valid_loss"] is None or values["loss"] < meta["best_valid_loss"]):
+        meta.update(best_valid_loss=values["loss"], best_step=step)
+        save_checkpoint(run.best_mngr, step, run.state, run.model_cfg, run.train_meta(step), with_opt=False)
 
 
 def _finish(run_dir: Path, wall_start: float, log) -> None:
