@@ -40,7 +40,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -241,36 +241,47 @@ def task_sums(logits: jax.Array, batch: dict, token_task: bool) -> dict:
     "count"}, float32 scalars."""
     logits = logits.astype(jnp.float32)
     labels = batch["labels"]
-    if token_task:
-        weights = (labels != T.IGNORE_INDEX) * batch["weights"][:, None]
-    else:
-        weights = batch["weights"]
+    weights = task_weights(batch, token_task)
     safe = jnp.maximum(labels, 0)
     nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, safe[..., None], -1)[..., 0]
     correct = ((jnp.argmax(logits, -1) == labels) * weights).sum()
     return {"loss_sum": (nll * weights).sum(), "correct": correct, "count": weights.sum()}
 
 
-def task_loss(model: nn.Module, token_task: bool) -> StepLoss:
-    """The fine-tuning loss for `xlm_jax.step.make_step`: mean cross-entropy over the whole batch's real rows
-    (sequence) or labelled first sub-words (token), dropout on. Metrics: loss, accuracy, count (float32)."""
+def head_loss(model: nn.Module, sums_fn: Callable[[jax.Array, dict], dict], weights_fn: Callable[[dict], jax.Array]
+              ) -> StepLoss:
+    """A task head's loss for `xlm_jax.step.make_step`: `sums_fn(logits, batch)` -> {"loss_sum", "correct",
+    "count"} (float32 scalars), divided by the whole batch's count (`weights_fn(batch).sum()`, at least 1), dropout
+    on. Metrics: loss, accuracy, count (float32). Classification, NER (`task_loss`) and QA (`xlm_jax.qa`) use it."""
 
     def fn(params, batch, rng, count):
         logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
                              deterministic=False, rngs={"dropout": rng})
-        sums = task_sums(logits, batch, token_task)
+        sums = sums_fn(logits, batch)
         return sums["loss_sum"] / count, sums
 
     def totals(batch):
-        labels = batch["labels"]
-        weights = (labels != T.IGNORE_INDEX) * batch["weights"][:, None] if token_task else batch["weights"]
-        return jnp.maximum(weights.sum(), 1.0)
+        return jnp.maximum(weights_fn(batch).sum(), 1.0)
 
     def metrics(sums):
         count = jnp.maximum(sums["count"], 1.0)
         return {"loss": sums["loss_sum"] / count, "accuracy": sums["correct"] / count, "count": sums["count"]}
 
     return StepLoss(fn, totals, metrics)
+
+
+def task_weights(batch: dict, token_task: bool) -> jax.Array:
+    """Which predictions count: [B] real rows (sequence task), [B, T] labelled first sub-words (token task)."""
+    if token_task:
+        return (batch["labels"] != T.IGNORE_INDEX) * batch["weights"][:, None]
+    return batch["weights"]
+
+
+def task_loss(model: nn.Module, token_task: bool) -> StepLoss:
+    """The classification / NER loss: mean cross-entropy over the whole batch's real rows (sequence) or labelled
+    first sub-words (token)."""
+    return head_loss(model, lambda logits, batch: task_sums(logits, batch, token_task),
+                     lambda batch: task_weights(batch, token_task))
 
 
 def setup_state(params: Any, model: nn.Module, optimizer, mesh) -> tuple[dict, Any]:

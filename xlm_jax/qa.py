@@ -300,9 +300,10 @@ def make_batch(feats: QAFeatures, rows: Sequence[int], batch_size: int, max_len:
 # -------------------------------------------------------------------------------------------- loss, decode
 
 
-def span_loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
-    """logits [B, T, 2] (start, end) -> (loss, metrics). loss = mean over real rows of (CE(start) + CE(end)) / 2,
-    each a softmax over the row's real tokens (padding masked out), float32; "accuracy": both ends right."""
+def span_sums(logits: jax.Array, batch: dict) -> dict:
+    """logits [B, T, 2] (start, end) -> {"loss_sum", "correct", "count"} (float32 scalars) over real rows
+    (batch["weights"]): each row's loss is (CE(start) + CE(end)) / 2, each a softmax over the row's real tokens
+    (padding masked out); a row is correct when both ends are."""
     logits = jnp.where(batch["attention_mask"][..., None] > 0, logits.astype(jnp.float32), -1e9)
     weights = batch["weights"]
 
@@ -311,10 +312,17 @@ def span_loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
 
     start, end = logits[..., 0], logits[..., 1]
     per_row = 0.5 * (nll(start, batch["start_positions"]) + nll(end, batch["end_positions"]))
-    count = jnp.maximum(weights.sum(), 1.0)
-    loss = (per_row * weights).sum() / count
     correct = ((jnp.argmax(start, -1) == batch["start_positions"]) & (jnp.argmax(end, -1) == batch["end_positions"]))
-    return loss, {"loss": loss, "accuracy": (correct * weights).sum() / count, "count": weights.sum()}
+    return {"loss_sum": (per_row * weights).sum(), "correct": (correct * weights).sum(), "count": weights.sum()}
+
+
+def span_loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
+    """logits [B, T, 2] -> (loss, metrics): loss = mean over real rows of (CE(start) + CE(end)) / 2, float32;
+    "accuracy": both ends right."""
+    sums = span_sums(logits, batch)
+    count = jnp.maximum(sums["count"], 1.0)
+    loss = sums["loss_sum"] / count
+    return loss, {"loss": loss, "accuracy": sums["correct"] / count, "count": sums["count"]}
 
 
 def decode_answers(examples: Sequence[QAExample], feats: QAFeatures, logits: Sequence[np.ndarray], n_best: int = 20,
@@ -408,29 +416,12 @@ def all_logits(logits_fn: Callable, params: Any, feats: QAFeatures, batch_size: 
 
 
 def make_train_step(model, optimizer: optax.GradientTransformation, mesh, state_shardings) -> Callable:
-    """-> train_step(state, batch, rng) -> (state, metrics) for the span loss; pure, jitted with explicit
-    shardings, state donated (the same contract as `xlm_jax.finetune.make_finetune_step`)."""
-    from xlm_jax.optim import current_lr
-    from xlm_jax.sharding import batch_sharding
+    """-> train_step(state, batch, rng) -> (state, metrics) for the span loss: the shared step factory
+    (`xlm_jax.step.make_step`) with `span_sums` as the head's loss."""
+    from xlm_jax.finetune import head_loss
+    from xlm_jax.step import make_step
 
-    def loss_fn(params, batch, rng):
-        logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
-                             deterministic=False, rngs={"dropout": rng})
-        return span_loss(logits, batch)
-
-    def step_fn(state, batch, rng):
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], batch, jax.random.fold_in(rng, state["step"]))
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        lr = current_lr(opt_state)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads),
-                   "lr": jnp.asarray(jnp.nan if lr is None else lr, jnp.float32)}
-        return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-                "step": state["step"] + 1}, metrics
-
-    replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding(mesh), replicated),
-                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+    return make_step(head_loss(model, span_sums, lambda batch: batch["weights"]), optimizer, mesh, state_shardings)
 
 
 # -------------------------------------------------------------------------------------------- fine-tuning
