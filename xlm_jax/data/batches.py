@@ -112,9 +112,9 @@ class DataConfig:
     tlm_batching: str = "fixed"  # "fixed": [batch_size, seq_len]; "tokens": bucketed by tlm_tokens_per_batch
     tlm_tokens_per_batch: int = 0
     tlm_bucket_multiple: int = 32
-    # Packing (TLM pairs; MLM/CLM stream rows are always full). Off here so the library's batches stay the
-    # papers' layout bit for bit; the training CLI turns it on (data.pack, train_config.DataSection).
-    pack: bool = False
+    # Packing (TLM pairs; MLM/CLM stream rows are always full): on by default, since it removes most TLM padding
+    # and packed rows give the same per-pair losses and gradients; False = the papers' one pair per padded row.
+    pack: bool = True
     pack_segments: int = 8  # the most pairs per packed row (candidates drawn per row)
     split: str = "train"
     seed: int = 0
