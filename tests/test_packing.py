@@ -278,3 +278,93 @@ def test_train_cli_refuses_bad_packing_keys(override, words, tmp_path, capsys):
     line = capsys.readouterr().err.strip()
     assert line.startswith("error:") and "\n" not in line and all(w in line for w in words), line
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------- fine-tuning and evaluation
+
+FIX = __import__("pathlib").Path(__file__).parent / "fixtures" / "finetune"
+
+
+@pytest.fixture(scope="module")
+def ft_setup(tmp_path_factory):
+    import tiny_setup
+
+    d = tmp_path_factory.mktemp("ftpack")
+    tok = tiny_setup.make_tokenizer(d)
+    ckpt = tiny_setup.make_checkpoint(d)
+    train = tiny_setup.write_jsonl(d / "train.jsonl", tiny_setup.task_examples("en", 24, 1))
+    valid = tiny_setup.write_jsonl(d / "valid.jsonl", [e for lang in ("de", "en") for e in
+                                                       tiny_setup.task_examples(lang, 12, 3)])
+    return {"tok": str(tok), "ckpt": str(ckpt), "train": str(train), "valid": str(valid)}
+
+
+def _ft_args(ft_setup, out, **kw):
+    import json
+
+    base = dict(task="classification", init=ft_setup["ckpt"], tokenizer=ft_setup["tok"], out=str(out),
+                train=[ft_setup["train"]], valid=[ft_setup["valid"]], lr=1e-3, batch_size=8, dropout=0, log_every=1,
+                max_steps=3, eval_every=3, max_len=32)
+    base.update(kw)
+    return [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in base.items()]
+
+
+@pytest.mark.parametrize("task", ["classification", "ner"])
+def test_finetune_packed_equals_padded(ft_setup, tmp_path, task):
+    """The same examples per step, packed or one per padded row: the same losses, accuracies and valid scores."""
+    import json
+
+    from xlm_jax import finetune as F
+
+    extra = {}
+    if task == "ner":
+        extra = dict(task="ner", train=[f"en:{FIX / 'conll_en.txt'}"], valid=[f"de:{FIX / 'conll_en.txt'}"])
+    logs = {}
+    for pack in (True, False):
+        out = tmp_path / f"p{pack}"
+        F.finetune(F.load_config(None, _ft_args(ft_setup, out, pack=pack, **extra)), log=lambda *_: None)
+        logs[pack] = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    steps = {p: [r for r in logs[p] if "loss" in r] for p in logs}
+    assert len(steps[True]) == 3
+    for a, b in zip(steps[True], steps[False]):
+        for k in ("loss", "accuracy", "grad_norm"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (k, a, b)
+    valid = {p: [r["valid"] for r in logs[p] if "valid" in r] for p in logs}
+    assert valid[True] == valid[False]  # identical evaluation scores
+
+
+def test_packed_batch_holds_the_step_examples_and_labels():
+    from xlm_jax import tasks as T
+
+    enc = T.Encoded(ids=[[0, 5, 6, 2], [0, 7, 2], [0, 8, 9, 10, 2]], labels=[2, 0, 1], langs=["en"] * 3,
+                    lang_ids=[0, 1, 2], truncated=0)
+    b = T.make_packed_batch(enc, [0, 1, 2], n_rows=2, width=8, segments=2, pad_id=1, token_task=False)
+    assert b["input_ids"].shape == (2, 8) and b["labels"].shape == (2, 2)
+    for j, r in enumerate([0, 1, 2]):
+        row, slot = b["packed_at"][j]
+        t = b["start_at"][j]
+        assert list(b["input_ids"][row, t:t + len(enc.ids[r])]) == enc.ids[r]
+        assert b["labels"][row, slot] == enc.labels[r] and b["weights"][row, slot] == 1
+        assert np.all(b["langs"][row, t:t + len(enc.ids[r])] == enc.lang_ids[r])
+        assert b["example_starts"][row, slot] == t
+    assert b["weights"].sum() == 3
+    with pytest.raises(UserError, match="do not fit in a batch of 1 rows"):
+        T.make_packed_batch(enc, [0, 1, 2], n_rows=1, width=8, segments=2, pad_id=1, token_task=False)
+
+
+@pytest.mark.parametrize("override,words", [
+    ("pack_segments=0", ["pack_segments=0", ">= 1"]),
+    ("pack_segments=-4", ["pack_segments=-4"]),
+    ("pack_len=16", ["pack_len=16", "max_len=32", ">= 32"]),
+    ("pack_len=-1", ["pack_len=-1"]),
+    ("pack=sometimes", ["pack", "sometimes"]),
+])
+def test_finetune_cli_refuses_bad_packing(ft_setup, tmp_path, capsys, override, words):
+    from xlm_jax import finetune as F
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as err:
+        F.main(_ft_args(ft_setup, out) + [override])
+    assert err.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error:") and "\n" not in line and all(w in line for w in words), line
+    assert not out.exists()
