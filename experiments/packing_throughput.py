@@ -14,7 +14,7 @@
    (`tasks.make_packed_batch`: the same 32 examples packed into rows of 128).
 
 Each timed block is `--steps` steps after a warm-up (compilation) step; the blocks of the two sides alternate
-`--repeats` times and the medians are reported. The machine this was written on is shared (2 cores, several
+`--repeats` times (A B, B A, ...) and the medians are reported. The machine this was written on is shared (2 cores, several
 users), so absolute numbers are noisy; the ratios within one run are what to read.
 """
 
@@ -39,6 +39,12 @@ def _time_steps(step, state, batches, rng):
         state, metrics = step(state, b, rng)
     jax.block_until_ready(metrics)
     return state, time.perf_counter() - t0
+
+
+def _abba(batches: dict, repeat: int) -> list:
+    """The sides in A B, then B A order on alternate repeats, so that a drift of the machine favours neither."""
+    items = list(batches.items())
+    return items if repeat % 2 == 0 else items[::-1]
 
 
 def tlm_measure(args, log) -> dict:
@@ -76,7 +82,7 @@ def tlm_measure(args, log) -> dict:
                      "seconds": []}
         state, _ = _time_steps(step, state, bs[:1], rng)  # compile
     for r in range(args.repeats):
-        for name, bs in batches.items():
+        for name, bs in _abba(batches, r):
             block = bs[1 + r * n: 1 + (r + 1) * n]
             state, dt = _time_steps(step, state, block, rng)
             out[name]["seconds"].append(dt / n)
@@ -145,7 +151,7 @@ def finetune_measure(args, log) -> dict:
         for width in out[name]["widths"]:  # compile every shape first
             state, _ = _time_steps(step, state, [next(b for b in bs if b["input_ids"].shape[1] == width)], key)
     for r in range(args.repeats):
-        for name, bs in batches.items():
+        for name, bs in _abba(batches, r):
             state, dt = _time_steps(step, state, bs[1 + r * args.steps: 1 + (r + 1) * args.steps], key)
             out[name]["seconds"].append(dt / args.steps)
             log(f"finetune {name} repeat {r}: {dt / args.steps * 1e3:.1f} ms/step")
