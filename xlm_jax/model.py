@@ -12,6 +12,10 @@ Parameter layout (stacked layers, whether or not the layers are scanned):
     encoder/final_norm                                                                         # pre-LN only
     lm_head/{dense, layer_norm, bias}                                                         # projection tied
 
+Packed rows (several examples per row, `segment_ids` 1, 2, ... and 0 on padding) get a block-diagonal attention
+mask and per-example positions (`segment_mask`, `segment_positions`; docs/attention.md says which attention
+kernel runs where).
+
 Every parameter carries logical axis names (vocab, embed, heads, kv, mlp, layers, ...) so that the trainer can
 shard by a rule table without touching this file.
 """

@@ -36,13 +36,13 @@ def check_packing(width: int, segments: int, longest: int, width_key: str, segme
                         f"row; use {width_key} >= {longest}")
 
 
-def first_fit(lengths: Sequence[int], width: int, segments: int, order: Sequence[int] | None = None
-              ) -> list[list[int]]:
+def first_fit(lengths: Sequence[int], width: int, segments: int, order: Sequence[int] | None = None,
+              key: str = "width") -> list[list[int]]:
     """Packs example indices into rows: each example (taken in `order`, default longest first: first-fit
     decreasing) goes into the first row with room for its tokens and a free segment, else a new row.
 
     Returns the rows, each a list of example indices in placement order. Raises UserError when an example is
-    longer than `width` or `segments` < 1."""
+    longer than `width` (the message names `key`, the row length's config key) or `segments` < 1."""
     lengths = [int(n) for n in lengths]
     check_range("segments", segments, 1, integer=True)
     if order is None:
@@ -52,7 +52,7 @@ def first_fit(lengths: Sequence[int], width: int, segments: int, order: Sequence
     for i in order:
         n = lengths[i]
         if n > width:
-            raise UserError(f"an example of {n} tokens does not fit in a packed row of {width} tokens")
+            raise UserError(f"{key}={width}: an example of {n} tokens does not fit in a packed row of {width} tokens")
         for r, free in enumerate(room):
             if free >= n and len(rows[r]) < segments:
                 rows[r].append(i)
