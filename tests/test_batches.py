@@ -120,8 +120,9 @@ def _expected_tlm(layout, src, tgt):
 
 @pytest.mark.parametrize("layout", ["xlmr", "xlm"])
 def test_tlm_layout_positions_and_langs(corpus, layout):
+    # pack=False: this test reads one pair per row (the packed layout: tests/test_packing.py)
     cfg = DataConfig(seq_len=128, batch_size=16, objectives={"tlm": 1.0}, para_pairs=(("fr", "en"),),
-                     mono_langs=("de",), tlm_layout=layout, tlm_max_len=100, seed=1)
+                     mono_langs=("de",), tlm_layout=layout, tlm_max_len=100, seed=1, pack=False)
     src = BatchSource(corpus, cfg)
     b = src.batch(2)["tlm"]
     en, fr = corpus.para("train", "en", "fr")

@@ -42,6 +42,7 @@ from xlm_jax import mining, outputs
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import resolve, restore_params
 from xlm_jax.config import ModelConfig
+from xlm_jax.data import packing
 from xlm_jax.errors import ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, positive_int
 from xlm_jax.model import XLMForQuestionAnswering, XLMForSequenceClassification, XLMForTokenClassification
 from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
@@ -120,7 +121,8 @@ def make_predict_fn(model: nn.Module, mesh: Mesh, params_shardings: Any) -> Call
     """-> predict(params, batch) -> argmax labels ([B] or [B, T]), jitted with the run's shardings."""
 
     def predict(params, batch):
-        logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"])
+        logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
+                             segment_ids=batch.get("segment_ids"), example_starts=batch.get("example_starts"))
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -128,7 +130,8 @@ def make_predict_fn(model: nn.Module, mesh: Mesh, params_shardings: Any) -> Call
 
     def run(params, batch):
         # No mesh or logical-rules context: parameters and batches are placed by the explicit shardings.
-        return jitted(params, {k: batch[k] for k in ("input_ids", "attention_mask", "langs")})
+        keys = ("input_ids", "attention_mask", "langs", "segment_ids", "example_starts")  # the last two: packed
+        return jitted(params, {k: batch[k] for k in keys if k in batch})
 
     return run
 
@@ -144,6 +147,26 @@ def predict_all(predict: Callable, params: Any, enc: T.Encoded, batch_size: int,
         preds = np.asarray(predict(params, batch))
         for j, r in enumerate(rows):
             out[r] = preds[j]
+    return out
+
+
+def predict_packed(predict: Callable, params: Any, enc: T.Encoded, max_rows: int, width: int, segments: int,
+                   pad_id: int, token_task: bool, multiple: int = 1) -> list:
+    """Predictions for every row of `enc` from packed batches of n_rows x width tokens (first-fit decreasing
+    over all examples, then n_rows rows a batch; n_rows = max_rows or fewer when fewer are filled, a multiple of
+    `multiple`): the same per-example predictions as `predict_all`."""
+    lengths = [len(x) for x in enc.ids]
+    groups = packing.first_fit(lengths, width, segments)
+    n_rows = _round_up(max(1, min(max_rows, len(groups))), multiple)
+    out: list = [None] * len(lengths)
+    for first in range(0, len(groups), n_rows):
+        members = [i for g in groups[first:first + n_rows] for i in g]
+        batch = T.make_packed_batch(enc, members, n_rows, width, segments, pad_id, token_task)
+        preds = np.asarray(predict(params, batch))
+        for j, i in enumerate(members):
+            r, slot = batch["packed_at"][j]
+            t = batch["start_at"][j]
+            out[i] = preds[r, t:t + lengths[i]] if token_task else preds[r, slot]
     return out
 
 
@@ -195,8 +218,11 @@ def results_table(results: dict[str, dict[str, dict]], metric: str, first_lang: 
 
 
 def evaluate_examples(model, params, config: ModelConfig, info: TaskInfo, tokenizer, examples: Sequence, mesh: Mesh,
-                      params_shardings: Any, batch_size: int = 64, predict: Callable | None = None) -> tuple[dict, int]:
-    """-> ({lang: scores}, number of truncated inputs)."""
+                      params_shardings: Any, batch_size: int = 64, predict: Callable | None = None, *,
+                      pack: bool = True, pack_segments: int = 8, pack_len: int = 0) -> tuple[dict, int]:
+    """-> ({lang: scores}, number of truncated inputs). With `pack`, the examples are packed several per row of
+    pack_len (0: info.max_len) tokens, at most pack_segments a row, batch_size rows a batch; the scores are the
+    same as unpacked (tests/test_packing.py). Raises UserError for pack_segments < 1 or pack_len < max_len."""
     spec = info.spec
     check_range("batch_size", batch_size, 1, integer=True)
     T.check_labels(examples, info.labels)
@@ -206,7 +232,14 @@ def evaluate_examples(model, params, config: ModelConfig, info: TaskInfo, tokeni
     predict = predict or make_predict_fn(model, mesh, params_shardings)
     # Never wider than the data: a huge batch_size must not allocate rows of padding.
     batch_size = _round_up(min(batch_size, max(1, len(examples))), batch_size_multiple(mesh))
-    preds = predict_all(predict, params, enc, batch_size, info.max_len, config.pad_token_id, spec.kind == "token")
+    if pack:
+        width = pack_len or info.max_len
+        packing.check_packing(width, pack_segments, info.max_len, "pack_len", "pack_segments",
+                              f"an input of max_len={info.max_len}")
+        preds = predict_packed(predict, params, enc, batch_size, width, pack_segments, config.pad_token_id,
+                               spec.kind == "token", batch_size_multiple(mesh))
+    else:
+        preds = predict_all(predict, params, enc, batch_size, info.max_len, config.pad_token_id, spec.kind == "token")
     return score_by_lang(spec, enc, examples, preds, info.labels), enc.truncated
 
 

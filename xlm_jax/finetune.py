@@ -52,6 +52,7 @@ from xlm_jax import outputs
 from xlm_jax import tasks as T
 from xlm_jax.checkpoint import restore_params, save_params
 from xlm_jax.config import ModelConfig, check_dtype
+from xlm_jax.data.packing import check_packing
 from xlm_jax.errors import (ArgumentParser, NonFiniteError, UserError, check_choice, check_fields, check_range,
                             exit_on_user_error)
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
@@ -79,6 +80,11 @@ class FinetuneConfig:
     train_lang: str = "en"  # zero_shot: the only training language
     select_on: str = "avg"  # avg | a language code: validation score used for model selection
     max_len: int = 128  # tokens per input, specials included (capped at the model's positions)
+    # Packing (docs/data.md "Packing"): each step's batch_size examples (the same ones as unpacked) are packed
+    # several per row of pack_len tokens, attention within each example; false: one example per padded row.
+    pack: bool = True
+    pack_len: int = 0  # packed row length; 0 = max_len (may exceed the model's positions: they restart per example)
+    pack_segments: int = 8  # the most examples per packed row
     batch_size: int = 32
     eval_batch_size: int = 64
     epochs: float = 3.0
@@ -124,6 +130,11 @@ class FinetuneConfig:
                 raise UserError(f"{name}='': must not be empty")
         # The leaner (XLM) layout's minimum here; the checkpoint's own layout is checked once it is loaded.
         T.check_layout_max_len(self.max_len, "xlm", spec.pair)
+        check_range("pack_segments", self.pack_segments, 1, integer=True)
+        check_range("pack_len", self.pack_len, 0, integer=True, also={0: "max_len"})
+        if self.pack and self.pack_len:
+            check_packing(self.pack_len, self.pack_segments, self.max_len, "pack_len", "pack_segments",
+                          f"an input of max_len={self.max_len}")
         for name in ("batch_size", "eval_batch_size", "log_every"):
             check_range(name, getattr(self, name), 1, integer=True)
         check_range("epochs", self.epochs, 0, low_open=True)
@@ -256,7 +267,8 @@ def head_loss(model: nn.Module, sums_fn: Callable[[jax.Array, dict], dict], weig
 
     def fn(params, batch, rng, count):
         logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
-                             deterministic=False, rngs={"dropout": rng})
+                             deterministic=False, rngs={"dropout": rng}, segment_ids=batch.get("segment_ids"),
+                             example_starts=batch.get("example_starts"))  # packed batches (tasks.make_packed_batch)
         sums = sums_fn(logits, batch)
         return sums["loss_sum"] / count, sums
 
@@ -306,6 +318,20 @@ class RunResult:
     markdown: str
     table: dict
     history: list
+
+
+def step_rows(n_examples: int, batch_size: int, seed: int, steps: int) -> list[np.ndarray]:
+    """The training examples of each step (int64 [batch_size] each): epochs of a seeded permutation, chained
+    (reshuffled when the current one runs out). Planned up front so that packing can size its rows."""
+    order_rng = np.random.default_rng(seed)
+    order = np.array([], np.int64)
+    plan = []
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = np.concatenate([order, order_rng.permutation(n_examples)])
+        plan.append(order[:batch_size])
+        order = order[batch_size:]
+    return plan
 
 
 def select_score(per_lang: dict, select_on: str) -> float:
@@ -401,6 +427,11 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     eval_every = cfg.eval_every or steps_per_epoch
+    plan = step_rows(len(train), cfg.batch_size, cfg.seed, total)
+    pack_len = cfg.pack_len or max_len
+    if cfg.pack:  # one static row count for the run: the most rows any step's examples need, on the mesh
+        pack_rows = T.packed_rows_needed(enc, plan, pack_len, cfg.pack_segments)
+        pack_rows = -(-pack_rows // multiple) * multiple
     optimizer = build_optimizer(cfg, params, config, total)
     state, shardings = setup_state(params, model, optimizer, mesh)
     train_step = make_step(task_loss(model, spec.kind == "token"), optimizer, mesh, shardings)
@@ -411,15 +442,17 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     (out / FINETUNE_CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     log(f"{spec.name}: {len(train)} training examples ({cfg.protocol}), {len(valid)} valid, {len(test)} test; "
         f"{total} steps of {cfg.batch_size}, labels {list(labels)}")
+    if cfg.pack:
+        log(f"packed: each step's {cfg.batch_size} examples in {pack_rows} rows of {pack_len} tokens (at most "
+            f"{cfg.pack_segments} a row; pack=false: {cfg.batch_size} padded rows)")
 
     def evaluate(examples, params):
         return evaluate_examples(None, params, config, info, tokenizer, examples, mesh, shardings["params"],
-                                 cfg.eval_batch_size, predict)
+                                 cfg.eval_batch_size, predict, pack=cfg.pack, pack_segments=cfg.pack_segments,
+                                 pack_len=cfg.pack_len)
 
     history, best_score, best_step, bad, stopped_early = [], -math.inf, 0, 0, False
     best_params = None
-    order_rng = np.random.default_rng(cfg.seed)
-    order = np.array([], np.int64)
     dropout_rng = jax.random.fold_in(rng, 1)
     first_bad = jnp.asarray(-1, jnp.int32)  # on device: the first step whose loss / gradient norm was NaN / inf
 
@@ -435,10 +468,13 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     start = time.perf_counter()
     with open(out / "log.jsonl", "w") as logfile:
         for step in range(1, total + 1):
-            if len(order) < cfg.batch_size:  # epochs chained: reshuffle when the current one runs out
-                order = np.concatenate([order, order_rng.permutation(len(train))])
-            rows, order = order[: cfg.batch_size], order[cfg.batch_size:]
-            batch = T.make_batch(enc, rows, cfg.batch_size, max_len, config.pad_token_id, spec.kind == "token")
+            rows = plan[step - 1]
+            if cfg.pack:
+                batch = T.make_packed_batch(enc, rows, pack_rows, pack_len, cfg.pack_segments, config.pad_token_id,
+                                            spec.kind == "token")
+                batch = {k: v for k, v in batch.items() if k not in ("packed_at", "start_at")}  # host-side only
+            else:
+                batch = T.make_batch(enc, rows, cfg.batch_size, max_len, config.pad_token_id, spec.kind == "token")
             state, metrics = train_step(state, batch, dropout_rng)
             first_bad = first_non_finite(first_bad, metrics, jnp.asarray(step, jnp.int32))
             if step % cfg.log_every == 0 or step == total:

@@ -12,6 +12,10 @@ Parameter layout (stacked layers, whether or not the layers are scanned):
     encoder/final_norm                                                                         # pre-LN only
     lm_head/{dense, layer_norm, bias}                                                         # projection tied
 
+Packed rows (several examples per row, `segment_ids` 1, 2, ... and 0 on padding) get a block-diagonal attention
+mask and per-example positions (`segment_mask`, `segment_positions`; docs/attention.md says which attention
+kernel runs where).
+
 Every parameter carries logical axis names (vocab, embed, heads, kv, mlp, layers, ...) so that the trainer can
 shard by a rule table without touching this file.
 """
@@ -96,6 +100,28 @@ def default_positions(config: ModelConfig, attention_mask: Array) -> Array:
     if config.family == "xlmr":
         return jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0).astype(jnp.int32)
     return jnp.broadcast_to(jnp.arange(attention_mask.shape[1], dtype=jnp.int32), attention_mask.shape)
+
+
+def segment_positions(segment_ids: Array) -> Array:
+    """0-based positions that restart at the first token of every segment: int32 [B, T] from segment_ids [B, T].
+
+    A segment is a run of equal ids; packed rows give each example its own id (padding 0), so every packed
+    example is numbered exactly as it would be alone in its row (XLM counts slots, XLM-R real tokens: the same
+    numbers for an example's real tokens, which come first)."""
+    length = segment_ids.shape[1]
+    index = jnp.arange(length, dtype=jnp.int32)[None, :]
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    first = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+    return (index - first).astype(jnp.int32)
+
+
+def segment_mask(segment_ids: Array) -> Array:
+    """Block-diagonal attention mask of packed rows: bool [B, 1, T, T], True where query and key share a segment.
+
+    Padding (segment 0) attends only to padding, so no query row is empty (a softmax over nothing) and no real
+    token sees a pad or another example; the padded outputs are never read."""
+    return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
 
 
 def position_rows(config: ModelConfig, positions: Array, attention_mask: Array) -> Array:
@@ -279,15 +305,19 @@ class Encoder(nn.Module):
         deterministic: bool = True,
         causal: bool = False,
         output_all_layers: bool = False,
+        segment_ids: Array | None = None,
     ):
+        """input_ids, attention_mask, positions, langs, segment_ids: int [B, T]. `segment_ids` (packed rows: 1, 2,
+        ... per example, 0 on padding) restricts attention to each example's own tokens (`segment_mask`) and,
+        when `positions` is None, restarts positions per example. Returns float [B, T, D] (compute dtype)."""
         cfg = self.config
         if attention_mask is None:
             attention_mask = (input_ids != cfg.pad_token_id).astype(jnp.int32)
         if positions is None:
-            positions = default_positions(cfg, attention_mask)
+            positions = default_positions(cfg, attention_mask) if segment_ids is None else segment_positions(segment_ids)
         x = Embeddings(cfg, name="embeddings")(input_ids, attention_mask, positions, langs, deterministic)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed_act"))
-        mask = (attention_mask > 0)[:, None, None, :]
+        mask = (attention_mask > 0)[:, None, None, :] if segment_ids is None else segment_mask(segment_ids)
         if causal:
             length = input_ids.shape[1]
             mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
@@ -353,9 +383,13 @@ class SequenceClassificationHead(nn.Module):
     num_labels: int
 
     @nn.compact
-    def __call__(self, hidden: Array, deterministic: bool) -> Array:
+    def __call__(self, hidden: Array, deterministic: bool, example_starts: Array | None = None) -> Array:
+        """hidden [B, T, D] -> logits float32 [B, C] from each row's first token, or with `example_starts`
+        (int [B, E], packed rows: the first token of each example) [B, E, C], one per packed example."""
         cfg = self.config
-        x = nn.Dropout(cfg.dropout)(hidden[:, 0], deterministic=deterministic)
+        first = hidden[:, 0] if example_starts is None else jnp.take_along_axis(
+            hidden, example_starts[..., None].astype(jnp.int32), axis=1)
+        x = nn.Dropout(cfg.dropout)(first, deterministic=deterministic)
         if cfg.family == "xlmr":
             x = jnp.tanh(_dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed",), ("embed_out",), "dense")(x))
             x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
@@ -367,7 +401,9 @@ class TokenClassificationHead(nn.Module):
     num_labels: int
 
     @nn.compact
-    def __call__(self, hidden: Array, deterministic: bool) -> Array:
+    def __call__(self, hidden: Array, deterministic: bool, example_starts: Array | None = None) -> Array:
+        """hidden [B, T, D] -> logits float32 [B, T, C]; every token's own state, so packed rows need nothing more
+        (`example_starts` is accepted for a uniform call and unused)."""
         x = nn.Dropout(self.config.dropout)(hidden, deterministic=deterministic)
         return _dense(self.config, self.config.hidden_size, self.num_labels, ("embed",), ("labels",), "out_proj")(
             x).astype(jnp.float32)
@@ -381,7 +417,9 @@ class SpanHead(nn.Module):
     num_labels: int = 2
 
     @nn.compact
-    def __call__(self, hidden: Array, deterministic: bool) -> Array:
+    def __call__(self, hidden: Array, deterministic: bool, example_starts: Array | None = None) -> Array:
+        """hidden [B, T, D] -> float32 [B, T, 2]; per token, so `example_starts` is accepted for a uniform call and
+        unused (QA windows are not packed: each is one row)."""
         return _dense(self.config, self.config.hidden_size, 2, ("embed",), ("labels",), "qa_outputs")(
             hidden).astype(jnp.float32)
 
@@ -397,9 +435,13 @@ class _EncoderWithHead(nn.Module):
         self.encoder = Encoder(self.config)
         self.classifier = self.head(self.config, self.num_labels)
 
-    def __call__(self, input_ids, attention_mask=None, positions=None, langs=None, *, deterministic=True):
-        hidden = self.encoder(input_ids, attention_mask, positions, langs, deterministic=deterministic)
-        return self.classifier(hidden, deterministic)
+    def __call__(self, input_ids, attention_mask=None, positions=None, langs=None, *, deterministic=True,
+                 segment_ids=None, example_starts=None):
+        """Unpacked: [B, T] inputs -> [B, C] (sequence) or [B, T, C] (token) logits. Packed rows: `segment_ids`
+        [B, T] and, for sequence heads, `example_starts` [B, E] -> [B, E, C] (see `xlm_jax.data.packing`)."""
+        hidden = self.encoder(input_ids, attention_mask, positions, langs, deterministic=deterministic,
+                              segment_ids=segment_ids)
+        return self.classifier(hidden, deterministic, example_starts)
 
 
 class XLMForSequenceClassification(_EncoderWithHead):

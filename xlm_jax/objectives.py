@@ -48,6 +48,7 @@ def mlm_loss(model: XLMForMaskedLM, params, batch: dict[str, Array], rng: Array 
         *_model_inputs(batch),
         batch["mlm_positions"],
         deterministic=deterministic,
+        segment_ids=batch.get("segment_ids"),  # packed TLM rows (xlm_jax.data.packing); None: one example a row
         rngs=None if deterministic else {"dropout": rng},
         method=XLMForMaskedLM.logits_at,
     )
@@ -62,6 +63,7 @@ def clm_loss(model: XLMForMaskedLM, params, batch: dict[str, Array], rng: Array 
         *_model_inputs(batch),
         deterministic=deterministic,
         causal=True,
+        segment_ids=batch.get("segment_ids"),
         rngs=None if deterministic else {"dropout": rng},
         method=XLMForMaskedLM.mlm_logits,
     )

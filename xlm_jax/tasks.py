@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from xlm_jax.data import packing
 from xlm_jax.errors import UserError
 from xlm_jax.textfiles import open_text
 from xlm_jax.tokenizer import check_max_len, min_max_len, pad_rows, truncate_pair
@@ -636,6 +637,43 @@ def make_batch(enc: Encoded, rows: Sequence[int], batch_size: int, max_len: int,
         else:
             labels[j] = enc.labels[r]
     return {"input_ids": ids, "attention_mask": mask, "langs": langs, "labels": labels, "weights": weights}
+
+
+def make_packed_batch(enc: Encoded, rows: Sequence[int], n_rows: int, width: int, segments: int, pad_id: int,
+                      token_task: bool) -> dict:
+    """The examples `rows` of `enc` packed several per row into a fixed [n_rows, width] batch
+    (`xlm_jax.data.packing`: first-fit decreasing, at most `segments` examples a row).
+
+    Returns int32 input_ids / attention_mask / langs / segment_ids [R, T] and example_starts [R, E]; labels int32
+    [R, E] (sequence: one per packed example) or [R, T] (token: IGNORE_INDEX off the labelled sub-words);
+    weights float32 [R, E] (sequence: 1 for a packed example) or [R] (token: 1 per row, the labels carry the
+    rest); and `packed_at` int64 [len(rows), 2]: (row, slot) of each example and `start_at` [len(rows)] its first
+    token, to read predictions back. Raises UserError when the examples need more than n_rows rows or one is
+    longer than width."""
+    seqs = [enc.ids[r] for r in rows]
+    groups = packing.first_fit([len(x) for x in seqs], width, segments)
+    packed = packing.pack(seqs, groups, width, segments, pad_id, n_rows)
+    langs = np.zeros((n_rows, width), np.int32)
+    packing.scatter_rows([np.full(len(x), enc.lang_ids[r], np.int32) for x, r in zip(seqs, rows)], langs, packed,
+                         range(len(rows)))
+    if token_task:
+        labels = np.full((n_rows, width), IGNORE_INDEX, np.int32)
+        packing.scatter_rows([np.asarray(enc.labels[r], np.int32) for r in rows], labels, packed, range(len(rows)))
+        weights = np.ones((n_rows,), np.float32)
+    else:
+        labels = np.zeros((n_rows, segments), np.int32)
+        for j, r in enumerate(rows):
+            labels[tuple(packed["slot_of"][j])] = enc.labels[r]
+        weights = packed["example_valid"]
+    return {"input_ids": packed["input_ids"], "attention_mask": packed["attention_mask"], "langs": langs,
+            "segment_ids": packed["segment_ids"], "example_starts": packed["example_starts"], "labels": labels,
+            "weights": weights, "packed_at": packed["slot_of"], "start_at": packed["start_of"]}
+
+
+def packed_rows_needed(enc: Encoded, steps: Iterable[Sequence[int]], width: int, segments: int) -> int:
+    """The most packed rows any of `steps` (lists of example indices) needs: the static row count of a run."""
+    return max((len(packing.first_fit([len(enc.ids[r]) for r in rows], width, segments)) for rows in steps),
+               default=1)
 
 
 def word_predictions(token_preds: np.ndarray, starts: Sequence[int], n_words: int, labels: Sequence[str]) -> list[str]:

@@ -122,6 +122,10 @@ class DataSection:
     tlm_batching: str = "fixed"
     tlm_tokens_per_batch: int = 0
     tlm_bucket_multiple: int = 32
+    # TLM pairs packed several per row (docs/data.md "Packing"); false keeps the papers' one pair per padded row
+    # (the same batches as before packing existed).
+    pack: bool = True
+    pack_segments: int = 8
 
     def __post_init__(self):
         check_fields(self, "data.")
