@@ -118,6 +118,20 @@ def test_answer_compiles_each_shape_once(run):
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+def test_odd_but_valid_inputs_are_answered(m, run):
+    _, questions, contexts = zip(*run["questions"][:1])
+    q, c = questions[0], contexts[0]
+    long_context = " ".join([c] * 40)  # many windows, nothing cut, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = m.answer(q, long_context, n_best=np.int64(3), max_answer_length=10**6)
+    assert a.text and long_context[a.start:a.end] == a.text and len(a.n_best) == 3
+    for odd in ("😀 ☃ ✓", "<s> </s> <mask>", "x", "  padded  context  "):  # unknown pieces, special-token text
+        b = m.answer(q, odd, n_best=100)
+        assert odd[b.start:b.end] == b.text and np.isfinite(b.score) and 1 <= len(b.n_best) <= 100
+        assert all(np.isfinite(s.score) and odd[s.start:s.end] == s.text for s in b.n_best)
+
+
 def test_long_question_is_cut_with_a_warning_as_evaluate_cuts_it(m, run):
     _, questions, contexts = zip(*run["questions"][:2])
     long_q = " ".join(["open the file"] * 20) + " " + questions[0]
@@ -137,14 +151,18 @@ def test_answer_bad_input(m, run, tiny):
     _refused(lambda: m.answer(q, ""), "context=''", "empty")
     _refused(lambda: m.answer([q, q], [c, " \n"]), "context[1]", "empty")
     _refused(lambda: m.answer([("", c)]), "question[0]", "empty")
-    _refused(lambda: m.answer(5, c), "questions", "int")
-    _refused(lambda: m.answer(q, 5), "contexts", "int")
+    _refused(lambda: m.answer(5, c), "question must be a str", "int")
+    _refused(lambda: m.answer(q, 5), "context must be a str", "int")
+    _refused(lambda: m.answer(q, {"context": c}), "context must be", "dict")
     _refused(lambda: m.answer([q, 3], c), "question[1]", "must be a str", "int")
     _refused(lambda: m.answer([q, q], [c, None]), "context[1]", "must be a str")
-    _refused(lambda: m.answer(b"what", c), "questions", "bytes")
+    _refused(lambda: m.answer(b"what", c), "question must be", "bytes")
+    _refused(lambda: m.answer(None, c), "question must be", "NoneType")
     _refused(lambda: m.answer(q), "without a context")
-    _refused(lambda: m.answer([q]), "questions[0]", "(question, context) pair")
-    _refused(lambda: m.answer([], c), "questions is empty")
+    _refused(lambda: m.answer([q]), "question[0]", "(question, context) pair")
+    _refused(lambda: m.answer([(q, c, c)]), "question[0]", "(question, context) pair")
+    _refused(lambda: m.answer([], c), "question=[] is empty")
+    _refused(lambda: m.answer([q], []), "context=[] is empty")
     _refused(lambda: m.answer([q, q], [c]), "2 questions but 1 contexts")
     _refused(lambda: m.answer(q, "a\ud800b"), "context", "surrogate")
     for bad in (0, -1, 2.5, True, "3", None):

@@ -1,7 +1,7 @@
 """The notebook API: `m = xlm_jax.load(path)` carries the checkpoint's tokenizer (and, fine-tuned, its task head);
 `m.fill_mask(texts)`, `m.embed(texts)`, `m.similarity(a, b)`, `m.retrieve(queries, candidates, k)`,
-`m.predict(texts)`, `m.predict_tokens(word_lists)`, `m.answer(question, context)` answer in words; `m.hidden_states(ids)`, `m.layer_states(ids)`,
-`m.mlm_logits(ids)` take token ids. See docs/notebook.md."""
+`m.predict(texts)`, `m.predict_tokens(word_lists)`, `m.answer(question, context)` answer in words;
+`m.hidden_states(ids)`, `m.layer_states(ids)`, `m.mlm_logits(ids)` take token ids. See docs/notebook.md."""
 
 from __future__ import annotations
 
@@ -192,11 +192,12 @@ class LoadedModel:
     fine-tuned checkpoint its `task` (task name, labels; `xlm_jax.evaluate.TaskInfo`).
 
     Text methods (need a tokenizer): `fill_mask`, `embed`, `similarity`, `retrieve`, and for a fine-tuned
-    checkpoint `predict` / `predict_tokens` (classification heads) or `answer` (extractive QA). They take a str or a non-empty list of str (`predict`: also
-    (str, str) pairs); an XLM model with language embeddings needs `lang=` (a code of `config.langs`, or one per
-    text). Texts longer than the model's positions (`config.max_positions` tokens, specials included) are
-    truncated with a `UserWarning` saying how many were cut (the same rule everywhere: single texts keep their
-    first pieces, pairs lose pieces from the longer side first, words that do not fit are labelled "O").
+    checkpoint `predict` / `predict_tokens` (classification heads) or `answer` (extractive QA). They take a str or
+    a non-empty list of str (`predict`: also (str, str) pairs; `answer`: questions and contexts); an XLM model
+    with language embeddings needs `lang=` (a code of `config.langs`, or one per text). Texts longer than the
+    model's positions (`config.max_positions` tokens, specials included) are truncated with a `UserWarning`
+    saying how many were cut (the same rule everywhere: single texts keep their first pieces, pairs lose pieces
+    from the longer side first, words that do not fit are labelled "O", QA questions keep max_query_len pieces).
     Texts are batched by length: rows are padded to a power-of-two width (at least 16, at most max_positions)
     and batches hold a power-of-two number of rows (at most `batch_size`, default 32), so a notebook loop
     compiles a handful of shapes once and never again for a shape it has seen.
@@ -615,17 +616,16 @@ class LoadedModel:
         return [T.word_predictions(p, enc.word_starts[r], enc.n_words[r], self.task.labels)
                 for r, p in enumerate(preds)]
 
-
     def _qa_items(self, questions, contexts) -> tuple[list[tuple[str, str, str]], bool]:
         """-> ([(where, question, context)], whether one question was given). UserError for a missing context,
         lists of different lengths, an item that is not a str, invalid Unicode, or an empty question / context."""
         from xlm_jax.tokenizer import _check_text
 
-        def as_str_list(x, name):
+        def as_str_list(x, name, what):
             if isinstance(x, str | bytes | dict) or not isinstance(x, list | tuple):
-                raise UserError(f"{name} must be a str or a list of str, got {type(x).__name__} {x!r:.60}")
+                raise UserError(f"{name} must be {what}, got {type(x).__name__} {x!r:.60}")
             if not x:
-                raise UserError(f"{name} is empty: give at least one question")
+                raise UserError(f"{name}={x!r} is empty: give at least one {name}")
             return list(x)
 
         if contexts is None:  # one (question, context) pair or a list of them
@@ -633,19 +633,20 @@ class LoadedModel:
             if isinstance(questions, str):
                 raise UserError(f"question={questions!r:.60} given without a context: answer(question, context), or "
                                 "answer([(question, context), ...])")
-            pairs = [questions] if single else as_str_list(questions, "questions")
+            pairs = [questions] if single else as_str_list(questions, "question", "a str (with a context), or a "
+                                                            "list of (question, context) pairs")
             for i, pair in enumerate(pairs):
                 if not (isinstance(pair, tuple | list) and len(pair) == 2):
-                    raise UserError(f"questions[{i}]={pair!r:.60}: with no context given, each item must be a "
+                    raise UserError(f"question[{i}]={pair!r:.60}: with no context given, each item must be a "
                                     "(question, context) pair of str")
             items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(pairs)]
         else:
             single = isinstance(questions, str)
-            qs = [questions] if single else as_str_list(questions, "questions")
+            qs = [questions] if single else as_str_list(questions, "question", "a str or a list of str")
             if isinstance(contexts, str):
                 cs = [contexts] * len(qs)  # one context for every question
             else:
-                cs = as_str_list(contexts, "contexts")
+                cs = as_str_list(contexts, "context", "a str or a list of str (one per question)")
                 if len(cs) != len(qs):
                     raise UserError(f"{len(qs)} questions but {len(cs)} contexts: give one context per question, "
                                     "or one context (a str) for all of them")
