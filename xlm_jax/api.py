@@ -1,7 +1,7 @@
 """The notebook API: `m = xlm_jax.load(path)` carries the checkpoint's tokenizer (and, fine-tuned, its task head);
 `m.fill_mask(texts)`, `m.embed(texts)`, `m.similarity(a, b)`, `m.retrieve(queries, candidates, k)`,
-`m.predict(texts)`, `m.predict_tokens(word_lists)` answer in words; `m.hidden_states(ids)`, `m.layer_states(ids)`,
-`m.mlm_logits(ids)` take token ids. See docs/notebook.md."""
+`m.predict(texts)`, `m.predict_tokens(word_lists)`, `m.answer(question, context)` answer in words;
+`m.hidden_states(ids)`, `m.layer_states(ids)`, `m.mlm_logits(ids)` take token ids. See docs/notebook.md."""
 
 from __future__ import annotations
 
@@ -125,6 +125,18 @@ class Fill(NamedTuple):
     id: int
 
 
+class Answer(NamedTuple):
+    """An extractive-QA answer: the best span's `text` (== context[start:end], character offsets into the
+    context given), its `score` (start logit + end logit, float) and the `n_best` list of candidate spans
+    (`xlm_jax.qa.Span(text, start, end, score)`, best first; its first entry is this answer)."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    n_best: list
+
+
 class Prediction(NamedTuple):
     """A sequence-classification answer: the most probable `label`, its `probability`, and every label's
     probability (`probabilities`, label -> float, in the checkpoint's label order)."""
@@ -137,6 +149,14 @@ class Prediction(NamedTuple):
 POOLINGS = ("mean", "cls")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 MIN_WIDTH = 16  # the narrowest batch: shorter rows are padded to it (one shape for every short text)
+
+
+def _warn_caller(message: str) -> None:
+    """A UserWarning attributed to the caller's line (the first frame outside xlm_jax), wherever it came in."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def bucket(n: int, low: int, high: int) -> int:
@@ -172,11 +192,12 @@ class LoadedModel:
     fine-tuned checkpoint its `task` (task name, labels; `xlm_jax.evaluate.TaskInfo`).
 
     Text methods (need a tokenizer): `fill_mask`, `embed`, `similarity`, `retrieve`, and for a fine-tuned
-    checkpoint `predict` / `predict_tokens`. They take a str or a non-empty list of str (`predict`: also
-    (str, str) pairs); an XLM model with language embeddings needs `lang=` (a code of `config.langs`, or one per
-    text). Texts longer than the model's positions (`config.max_positions` tokens, specials included) are
-    truncated with a `UserWarning` saying how many were cut (the same rule everywhere: single texts keep their
-    first pieces, pairs lose pieces from the longer side first, words that do not fit are labelled "O").
+    checkpoint `predict` / `predict_tokens` (classification heads) or `answer` (extractive QA). They take a str or
+    a non-empty list of str (`predict`: also (str, str) pairs; `answer`: questions and contexts); an XLM model
+    with language embeddings needs `lang=` (a code of `config.langs`, or one per text). Texts longer than the
+    model's positions (`config.max_positions` tokens, specials included) are truncated with a `UserWarning`
+    saying how many were cut (the same rule everywhere: single texts keep their first pieces, pairs lose pieces
+    from the longer side first, words that do not fit are labelled "O", QA questions keep max_query_len pieces).
     Texts are batched by length: rows are padded to a power-of-two width (at least 16, at most max_positions)
     and batches hold a power-of-two number of rows (at most `batch_size`, default 32), so a notebook loop
     compiles a handful of shapes once and never again for a shape it has seen.
@@ -263,11 +284,22 @@ class LoadedModel:
 
         return jax.jit(probs)
 
+    @functools.cached_property
+    def _span_logits(self):
+        from xlm_jax.evaluate import task_model
+
+        module = task_model(self.config, self.task.spec, len(self.task.labels))
+
+        def logits(params, ids, mask, langs):  # [B, T, 2] (start, end), as qa.make_logits_fn
+            return module.apply({"params": params}, ids, mask, None, langs).astype(jnp.float32)
+
+        return jax.jit(logits)
+
     def compiled_shapes(self) -> int:
         """How many input shapes the text methods' jitted functions have compiled so far (all of them
         together): a second call with texts of the same lengths adds none."""
-        return sum(self.__dict__[name]._cache_size() for name in ("_pooled", "_mask_probs", "_task_probs")
-                   if name in self.__dict__)
+        return sum(self.__dict__[name]._cache_size() for name in ("_pooled", "_mask_probs", "_task_probs",
+                                                                   "_span_logits") if name in self.__dict__)
 
     # ---------------------------------------------------------------------------------- array methods
 
@@ -297,8 +329,8 @@ class LoadedModel:
         if "lm_head" not in self.params:
             has = ("an encoder and a fine-tuned classifier head (xlm_jax.finetune)" if "classifier" in self.params
                    else "an encoder only")
-            rest = ("; for the classifier's answers use predict / predict_tokens" if "classifier" in self.params
-                    else "")
+            rest = ("; for the classifier's answers use " + self._task_method()) if "classifier" in self.params \
+                else ""
             raise UserError(f"this checkpoint has no masked-LM head (lm_head): it holds {has} (parameters: "
                             f"{', '.join(sorted(self.params))}). {method} needs one; use hidden_states, layer_states "
                             f"or embed for the encoder's states{rest}")
@@ -338,12 +370,8 @@ class LoadedModel:
 
     def _warn_truncated(self, cut: int, n: int, what: str = "texts") -> None:
         if cut:
-            # Attributed to the caller's line (the first frame outside xlm_jax), wherever the texts came in.
-            level, frame = 1, sys._getframe(0)
-            while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-                frame, level = frame.f_back, level + 1
-            warnings.warn(f"{cut} of {n} {what} were longer than the model's {self.config.max_positions} positions "
-                          "(special tokens included) and were truncated", UserWarning, stacklevel=level)
+            _warn_caller(f"{cut} of {n} {what} were longer than the model's {self.config.max_positions} positions "
+                         "(special tokens included) and were truncated")
 
     def _encode(self, items: list, langs: list[str]):
         """Texts or pairs -> `tasks.Encoded` rows framed for this model's family, truncated (with a warning) to
@@ -502,17 +530,29 @@ class LoadedModel:
             out.append(fills)
         return out[0] if single else out
 
+    _TASK_METHODS = {"sequence": ("predict(texts)", "one label per text"),
+                     "token": ("predict_tokens(list of word lists)", "one label per word"),
+                     "span": ("answer(question, context)", "extractive question answering: an answer span per "
+                              "question")}
+
+    def _task_method(self) -> str:
+        """The text method that fits this checkpoint's task head."""
+        if self.task is None:  # a classifier head without task.json (a converted HF classifier)
+            return "predict / predict_tokens / answer"
+        return self._TASK_METHODS.get(self.task.spec.kind, ("predict(texts)", ""))[0]
+
     def _need_task(self, method: str, kind: str):
         if self.task is None:
             has = ", ".join(sorted(self.params)) if isinstance(self.params, dict) else "?"
+            how = "task=qa " if kind == "span" else ""
             raise UserError(f"{method} needs a fine-tuned checkpoint with a task head, but this one has none "
                             f"(parameters: {has}): load a fine-tuning output directory (python -m xlm_jax.finetune "
-                            "... out=DIR; xlm_jax.load(DIR))")
+                            f"... {how}out=DIR; xlm_jax.load(DIR))")
         if self.task.spec.kind != kind:
-            other = "predict_tokens(list of word lists)" if self.task.spec.kind == "token" else "predict(texts)"
+            other, what = self._TASK_METHODS.get(self.task.spec.kind, ("predict(texts)", "one label per text"))
+            labels = f", labels {', '.join(self.task.labels)}" if self.task.spec.kind != "span" else ""
             raise UserError(f"{method} does not fit this checkpoint: its head is task {self.task.task!r} "
-                            f"({'one label per word' if self.task.spec.kind == 'token' else 'one label per text'}, "
-                            f"labels {', '.join(self.task.labels)}); use {other}")
+                            f"({what}{labels}); use {other}")
         return self._need_tokenizer(method)
 
     def predict(self, texts, lang=None) -> Prediction | list[Prediction]:
@@ -575,6 +615,102 @@ class LoadedModel:
         preds = self._batched(enc.ids, enc.lang_ids, call)
         return [T.word_predictions(p, enc.word_starts[r], enc.n_words[r], self.task.labels)
                 for r, p in enumerate(preds)]
+
+    def _qa_items(self, questions, contexts) -> tuple[list[tuple[str, str, str]], bool]:
+        """-> ([(where, question, context)], whether one question was given). UserError for a missing context,
+        lists of different lengths, an item that is not a str, invalid Unicode, or an empty question / context."""
+        from xlm_jax.tokenizer import _check_text
+
+        def as_str_list(x, name, what):
+            if isinstance(x, str | bytes | dict) or not isinstance(x, list | tuple):
+                raise UserError(f"{name} must be {what}, got {type(x).__name__} {x!r:.60}")
+            if not x:
+                raise UserError(f"{name}={x!r} is empty: give at least one {name}")
+            return list(x)
+
+        if contexts is None:  # one (question, context) pair or a list of them
+            single = isinstance(questions, tuple) and len(questions) == 2 and all(isinstance(t, str) for t in questions)
+            if isinstance(questions, str):
+                raise UserError(f"question={questions!r:.60} given without a context: answer(question, context), or "
+                                "answer([(question, context), ...])")
+            pairs = [questions] if single else as_str_list(questions, "question", "a str (with a context), or a "
+                                                            "list of (question, context) pairs")
+            for i, pair in enumerate(pairs):
+                if not (isinstance(pair, tuple | list) and len(pair) == 2):
+                    raise UserError(f"question[{i}]={pair!r:.60}: with no context given, each item must be a "
+                                    "(question, context) pair of str")
+            items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(pairs)]
+        else:
+            single = isinstance(questions, str)
+            qs = [questions] if single else as_str_list(questions, "question", "a str or a list of str")
+            if isinstance(contexts, str):
+                cs = [contexts] * len(qs)  # one context for every question
+            else:
+                cs = as_str_list(contexts, "context", "a str or a list of str (one per question)")
+                if len(cs) != len(qs):
+                    raise UserError(f"{len(qs)} questions but {len(cs)} contexts: give one context per question, "
+                                    "or one context (a str) for all of them")
+            items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(zip(qs, cs))]
+        for at, q, c in items:
+            for name, text in (("question", q), ("context", c)):
+                _check_text(text, name + at)
+                if not text.strip():
+                    raise UserError(f"{name}{at}={text!r:.40} is empty: extractive QA needs a question and a context "
+                                    "that holds the answer (non-blank text)")
+        return items, single
+
+    def answer(self, question, context=None, n_best: int = 1, max_answer_length: int | None = None,
+               lang=None) -> Answer | list[Answer]:
+        """Extractive QA with a fine-tuned `task: qa` checkpoint: the span of `context` that answers `question`.
+
+        Forms: `answer(question, context)` -> one `Answer`; `answer([q1, q2], [c1, c2])` (one context per
+        question), `answer([q1, q2], context)` (one context for all) or `answer([(q1, c1), (q2, c2)])` -> a list.
+        `Answer(text, start, end, score, n_best)`: text == context[start:end] (characters), score = start logit +
+        end logit (float), n_best = up to `n_best` candidate `qa.Span`s, best first (fewer when fewer spans
+        exist). The windows and the decoding are `xlm_jax.qa`'s, with the checkpoint's task.json options
+        (max_len, doc_stride, max_query_len, and its n_best best starts / ends per window), so the answer is the
+        one `python -m xlm_jax.evaluate task` writes to predictions.json. A context longer than one window is
+        covered by several; a question longer than max_query_len pieces is cut to them, with a UserWarning (as
+        evaluate cuts it). `max_answer_length` (pieces) defaults to the checkpoint's (30).
+
+        Raises UserError for a checkpoint without a QA head (naming the method that fits), an empty / blank /
+        non-str question or context, lists of different lengths, n_best or max_answer_length not an integer
+        >= 1, and a bad / missing lang."""
+        from xlm_jax import qa
+        from xlm_jax import tasks as T
+
+        tok = self._need_task("answer", "span")
+        items, single = self._qa_items(question, context)
+        if not isinstance(n_best, int | np.integer) or isinstance(n_best, bool) or n_best < 1:
+            raise UserError(f"n_best={n_best!r}: must be an integer >= 1 (how many candidate answers to list)")
+        opts = qa.task_options(self.task.options)
+        if max_answer_length is None:
+            max_answer_length = opts["max_answer_length"]
+        elif (not isinstance(max_answer_length, int | np.integer) or isinstance(max_answer_length, bool)
+              or max_answer_length < 1):
+            raise UserError(f"max_answer_length={max_answer_length!r}: must be an integer >= 1 (the longest answer, "
+                            f"in pieces; this checkpoint's default is {opts['max_answer_length']})")
+        langs = self._langs(lang, len(items))
+        examples = [qa.QAExample(str(i), q, c, (), code, "question" + at)
+                    for i, ((at, q, c), code) in enumerate(zip(items, langs))]
+        feats = qa.make_features(examples, tok, T.InputProtocol.from_config(self.config), self.task.max_len,
+                                 opts["doc_stride"], opts["max_query_len"])
+        if feats.questions_cut:
+            _warn_caller(f"{feats.questions_cut} of {len(items)} questions were longer than this checkpoint's "
+                         f"max_query_len={opts['max_query_len']} pieces and were cut to them (as fine-tuning and "
+                         "evaluate task cut them)")
+
+        def call(ids, mask, langs, _):
+            return self._span_logits(self.params, jnp.asarray(ids), jnp.asarray(mask),
+                                     None if langs is None else jnp.asarray(langs))
+
+        logits = self._batched(feats.ids, feats.lang_ids, call)
+        out = []
+        for spans in qa.decode_n_best(examples, feats, logits, opts["n_best"], max_answer_length, int(n_best)):
+            best = spans[0] if spans else qa.Span("", 0, 0, float("-inf"))  # no valid span: nothing to answer
+            out.append(Answer(best.text, best.start, best.end, best.score, spans))
+        return out[0] if single else out
+
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -36,7 +36,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -221,6 +221,14 @@ def answer_token_span(spans: np.ndarray, start_char: int, end_char: int) -> tupl
     return (int(hit[0]), int(hit[-1])) if hit.size else None
 
 
+DEFAULT_OPTIONS = {"doc_stride": 128, "max_query_len": 64, "n_best": 20, "max_answer_length": 30}
+
+
+def task_options(options: dict) -> dict:
+    """A QA checkpoint's windowing / decoding options (task.json "options"), the defaults filled in."""
+    return {**DEFAULT_OPTIONS, **options}
+
+
 def check_qa_lengths(max_len: int, max_query_len: int, doc_stride: int, family: str) -> None:
     """UserError unless a row of max_len tokens holds the pair's specials, max_query_len question pieces (when
     > 0) and at least one context piece."""
@@ -325,14 +333,28 @@ def span_loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
     return loss, {"loss": loss, "accuracy": sums["correct"] / count, "count": sums["count"]}
 
 
-def decode_answers(examples: Sequence[QAExample], feats: QAFeatures, logits: Sequence[np.ndarray], n_best: int = 20,
-                   max_answer_length: int = 30) -> list[str]:
-    """The predicted answer of every example: a substring of its context ("" when no window has a valid span).
+class Span(NamedTuple):
+    """One candidate answer: `text` == context[start:end] (character offsets into the original context, outer
+    whitespace dropped) and its `score`, the start logit + end logit (float; higher is better)."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+
+
+def decode_n_best(examples: Sequence[QAExample], feats: QAFeatures, logits: Sequence[np.ndarray], n_best: int = 20,
+                  max_answer_length: int = 30, keep: int | None = None) -> list[list[Span]]:
+    """Per example, its candidate answers (`Span`s), best first, at most `keep` (None: all); [] when no window
+    has a valid span.
 
     logits: per feature row, float [row length (or more), 2]. Only context pieces with a non-empty span are
     candidates; among each window's n_best best starts and ends, pairs with start <= end and at most
-    max_answer_length pieces are scored start + end logit, best over all windows of the example."""
-    best: list[tuple[float, str]] = [(-math.inf, "")] * len(examples)
+    max_answer_length pieces are scored start + end logit over all windows of the example. A span found in
+    several (overlapping) windows is listed once, with its best score; of equal scores the one found first (window,
+    then start rank, then end rank) comes first, so the first entry is the first best span found."""
+    found: list[dict] = [{} for _ in examples]  # (start char, end char) -> (score, when found, text)
+    seen = 0
     for f, row_logits in enumerate(logits):
         n = len(feats.spans[f])
         spans = feats.spans[f]
@@ -350,10 +372,31 @@ def decode_answers(examples: Sequence[QAExample], feats: QAFeatures, logits: Seq
             for j in ends:
                 if not valid[j] or j < i or j - i + 1 > max_answer_length:
                     continue
-                score = start_l[i] + end_l[j]
-                if score > best[e][0]:
-                    best[e] = (float(score), context[spans[i, 0]: spans[j, 1]].strip())
-    return [text for _, text in best]
+                score = float(start_l[i] + end_l[j])
+                begin, stop = int(spans[i, 0]), int(spans[j, 1])
+                raw = context[begin:stop]
+                text = raw.strip()
+                if text:  # the span without its outer whitespace
+                    begin += len(raw) - len(raw.lstrip())
+                    stop = begin + len(text)
+                else:
+                    stop = begin
+                key = (begin, stop)
+                if key not in found[e] or score > found[e][key][0]:
+                    found[e][key] = (score, seen, text)
+                seen += 1
+    out = []
+    for by_span in found:
+        ranked = sorted(by_span.items(), key=lambda kv: (-kv[1][0], kv[1][1]))  # ties: the first found first
+        out.append([Span(text, b, e, score) for (b, e), (score, _, text) in ranked[:keep]])
+    return out
+
+
+def decode_answers(examples: Sequence[QAExample], feats: QAFeatures, logits: Sequence[np.ndarray], n_best: int = 20,
+                   max_answer_length: int = 30) -> list[str]:
+    """The predicted answer of every example: a substring of its context ("" when no window has a valid span):
+    the best of `decode_n_best`."""
+    return [c[0].text if c else "" for c in decode_n_best(examples, feats, logits, n_best, max_answer_length, 1)]
 
 
 def score(examples: Sequence[QAExample], predictions: Sequence[str]) -> dict[str, dict]:
@@ -608,7 +651,7 @@ def evaluate_checkpoint(checkpoint: str, tokenizer_path: str, data: Sequence[str
     if len(tokenizer) > config.vocab_size:
         raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids, more than the model's vocab_size="
                         f"{config.vocab_size}: they do not belong together")
-    opts = {"doc_stride": 128, "max_query_len": 64, "n_best": 20, "max_answer_length": 30, **info.options}
+    opts = task_options(info.options)
     feats = make_features(examples, tokenizer, T.InputProtocol.from_config(config), info.max_len, opts["doc_stride"],
                           opts["max_query_len"])
     mesh = make_mesh(MeshConfig())
