@@ -335,6 +335,8 @@ def step_rows(n_examples: int, batch_size: int, seed: int, steps: int) -> list[n
 
 
 def select_score(per_lang: dict, select_on: str) -> float:
+    """The model-selection score of one validation: the average of {lang: {"score"}} (avg) or one language's.
+    Raises UserError when that language has no valid data."""
     if select_on == "avg":
         return float(np.mean([v["score"] for v in per_lang.values()]))
     if select_on not in per_lang:
@@ -343,6 +345,7 @@ def select_score(per_lang: dict, select_on: str) -> float:
 
 
 def save_best(out: Path, params: Any, config: ModelConfig, info: TaskInfo, step: int) -> Path:
+    """Replaces OUT/best with `params` as checkpoint `step` (our orbax format) plus task.json -> OUT/best."""
     best = out / "best"
     tmp = out / "best.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -355,6 +358,170 @@ def save_best(out: Path, params: Any, config: ModelConfig, info: TaskInfo, step:
     tmp.rename(best)
     shutil.rmtree(old, ignore_errors=True)
     return best
+
+
+# The pieces below serve every task's fine-tuning: `finetune` (classification, NER) and `xlm_jax.qa.finetune_qa`.
+
+
+def training_split(cfg: FinetuneConfig, train_all: list, noun: str = "examples") -> list:
+    """The training examples the protocol uses: all of `train_all` (translate_train_all) or those in
+    `cfg.train_lang` (zero_shot); anything with a `.lang`. Raises UserError naming the files and the languages
+    they hold when none is left; `noun` ("examples", "questions") words it."""
+    if cfg.protocol == "translate_train_all":
+        return train_all
+    train = [e for e in train_all if e.lang == cfg.train_lang]
+    if not train:
+        langs = sorted({e.lang for e in train_all})
+        raise UserError(f"no {cfg.train_lang!r} training {noun} in {', '.join(cfg.train)} (languages: {langs}); "
+                        "set train_lang=, a LANG: prefix, or protocol=translate_train_all")
+    return train
+
+
+def check_select_on(cfg: FinetuneConfig, valid: list, noun: str = "examples") -> None:
+    """UserError unless `cfg.select_on` is avg or a language of the valid data (not checked without valid data:
+    then the last step is the model)."""
+    valid_langs = sorted({e.lang for e in valid})
+    if valid and cfg.select_on != "avg" and cfg.select_on not in valid_langs:
+        raise UserError(f"select_on={cfg.select_on!r}: no valid {noun} in that language; valid: avg, "
+                        f"{', '.join(valid_langs)}")
+
+
+def load_model(cfg: FinetuneConfig, spec: T.TaskSpec, labels: Sequence[str], tokenizer, log,
+               check_max_len: Callable[[int, str], None]) -> tuple[dict, ModelConfig, nn.Module, int]:
+    """The checkpoint `cfg.init` with `spec`'s head (`init_from_checkpoint`, cfg.dropout / cfg.dtype applied)
+    -> (params as NumPy, model config, task model, max_len); the head is initialised from cfg.seed. max_len is cfg.max_len capped at
+    the model's positions, checked by `check_max_len(max_len, family)` against the checkpoint's input layout.
+    Raises UserError when the checkpoint is not ours, does not match its own config, or has fewer ids than the
+    tokenizer."""
+    overrides: dict[str, Any] = {}
+    if cfg.dropout >= 0:
+        overrides.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
+    if cfg.dtype:
+        overrides["dtype"] = cfg.dtype
+    params, config, message = init_from_checkpoint(cfg.init, spec, labels, jax.random.key(cfg.seed), overrides)
+    log(message)
+    if len(tokenizer) > config.vocab_size:
+        raise UserError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} ids, more than the model's vocab_size="
+                        f"{config.vocab_size}: they do not belong together")
+    max_len = min(cfg.max_len, config.max_positions)
+    check_max_len(max_len, config.family)
+    model = task_model(config, spec, len(labels))
+    check_tree(params, nn.unbox(abstract_boxed(model)), cfg.init)
+    return params, config, model, max_len
+
+
+def plan_steps(cfg: FinetuneConfig, n_train: int) -> tuple[Any, int, int, int]:
+    """The mesh and the step counts for `n_train` training rows -> (mesh, data x fsdp multiple, total steps,
+    steps between validations). Raises UserError when batch_size does not split over the mesh."""
+    mesh = make_mesh(MeshConfig(cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor))
+    multiple = batch_size_multiple(mesh)
+    if cfg.batch_size % multiple:
+        raise UserError(f"batch_size={cfg.batch_size} is not divisible by mesh data x fsdp = {multiple}")
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    return mesh, multiple, total, cfg.eval_every or steps_per_epoch
+
+
+def claim_out(cfg: FinetuneConfig, out: Path, force: bool) -> None:
+    """Claims OUT for fine-tuning (after every up-front check) and records the config in it."""
+    outputs.claim_dir(out, "finetune", force=force, legacy=FINETUNE_CONFIG)
+    (out / FINETUNE_CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+
+@dataclasses.dataclass
+class Selection:
+    """What `train_and_select` returns: the selected parameters (placed with the run's parameter shardings),
+    their step and validation score (-inf without valid data), the validation history, the steps run and
+    whether patience stopped the run."""
+
+    params: Any
+    step: int
+    score: float
+    history: list
+    steps: int
+    stopped_early: bool
+
+
+def train_and_select(cfg: FinetuneConfig, out: Path, state: dict, train_step: Callable, batch: Callable[[int], dict],
+                     evaluate_valid: Callable[[Any], dict] | None, total: int, eval_every: int, config: ModelConfig,
+                     info: TaskInfo, params_shardings: Any, log=print,
+                     lang_entry: Callable[[dict], Any] = lambda scores: scores["score"], acc_label: str = "acc",
+                     score_label: str = "") -> Selection:
+    """The fine-tuning loop shared by every task: `total` steps of `train_step(state, batch(step), rng)` (step
+    from 1), a line in OUT/log.jsonl every cfg.log_every steps, validation every `eval_every` steps and at the
+    last: `evaluate_valid(params)` -> {lang: {"score", ...}} (None: no valid data), scored by `select_score`;
+    each improvement is saved to OUT/best (`save_best`), cfg.patience evaluations without one stop the run.
+    Without valid data the last step is the model. `lang_entry` turns one language's scores into its history
+    entry; `acc_label` and `score_label` word the printed lines ("acc", "" -> "span acc", " F1").
+
+    Raises NonFiniteError (before anything later is logged or saved) once the loss, a gradient norm or the
+    parameters become NaN / inf; its `last_good` names the best checkpoint saved before (or None)."""
+    history, best_score, best_step, bad, stopped_early = [], -math.inf, 0, 0, False
+    best_params = None
+    dropout_rng = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+    first_bad = jnp.asarray(-1, jnp.int32)  # on device: the first step whose loss / gradient norm was NaN / inf
+
+    def finite_or_raise(step: int) -> None:
+        """Before anything is logged as good or saved: diverged training stops here, naming the last good model."""
+        last_good = str(out / "best" / str(best_step)) if best_params is not None else None
+        first = int(first_bad)
+        if first >= 0:
+            raise NonFiniteError(first, "the loss or gradient norm is NaN / inf", last_good)
+        if not bool(all_finite(state["params"])):
+            raise NonFiniteError(step, "the parameters contain NaN / inf", last_good)
+
+    start = time.perf_counter()
+    with open(out / "log.jsonl", "w") as logfile:
+        for step in range(1, total + 1):
+            state, metrics = train_step(state, batch(step), dropout_rng)
+            first_bad = first_non_finite(first_bad, metrics, jnp.asarray(step, jnp.int32))
+            if step % cfg.log_every == 0 or step == total:
+                finite_or_raise(step)
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                record = {"step": step, **m, "elapsed_s": round(time.perf_counter() - start, 2)}
+                logfile.write(json.dumps(record) + "\n")
+                log(f"step {step}/{total} loss {m['loss']:.4f} {acc_label} {m['accuracy']:.3f} lr {m['lr']:.2e}")
+            if evaluate_valid is not None and (step % eval_every == 0 or step == total):
+                finite_or_raise(step)
+                per_lang = evaluate_valid(state["params"])
+                score = select_score(per_lang, cfg.select_on)
+                history.append({"step": step, "score": score,
+                                "per_lang": {k: lang_entry(v) for k, v in per_lang.items()}})
+                logfile.write(json.dumps({"step": step, "valid": history[-1]}) + "\n")
+                improved = score > best_score
+                log(f"step {step}: valid {cfg.select_on}{score_label} {100 * score:.2f}" + (" (best)" if improved else ""))
+                if improved:
+                    best_score, best_step, bad = score, step, 0
+                    best_params = jax.device_get(state["params"])
+                    save_best(out, best_params, config, info, step)
+                else:
+                    bad += 1
+                    if cfg.patience and bad >= cfg.patience:
+                        stopped_early = True
+                        log(f"early stop at step {step}: no improvement in {bad} evaluations (best step {best_step})")
+                        break
+            logfile.flush()
+    steps_done = step
+    if best_params is None:  # no valid data: the last step is the model
+        finite_or_raise(steps_done)
+        best_params, best_step = jax.device_get(state["params"]), steps_done
+        save_best(out, best_params, config, info, steps_done)
+    return Selection(jax.device_put(best_params, params_shardings), best_step, best_score, history, steps_done,
+                     stopped_early)
+
+
+def write_results(out: Path, cfg: FinetuneConfig, spec: T.TaskSpec, sel: Selection, train: list, results: dict,
+                  to_table: Callable[[dict], tuple[str, dict]], **extra) -> RunResult:
+    """Writes OUT/results.md and OUT/results.json: `to_table(results)` ({split: {lang: scores}} -> (markdown,
+    table)) plus the run's record (task, protocol, selection, `extra`, history, training examples per language)
+    -> the RunResult."""
+    markdown, table = to_table(results) if results else ("(no valid / test data)", {})
+    table.update(task=spec.name, protocol=cfg.protocol, select_on=cfg.select_on, best_step=sel.step, steps=sel.steps,
+                 stopped_early=sel.stopped_early, **extra, history=sel.history,
+                 train_examples={lang: sum(e.lang == lang for e in train) for lang in sorted({e.lang for e in train})})
+    (out / "results.md").write_text(markdown + "\n")
+    (out / "results.json").write_text(json.dumps(table, indent=2))
+    return RunResult(sel.step, sel.score, sel.stopped_early, sel.steps, markdown, table, sel.history)
 
 
 def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
@@ -383,35 +550,14 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     train_all = T.read_files(spec, cfg.train)
     valid = T.read_files(spec, cfg.valid)
     test = T.read_files(spec, cfg.test)
-    train = train_all if cfg.protocol == "translate_train_all" else [e for e in train_all if e.lang == cfg.train_lang]
-    if not train:
-        langs = sorted({e.lang for e in train_all})
-        raise UserError(f"no {cfg.train_lang!r} training examples in {', '.join(cfg.train)} (languages: {langs}); "
-                        "set train_lang= or protocol=translate_train_all")
+    train = training_split(cfg, train_all)
     labels = T.resolve_labels(spec, cfg.labels, train)
     for examples in (train, valid, test):
         T.check_labels(examples, labels)
-    valid_langs = sorted({e.lang for e in valid})
-    if valid and cfg.select_on != "avg" and cfg.select_on not in valid_langs:
-        raise UserError(f"select_on={cfg.select_on!r}: no valid examples in that language; valid: avg, "
-                        f"{', '.join(valid_langs)}")
-
-    overrides: dict[str, Any] = {}
-    if cfg.dropout >= 0:
-        overrides.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
-    if cfg.dtype:
-        overrides["dtype"] = cfg.dtype
-    rng = jax.random.key(cfg.seed)
-    params, config, message = init_from_checkpoint(cfg.init, spec, labels, rng, overrides)
-    log(message)
-    if len(tokenizer) > config.vocab_size:
-        raise UserError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} ids, more than the model's vocab_size="
-                        f"{config.vocab_size}: they do not belong together")
-    max_len = min(cfg.max_len, config.max_positions)
-    T.check_layout_max_len(max_len, config.family, spec.pair)
+    check_select_on(cfg, valid)
+    params, config, model, max_len = load_model(
+        cfg, spec, labels, tokenizer, log, lambda max_len, family: T.check_layout_max_len(max_len, family, spec.pair))
     info = TaskInfo(spec.name, labels, max_len)
-    model = task_model(config, spec, len(labels))
-    check_tree(params, nn.unbox(abstract_boxed(model)), cfg.init)
 
     protocol = T.InputProtocol.from_config(config)
     encode = T.encode_token_examples if spec.kind == "token" else T.encode_sequence_examples
@@ -420,13 +566,7 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
         what = "words" if spec.kind == "token" else "inputs"
         log(f"note: {enc.truncated} training {what} did not fit in max_len={max_len} and were truncated")
 
-    mesh = make_mesh(MeshConfig(cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor))
-    multiple = batch_size_multiple(mesh)
-    if cfg.batch_size % multiple:
-        raise UserError(f"batch_size={cfg.batch_size} is not divisible by mesh data x fsdp = {multiple}")
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    eval_every = cfg.eval_every or steps_per_epoch
+    mesh, multiple, total, eval_every = plan_steps(cfg, len(train))
     plan = step_rows(len(train), cfg.batch_size, cfg.seed, total)
     pack_len = cfg.pack_len or max_len
     if cfg.pack:  # one static row count for the run: the most rows any step's examples need, on the mesh
@@ -438,91 +578,38 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     predict = make_predict_fn(model.clone(config=config.replace(dropout=0.0, attention_dropout=0.0)), mesh,
                               shardings["params"])
 
-    outputs.claim_dir(out, "finetune", force=force, legacy=FINETUNE_CONFIG)
-    (out / FINETUNE_CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    claim_out(cfg, out, force)
     log(f"{spec.name}: {len(train)} training examples ({cfg.protocol}), {len(valid)} valid, {len(test)} test; "
         f"{total} steps of {cfg.batch_size}, labels {list(labels)}")
     if cfg.pack:
         log(f"packed: each step's {cfg.batch_size} examples in {pack_rows} rows of {pack_len} tokens (at most "
             f"{cfg.pack_segments} a row; pack=false: {cfg.batch_size} padded rows)")
 
+    def batch(step: int) -> dict:
+        rows = plan[step - 1]
+        if not cfg.pack:
+            return T.make_batch(enc, rows, cfg.batch_size, max_len, config.pad_token_id, spec.kind == "token")
+        packed = T.make_packed_batch(enc, rows, pack_rows, pack_len, cfg.pack_segments, config.pad_token_id,
+                                     spec.kind == "token")
+        return {k: v for k, v in packed.items() if k not in ("packed_at", "start_at")}  # host-side only
+
     def evaluate(examples, params):
         return evaluate_examples(None, params, config, info, tokenizer, examples, mesh, shardings["params"],
                                  cfg.eval_batch_size, predict, pack=cfg.pack, pack_segments=cfg.pack_segments,
                                  pack_len=cfg.pack_len)
 
-    history, best_score, best_step, bad, stopped_early = [], -math.inf, 0, 0, False
-    best_params = None
-    dropout_rng = jax.random.fold_in(rng, 1)
-    first_bad = jnp.asarray(-1, jnp.int32)  # on device: the first step whose loss / gradient norm was NaN / inf
-
-    def finite_or_raise(step: int) -> None:
-        """Before anything is logged as good or saved: diverged training stops here, naming the last good model."""
-        last_good = str(out / "best" / str(best_step)) if best_params is not None else None
-        first = int(first_bad)
-        if first >= 0:
-            raise NonFiniteError(first, "the loss or gradient norm is NaN / inf", last_good)
-        if not bool(all_finite(state["params"])):
-            raise NonFiniteError(step, "the parameters contain NaN / inf", last_good)
-
-    start = time.perf_counter()
-    with open(out / "log.jsonl", "w") as logfile:
-        for step in range(1, total + 1):
-            rows = plan[step - 1]
-            if cfg.pack:
-                batch = T.make_packed_batch(enc, rows, pack_rows, pack_len, cfg.pack_segments, config.pad_token_id,
-                                            spec.kind == "token")
-                batch = {k: v for k, v in batch.items() if k not in ("packed_at", "start_at")}  # host-side only
-            else:
-                batch = T.make_batch(enc, rows, cfg.batch_size, max_len, config.pad_token_id, spec.kind == "token")
-            state, metrics = train_step(state, batch, dropout_rng)
-            first_bad = first_non_finite(first_bad, metrics, jnp.asarray(step, jnp.int32))
-            if step % cfg.log_every == 0 or step == total:
-                finite_or_raise(step)
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                record = {"step": step, **m, "elapsed_s": round(time.perf_counter() - start, 2)}
-                logfile.write(json.dumps(record) + "\n")
-                log(f"step {step}/{total} loss {m['loss']:.4f} acc {m['accuracy']:.3f} lr {m['lr']:.2e}")
-            if valid and (step % eval_every == 0 or step == total):
-                finite_or_raise(step)
-                per_lang, _ = evaluate(valid, state["params"])
-                score = select_score(per_lang, cfg.select_on)
-                history.append({"step": step, "score": score, "per_lang": {k: v["score"] for k, v in per_lang.items()}})
-                logfile.write(json.dumps({"step": step, "valid": history[-1]}) + "\n")
-                improved = score > best_score
-                log(f"step {step}: valid {cfg.select_on} {100 * score:.2f}" + (" (best)" if improved else ""))
-                if improved:
-                    best_score, best_step, bad = score, step, 0
-                    best_params = jax.device_get(state["params"])
-                    save_best(out, best_params, config, info, step)
-                else:
-                    bad += 1
-                    if cfg.patience and bad >= cfg.patience:
-                        stopped_early = True
-                        log(f"early stop at step {step}: no improvement in {bad} evaluations (best step {best_step})")
-                        break
-            logfile.flush()
-    steps_done = step
-    if best_params is None:  # no valid data: the last step is the model
-        finite_or_raise(steps_done)
-        best_params, best_step = jax.device_get(state["params"]), steps_done
-        save_best(out, best_params, config, info, steps_done)
-    params_final = jax.device_put(best_params, shardings["params"])
+    sel = train_and_select(cfg, out, state, train_step, batch, (lambda p: evaluate(valid, p)[0]) if valid else None,
+                           total, eval_every, config, info, shardings["params"], log)
     results, truncated = {}, {}
     for split, examples in (("valid", valid), ("test", test)):
         if examples:
-            results[split], truncated[split] = evaluate(examples, params_final)
-    markdown, table = results_table(results, spec.metric, cfg.train_lang) if results else ("(no valid / test data)", {})
-    table.update(task=spec.name, protocol=cfg.protocol, select_on=cfg.select_on, best_step=best_step,
-                 steps=steps_done, stopped_early=stopped_early, truncated={"train": enc.truncated, **truncated},
-                 labels=list(labels), history=history,
-                 train_examples={lang: sum(e.lang == lang for e in train) for lang in sorted({e.lang for e in train})})
-    (out / "results.md").write_text(markdown + "\n")
-    (out / "results.json").write_text(json.dumps(table, indent=2))
+            results[split], truncated[split] = evaluate(examples, sel.params)
+    run = write_results(out, cfg, spec, sel, train, results, lambda r: results_table(r, spec.metric, cfg.train_lang),
+                        truncated={"train": enc.truncated, **truncated}, labels=list(labels))
     for split, n in truncated.items():
         if n:
             log(f"note: {n} {split} inputs did not fit in max_len={max_len} and were truncated")
-    return RunResult(best_step, best_score, stopped_early, steps_done, markdown, table, history)
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,6 @@ import dataclasses
 import json
 import math
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -490,46 +489,21 @@ def finetune_qa(cfg, out: Path, tokenizer, log=print, force: bool = False):
     predictions per split and language in OUT/predictions.json. Raises UserError for bad data or settings
     before training, NonFiniteError when training diverges."""
     from xlm_jax import finetune as F
-    from xlm_jax import outputs
-    from xlm_jax.evaluate import TaskInfo, task_model
-    from xlm_jax.sharding import MeshConfig, batch_size_multiple, make_mesh
-    from xlm_jax.step import abstract_boxed, all_finite, first_non_finite
-    import flax.linen as nn
-    from xlm_jax.errors import NonFiniteError
+    from xlm_jax.evaluate import TaskInfo
 
     spec = T.get_task(cfg.task)
     check_qa_lengths(cfg.max_len, cfg.max_query_len, cfg.doc_stride, "xlm")
     train_all = read_files(cfg.train, "training")
     valid = read_files(cfg.valid, "evaluation")
     test = read_files(cfg.test, "evaluation")
-    train = train_all if cfg.protocol == "translate_train_all" else [e for e in train_all if e.lang == cfg.train_lang]
-    if not train:
-        langs = sorted({e.lang for e in train_all})
-        raise UserError(f"no {cfg.train_lang!r} training questions in {', '.join(cfg.train)} (languages: {langs}); "
-                        "set train_lang=, a LANG: prefix, or protocol=translate_train_all")
-    valid_langs = sorted({e.lang for e in valid})
-    if valid and cfg.select_on != "avg" and cfg.select_on not in valid_langs:
-        raise UserError(f"select_on={cfg.select_on!r}: no valid questions in that language; valid: avg, "
-                        f"{', '.join(valid_langs)}")
-
-    overrides: dict[str, Any] = {}
-    if cfg.dropout >= 0:
-        overrides.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
-    if cfg.dtype:
-        overrides["dtype"] = cfg.dtype
-    rng = jax.random.key(cfg.seed)
-    params, config, message = F.init_from_checkpoint(cfg.init, spec, spec.labels, rng, overrides)
-    log(message)
-    if len(tokenizer) > config.vocab_size:
-        raise UserError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} ids, more than the model's vocab_size="
-                        f"{config.vocab_size}: they do not belong together")
-    max_len = min(cfg.max_len, config.max_positions)
-    check_qa_lengths(max_len, cfg.max_query_len, cfg.doc_stride, config.family)
+    train = F.training_split(cfg, train_all, "questions")
+    F.check_select_on(cfg, valid, "questions")
+    params, config, model, max_len = F.load_model(
+        cfg, spec, spec.labels, tokenizer, log,
+        lambda max_len, family: check_qa_lengths(max_len, cfg.max_query_len, cfg.doc_stride, family))
     options = {"doc_stride": cfg.doc_stride, "max_query_len": cfg.max_query_len, "n_best": cfg.n_best,
                "max_answer_length": cfg.max_answer_length}
     info = TaskInfo(spec.name, spec.labels, max_len, options)
-    model = task_model(config, spec, len(spec.labels))
-    F.check_tree(params, nn.unbox(abstract_boxed(model)), cfg.init)
 
     protocol = T.InputProtocol.from_config(config)
     feats = {"train": make_features(train, tokenizer, protocol, max_len, cfg.doc_stride, cfg.max_query_len, True)}
@@ -541,21 +515,15 @@ def finetune_qa(cfg, out: Path, tokenizer, log=print, force: bool = False):
         log(f"note: {train_feats.questions_cut} training questions were longer than max_query_len="
             f"{cfg.max_query_len} pieces and were cut")
 
-    mesh = make_mesh(MeshConfig(cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor))
-    multiple = batch_size_multiple(mesh)
-    if cfg.batch_size % multiple:
-        raise UserError(f"batch_size={cfg.batch_size} is not divisible by mesh data x fsdp = {multiple}")
-    steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    eval_every = cfg.eval_every or steps_per_epoch
+    mesh, multiple, total, eval_every = F.plan_steps(cfg, len(train_feats))
+    plan = F.step_rows(len(train_feats), cfg.batch_size, cfg.seed, total)
     optimizer = F.build_optimizer(cfg, params, config, total)
     state, shardings = F.setup_state(params, model, optimizer, mesh)
     train_step = make_train_step(model, optimizer, mesh, shardings)
     logits_fn = make_logits_fn(model.clone(config=config.replace(dropout=0.0, attention_dropout=0.0)), mesh,
                                shardings["params"])
 
-    outputs.claim_dir(out, "finetune", force=force, legacy=F.FINETUNE_CONFIG)
-    (out / F.FINETUNE_CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    F.claim_out(cfg, out, force)
     log(f"qa: {len(train)} training questions ({len(train_feats)} windows, {cfg.protocol}), {len(valid)} valid, "
         f"{len(test)} test; {total} steps of {cfg.batch_size}")
 
@@ -564,76 +532,22 @@ def finetune_qa(cfg, out: Path, tokenizer, log=print, force: bool = False):
         return evaluate_split(examples, feats[split], logits_fn, params, cfg.eval_batch_size, max_len,
                               config.pad_token_id, cfg.n_best, cfg.max_answer_length, multiple)
 
-    history, best_score, best_step, bad, stopped_early = [], -math.inf, 0, 0, False
-    best_params = None
-    order_rng = np.random.default_rng(cfg.seed)
-    order = np.array([], np.int64)
-    dropout_rng = jax.random.fold_in(rng, 1)
-    first_bad = jnp.asarray(-1, jnp.int32)
-
-    def finite_or_raise(step: int) -> None:
-        last_good = str(out / "best" / str(best_step)) if best_params is not None else None
-        if int(first_bad) >= 0:
-            raise NonFiniteError(int(first_bad), "the loss or gradient norm is NaN / inf", last_good)
-        if not bool(all_finite(state["params"])):
-            raise NonFiniteError(step, "the parameters contain NaN / inf", last_good)
-
-    start = time.perf_counter()
-    with open(out / "log.jsonl", "w") as logfile:
-        for step in range(1, total + 1):
-            if len(order) < cfg.batch_size:
-                order = np.concatenate([order, order_rng.permutation(len(train_feats))])
-            rows, order = order[: cfg.batch_size], order[cfg.batch_size:]
-            batch = make_batch(train_feats, rows, cfg.batch_size, max_len, config.pad_token_id)
-            state, metrics = train_step(state, batch, dropout_rng)
-            first_bad = first_non_finite(first_bad, metrics, jnp.asarray(step, jnp.int32))
-            if step % cfg.log_every == 0 or step == total:
-                finite_or_raise(step)
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                logfile.write(json.dumps({"step": step, **m, "elapsed_s": round(time.perf_counter() - start, 2)}) + "\n")
-                log(f"step {step}/{total} loss {m['loss']:.4f} span acc {m['accuracy']:.3f} lr {m['lr']:.2e}")
-            if valid and (step % eval_every == 0 or step == total):
-                finite_or_raise(step)
-                per_lang, _ = evaluate("valid", state["params"])
-                score_now = F.select_score(per_lang, cfg.select_on)
-                history.append({"step": step, "score": score_now,
-                                "per_lang": {k: {"exact_match": v["exact_match"], "f1": v["f1"]}
-                                             for k, v in per_lang.items()}})
-                logfile.write(json.dumps({"step": step, "valid": history[-1]}) + "\n")
-                improved = score_now > best_score
-                log(f"step {step}: valid {cfg.select_on} F1 {100 * score_now:.2f}" + (" (best)" if improved else ""))
-                if improved:
-                    best_score, best_step, bad = score_now, step, 0
-                    best_params = jax.device_get(state["params"])
-                    F.save_best(out, best_params, config, info, step)
-                else:
-                    bad += 1
-                    if cfg.patience and bad >= cfg.patience:
-                        stopped_early = True
-                        log(f"early stop at step {step}: no improvement in {bad} evaluations (best step {best_step})")
-                        break
-            logfile.flush()
-    steps_done = step
-    if best_params is None:
-        finite_or_raise(steps_done)
-        best_params, best_step = jax.device_get(state["params"]), steps_done
-        F.save_best(out, best_params, config, info, steps_done)
-    params_final = jax.device_put(best_params, shardings["params"])
+    sel = F.train_and_select(
+        cfg, out, state, train_step,
+        lambda step: make_batch(train_feats, plan[step - 1], cfg.batch_size, max_len, config.pad_token_id),
+        (lambda p: evaluate("valid", p)[0]) if valid else None, total, eval_every, config, info, shardings["params"],
+        log, lang_entry=lambda v: {"exact_match": v["exact_match"], "f1": v["f1"]}, acc_label="span acc",
+        score_label=" F1")
     results, predictions = {}, {}
     for split, examples in (("valid", valid), ("test", test)):
         if examples:
-            results[split], preds = evaluate(split, params_final)
+            results[split], preds = evaluate(split, sel.params)
             predictions[split] = predictions_by_lang(examples, preds)
-    markdown, table = results_table(results, cfg.train_lang) if results else ("(no valid / test data)", {})
-    table.update(task=spec.name, protocol=cfg.protocol, select_on=cfg.select_on, best_step=best_step,
-                 steps=steps_done, stopped_early=stopped_early, history=history, **options,
-                 questions_cut={s: f.questions_cut for s, f in feats.items()},
-                 train_windows=len(train_feats), train_windows_without_answer=train_feats.answers_outside,
-                 train_examples={lang: sum(e.lang == lang for e in train) for lang in sorted({e.lang for e in train})})
-    (out / "results.md").write_text(markdown + "\n")
-    (out / "results.json").write_text(json.dumps(table, indent=2))
+    run = F.write_results(out, cfg, spec, sel, train, results, lambda r: results_table(r, cfg.train_lang), **options,
+                          questions_cut={s: f.questions_cut for s, f in feats.items()},
+                          train_windows=len(train_feats), train_windows_without_answer=train_feats.answers_outside)
     (out / "predictions.json").write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
-    return F.RunResult(best_step, best_score, stopped_early, steps_done, markdown, table, history)
+    return run
 
 
 def evaluate_checkpoint(checkpoint: str, tokenizer_path: str, data: Sequence[str], out: str | None = None,
