@@ -213,7 +213,9 @@ def main() -> None:
                       "retrieval": retrieval(out), "adapt_valid": valid_record(out),
                       "log": [x for x in printed if x.startswith(("trainable", "init", "model:", "loss:"))]}
     results["runs"] = runs
-    results["extension_report"] = json.loads(report.read_text())
+    ext = json.loads(report.read_text())
+    ext["pieces"] = ext["pieces"][:50]  # (the first 50 of the added pieces; all of them are in WORK)
+    results["extension_report"] = ext
     results["settings"] = {"steps": args.steps, "base_steps": args.base_steps, "add": args.add, "lr": args.lr,
                            "seed": args.seed, "base_langs": base_langs + ["en"], "new_lang": NEW,
                            "retrieval_pairs": N_RETRIEVAL}
