@@ -22,6 +22,8 @@ output is already there, so a re-run resumes:
 5. adapt:     4 runs of --steps steps each, from WORK/base: MLM on Georgian + TLM on en-ka, with
               train.trainable = all | embeddings, with the base tokenizer | the extended one;
 6. after:     the evaluation of 4 on each adapted model;
+Also: how much probability the extended base model puts on the added ids at masked positions of base-language
+text (`new_id_mass`, WORK/new_id_mass.json).
 7. retrieval: python -m xlm_jax.evaluate retrieval on the 500 en-ka pairs of 2 (en = src, ka = tgt; mean of the
               last layer's states, cosine), for the base and each variant.
 
@@ -126,6 +128,36 @@ def build_corpus(gettext: Path, out: Path, base_langs: list[str], seed: int) -> 
     (out / "done").write_text("")
 
 
+def new_id_mass(model_dir: Path, corpus: Path, n_base: int, langs=("en", "de", "ja"), n: int = 64) -> dict:
+    """A diagnostic of the extended base model (its resized rows, before any update): at one masked position in
+    each of the first `n` sentences (<= 30 pieces) of each language, the mean probability on the added ids
+    (n_base .. V-2), on `▁`, and how often `▁` is the argmax. `LoadedModel.mlm_logits`; seeded masking."""
+    import numpy as np
+
+    import xlm_jax
+
+    m = xlm_jax.load(model_dir)
+    tok, space = m.tokenizer, m.tokenizer.sp.piece_to_id("\u2581") + 1
+    out = {}
+    for lang in langs:
+        lines = [x for x in (corpus / "mono" / f"{lang}.txt").read_text(encoding="utf-8").split("\n") if x][:n]
+        ids = [[0] + tok.encode(x)[:30] + [2] for x in lines]
+        x = np.full((len(ids), max(map(len, ids))), 1, np.int32)
+        rng, pos = np.random.default_rng(0), []
+        for i, s in enumerate(ids):
+            x[i, :len(s)] = s
+            j = int(rng.integers(1, len(s) - 1))
+            pos.append((i, j))
+            x[i, j] = m.config.mask_token_id
+        logits = np.asarray(m.mlm_logits(x, (x != 1).astype(np.int32)), np.float64)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        out[lang] = {"new_ids_mass": float(np.mean([p[i, j, n_base:m.config.vocab_size - 1].sum() for i, j in pos])),
+                     "space_prob": float(np.mean([p[i, j, space] for i, j in pos])),
+                     "space_is_argmax": float(np.mean([p[i, j].argmax() == space for i, j in pos]))}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("work", type=Path)
@@ -213,6 +245,12 @@ def main() -> None:
                       "retrieval": retrieval(out), "adapt_valid": valid_record(out),
                       "log": [x for x in printed if x.startswith(("trainable", "init", "model:", "loss:"))]}
     results["runs"] = runs
+    mass = work / "new_id_mass.json"
+    if not mass.is_file():
+        mass.write_text(json.dumps({tok: new_id_mass(work / "eval" / f"before_{tok}", corpus,
+                                                     json.loads(report.read_text())["mask_id"][0])
+                                    for tok in toks}, indent=1))
+    results["new_id_mass"] = json.loads(mass.read_text())
     ext = json.loads(report.read_text())
     ext["pieces"] = ext["pieces"][:50]  # (the first 50 of the added pieces; all of them are in WORK)
     results["extension_report"] = ext
