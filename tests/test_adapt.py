@@ -166,6 +166,33 @@ def test_orbax_run_as_init_from_starts_where_it_ended(env, hf_run, tmp_path):
     assert _step_losses(run_dir)[1] == pytest.approx(float(loss), rel=1e-5)
 
 
+def test_the_config_that_trained_a_run_can_continue_it(env, hf_run, tmp_path, capsys):
+    """configs/default.yaml names model.base=xlmr_tiny (vocabulary 1000, <mask> -1: placeholders that a run
+    always takes from its data) with overrides equal to its run's architecture: continuing that run with the same
+    config is accepted (it was refused on vocab_size / mask_token_id, issue #12 part 6). An explicit
+    model.vocab_size that contradicts the checkpoint is still refused."""
+    import dataclasses
+
+    import xlm_jax
+    from xlm_jax.adapt import DATA_FIELDS
+    from xlm_jax.config import NAMED_CONFIGS
+    from xlm_jax.train import NON_ARCHITECTURE
+
+    config = xlm_jax.load(hf_run, tokenizer=False).config
+    base = NAMED_CONFIGS["xlmr_tiny"]
+    same = [f"model.{f.name}={json.dumps(getattr(config, f.name))}" for f in dataclasses.fields(config)
+            if f.name not in DATA_FIELDS and f.name not in NON_ARCHITECTURE
+            and getattr(config, f.name) != getattr(base, f.name)]
+    assert any(a.startswith("model.hidden_size=") for a in same)  # the base alone would contradict
+    assert base.vocab_size != config.vocab_size
+    run_dir = tmp_path / "run"
+    assert _run(env, run_dir, f"model.init_from={hf_run}", "model.base=xlmr_tiny", *same, "train.steps=2") == 0
+    assert _step_losses(run_dir)  # it trained
+    _expect_refusal(env, tmp_path / "run2", capsys,
+                    [f"model.init_from={hf_run}", "model.base=xlmr_tiny", *same, "model.vocab_size=1000"],
+                    [f"model.vocab_size: checkpoint {config.vocab_size}, config 1000"])
+
+
 # ------------------------------------------------------------------------------------------- init_from: fairseq
 
 

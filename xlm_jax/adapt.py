@@ -215,6 +215,11 @@ def _arch_diff(ours: ModelConfig, theirs: dict, fields: list[str] | None = None)
             and (list(theirs[k]) if isinstance(theirs[k], tuple) else theirs[k]) != have[k]]
 
 
+# The ModelConfig fields a run takes from its data (`TrainConfig.model.resolve`), not from model.base.
+DATA_FIELDS = ("langs", "n_langs", "vocab_size", "bos_token_id", "pad_token_id", "eos_token_id", "unk_token_id",
+               "mask_token_id")
+
+
 def check_overrides(cfg, config: ModelConfig, where: str) -> None:
     """Refuses `model.base` / `model.<field>` values that contradict the checkpoint's architecture, listing every
     differing field; numerics and regularisation (train.NON_ARCHITECTURE) may differ."""
@@ -222,8 +227,11 @@ def check_overrides(cfg, config: ModelConfig, where: str) -> None:
 
     diff = _arch_diff(config, dict(cfg.model.overrides))
     if cfg.model.base:
-        # A named base says nothing about languages; its vocabulary and specials are part of the architecture.
-        base = {k: v for k, v in model_to_dict(NAMED_CONFIGS[cfg.model.base]).items() if k not in ("langs", "n_langs")}
+        # A named base's languages, vocabulary size and special ids are never used: a run from scratch replaces
+        # them with the data's (TrainConfig.model.resolve), and with init_from the tokenizer is checked against
+        # the checkpoint's vocabulary instead. So configs/default.yaml (model.base=xlmr_tiny, vocab 1000) can
+        # continue a run it trained.
+        base = {k: v for k, v in model_to_dict(NAMED_CONFIGS[cfg.model.base]).items() if k not in DATA_FIELDS}
         diff += [f"{d} (model.base={cfg.model.base})" for d in _arch_diff(config, base)
                  if d.split(":")[0].removeprefix("model.") not in cfg.model.overrides]
     if diff:
