@@ -6,11 +6,12 @@ the table of docs/reliability.md.
 Builds tiny fixtures in WORK_DIR (a SentencePiece model, a random `xlmr_tiny` checkpoint, a small corpus, its
 preprocessed arrays, a 4-step pretraining run, a fine-tuned classifier and a folder of the user's own files), then
 runs each case in a fresh process and records its exit code, the last line of stderr, whether a traceback was
-printed, and whether any file that existed before the case was changed or removed (by SHA-256). API cases run a
+printed, whether any file that existed before the case was changed or removed (by SHA-256) and, for a refusal
+(exit 2), whether any new file or directory appeared in the watched folders. API cases run a
 short Python snippet that prints `UserError: <message>` (or the exception's type) and exits 2 on a refusal.
 
-A case passes when it exits with the expected code, prints no traceback, its message is one `error:` line (CLI)
-and no pre-existing file changed. The script exits 1 if any case fails.
+A case passes when it exits with the expected code, prints no traceback, its message is one `error:` line (CLI),
+no pre-existing file changed and (exit 2) nothing new was written. The script exits 1 if any case fails.
 """
 
 from __future__ import annotations
@@ -118,6 +119,60 @@ def build_fixtures(w: Path) -> dict[str, str]:
     return f
 
 
+def build_new_fixtures(w: Path, f: dict[str, str]) -> dict[str, str]:
+    """Fixtures of the commands and keys added later (QA, BUCC / Tatoeba, tokenizer extend, init_from), added to a
+    cached fixtures.json without rebuilding the rest."""
+    import tiny_setup
+
+    if "init_damaged" in f:
+        return f
+    en = tiny_setup.WORDS["en"]
+    paragraphs = []
+    for i in range(8):
+        context = " ".join(en[(i + k) % 5] for k in range(6)) + " file."
+        paragraphs.append({"context": context, "qas": [{"id": f"q{i}", "question": "which file?",
+                                                        "answers": [{"text": "file", "answer_start": context.index("file")}]}]})
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}
+    (w / "squad_train.json").write_text(json.dumps(squad))
+    f["squad_train"] = str(w / "squad_train.json")
+    shifted = json.loads(json.dumps(squad))
+    shifted["data"][0]["paragraphs"][3]["qas"][0]["answers"][0]["answer_start"] += 2  # not where the text is
+    (w / "squad_shifted.json").write_text(json.dumps(shifted))
+    f["squad_shifted"] = str(w / "squad_shifted.json")
+    de = tiny_setup.WORDS["de"]
+    bucc = w / "bucc"
+    bucc.mkdir(exist_ok=True)
+    for split in ("sample", "test"):
+        (bucc / f"de-en.{split}.de").write_text("".join(f"de-{i:06d}\t{de[i]} {de[i + 1]}\n" for i in range(6)))
+        (bucc / f"de-en.{split}.en").write_text("".join(f"en-{i:06d}\t{en[i]} {en[i + 1]}\n" for i in range(6)))
+        (bucc / f"de-en.{split}.gold").write_text("".join(f"de-{i:06d}\ten-{i:06d}\n" for i in range(3)))
+    f["bucc"] = str(bucc)
+    bucc_bad = w / "bucc_gold_absent"
+    shutil.copytree(bucc, bucc_bad, dirs_exist_ok=True)
+    (bucc_bad / "de-en.test.gold").write_text("de-000001\ten-000001\nde-000042\ten-000002\n")
+    f["bucc_gold_absent"] = str(bucc_bad)
+    tat = w / "tatoeba_uneven"
+    tat.mkdir(exist_ok=True)
+    (tat / "tatoeba.deu-eng.deu").write_text("die katze\ndas haus\ndie datei\n")
+    (tat / "tatoeba.deu-eng.eng").write_text("the cat\nthe house\n")
+    f["tatoeba_uneven"] = str(tat)
+    tat_ok = w / "tatoeba"
+    tat_ok.mkdir(exist_ok=True)
+    (tat_ok / "tatoeba.deu-eng.deu").write_text("die katze\ndas haus\n")
+    (tat_ok / "tatoeba.deu-eng.eng").write_text("the cat\nthe house\n")
+    f["tatoeba"] = str(tat_ok)
+    damaged = w / "init_damaged"  # the pretraining run (same vocabulary as WORK/pre) with an array file zeroed
+    shutil.rmtree(damaged, ignore_errors=True)
+    shutil.copytree(f["run"], damaged)
+    arrays = [p for d in (damaged / "checkpoints").glob("*/params") for p in d.rglob("*") if p.is_file()]
+    max(arrays, key=lambda p: p.stat().st_size).write_bytes(b"\0" * 64)  # init_from reads only the params
+    f["init_damaged"] = str(damaged)
+    (w / "empty_dir").mkdir(exist_ok=True)
+    f["empty_dir"] = str(w / "empty_dir")
+    (w / "fixtures.json").write_text(json.dumps(f, indent=1))
+    return f
+
+
 def user_dir(w: Path) -> Path:
     """A fresh folder of the user's own files for each case that writes."""
     d = w / "user_folder"
@@ -141,6 +196,15 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
     retrieval = ev + ["retrieval", "--checkpoint", f["ckpt"], "--tokenizer", f["tok"], "--src-file", f["en_txt"],
                       "--tgt-file", f["en_txt"]]
     task = ev + ["task", "--checkpoint", f["ft"], "--tokenizer", f["tok"], "--data", f["valid_jsonl"]]
+
+    extend = [PY, "-m", "xlm_jax.tokenizer", "extend", "--base", f["tok"], "--add", "4"]
+    tatoeba = ev + ["tatoeba", "--checkpoint", f["ckpt"], "--tokenizer", f["tok"], "--backend", "numpy"]
+    bucc = ev + ["bucc", "--checkpoint", f["ckpt"], "--tokenizer", f["tok"], "--backend", "numpy"]
+    qa = [PY, "-m", "xlm_jax.finetune", "task=qa", f"init={f['ckpt']}", f"tokenizer={f['tok']}",
+          f"train=[{f['squad_train']}]", f"valid=[{f['squad_train']}]", "max_steps=2", "batch_size=4", "max_len=48",
+          "max_query_len=8", "doc_stride=16"]
+    bench = [PY, "-m", "xlm_jax.bench", "--smoke", "--configs", "tiny", "--out", f"{u}/bench"]
+    nb = f"m = xlm_jax.load({f['ckpt']!r}, tokenizer={f['tok']!r})"
 
     def api(body: str) -> list[str]:
         return [PY, "-c", API.format(body="\n".join("    " + line for line in body.strip().splitlines()))]
@@ -236,6 +300,89 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
         ("tokenizer", "encode('Open the <mask> now') maps <mask> to the mask id",
          api(f"t = Tokenizer.load({f['tok']!r})\nids = t.encode('open the <mask> now')\n"
              f"assert t.mask_id in ids, ids\nprint('mask id', t.mask_id, 'in', ids)"), 0),
+        # 7. commands and keys added later: tokenizer extend, evaluate tatoeba / bucc, finetune task=qa and packing,
+        # continued pretraining (model.init_from, data.tokenizer, train.trainable), data.pack, bench --sides,
+        # the notebook API
+        ("file", "tokenizer extend --new-characters-only on text the base already covers (no new pieces)",
+         extend + ["--input", f["en_txt"], "--new-characters-only", "--output", f"{u}/t2.model"], 2),
+        ("file", "tokenizer extend --base a file that is not a SentencePiece model",
+         [PY, "-m", "xlm_jax.tokenizer", "extend", "--base", f["a_file"], "--input", f["en_txt"], "--add", "4",
+          "--output", f"{u}/t2.model"], 2),
+        ("file", "tokenizer extend --input a missing file", extend + ["--input", f"{u}/missing.txt", "--output",
+                                                                      f"{u}/t2.model"], 2),
+        ("output", "tokenizer extend --output the base model itself", extend + ["--input", f["en_txt"], "--output",
+                                                                                f["tok"]], 2),
+        ("config", "tokenizer extend --add 0", extend[:-2] + ["--add", "0", "--input", f["en_txt"], "--output",
+                                                              f"{u}/t2.model"], 2),
+        ("file", "evaluate tatoeba on files of different line counts", tatoeba + ["--data", f["tatoeba_uneven"]], 2),
+        ("file", "evaluate tatoeba --data a missing directory", tatoeba + ["--data", f"{u}/nowhere"], 2),
+        ("config", "evaluate tatoeba --layer 99 (the model has 2 layers)",
+         tatoeba + ["--data", f["tatoeba"], "--layer", "99"], 2),
+        ("output", "evaluate tatoeba --out an existing file of the user's",
+         tatoeba + ["--data", f["tatoeba_uneven"], "--out", f"{u}/notes.txt"], 2),
+        ("file", "evaluate bucc with a gold id absent from the sentence files", bucc + ["--data", f["bucc_gold_absent"]], 2),
+        ("file", "evaluate bucc --data a Tatoeba directory (no gold files)", bucc + ["--data", f["tatoeba_uneven"]], 2),
+        ("config", "evaluate bucc --tune-split sample --test-split sample",
+         bucc + ["--data", f["bucc"], "--tune-split", "sample", "--test-split", "sample"], 2),
+        ("config", "evaluate bucc --k 0", bucc + ["--data", f["bucc"], "--k", "0"], 2),
+        ("file", "finetune task=qa, a SQuAD answer not at its answer_start", qa + [f"out={u}/ft", f"train=[{f['squad_shifted']}]"], 2),
+        ("file", "finetune task=qa on a classification JSONL",
+         qa + [f"out={u}/ft", f"train=[{f['train_jsonl']}]"], 2),
+        ("file", "finetune task=qa train= a missing file", qa + [f"out={u}/ft", f"train=[{u}/missing.json]"], 2),
+        ("config", "finetune task=qa doc_stride=0", qa + [f"out={u}/ft", "doc_stride=0"], 2),
+        ("config", "finetune task=qa max_query_len=60 with max_len=48", qa + [f"out={u}/ft", "max_query_len=60", "max_len=48"], 2),
+        ("config", "finetune task=qa n_best=0", qa + [f"out={u}/ft", "n_best=0"], 2),
+        ("config", "finetune task=qa max_answer_length=-1", qa + [f"out={u}/ft", "max_answer_length=-1"], 2),
+        ("config", "finetune task=qa n_best=many (not an integer)", qa + [f"out={u}/ft", "n_best=many"], 2),
+        ("config", "finetune pack_len=16 smaller than max_len=32", ft + [f"out={u}/ft", "max_len=32", "pack_len=16"], 2),
+        ("config", "finetune pack_segments=0", ft + [f"out={u}/ft", "pack_segments=0"], 2),
+        ("config", "finetune pack=maybe", ft + [f"out={u}/ft", "pack=maybe"], 2),
+        ("config", "finetune pack_len=-8", ft + [f"out={u}/ft", "pack_len=-8"], 2),
+        ("file", "train model.init_from= a text file, not a checkpoint",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", f"model.init_from={f['a_file']}"], 2),
+        ("file", "train model.init_from= an empty directory",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", f"model.init_from={f['empty_dir']}"], 2),
+        ("file", "train model.init_from= a run whose checkpoint has a damaged array file",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", f"model.init_from={f['init_damaged']}"], 2),
+        ("file", "train model.init_from= a fine-tuned classifier (no LM head)",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", f"model.init_from={f['ft']}/best"], 2),
+        ("file", "train model.init_from= a missing path",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", f"model.init_from={u}/nope"], 2),
+        ("config", "train train.trainable=[nosuchparam] (matches nothing)",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", "train.trainable=[nosuchparam]"], 2),
+        ("config", "train train.trainable=[] (nothing to train)",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", "train.trainable=[]"], 2),
+        ("file", "train data.tokenizer= a missing file",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", f"data.tokenizer={u}/nope.model"], 2),
+        ("file", "train data.tokenizer= a file that is not a SentencePiece model",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", f"data.tokenizer={f['a_file']}"], 2),
+        ("config", "train data.tokenizer= another tokenizer than data.dir was preprocessed with",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", f"data.tokenizer={f['other_tok']}"], 2),
+        ("config", "train data.pack_segments=0", train + [f"run_dir={u}/run", f"data.dir={f['pre']}", "data.pack_segments=0"], 2),
+        ("config", "train data.pack=maybe", train + [f"run_dir={u}/run", f"data.dir={f['pre']}", "data.pack=maybe"], 2),
+        ("config", "bench --sides torch_eager (without jax)", bench + ["--sides", "torch_eager"], 2),
+        ("config", "bench --sides jax,jxa (unknown side)", bench + ["--sides", "jax,jxa"], 2),
+        ("config", "bench --sides jax,torch_compile with --torch-compile off",
+         bench + ["--sides", "jax,torch_compile", "--torch-compile", "off"], 2),
+        ("api", "fill_mask of a text without <mask>", api(f"{nb}\nprint(m.fill_mask('the file is open'))"), 2),
+        ("api", "fill_mask(top_k=0)", api(f"{nb}\nprint(m.fill_mask('the <mask> is open', top_k=0))"), 2),
+        ("api", "fill_mask of a fine-tuned classifier (no LM head)",
+         api(f"m = xlm_jax.load({f['ft']!r})\nprint(m.fill_mask('the <mask> is open'))"), 2),
+        ("api", "embed(layer=99) of a 2-layer model", api(f"{nb}\nprint(m.embed(['the file'], layer=99))"), 2),
+        ("api", "embed([])", api(f"{nb}\nprint(m.embed([]))"), 2),
+        ("api", "embed(pooling='max')", api(f"{nb}\nprint(m.embed(['the file'], pooling='max'))"), 2),
+        ("api", "embed([''] ) of an empty text is finite",
+         api(f"{nb}\ne = m.embed(['', 'the file'])\nassert np.isfinite(e).all(), e\nprint('finite', e.shape)"), 0),
+        ("api", "similarity with a non-str item", api(f"{nb}\nprint(m.similarity(['the file'], [3]))"), 2),
+        ("api", "retrieve(k=5) among 2 candidates",
+         api(f"{nb}\nprint(m.retrieve(['the file'], ['the cat', 'the page'], k=5))"), 2),
+        ("api", "predict of a pretraining checkpoint (no task head)", api(f"{nb}\nprint(m.predict('the file'))"), 2),
+        ("api", "predict of a (premise, hypothesis) pair with a single-text classifier",
+         api(f"m = xlm_jax.load({f['ft']!r})\nprint(m.predict([('the file', 'the cat')]))"), 2),
+        ("api", "predict_tokens of a sequence classifier",
+         api(f"m = xlm_jax.load({f['ft']!r})\nprint(m.predict_tokens([['the', 'file']]))"), 2),
+        ("api", "xlm_jax.load(tokenizer=) a file that is not a SentencePiece model",
+         api(f"m = xlm_jax.load({f['ckpt']!r}, tokenizer={f['a_file']!r})\nprint(m.embed('the file'))"), 2),
     ]
 
 
@@ -245,6 +392,8 @@ def snapshot(paths: list[Path]) -> dict[str, str]:
         for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
             if p.is_file():
                 out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            elif p.is_dir():
+                out[str(p)] = "directory"
     return out
 
 
@@ -264,7 +413,7 @@ def main() -> None:
     w = Path(args.work).resolve()
     env = {**os.environ, "XLM_JAX_CACHE": str(w / "cache"), "PYTHONPATH": str(ROOT)}
     os.environ.update(env)
-    fx = build_fixtures(w)
+    fx = build_new_fixtures(w, build_fixtures(w))
     watched = [Path(fx[k]) for k in ("ckpt", "run", "ft", "pre", "corpus", "tok", "a_file")]
     rows, failures = [], 0
     u = user_dir(w)
@@ -277,6 +426,8 @@ def main() -> None:
         proc = run(argv, env=env)
         after = snapshot(watched + [u])
         changed = sorted(p for p in before if after.get(p) != before[p])
+        if expected == 2:  # a refusal writes nothing at all (a failure mid-run may keep what it saved)
+            changed += sorted(f"{p} (new)" for p in after if p not in before)
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         message = lines[-1] if lines else proc.stdout.strip().splitlines()[-1:] or [""]
         message = message if isinstance(message, str) else message[0]

@@ -393,6 +393,26 @@ def test_data_dir_with_another_vocabulary_is_refused_before_training(env, tmp_pa
     assert "syn" in line
 
 
+def test_damaged_init_checkpoint_is_refused_before_the_run_directory_is_made(env, hf_run, tmp_path, capsys):
+    """The init checkpoint's arrays are read before run_dir is claimed: a damaged one (an array file zeroed, found
+    only when read) leaves no run directory behind (bad_inputs.py found a stub run_dir with a marker before)."""
+    for name, damage in (("zeroed", lambda f: f.write_bytes(b"\0" * 64)), ("truncated", lambda f: f.write_bytes(b""))):
+        src = tmp_path / f"src_{name}"
+        shutil.copytree(hf_run, src)
+        arrays = [f for d in (src / "checkpoints").glob("*/params") for f in d.rglob("*") if f.is_file()]
+        damage(max(arrays, key=lambda f: f.stat().st_size))  # init_from reads only the params item
+        before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+        run_dir = tmp_path / f"run_{name}"
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            train_main(_args(env, run_dir, f"model.init_from={src}"))
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert done.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert "damaged" in lines[0] and str(src) in lines[0], lines[0]
+        assert not run_dir.exists()
+        assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
+
+
 # ------------------------------------------------------------------------------------------- convert --to hf
 
 

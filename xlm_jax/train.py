@@ -579,6 +579,11 @@ def setup_run(cfg: TrainConfig, force: bool) -> Run:
 
     # Checkpoints: resume from the latest complete one if there is any.
     ckpt_dir = run_dir / "checkpoints"
+    # A new run from model.init_from reads that checkpoint's arrays before the run directory is claimed, so that a
+    # damaged or misfitting one is refused with nothing written (a resumed run never reads it again).
+    fresh = not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir())
+    init_from_state = (adapt.init_state(start_from, optimizer, abstract, shardings)
+                       if fresh and start_from.init_from is not None else None)
     if lead:
         outputs.claim_dir(run_dir, "train", force=force, legacy=is_train_run)
     mngr = ckpt_lib.manager(ckpt_dir, max_to_keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
@@ -594,7 +599,8 @@ def setup_run(cfg: TrainConfig, force: bool) -> Run:
         meta.update({k: saved_meta.get(k) for k in meta})
         log(f"resuming from step {start} ({ckpt_dir / str(start)})")
     elif start_from.init_from is not None:
-        state = adapt.init_state(start_from, optimizer, abstract, shardings)
+        state = init_from_state if init_from_state is not None else adapt.init_state(start_from, optimizer, abstract,
+                                                                                           shardings)
     else:
         state, _ = init_state(model_cfg, optimizer, mesh, jax.random.fold_in(key, INIT_STREAM))
 
