@@ -153,6 +153,20 @@ def test_resume_does_not_read_init_from_again(env, tmp_path):
         assert resumed[step] == pytest.approx(whole[step], rel=1e-5)
 
 
+def test_run_copies_the_tokenizer_it_was_given_even_when_cached_data_names_a_gone_one(env, tmp_path):
+    """Data prepared from a tokenizer copy that was deleted since is reused (same sha256): the new run's
+    RUN/tokenizer.model comes from the tokenizer this run was given, not the path the cached manifest records."""
+    hf = tmp_path / "hf_copy"
+    shutil.copytree(env["hf"], hf)
+    first = tmp_path / "first"
+    cache = f"data.cache_dir={tmp_path / 'cache'}"  # its own: the copy's path is the one the manifest records
+    assert _run(env, first, f"model.init_from={hf}", "train.steps=2", cache) == 0
+    shutil.rmtree(hf)
+    second = tmp_path / "second"
+    assert _run(env, second, f"model.init_from={env['hf']}", "train.steps=2", cache) == 0
+    assert (second / "tokenizer.model").read_bytes() == (env["hf"] / "sentencepiece.bpe.model").read_bytes()
+
+
 def test_orbax_run_as_init_from_starts_where_it_ended(env, hf_run, tmp_path):
     """Our own run directory as init_from: the step-0 loss of the new run is the old run's final model's loss."""
     import xlm_jax

@@ -641,8 +641,11 @@ def write_run_files(run: Run) -> None:
     # A fresh start takes the data's tokenizer; a resumed run keeps the one it was checked against.
     tokenizer_copy = run_dir / "tokenizer.model"
     tok = run.corpus.manifest["tokenizer"]
-    if (not start or not tokenizer_copy.is_file()) and Path(tok["path"]).is_file():
-        shutil.copyfile(tok["path"], tokenizer_copy)
+    # The tokenizer the run was given (data.tokenizer, init_from's own) is the one that exists now: cached data
+    # prepared with the same model elsewhere may record a path that has since gone (same sha256, checked).
+    source = run.start_from.tokenizer if run.start_from.tokenizer is not None else Path(tok["path"])
+    if (not start or not tokenizer_copy.is_file()) and Path(source).is_file():
+        shutil.copyfile(source, tokenizer_copy)
     if not start or not (run_dir / TOKENIZER_RECORD).is_file():
         outputs.write_json(run_dir / TOKENIZER_RECORD, {"sha256": tok.get("sha256", ""),
                                                          "path": tok.get("path", ""), "data": str(run.data_dir)})
