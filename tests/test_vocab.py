@@ -197,8 +197,10 @@ def test_old_rows_kept_mask_moved_new_rows_mean(setup, name):
     assert all(jax.tree_util.tree_leaves(same)) and new_params["lm_head"]["dense"]["kernel"] is \
         params["lm_head"]["dense"]["kernel"]
     # The recipe, computed here from the tokenizer's public encode: a word-initial piece "▁w" is what the base
-    # makes of the word "w"; <unk> stands for the mean of the base's piece rows (ids 4 .. V-2).
+    # makes of the word "w"; <unk> stands for the mean of the base's piece rows (ids 4 .. V-2). The bias is the
+    # split's mean minus log(number of new pieces) (was the plain mean before the output-side bound).
     prior_e, prior_b = old_e[4 : v - 1].mean(0), old_b[4 : v - 1].mean()
+    shift = np.log(v2 - v)
     checked = 0
     for new_id in range(v - 1, v2 - 1):
         piece = ext.sp.id_to_piece(new_id - 1)
@@ -206,7 +208,7 @@ def test_old_rows_kept_mask_moved_new_rows_mean(setup, name):
             continue
         split = base.encode_pieces_ids(piece[1:], special_tokens=False)
         want_e = np.mean([prior_e if i == 3 else old_e[i] for i in split], 0)
-        want_b = np.mean([prior_b if i == 3 else old_b[i] for i in split])
+        want_b = np.mean([prior_b if i == 3 else old_b[i] for i in split]) - shift
         np.testing.assert_allclose(new_e[new_id], want_e, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(new_b[new_id], want_b, rtol=1e-6, atol=1e-7)
         checked += 1
@@ -441,3 +443,49 @@ def test_cli_force_replaces_and_real_exit_path(setup, tmp_path):
     tokenizer_main(["extend", "--quiet", "--base", str(d / "t.model"), "--input", str(setup["ka_text"]),
                     "--add", "5", "--output", str(out), "--force"])
     assert len(Tokenizer.load(out)) == len(setup["base"]) + 5
+
+
+@pytest.mark.parametrize("name,seed", [("ka", 3), ("ka", 4), ("xx", 5)])
+def test_new_id_mass_bounded_at_step_0(setup, name, seed):
+    """The bound of `extend_embeddings`' docstring, at every position of several inputs: with M the probability on
+    the new ids and q the mean base probability of the new pieces' split pieces (<unk> read as the mean base
+    piece probability), M / (1 - M) <= q <= 1; and the old ids keep the base distribution scaled by 1 - M."""
+    base, ext = setup["base"], setup[name]
+    cfg, params = _model(base, seed=seed)
+    # A head that strongly favours one piece everywhere (as `▁` in a small trained model): the case the plain
+    # split mean turned into most of the probability on the new ids.
+    favourite = base.sp.piece_to_id("▁") + 1
+    params["lm_head"]["bias"][favourite] += 6.0
+    new_params, new_cfg = extend_embeddings(params, cfg, base, ext, "xlmr")
+    texts = ["the cat <mask> open file", "die katze öffnen <mask> datei", "ქართული <mask> ენა წიგნი",
+             "le chat ouvrir"]
+    old_b, new_b = base.batch_encode(texts, max_len=32), ext.batch_encode(texts, max_len=32)
+    old = np.asarray(XLMForMaskedLM(cfg).apply({"params": params}, jnp.asarray(old_b["input_ids"]),
+                                               jnp.asarray(old_b["attention_mask"]), method="mlm_logits"), np.float64)
+    new = np.asarray(XLMForMaskedLM(new_cfg).apply({"params": new_params}, jnp.asarray(new_b["input_ids"]),
+                                                   jnp.asarray(new_b["attention_mask"]), method="mlm_logits"),
+                     np.float64)
+    v, v2 = len(base), len(ext)
+    p_old = np.exp(old - old.max(-1, keepdims=True))
+    p_old /= p_old.sum(-1, keepdims=True)
+    p_new = np.exp(new - new.max(-1, keepdims=True))
+    p_new /= p_new.sum(-1, keepdims=True)
+    # Only positions whose context is the same for both tokenizers (Georgian is <unk> in the base): the rows
+    # before the first Georgian text hold the same ids but <mask>.
+    same = [r for r in range(len(texts)) if np.array_equal(
+        np.where(old_b["input_ids"][r] == base.mask_id, ext.mask_id, old_b["input_ids"][r]), new_b["input_ids"][r])]
+    assert len(same) >= 3
+    splits = base_split(base, ext)
+    for r in same:
+        for c in np.nonzero(new_b["attention_mask"][r])[0]:
+            p = p_old[r, c]
+            p_unk = p[4 : v - 1].mean()
+            q = np.mean([np.mean([p_unk if i == 3 else p[i] for i in split]) for split in splits.values()])
+            mass = p_new[r, c, v - 1 : v2 - 1].sum()
+            assert mass / (1 - mass) <= q * (1 + 1e-4) + 1e-7 and mass <= 0.5
+            # The old ids: the base distribution (<mask> at its new id) scaled by 1 - M.
+            np.testing.assert_allclose(p_new[r, c, : v - 1], p[: v - 1] * (1 - mass), rtol=1e-4, atol=1e-9)
+    # The favourite piece dominates; the new ids stay far below it (the old recipe gave them most of the mass).
+    masks = new_b["input_ids"] == ext.mask_id
+    masks[[r for r in range(len(texts)) if r not in same]] = False
+    assert p_new[masks][:, v - 1 : v2 - 1].sum(-1).max() < 0.5 * p_new[masks][:, favourite].min()
