@@ -215,12 +215,14 @@ def fake_backends(monkeypatch):
     from xlm_jax.data import tfds_source
 
     examples = [{"text": b"_START_ARTICLE_\nTitel\n_START_PARAGRAPH_\nEin Satz._NEWLINE_Noch einer."}] * 3
-    fake = types.SimpleNamespace(load=lambda name, split, data_dir: examples, as_numpy=lambda ds: ds)
+    builder = types.SimpleNamespace(builder_config=None, info=types.SimpleNamespace(splits={}))
+    fake = types.SimpleNamespace(load=lambda name, split, data_dir: examples, as_numpy=lambda ds: ds,
+                                 builder=lambda name, data_dir: builder)
     monkeypatch.setattr(tfds_source, "_import_tfds", lambda: fake)
 
     def run_config(config, settings, workdir, log):
         (workdir / f"{config.name}.log").write_text("fake\n")
-        return {"config": config.name, "frameworks": {fw: {"train_tokens_per_s": 1.0} for fw in ("jax", "torch_eager")}}
+        return {"config": config.name, "frameworks": {fw: {"train_tokens_per_s": 1.0} for fw in settings.sides}}
 
     monkeypatch.setattr(bench, "run_config", run_config)
     monkeypatch.setattr(bench, "format_table", lambda results: "table")
