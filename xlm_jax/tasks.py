@@ -126,6 +126,17 @@ def _check_fields(path: Path, n: int, found: int, expected: int, sep: str = "tab
                         f"({f'a {sep} inside a text?' if found > expected else 'a missing field?'})")
 
 
+def _tsv_rows(f, path: Path, header: list[str]):
+    """-> (line number, cells) of the rows after the header line (from line 2), blank lines skipped; a row whose
+    field count differs from the header's is a UserError (`_check_fields`)."""
+    for n, line in enumerate(f, start=2):
+        if not line.strip():
+            continue
+        cells = _cells(line)
+        _check_fields(path, n, len(cells), len(header))
+        yield n, cells
+
+
 def read_xnli_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
     """XNLI 1.0 `xnli.dev.tsv` / `xnli.test.tsv` (header row; `language`, `gold_label`, `sentence1`,
     `sentence2` are the columns used). Quotes are not special in these files."""
@@ -137,11 +148,7 @@ def read_xnli_tsv(path: Path, default_lang: str | None = None) -> list[Example]:
         if missing:
             raise UserError(f"{path}: header lacks column(s) {', '.join(missing)} (XNLI 1.0 header: {' '.join(XNLI_COLUMNS)})")
         col = {c: header.index(c) for c in header}
-        for n, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            cells = _cells(line)
-            _check_fields(path, n, len(cells), len(header))
+        for n, cells in _tsv_rows(f, path, header):
             lang = cells[col["language"]] if "language" in col else default_lang or "en"
             out.append(Example(cells[col["sentence1"]], cells[col["sentence2"]], cells[col["gold_label"]], lang, f"{path}:{n}"))
     return out
@@ -183,11 +190,7 @@ def read_xnli_mt_tsv(path: Path, default_lang: str | None = None) -> list[Exampl
         header = _cells(f.readline())
         if tuple(header) != XNLI_MT_COLUMNS:
             raise UserError(f"{path}:1: expected the XNLI-MT header {' '.join(XNLI_MT_COLUMNS)!r}, got {header!r}")
-        for n, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            cells = _cells(line)
-            _check_fields(path, n, len(cells), len(header))
+        for n, cells in _tsv_rows(f, path, header):
             label = XNLI_MT_LABELS.get(cells[2].strip())
             if label is None:
                 raise UserError(f"{path}:{n}: label {cells[2]!r} is not an XNLI-MT label "
@@ -205,11 +208,7 @@ def read_pawsx_tsv(path: Path, default_lang: str | None = None) -> list[Example]
         header = _cells(f.readline())
         if header[:4] != ["id", "sentence1", "sentence2", "label"]:
             raise UserError(f"{path}:1: expected the PAWS-X header 'id\\tsentence1\\tsentence2\\tlabel', got {header!r}")
-        for n, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            cells = _cells(line)
-            _check_fields(path, n, len(cells), len(header))
+        for n, cells in _tsv_rows(f, path, header):
             out.append(Example(cells[1], cells[2], cells[3].strip(), lang, f"{path}:{n}"))
     return out
 
