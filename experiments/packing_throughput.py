@@ -52,7 +52,7 @@ def tlm_measure(args, log) -> dict:
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
     from xlm_jax.optim import make_optimizer
-    from xlm_jax.sharding import MeshConfig, make_mesh
+    from xlm_jax.sharding import make_mesh
     from xlm_jax.step import init_state, make_train_step
     from xlm_jax.train_config import load_config
 
@@ -118,6 +118,7 @@ def finetune_measure(args, log) -> dict:
     from xlm_jax.config import get_model_config
     from xlm_jax.evaluate import task_model
     from xlm_jax.sharding import MeshConfig, make_mesh
+    from xlm_jax.step import make_step
 
     model_cfg = get_model_config("xlmr_tiny", hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
                                  vocab_size=8002, max_positions=args.max_len + 2, dropout=0.1, attention_dropout=0.1)
@@ -141,7 +142,7 @@ def finetune_measure(args, log) -> dict:
     opt = F.build_optimizer(fcfg, params, model_cfg, 1000)
     out = {}
     state, shardings = F.setup_state(params, model, opt, mesh)
-    step = F.make_finetune_step(model, opt, mesh, shardings, False)
+    step = make_step(F.task_loss(model, False), opt, mesh, shardings)  # the fine-tuning step itself
     key = jax.random.key(1)
     for name, bs in batches.items():
         masks = [b["attention_mask"] for b in bs]

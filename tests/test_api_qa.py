@@ -13,21 +13,12 @@ import numpy as np
 import pytest
 
 import tiny_setup  # tests/tiny_setup.py
+from test_api import _refused  # UserError whose message holds every word
 from test_qa import _args, squad_file  # the QA tests' learnable SQuAD files and finetune arguments
 
 import xlm_jax
 from xlm_jax import qa
 from xlm_jax.api import Answer, LoadedModel
-from xlm_jax.errors import UserError
-
-
-def _refused(call, *words: str) -> str:
-    with pytest.raises(UserError) as err:
-        call()
-    message = str(err.value)
-    for word in words:
-        assert word in message, (word, message)
-    return message
 
 
 @pytest.fixture(scope="module")

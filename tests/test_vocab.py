@@ -20,7 +20,7 @@ from xlm_jax.config import XLMR_SPECIALS, get_model_config
 from xlm_jax.errors import UserError
 from xlm_jax.model import XLMForMaskedLM, init_params
 from xlm_jax.tokenizer import Tokenizer, main as tokenizer_main, train_tokenizer
-from xlm_jax.vocab import (EMBEDDING_PATH, base_split, compare_tokenization, extend_embeddings, extend_tokenizer,
+from xlm_jax.vocab import (base_split, compare_tokenization, extend_embeddings, extend_tokenizer,
                            tokenization_stats)
 
 GEORGIAN = "ქართული ენა არის ძალიან ლამაზი სიტყვა წიგნი სახლი ქალაქი მთა ზღვა".split()
