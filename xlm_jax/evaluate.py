@@ -117,13 +117,14 @@ def load_task_model(path: str | Path) -> tuple[nn.Module, Any, ModelConfig, Task
 # ----------------------------------------------------------------------------------------- predictions
 
 
-def make_predict_fn(model: nn.Module, mesh: Mesh, params_shardings: Any) -> Callable:
-    """-> predict(params, batch) -> argmax labels ([B] or [B, T]), jitted with the run's shardings."""
+def make_predict_fn(model: nn.Module, mesh: Mesh, params_shardings: Any, logits: bool = False) -> Callable:
+    """-> predict(params, batch) -> argmax labels int32 ([B] or [B, T]), or with `logits` the head's float32
+    logits (QA: [B, T, 2]); jitted with the run's shardings, output replicated."""
 
     def predict(params, batch):
-        logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
-                             segment_ids=batch.get("segment_ids"), example_starts=batch.get("example_starts"))
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
+                          segment_ids=batch.get("segment_ids"), example_starts=batch.get("example_starts"))
+        return out if logits else jnp.argmax(out, axis=-1).astype(jnp.int32)
 
     replicated = NamedSharding(mesh, PartitionSpec())
     jitted = jax.jit(predict, in_shardings=(params_shardings, batch_sharding(mesh)), out_shardings=replicated)

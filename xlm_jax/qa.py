@@ -46,7 +46,7 @@ from xlm_jax import qa_metrics
 from xlm_jax import tasks as T
 from xlm_jax.errors import UserError
 from xlm_jax.textfiles import read_text
-from xlm_jax.tokenizer import check_max_len, pad_rows, strip_accents_lower
+from xlm_jax.tokenizer import check_max_len, strip_accents_lower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,18 +289,12 @@ def make_features(examples: Sequence[QAExample], tokenizer, protocol: T.InputPro
 def make_batch(feats: QAFeatures, rows: Sequence[int], batch_size: int, max_len: int, pad_id: int) -> dict:
     """Fixed-shape batch of `rows`, padded with weight-0 rows to batch_size: input_ids, attention_mask, langs
     int32 [B, W] (W a multiple of 16, <= max_len); start_positions, end_positions int32 [B]; weights float32 [B]."""
-    width = T.pad_width(max((len(feats.ids[r]) for r in rows), default=1), max_len)
-    ids, mask = pad_rows([feats.ids[r] for r in rows], width, pad_id, batch_size)
-    langs = np.zeros((batch_size, width), np.int32)
-    langs[: len(rows)] = np.asarray([feats.lang_ids[r] for r in rows], np.int32).reshape(-1, 1)
+    batch = T.padded_rows(feats.ids, feats.lang_ids, rows, batch_size, max_len, pad_id)
     start = np.zeros((batch_size,), np.int32)
     end = np.zeros((batch_size,), np.int32)
     start[: len(rows)] = [feats.start[r] for r in rows]
     end[: len(rows)] = [feats.end[r] for r in rows]
-    weights = np.zeros((batch_size,), np.float32)
-    weights[: len(rows)] = 1.0
-    return {"input_ids": ids, "attention_mask": mask, "langs": langs, "start_positions": start,
-            "end_positions": end, "weights": weights}
+    return {**batch, "start_positions": start, "end_positions": end}
 
 
 # -------------------------------------------------------------------------------------------- loss, decode
@@ -432,15 +426,11 @@ def predictions_by_lang(examples: Sequence[QAExample], predictions: Sequence[str
 
 
 def make_logits_fn(model, mesh, params_shardings) -> Callable:
-    """-> logits(params, batch) -> float32 [B, W, 2], jitted with the run's shardings, replicated output."""
-    from xlm_jax.sharding import batch_sharding
+    """-> logits(params, batch) -> float32 [B, W, 2], jitted with the run's shardings, replicated output
+    (`evaluate.make_predict_fn` with logits=True)."""
+    from xlm_jax.evaluate import make_predict_fn
 
-    def logits(params, batch):
-        return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"])
-
-    jitted = jax.jit(logits, in_shardings=(params_shardings, batch_sharding(mesh)),
-                     out_shardings=NamedSharding(mesh, PartitionSpec()))
-    return lambda params, batch: jitted(params, {k: batch[k] for k in ("input_ids", "attention_mask", "langs")})
+    return make_predict_fn(model, mesh, params_shardings, logits=True)
 
 
 def all_logits(logits_fn: Callable, params: Any, feats: QAFeatures, batch_size: int, max_len: int,

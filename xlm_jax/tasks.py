@@ -621,21 +621,32 @@ def pad_width(length: int, max_len: int, multiple: int = 16) -> int:
     return min(max_len, -(-length // multiple) * multiple)
 
 
-def make_batch(enc: Encoded, rows: Sequence[int], batch_size: int, max_len: int, pad_id: int, token_task: bool) -> dict:
-    """Fixed-shape batch of `rows` (padded with weight-0 rows up to batch_size)."""
-    width = pad_width(max((len(enc.ids[r]) for r in rows), default=1), max_len)
-    ids, mask = pad_rows([enc.ids[r] for r in rows], width, pad_id, batch_size)
+def padded_rows(ids: Sequence[Sequence[int]], lang_ids: Sequence[int], rows: Sequence[int], batch_size: int,
+                max_len: int, pad_id: int) -> dict:
+    """The inputs of a fixed-shape batch of `rows`, padded with weight-0 rows up to batch_size: input_ids,
+    attention_mask, langs int32 [B, W] (W = `pad_width` of the longest row, <= max_len; each row's language id
+    on every slot, both halves of a pair); weights float32 [B] (1 for real rows)."""
+    width = pad_width(max((len(ids[r]) for r in rows), default=1), max_len)
+    input_ids, mask = pad_rows([ids[r] for r in rows], width, pad_id, batch_size)
     langs = np.zeros((batch_size, width), np.int32)
-    langs[: len(rows)] = np.asarray([enc.lang_ids[r] for r in rows], np.int32).reshape(-1, 1)  # both halves
+    langs[: len(rows)] = np.asarray([lang_ids[r] for r in rows], np.int32).reshape(-1, 1)
     weights = np.zeros((batch_size,), np.float32)
     weights[: len(rows)] = 1.0
+    return {"input_ids": input_ids, "attention_mask": mask, "langs": langs, "weights": weights}
+
+
+def make_batch(enc: Encoded, rows: Sequence[int], batch_size: int, max_len: int, pad_id: int, token_task: bool) -> dict:
+    """Fixed-shape batch of `rows` (padded with weight-0 rows up to batch_size): `padded_rows` + labels (int32 [B],
+    or [B, W] with IGNORE_INDEX off the labelled first sub-words)."""
+    batch = padded_rows(enc.ids, enc.lang_ids, rows, batch_size, max_len, pad_id)
+    batch_size, width = batch["input_ids"].shape
     labels = np.full((batch_size, width), IGNORE_INDEX, np.int32) if token_task else np.zeros((batch_size,), np.int32)
     for j, r in enumerate(rows):
         if token_task:
             labels[j, : len(enc.labels[r])] = enc.labels[r]
         else:
             labels[j] = enc.labels[r]
-    return {"input_ids": ids, "attention_mask": mask, "langs": langs, "labels": labels, "weights": weights}
+    return {**batch, "labels": labels}
 
 
 def make_packed_batch(enc: Encoded, rows: Sequence[int], n_rows: int, width: int, segments: int, pad_id: int,
