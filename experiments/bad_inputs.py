@@ -33,8 +33,8 @@ PY = sys.executable
 
 API = """
 import sys, numpy as np, xlm_jax
-from xlm_jax.errors import UserError
-from xlm_jax.tokenizer import Tokenizer
+from xlm_jax.core.errors import UserError
+from xlm_jax.data.tokenizer import Tokenizer
 try:
 {body}
 except UserError as err:
@@ -106,7 +106,7 @@ def build_fixtures(w: Path) -> dict[str, str]:
     f["ckpt_damaged"] = str(damaged)
     other_tok = w / "other_tok"
     other_tok.mkdir(exist_ok=True)
-    from xlm_jax.tokenizer import train_tokenizer
+    from xlm_jax.data.tokenizer import train_tokenizer
 
     train_tokenizer([str(corpus)], 50, str(other_tok / "o.model"))  # another vocabulary
     f["other_tok"] = str(other_tok / "o.model")

@@ -2,7 +2,7 @@
 
     python experiments/bench_levers.py --config cpu_xlmr --steps 3 --repeats 3 --out /tmp/levers
 
-Each variant is one JAX worker process of `xlm_jax.bench` (the real train step of `xlm_jax.step`), differing by
+Each variant is one JAX worker process of `xlm_jax.bench` (the real train step of `xlm_jax.training.step`), differing by
 ModelConfig overrides or XLA flags; the workers are started once and then alternated, so the medians compare
 like with like on a noisy machine. (The HF-style full-logits head is measured by the bench's own breakdown.)
 """
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from xlm_jax import bench
-from xlm_jax.config import to_dict
+from xlm_jax.models.config import to_dict
 
 # name -> (model overrides, extra XLA flags, threads or None for all)
 VARIANTS: dict[str, tuple[dict, str, int | None]] = {

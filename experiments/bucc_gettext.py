@@ -119,7 +119,7 @@ def main() -> None:
     if args.prepare_only:
         return
 
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tok_path)
     bucc = work / "bucc"

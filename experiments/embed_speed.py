@@ -43,9 +43,9 @@ def main(argv=None) -> None:
 
     import tiny_setup
     from xlm_jax.api import LoadedModel
-    from xlm_jax.config import get_model_config
-    from xlm_jax.model import XLMForMaskedLM, init_params
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.models.config import get_model_config
+    from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+    from xlm_jax.data.tokenizer import Tokenizer
 
     rng = random.Random(0)
     words = [w for ws in tiny_setup.WORDS.values() for w in ws]

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xlm_jax.data.corpus import PreprocessedCorpus  # noqa: E402
-from xlm_jax.errors import exit_on_user_error  # noqa: E402
+from xlm_jax.core.errors import exit_on_user_error  # noqa: E402
 
 
 def sentences(corpus: PreprocessedCorpus, split: str) -> dict[tuple[str, str], list[bytes]]:

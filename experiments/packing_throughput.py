@@ -4,7 +4,7 @@
         --out docs/results/packing_throughput.json
 
 1. TLM on the embedded default (configs/default.yaml: the gettext corpus, its model, 32 x 64 TLM rows): the real
-   pretraining train step (`xlm_jax.step.make_train_step`, TLM objective only) on `data.pack=false` batches and
+   pretraining train step (`xlm_jax.training.step.make_train_step`, TLM objective only) on `data.pack=false` batches and
    on `data.pack=true` batches of the same steps. Reports the padding share of each and the real (non-pad)
    tokens/s; the figure of merit is the ratio of real tokens/s.
 2. Fine-tuning examples/s on XNLI-shaped sentence pairs (premise / hypothesis lengths drawn to resemble XNLI's
@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from xlm_jax import tasks as T
+from xlm_jax.tasks import common as T
 from xlm_jax.data.packing import padding_share
 
 
@@ -51,10 +51,10 @@ def tlm_measure(args, log) -> dict:
     from xlm_jax import train
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
-    from xlm_jax.optim import make_optimizer
-    from xlm_jax.sharding import make_mesh
-    from xlm_jax.step import init_state, make_train_step
-    from xlm_jax.train_config import load_config
+    from xlm_jax.training.optim import make_optimizer
+    from xlm_jax.training.sharding import make_mesh
+    from xlm_jax.training.step import init_state, make_train_step
+    from xlm_jax.pretrain.config import load_config
 
     cfg = load_config(args.config, ["data.objectives={tlm: 1.0}"])
     corpus = PreprocessedCorpus(train.prepare_data(cfg, log))
@@ -115,10 +115,10 @@ def finetune_measure(args, log) -> dict:
     import flax.linen as nn
 
     from xlm_jax import finetune as F
-    from xlm_jax.config import get_model_config
+    from xlm_jax.models.config import get_model_config
     from xlm_jax.evaluate import task_model
-    from xlm_jax.sharding import MeshConfig, make_mesh
-    from xlm_jax.step import make_step
+    from xlm_jax.training.sharding import MeshConfig, make_mesh
+    from xlm_jax.training.step import make_step
 
     model_cfg = get_model_config("xlmr_tiny", hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
                                  vocab_size=8002, max_positions=args.max_len + 2, dropout=0.1, attention_dropout=0.1)

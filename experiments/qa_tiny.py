@@ -71,10 +71,10 @@ def main() -> None:
     import jax
 
     from xlm_jax import evaluate, finetune
-    from xlm_jax.checkpoint import save_params
-    from xlm_jax.config import get_model_config
-    from xlm_jax.model import XLMForMaskedLM, init_params
-    from xlm_jax.tokenizer import train_tokenizer
+    from xlm_jax.training.checkpoint import save_params
+    from xlm_jax.models.config import get_model_config
+    from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+    from xlm_jax.data.tokenizer import train_tokenizer
 
     corpus = work / "words.txt"
     rng = random.Random(args.seed)

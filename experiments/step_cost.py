@@ -3,7 +3,7 @@
     python experiments/step_cost.py --config cpu_xlmr                          # cost analysis of the step
     python experiments/step_cost.py --config cpu_xlmr --lever one_hot --repeats 7
 
-The first form compiles `xlm_jax.step.make_train_step` (the bench's JAX side: optim.make_optimizer, MLM only) for
+The first form compiles `xlm_jax.training.step.make_train_step` (the bench's JAX side: optim.make_optimizer, MLM only) for
 the bench configuration's batch and prints `compiled.cost_analysis()` (FLOPs, bytes accessed, transcendentals)
 next to the analytic FLOPs of `step.batch_work`. Note: XLA counts the body of the layer `scan` once, not
 num_layers times. The static figures do not depend on the machine's load.
@@ -25,7 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlm_jax import bench, optim, sharding, step as step_lib
+from xlm_jax import bench
+from xlm_jax.training import optim
+from xlm_jax.training import sharding
+from xlm_jax.training import step as step_lib
 
 
 def _cost(compiled) -> dict:

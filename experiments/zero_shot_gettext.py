@@ -121,7 +121,7 @@ def main() -> None:
 
     from xlm_jax.api import load
     from xlm_jax.evaluate import embed_sentences, retrieval_scores
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tok_path)
     from xlm_jax.data.corpus import PreprocessedCorpus

@@ -20,10 +20,10 @@ jax.config.update("jax_num_cpu_devices", 8 if MODE == "meshes" else 4)
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from xlm_jax.config import get_model_config  # noqa: E402
-from xlm_jax.optim import OptimizerConfig, make_optimizer  # noqa: E402
-from xlm_jax.sharding import MeshConfig, global_batch, make_mesh  # noqa: E402
-from xlm_jax.step import abstract_state, init_state, make_eval_step, make_train_step  # noqa: E402
+from xlm_jax.models.config import get_model_config  # noqa: E402
+from xlm_jax.training.optim import OptimizerConfig, make_optimizer  # noqa: E402
+from xlm_jax.training.sharding import MeshConfig, global_batch, make_mesh  # noqa: E402
+from xlm_jax.training.step import abstract_state, init_state, make_eval_step, make_train_step  # noqa: E402
 
 SEQ, ROWS, PREDS, STEPS, GROUPS = 32, 8, 6, 3, 3
 MODEL = get_model_config("xlmr_tiny")
@@ -142,7 +142,7 @@ def meshes(out: str) -> None:
 
 
 def process(port: int, index: int, out: str) -> None:
-    from xlm_jax.sharding import initialize_distributed
+    from xlm_jax.training.sharding import initialize_distributed
 
     initialize_distributed(f"127.0.0.1:{port}", 2, index, initialization_timeout=60)
     assert jax.process_count() == 2 and jax.device_count() == 8, (jax.process_count(), jax.device_count())

@@ -1,4 +1,4 @@
-"""Continued pretraining (`xlm_jax.adapt`, issue #12): model.init_from, the checkpoint's tokenizer, train.trainable,
+"""Continued pretraining (`xlm_jax.pretrain.adapt`, issue #12): model.init_from, the checkpoint's tokenizer, train.trainable,
 and `convert RUN --to hf` with the tokenizer. Tiny models (32 wide, 2 layers), a tiny SentencePiece model, few steps.
 
 The step-0 check: a run's step-1 metrics are the loss of the *initial* parameters on batch 0 (the update comes
@@ -21,12 +21,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import tiny_setup  # noqa: E402
-from xlm_jax import adapt, checkpoint  # noqa: E402
-from xlm_jax.errors import UserError  # noqa: E402
-from xlm_jax.metrics import read_metrics  # noqa: E402
-from xlm_jax.tokenizer import Tokenizer  # noqa: E402
+from xlm_jax import checkpoint  # noqa: E402
+from xlm_jax.pretrain import adapt
+from xlm_jax.core.errors import UserError  # noqa: E402
+from xlm_jax.training.metrics import read_metrics  # noqa: E402
+from xlm_jax.data.tokenizer import Tokenizer  # noqa: E402
 from xlm_jax.train import main as train_main, train  # noqa: E402
-from xlm_jax.train_config import load_config  # noqa: E402
+from xlm_jax.pretrain.config import load_config  # noqa: E402
 
 TOL = 2e-5
 
@@ -170,7 +171,7 @@ def test_run_copies_the_tokenizer_it_was_given_even_when_cached_data_names_a_gon
 def test_orbax_run_as_init_from_starts_where_it_ended(env, hf_run, tmp_path):
     """Our own run directory as init_from: the step-0 loss of the new run is the old run's final model's loss."""
     import xlm_jax
-    from xlm_jax.objectives import mlm_loss
+    from xlm_jax.training.objectives import mlm_loss
 
     run_dir = tmp_path / "run"
     assert _run(env, run_dir, f"model.init_from={hf_run}", "train.steps=2") == 0
@@ -188,8 +189,8 @@ def test_the_config_that_trained_a_run_can_continue_it(env, hf_run, tmp_path, ca
     import dataclasses
 
     import xlm_jax
-    from xlm_jax.adapt import DATA_FIELDS
-    from xlm_jax.config import NAMED_CONFIGS
+    from xlm_jax.pretrain.adapt import DATA_FIELDS
+    from xlm_jax.models.config import NAMED_CONFIGS
     from xlm_jax.train import NON_ARCHITECTURE
 
     config = xlm_jax.load(hf_run, tokenizer=False).config
@@ -281,7 +282,7 @@ def test_trainable_embeddings_freezes_the_rest_bit_for_bit_without_moments(env, 
 
 
 def test_trainable_patterns_select_by_path(env):
-    from xlm_jax.config import get_model_config
+    from xlm_jax.models.config import get_model_config
 
     params = adapt.abstract_params(get_model_config("xlmr_tiny"))
     paths = adapt.param_paths(params)
@@ -358,7 +359,7 @@ def _bad_sources(env, tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
     _xlm_pth(xlm, t / "mlm_tiny.pth")
     other_tok = t / "other"
     other_tok.mkdir()
-    from xlm_jax.tokenizer import train_tokenizer
+    from xlm_jax.data.tokenizer import train_tokenizer
 
     train_tokenizer([str(env["dir"] / f"{lang}.txt") for lang in ("en", "de", "fr")], 40, str(other_tok / "t40.model"))
     hf = env["hf"]
@@ -469,7 +470,7 @@ def test_resume_with_another_trainable_is_refused_and_the_run_untouched(env, hf_
 
 
 def test_data_dir_preprocessed_with_another_tokenizer_is_refused(env, hf_run, tmp_path, capsys):
-    from xlm_jax.tokenizer import train_tokenizer
+    from xlm_jax.data.tokenizer import train_tokenizer
 
     other = tmp_path / "t40.model"
     train_tokenizer([str(env["dir"] / f"{lang}.txt") for lang in ("en", "de", "fr")], 40, str(other))
@@ -479,9 +480,9 @@ def test_data_dir_preprocessed_with_another_tokenizer_is_refused(env, hf_run, tm
 
 
 def test_larger_tokenizer_extends_the_checkpoint_through_xlm_jax_vocab(env, tmp_path):
-    """With xlm_jax.vocab (issue #12 part 3): a base tokenizer with pieces appended resizes the checkpoint at step 0
+    """With xlm_jax.data.vocab (issue #12 part 3): a base tokenizer with pieces appended resizes the checkpoint at step 0
     (adapt._extend); the run trains on the extended vocabulary, old rows kept, <mask> moved to the last id."""
-    from xlm_jax import vocab
+    from xlm_jax.data import vocab
 
     new_text = tmp_path / "ka.txt"
     new_text.write_text("\n".join(["გამარჯობა ფაილი გახსნა დახურვა შეცდომა"] * 50) + "\n", encoding="utf-8")

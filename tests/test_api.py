@@ -14,9 +14,9 @@ import tiny_setup  # tests/tiny_setup.py
 
 import xlm_jax
 from xlm_jax.api import LoadedModel
-from xlm_jax.config import get_model_config
-from xlm_jax.errors import UserError
-from xlm_jax.model import XLMForMaskedLM, init_params
+from xlm_jax.models.config import get_model_config
+from xlm_jax.core.errors import UserError
+from xlm_jax.models.xlm import XLMForMaskedLM, init_params
 
 POSITIONS = 64  # as a converted HF model with max_position_embeddings=66 (XLM-R keeps 2 rows for padding)
 METHODS = ("hidden_states", "layer_states", "mlm_logits")
@@ -200,7 +200,7 @@ def test_converted_hf_sequence_classifier(tmp_path):
 
 def test_embed_sentences_inputs(models, tmp_path):
     from xlm_jax.evaluate import embed_sentences
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tiny_setup.make_tokenizer(tmp_path))
     m = models["xlmr"]
@@ -232,7 +232,7 @@ def _save_task(out, tok_path, base_params, cfg, task: str, labels: tuple[str, ..
     rng = np.random.default_rng(seed)
     dense = lambda n_in, n_out: {"kernel": rng.normal(0, 0.5, (n_in, n_out)).astype(np.float32),  # noqa: E731
                                  "bias": rng.normal(0, 0.5, n_out).astype(np.float32)}
-    h = cfg.hidden_size  # the heads of xlm_jax.model: XLM-R's sequence head has dense + out_proj, the token head out_proj
+    h = cfg.hidden_size  # the heads of xlm_jax.models.xlm: XLM-R's sequence head has dense + out_proj, the token head out_proj
     head = {"out_proj": dense(h, len(labels))} | ({"dense": dense(h, h)} if info.spec.kind == "sequence" else {})
     out.mkdir(parents=True)
     save_best(out, {"encoder": base_params["encoder"], "classifier": head}, cfg, info, 7)
@@ -251,7 +251,7 @@ def dataclasses_asdict(x):
 def outputs(tmp_path_factory):
     """A tiny tokenizer (62 ids) and, on one random xlmr_tiny encoder: a pretraining run directory, a
     classification and an NER fine-tuning output, and an XLM (language embeddings) run."""
-    from xlm_jax.checkpoint import save_params
+    from xlm_jax.training.checkpoint import save_params
 
     d = tmp_path_factory.mktemp("outputs")
     tok = tiny_setup.make_tokenizer(d)
@@ -352,7 +352,7 @@ def test_load_foreign_formats(outputs, tmp_path):
 
 
 def test_load_bad_input(outputs, tmp_path):
-    from xlm_jax.checkpoint import save_params
+    from xlm_jax.training.checkpoint import save_params
 
     small = get_model_config("xlmr_tiny", vocab_size=40, num_layers=1)
     save_params(tmp_path / "small" / "checkpoints", nn.unbox(init_params(XLMForMaskedLM(small), jax.random.key(0))),

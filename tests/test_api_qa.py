@@ -17,7 +17,7 @@ from test_api import _refused  # UserError whose message holds every word
 from test_qa import _args, squad_file  # the QA tests' learnable SQuAD files and finetune arguments
 
 import xlm_jax
-from xlm_jax import qa
+from xlm_jax.tasks import qa
 from xlm_jax.api import Answer, LoadedModel
 
 
@@ -177,10 +177,10 @@ def test_answer_bad_input(m, run, tiny):
 
 def _qa_checkpoint(d, tok, name: str, max_query_len: int = 12):
     """A QA fine-tuning output as `finetune` writes it, with a random span head (no training)."""
-    from xlm_jax.config import get_model_config
+    from xlm_jax.models.config import get_model_config
     from xlm_jax.evaluate import TaskInfo, task_model
     from xlm_jax.finetune import FINETUNE_CONFIG, FinetuneConfig, save_best
-    from xlm_jax.model import init_params
+    from xlm_jax.models.xlm import init_params
     import dataclasses
 
     cfg = get_model_config(name)

@@ -6,7 +6,7 @@ import pytest
 
 from xlm_jax.data.batches import BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import UserError
+from xlm_jax.core.errors import UserError
 
 V = 500
 MASK = V - 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from xlm_jax import bench
-from xlm_jax.step import model_flops_per_token
+from xlm_jax.training.step import model_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +178,7 @@ def test_torch_masked_is_the_same_function_and_step_as_torch_eager(tmp_path):
     """torch_masked projects only the predicted positions: from the same weights its eval loss, its first training
     losses (dropout off) and its gradients equal torch_eager's (HF's labels = -100 loss) and the JAX side's."""
     torch = pytest.importorskip("torch")
-    from xlm_jax.config import to_dict
+    from xlm_jax.models.config import to_dict
 
     cfg = bench.CONFIGS["smoke"]
     model = cfg.model.replace(dropout=0.0, attention_dropout=0.0)
@@ -224,7 +224,7 @@ def test_breakdown_runs_for_both_sides_and_is_printed(tmp_path):
     """The per-part timing that docs/benchmarks.md quotes ("Where the time goes"): each worker's `breakdown` on the
     smoke shapes, in-process, then the table lines the parent prints from it."""
     torch = pytest.importorskip("torch")
-    from xlm_jax.config import to_dict
+    from xlm_jax.models.config import to_dict
 
     cfg = bench.CONFIGS["smoke"]
     base = {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,

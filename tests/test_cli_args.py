@@ -73,9 +73,9 @@ def test_cross_flag_range_of_synth(tmp_path, capsys):
 
 def test_api_functions_check_the_same_ranges(tmp_path):
     from xlm_jax.data.gettext import build_gettext_corpus
-    from xlm_jax.errors import UserError
-    from xlm_jax.preprocess import preprocess_corpus
-    from xlm_jax.tokenizer import train_tokenizer
+    from xlm_jax.core.errors import UserError
+    from xlm_jax.data.preprocess import preprocess_corpus
+    from xlm_jax.data.tokenizer import train_tokenizer
 
     out = str(tmp_path / "out")
     with pytest.raises(UserError, match="--workers=0: must be an integer >= 1"):

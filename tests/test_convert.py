@@ -25,8 +25,9 @@ transformers = pytest.importorskip("transformers")
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 import xlm_jax  # noqa: E402
-from xlm_jax import checkpoint, convert  # noqa: E402
-from xlm_jax.config import get_model_config  # noqa: E402
+from xlm_jax import convert  # noqa: E402
+from xlm_jax.training import checkpoint
+from xlm_jax.models.config import get_model_config  # noqa: E402
 
 TOL = 1e-4
 REPO = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ for name in modules:
     importlib.import_module(name)
 
 tmp = Path(tempfile.mkdtemp())
-from xlm_jax.metrics import MetricsWriter
+from xlm_jax.training.metrics import MetricsWriter
 from xlm_jax.plot import plot_run
 writer = MetricsWriter(tmp / "run")
 for step in (1, 2):
@@ -43,8 +43,9 @@ plot_run(tmp / "run")
 from xlm_jax.evaluate import entity_scores
 entity_scores([["B-PER", "O"]], [["B-PER", "O"]])
 
-from xlm_jax import checkpoint, convert
-from xlm_jax.config import get_model_config
+from xlm_jax import convert
+from xlm_jax.training import checkpoint
+from xlm_jax.models.config import get_model_config
 checkpoint.save_params(tmp / "ckpt", {"w": np.ones((2, 3), np.float32)}, get_model_config("xlmr_tiny"))
 checkpoint.restore_params(tmp / "ckpt")
 from safetensors.numpy import save_file
@@ -53,7 +54,7 @@ convert._read_safetensors(tmp / "m.safetensors")
 
 sys.path.insert(0, "tests")
 import tiny_setup
-from xlm_jax.tokenizer import Tokenizer
+from xlm_jax.data.tokenizer import Tokenizer
 Tokenizer.load(str(tiny_setup.make_tokenizer(tmp))).encode_batch_pieces_ids(["the cat"])  # trains one first
 
 print(json.dumps({"modules": len(modules), "loaded": sorted({m.split(".")[0] for m in sys.modules})}))

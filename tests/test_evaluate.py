@@ -60,7 +60,7 @@ def _cli(*args):
 
 def test_retrieval_cli_on_a_permuted_target_matches_the_in_process_scores(tiny, capsys):
     from xlm_jax.api import load
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     words = tiny_setup.WORDS["fr"]
     src_lines = [" ".join(words[i:i + 3 + i % 2]) for i in range(9)]  # nine different sentences
@@ -99,9 +99,9 @@ def test_retrieval_cli_bad_inputs(tiny, capsys):
 
 def test_embed_layer_range(tiny):
     from xlm_jax.api import load
-    from xlm_jax.errors import UserError
-    from xlm_jax.tasks import InputProtocol
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.core.errors import UserError
+    from xlm_jax.tasks.common import InputProtocol
+    from xlm_jax.data.tokenizer import Tokenizer
 
     model, tok = load(tiny["ckpt"]), Tokenizer.load(tiny["tok"])
     protocol = InputProtocol.from_config(model.config)
@@ -123,7 +123,7 @@ def test_embed_layer_range(tiny):
 
 
 def test_ranges_checked_before_files_or_checkpoints_are_read(tmp_path):
-    from xlm_jax.errors import UserError
+    from xlm_jax.core.errors import UserError
 
     missing = str(tmp_path / "missing")
     for kwargs, words in [(dict(max_len=2), ["max_len=2", ">= 3"]), (dict(max_len=0), ["max_len=0"]),
@@ -137,8 +137,8 @@ def test_ranges_checked_before_files_or_checkpoints_are_read(tmp_path):
 
 def test_embed_sentences_checks_max_len_and_batch_size(tiny):
     from xlm_jax.api import load
-    from xlm_jax.errors import UserError
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.core.errors import UserError
+    from xlm_jax.data.tokenizer import Tokenizer
 
     model, tok = load(tiny["ckpt"]), Tokenizer.load(tiny["tok"])
     with pytest.raises(UserError, match="max_len=2 is too small: a single sentence needs 2 special tokens.*max_len must be >= 3"):

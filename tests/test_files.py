@@ -1,6 +1,6 @@
 """Files that are not what they claim (issue #10, kind 4): every reader of a user's file refuses a binary, non-UTF-8,
 malformed, truncated or damaged file with one clear error naming it (and the line, when there is one), before
-any work starts, and changes nothing on disk. The policy for text is in `xlm_jax.textfiles`."""
+any work starts, and changes nothing on disk. The policy for text is in `xlm_jax.core.textfiles`."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ import pytest
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint
 
 import xlm_jax
-from xlm_jax import checkpoint as ckpt_lib
-from xlm_jax import tasks as T
+from xlm_jax.training import checkpoint as ckpt_lib
+from xlm_jax.tasks import common as T
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import UserError
-from xlm_jax.textfiles import check_corpus_file, read_text
+from xlm_jax.core.errors import UserError
+from xlm_jax.core.textfiles import check_corpus_file, read_text
 
 ROOT = Path(__file__).parent.parent
 GERMAN = ["Die Datei wurde gespeichert.", "Größere Fenster schließen.", "Ärger über die Übersetzung.",
@@ -109,8 +109,8 @@ def test_corpus_file_that_is_not_text_is_refused_before_preprocessing(kind, base
 
 
 def test_share_of_bad_lines_is_named_and_a_few_bad_lines_are_kept(base, tmp_path, capsys):
-    from xlm_jax.preprocess import preprocess_corpus
-    from xlm_jax.tokenizer import train_tokenizer
+    from xlm_jax.data.preprocess import preprocess_corpus
+    from xlm_jax.data.tokenizer import train_tokenizer
 
     mostly = tmp_path / "mostly.txt"
     mostly.write_bytes(b"ok line\n" + "\n".join(GERMAN[1:4]).encode("latin-1") + b"\n")
@@ -301,7 +301,7 @@ BAD_YAML = {
 def test_bad_yaml_config(case, tmp_path, capsys):
     from xlm_jax.finetune import main as finetune_main
     from xlm_jax.train import main as train_main
-    from xlm_jax.train_config import load_config
+    from xlm_jax.pretrain.config import load_config
 
     content, pattern = BAD_YAML[case]
     cfg = _data_file(tmp_path, "cfg.yaml", content)
@@ -319,7 +319,7 @@ def test_bad_yaml_config(case, tmp_path, capsys):
 @pytest.mark.parametrize("kind", ["random", "empty", "text", "truncated", "directory", "vocab_file"])
 def test_corrupt_tokenizer_model(kind, base, tmp_path, capsys):
     from xlm_jax.preprocess import main
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     path = tmp_path / "bad.model"
     if kind == "random":
@@ -347,7 +347,7 @@ def test_corrupt_tokenizer_model(kind, base, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def preprocessed(base, tmp_path_factory):
-    from xlm_jax.preprocess import preprocess_corpus
+    from xlm_jax.data.preprocess import preprocess_corpus
 
     root = tmp_path_factory.mktemp("pre")
     corpus = _corpus(root / "corpus")
@@ -427,7 +427,7 @@ def test_train_refuses_damaged_data_before_training(case, preprocessed, tmp_path
 
 
 def test_preprocess_rebuilds_a_damaged_output_it_calls_up_to_date(base, preprocessed, tmp_path):
-    from xlm_jax.preprocess import preprocess_corpus
+    from xlm_jax.data.preprocess import preprocess_corpus
 
     corpus = preprocessed.parent / "corpus"
     out = tmp_path / "out"
@@ -534,7 +534,7 @@ def trained_run(tmp_path_factory):
     """A 2-step pretraining run with checkpoints at steps 1 and 2 (the cheapest real run directory)."""
     from xlm_jax.data.__main__ import write_synthetic
     from xlm_jax.train import train
-    from xlm_jax.train_config import load_config
+    from xlm_jax.pretrain.config import load_config
 
     root = tmp_path_factory.mktemp("run")
     write_synthetic(root / "data", n_langs=2, n_tokens=2000, n_pairs=0, vocab_size=100, seed=0)

@@ -15,8 +15,8 @@ import pytest
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
 
 from xlm_jax import finetune as F
-from xlm_jax.config import get_model_config
-from xlm_jax.errors import UserError
+from xlm_jax.models.config import get_model_config
+from xlm_jax.core.errors import UserError
 
 FIX = Path(__file__).parent / "fixtures" / "finetune"
 ROOT = Path(__file__).parent.parent
@@ -115,7 +115,7 @@ def test_best_checkpoint_is_the_best_validation_score_not_the_latest(setup, tmp_
     assert [(h["step"], h["score"]) for h in result.history] == [(2, 0.3), (4, 0.9), (6, 0.6)]
     assert result.best_step == 4 and result.best_score == 0.9 and result.table["best_step"] == 4
     assert sorted(p.name for p in (out / "best").iterdir()) == ["4", "task.json"]
-    from xlm_jax.checkpoint import restore_params
+    from xlm_jax.training.checkpoint import restore_params
 
     kept, _ = restore_params(out / "best")
     for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(seen[1]), strict=True):
@@ -132,7 +132,7 @@ def test_select_on_one_language(setup, tmp_path):
 def test_layerwise_lr_scales_updates_not_gradients():
     config = get_model_config("xlmr_tiny")
     from xlm_jax.evaluate import task_model
-    from xlm_jax.model import init_params
+    from xlm_jax.models.xlm import init_params
     import flax.linen as nn
 
     params = nn.unbox(init_params(task_model(config, F.T.TASKS["classification"], 2), jax.random.key(0)))

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from xlm_jax.data import gettext as gt
-from xlm_jax.errors import UserError
+from xlm_jax.core.errors import UserError
 
 
 @pytest.mark.parametrize(

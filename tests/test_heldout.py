@@ -7,8 +7,8 @@ import pytest
 
 from xlm_jax.data.corpus import PreprocessedCorpus, heldout_split
 from xlm_jax.data.heldout import HeldOutSplit
-from xlm_jax.preprocess import preprocess_corpus
-from xlm_jax.tokenizer import train_tokenizer
+from xlm_jax.data.preprocess import preprocess_corpus
+from xlm_jax.data.tokenizer import train_tokenizer
 
 WORDS = {
     "en": "the file folder window error message page was saved closed opened cannot found new old".split(),

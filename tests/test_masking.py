@@ -6,7 +6,7 @@ import pytest
 
 from xlm_jax.data.masking import MaskConfig, frequency_weights, mask_tokens, noise_width, num_predictions
 from xlm_jax.data.sampling import row_uniforms, sampling_probs
-from xlm_jax.errors import UserError
+from xlm_jax.core.errors import UserError
 
 V, MASK = 1000, 999
 

@@ -1,4 +1,4 @@
-"""Tatoeba / BUCC (`xlm_jax.mining`, `python -m xlm_jax.evaluate tatoeba | bucc`): exact neighbours (blocked
+"""Tatoeba / BUCC (`xlm_jax.tasks.mining`, `python -m xlm_jax.evaluate tatoeba | bucc`): exact neighbours (blocked
 NumPy against a direct computation, and against faiss), the ratio margin against its formula, candidate
 selection, the threshold search, the released file layouts, and bad inputs through the CLI."""
 
@@ -12,8 +12,8 @@ import pytest
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint
 
 from xlm_jax import evaluate as E
-from xlm_jax import mining as M
-from xlm_jax.errors import UserError
+from xlm_jax.tasks import mining as M
+from xlm_jax.core.errors import UserError
 
 
 def _direct_knn(x, y, k):

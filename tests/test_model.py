@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from xlm_jax.config import NAMED_CONFIGS, from_dict, get_model_config, to_dict
-from xlm_jax.errors import UserError
-from xlm_jax.model import (
+from xlm_jax.models.config import NAMED_CONFIGS, from_dict, get_model_config, to_dict
+from xlm_jax.core.errors import UserError
+from xlm_jax.models.xlm import (
     XLMForMaskedLM,
     XLMForSequenceClassification,
     XLMForTokenClassification,

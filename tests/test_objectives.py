@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from xlm_jax.config import get_model_config
-from xlm_jax.model import XLMForMaskedLM, init_params
-from xlm_jax.objectives import clm_loss, cross_entropy, full_logits_mlm_loss, mlm_loss
+from xlm_jax.models.config import get_model_config
+from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+from xlm_jax.training.objectives import clm_loss, cross_entropy, full_logits_mlm_loss, mlm_loss
 
 
 def _mlm_batch(cfg, batch=3, length=16, predictions=4, seed=0):

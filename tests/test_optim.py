@@ -10,10 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from xlm_jax.config import get_model_config
-from xlm_jax.errors import UserError
-from xlm_jax.optim import OptimizerConfig, current_lr, decay_mask, make_optimizer, make_schedule
-from xlm_jax.step import boxed_abstract_params
+from xlm_jax.models.config import get_model_config
+from xlm_jax.core.errors import UserError
+from xlm_jax.training.optim import OptimizerConfig, current_lr, decay_mask, make_optimizer, make_schedule
+from xlm_jax.training.step import boxed_abstract_params
 
 TOTAL = 100
 

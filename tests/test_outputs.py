@@ -20,8 +20,8 @@ import pytest
 
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
 
-from xlm_jax import outputs
-from xlm_jax.errors import UserError
+from xlm_jax.core import outputs
+from xlm_jax.core.errors import UserError
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
@@ -413,7 +413,7 @@ def test_preprocess_refuses_to_overwrite_its_inputs_even_with_force(inputs, tmp_
 
 
 def test_a_full_disk_while_writing_a_one_go_output_leaves_the_old_one(inputs, tmp_path, capsys, monkeypatch):
-    from xlm_jax import preprocess
+    from xlm_jax.data import preprocess
 
     out = tmp_path / "pre"
     argv = [inputs["corpus"], "--tokenizer", inputs["tok"], "--out", out, "--workers", "1"]

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xlm_jax.config import get_model_config
+from xlm_jax.models.config import get_model_config
 from xlm_jax.data import packing
-from xlm_jax.errors import UserError
-from xlm_jax.model import (XLMForMaskedLM, XLMForSequenceClassification, XLMForTokenClassification, init_params,
+from xlm_jax.core.errors import UserError
+from xlm_jax.models.xlm import (XLMForMaskedLM, XLMForSequenceClassification, XLMForTokenClassification, init_params,
                            segment_mask, segment_positions)
-from xlm_jax.objectives import mlm_loss
+from xlm_jax.training.objectives import mlm_loss
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -333,7 +333,7 @@ def test_finetune_packed_equals_padded(ft_setup, tmp_path, task):
 
 
 def test_packed_batch_holds_the_step_examples_and_labels():
-    from xlm_jax import tasks as T
+    from xlm_jax.tasks import common as T
 
     enc = T.Encoded(ids=[[0, 5, 6, 2], [0, 7, 2], [0, 8, 9, 10, 2]], labels=[2, 0, 1], langs=["en"] * 3,
                     lang_ids=[0, 1, 2], truncated=0)

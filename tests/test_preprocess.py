@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from xlm_jax.data.corpus import PreprocessedCorpus, check_vocab, heldout_split
-from xlm_jax.errors import UserError
-from xlm_jax.preprocess import preprocess_corpus
-from xlm_jax.tokenizer import Tokenizer, train_tokenizer
+from xlm_jax.core.errors import UserError
+from xlm_jax.data.preprocess import preprocess_corpus
+from xlm_jax.data.tokenizer import Tokenizer, train_tokenizer
 
 DE = ["Die Datei wurde gespeichert.", "Das Fenster ist geschlossen.", "Ein neuer Ordner entsteht hier."] * 40
 EN = ["The file was saved.", "The window is closed.", "A new folder is created here."] * 40

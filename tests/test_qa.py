@@ -14,10 +14,10 @@ import pytest
 
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint
 
-from xlm_jax import qa
-from xlm_jax import qa_metrics as M
-from xlm_jax import tasks as T
-from xlm_jax.errors import UserError
+from xlm_jax.tasks import qa
+from xlm_jax.tasks import qa_metrics as M
+from xlm_jax.tasks import common as T
+from xlm_jax.core.errors import UserError
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -102,7 +102,7 @@ def test_read_squad_reads_questions_and_languages(tmp_path):
     assert qa.read_files([f"es:{mlqa}"])[0].lang == "es"
     examples = qa.read_files([str(plain)])
     assert [(e.qid, e.lang, e.answers) for e in examples] == [("a", "en", (("Haus", 21),)), ("b", "en", (("Katze", 4),))]
-    assert T.read_file(T.get_task("qa"), str(plain)) == examples  # tasks' reader hands QA files to xlm_jax.qa
+    assert T.read_file(T.get_task("qa"), str(plain)) == examples  # tasks' reader hands QA files to xlm_jax.tasks.qa
 
 
 def _bad_files(tmp_path):
@@ -165,13 +165,13 @@ def tiny(tmp_path_factory):
 
 
 def _tokenizer(tiny, **kw):
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     return Tokenizer.load(tiny["tok"], **kw)
 
 
 def _protocol(name="xlmr_tiny"):
-    from xlm_jax.config import get_model_config
+    from xlm_jax.models.config import get_model_config
 
     return T.InputProtocol.from_config(get_model_config(name))
 

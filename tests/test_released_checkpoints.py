@@ -18,7 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from xlm_jax import convert, hf_mapping
+from xlm_jax import convert
+from xlm_jax.models import hf_mapping
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "released_checkpoints.json").read_text())
 ZERO = np.zeros((), np.float32)

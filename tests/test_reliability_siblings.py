@@ -10,7 +10,7 @@ import pytest
 
 import tiny_setup
 
-from xlm_jax.errors import UserError
+from xlm_jax.core.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_flags_beyond_int32_are_refused(argv, capsys):
 def test_a_batch_size_wider_than_the_data_allocates_only_the_data(tiny):
     from xlm_jax import evaluate as E
     from xlm_jax.api import load
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     model, tok = load(tiny["ckpt"]), Tokenizer.load(tiny["tok"])
     huge = E.embed_sentences(model, tok, ["the cat", "open file"], batch_size=2**31 - 1)
@@ -75,7 +75,7 @@ def test_a_batch_size_wider_than_the_data_allocates_only_the_data(tiny):
 
 
 def test_training_data_with_fewer_than_two_labels_is_refused(tmp_path):
-    from xlm_jax import tasks as T
+    from xlm_jax.tasks import common as T
 
     one = tiny_setup.write_jsonl(tmp_path / "one.jsonl", [e for e in tiny_setup.task_examples("en", 8, 0)
                                                           if e["label"] == "file"])
@@ -100,7 +100,7 @@ def test_load_refuses_what_is_not_a_path(path):
 
 @pytest.mark.parametrize("call", ["encode", "batch_encode", "pair", "pieces"])
 def test_lone_surrogates_are_refused_by_name(tiny, call):
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tiny["tok"])
     bad = "the file \ud800 open"
@@ -184,7 +184,7 @@ def test_yaml_syntax_errors_are_one_line_with_file_line_and_column(tmp_path, cap
 
 @pytest.mark.parametrize("value", ["slow", "-1", "nan", "inf"])
 def test_the_save_delay_test_hook_refuses_a_bad_value(value, monkeypatch):
-    from xlm_jax.checkpoint import SAVE_DELAY_ENV, json_save
+    from xlm_jax.training.checkpoint import SAVE_DELAY_ENV, json_save
 
     monkeypatch.setenv(SAVE_DELAY_ENV, value)
     with pytest.raises(UserError, match=rf"{SAVE_DELAY_ENV}='{value}': expected a number of seconds >= 0"):

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, AxisType, PartitionSpec as P
 
-from xlm_jax.config import get_model_config
-from xlm_jax.errors import UserError
-from xlm_jax.sharding import (
+from xlm_jax.models.config import get_model_config
+from xlm_jax.core.errors import UserError
+from xlm_jax.training.sharding import (
     MeshConfig, batch_sharding, global_batch, initialize_distributed, logical_spec, make_mesh, param_shardings,
 )
-from xlm_jax.step import boxed_abstract_params
+from xlm_jax.training.step import boxed_abstract_params
 
 
 def abstract_mesh(data, fsdp, tensor):

@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from xlm_jax.config import get_model_config
-from xlm_jax.optim import OptimizerConfig, make_schedule
-from xlm_jax.errors import UserError
-from xlm_jax.step import (Work, batch_work, make_train_step, mfu, model_flops_per_token, peak_flops,
+from xlm_jax.models.config import get_model_config
+from xlm_jax.training.optim import OptimizerConfig, make_schedule
+from xlm_jax.core.errors import UserError
+from xlm_jax.training.step import (Work, batch_work, make_train_step, mfu, model_flops_per_token, peak_flops,
                           peak_flops_per_device, throughput)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,9 +152,9 @@ def test_bf16_compute_keeps_float32_state_and_loss(runs):
 def test_batch_rows_must_divide_the_mesh_and_micro_batches():
     import jax
 
-    from xlm_jax.errors import UserError
-    from xlm_jax.optim import make_optimizer
-    from xlm_jax.sharding import MeshConfig, make_mesh
+    from xlm_jax.core.errors import UserError
+    from xlm_jax.training.optim import make_optimizer
+    from xlm_jax.training.sharding import MeshConfig, make_mesh
 
     mesh = make_mesh(MeshConfig(), jax.devices()[:1])
     step = make_train_step(get_model_config("xlmr_tiny"), make_optimizer(OptimizerConfig(), 2000), mesh, None,
@@ -277,10 +277,10 @@ def test_clm_step_loss_is_the_causal_next_token_loss_and_falls():
     import jax
     import jax.numpy as jnp
 
-    from xlm_jax.model import XLMForMaskedLM
-    from xlm_jax.optim import make_optimizer
-    from xlm_jax.sharding import MeshConfig, global_batch, make_mesh
-    from xlm_jax.step import init_state
+    from xlm_jax.models.xlm import XLMForMaskedLM
+    from xlm_jax.training.optim import make_optimizer
+    from xlm_jax.training.sharding import MeshConfig, global_batch, make_mesh
+    from xlm_jax.training.step import init_state
 
     cfg = get_model_config("xlmr_tiny", dropout=0.0, attention_dropout=0.0)
     rng = np.random.default_rng(0)
@@ -331,7 +331,7 @@ def _linear_loss():
     import jax
     import jax.numpy as jnp
 
-    from xlm_jax.step import StepLoss
+    from xlm_jax.training.step import StepLoss
 
     def fn(params, batch, rng, count):
         x = batch["x"] * (1.0 + 0.1 * jax.random.normal(rng, batch["x"].shape))
@@ -348,8 +348,8 @@ def _linear_setup(grad_accum, optimizer=None, schedule=None):
     import jax
     import optax
 
-    from xlm_jax.sharding import MeshConfig, make_mesh
-    from xlm_jax.step import make_step
+    from xlm_jax.training.sharding import MeshConfig, make_mesh
+    from xlm_jax.training.step import make_step
 
     mesh = make_mesh(MeshConfig(), jax.devices()[:1])
     optimizer = optimizer or optax.sgd(1.0)
@@ -396,8 +396,8 @@ def test_step_factory_without_noise_is_exactly_the_big_batch_and_reports_the_sch
     import jax
     import optax
 
-    from xlm_jax.sharding import MeshConfig, make_mesh
-    from xlm_jax.step import StepLoss, make_step
+    from xlm_jax.training.sharding import MeshConfig, make_mesh
+    from xlm_jax.training.step import StepLoss, make_step
 
     base = _linear_loss()
     quiet = StepLoss(lambda p, b, rng, c: _noiseless(p, b, c), base.totals, base.metrics)
@@ -448,7 +448,7 @@ def test_step_factory_checks_rows_and_grad_accum(accum, rows, words):
 
 
 def test_real_tokens_and_padding_share_count_packed_and_padded_rows():
-    from xlm_jax.step import padding_share, real_token_count
+    from xlm_jax.training.step import padding_share, real_token_count
 
     ids = np.array([[5, 6, 7, 1], [5, 1, 1, 1]])
     padded = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int32)}

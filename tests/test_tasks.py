@@ -8,9 +8,9 @@ import pytest
 
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
 
-from xlm_jax import tasks as T
-from xlm_jax.config import get_model_config
-from xlm_jax.errors import UserError
+from xlm_jax.tasks import common as T
+from xlm_jax.models.config import get_model_config
+from xlm_jax.core.errors import UserError
 
 FIX = Path(__file__).parent / "fixtures" / "finetune"
 
@@ -18,7 +18,7 @@ FIX = Path(__file__).parent / "fixtures" / "finetune"
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     return Tokenizer.load(tiny_setup.make_tokenizer(tmp_path_factory.mktemp("tok")))
 

@@ -7,8 +7,8 @@ import pytest
 import sentencepiece as spm
 
 from xlm_jax.data.gettext import build_gettext_corpus
-from xlm_jax.errors import UserError
-from xlm_jax.tokenizer import Tokenizer, sample_sentences, sampling_probs, strip_accents_lower, train_tokenizer
+from xlm_jax.core.errors import UserError
+from xlm_jax.data.tokenizer import Tokenizer, sample_sentences, sampling_probs, strip_accents_lower, train_tokenizer
 
 # Latin, Cyrillic, Arabic, CJK (two), Devanagari, Greek, Thai, Hebrew.
 LANGS = ["ar", "de", "el", "hi", "ja", "ru", "th", "zh", "he"]
@@ -126,8 +126,8 @@ def test_vocab_too_large_cli(tmp_path):
 
 import tiny_setup  # noqa: E402  tests/tiny_setup.py
 
-from xlm_jax import tasks as T  # noqa: E402
-from xlm_jax.config import get_model_config  # noqa: E402
+from xlm_jax.tasks import common as T  # noqa: E402
+from xlm_jax.models.config import get_model_config  # noqa: E402
 
 SPECIAL_TEXTS = [
     "open the <mask> file", "the <mask> <mask> dog", "a <mask> b", "<mask>b", "a<mask>", "a<mask>b", "<mask>",
@@ -169,7 +169,7 @@ def test_special_tokens_match_transformers(tiny):
 
 def test_special_tokens_can_stay_text(tiny, tmp_path):
     """special_tokens=False (pretraining preprocessing, as fairseq) and full-width look-alikes keep the text."""
-    from xlm_jax import preprocess
+    from xlm_jax.data import preprocess
 
     tok, _ = tiny
     sp = spm.SentencePieceProcessor(model_file=tok.path)
@@ -246,7 +246,7 @@ def test_truncation_never_exceeds_max_len(tiny):
 
 @pytest.mark.parametrize("family", ["xlmr", "xlm"])
 def test_task_rows_never_exceed_max_len(tiny, family):
-    """Every row builder of xlm_jax.tasks (fine-tuning and evaluation) holds max_len, or refuses it clearly."""
+    """Every row builder of xlm_jax.tasks.common (fine-tuning and evaluation) holds max_len, or refuses it clearly."""
     tok, _ = tiny
     protocol = T.InputProtocol.from_config(get_model_config(f"{family}_tiny"))
     words = "the cat dog house open file print page save document window close".split()

@@ -16,12 +16,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 import xlm_jax
-from xlm_jax import checkpoint as ckpt_lib
+from xlm_jax.training import checkpoint as ckpt_lib
 from xlm_jax.data.__main__ import write_synthetic
-from xlm_jax.errors import UserError
-from xlm_jax.metrics import read_metrics
+from xlm_jax.core.errors import UserError
+from xlm_jax.training.metrics import read_metrics
 from xlm_jax.train import main as train_main, train
-from xlm_jax.train_config import load_config
+from xlm_jax.pretrain.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING = ("tokens_per_s", "tokens_per_s_per_device", "real_tokens_per_s", "flops_per_token", "tflops_per_s",
@@ -107,7 +107,7 @@ def test_end_to_end_loss_falls_and_load_returns_trained_params(corpus, tmp_path)
     assert model.config.vocab_size == 200 and model.config.langs == ("l00", "l01", "l02")
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
-    from xlm_jax.objectives import mlm_loss
+    from xlm_jax.training.objectives import mlm_loss
     from xlm_jax.train import make_data_config
 
     cfg = load_config(run_dir / "config.yaml")
@@ -122,7 +122,7 @@ def check_throughput(run_dir: Path, corpus: Path, peak: float | None) -> None:
     tokens without the padding, MFU against `peak` (FLOP/s per device; None: no MFU)."""
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
-    from xlm_jax.step import model_flops_per_token
+    from xlm_jax.training.step import model_flops_per_token
     from xlm_jax.train import make_data_config, make_model_config
 
     cfg = load_config(run_dir / "config.yaml")
@@ -374,7 +374,7 @@ def test_resume_on_data_from_another_tokenizer_is_refused(corpus, tmp_path):
 
 def test_runs_from_before_the_tokenizer_record_are_checked_against_their_copy(corpus, tmp_path):
     from xlm_jax.data.corpus import PreprocessedCorpus
-    from xlm_jax.tokenizer import file_sha256
+    from xlm_jax.data.tokenizer import file_sha256
     from xlm_jax.train import check_same_tokenizer
 
     run_dir = tmp_path / "run"

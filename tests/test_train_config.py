@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from xlm_jax.data.batches import DataConfig
-from xlm_jax.errors import UserError
-from xlm_jax.train_config import DataSection, TrainConfig, load_config, to_yaml
+from xlm_jax.core.errors import UserError
+from xlm_jax.pretrain.config import DataSection, TrainConfig, load_config, to_yaml
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -238,7 +238,7 @@ def test_config_file_values_are_checked_too(tmp_path):
 ])
 def test_model_config_api_checks_every_field(fields, words):
     """ModelConfig itself (the Python API, converted and saved configs) checks what model.* checks."""
-    from xlm_jax.config import get_model_config
+    from xlm_jax.models.config import get_model_config
 
     with pytest.raises(UserError) as err:
         get_model_config("xlmr_tiny", **fields)
@@ -249,7 +249,7 @@ def test_model_config_api_checks_every_field(fields, words):
 def test_every_named_config_and_saved_form_is_valid():
     import numpy as np
 
-    from xlm_jax.config import NAMED_CONFIGS, ModelConfig, from_dict, to_dict
+    from xlm_jax.models.config import NAMED_CONFIGS, ModelConfig, from_dict, to_dict
 
     for name, cfg in NAMED_CONFIGS.items():
         assert from_dict(to_dict(cfg)) == cfg, name

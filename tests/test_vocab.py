@@ -1,4 +1,4 @@
-"""Vocabulary extension (`xlm_jax.vocab`, `python -m xlm_jax.tokenizer extend`): ids kept, rows kept, new rows
+"""Vocabulary extension (`xlm_jax.data.vocab`, `python -m xlm_jax.tokenizer extend`): ids kept, rows kept, new rows
 from the base split, <mask> moved, logits unchanged, and every refusal. Tiny tokenizers and models, in-process."""
 
 import dataclasses
@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 import tiny_setup
-from xlm_jax.config import XLMR_SPECIALS, get_model_config
-from xlm_jax.errors import UserError
-from xlm_jax.model import XLMForMaskedLM, init_params
-from xlm_jax.tokenizer import Tokenizer, main as tokenizer_main, train_tokenizer
-from xlm_jax.vocab import (base_split, compare_tokenization, extend_embeddings, extend_tokenizer,
+from xlm_jax.models.config import XLMR_SPECIALS, get_model_config
+from xlm_jax.core.errors import UserError
+from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+from xlm_jax.data.tokenizer import Tokenizer, train_tokenizer
+from xlm_jax.tokenizer import main as tokenizer_main
+from xlm_jax.data.vocab import (base_split, compare_tokenization, extend_embeddings, extend_tokenizer,
                            tokenization_stats)
 
 GEORGIAN = "ქართული ენა არის ძალიან ლამაზი სიტყვა წიგნი სახლი ქალაქი მთა ზღვა".split()

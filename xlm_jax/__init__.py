@@ -1,7 +1,7 @@
 """xlm_jax: XLM and XLM-R in JAX/Flax."""
 
-from xlm_jax.config import ModelConfig, NAMED_CONFIGS, get_model_config
-from xlm_jax.errors import UserError
+from xlm_jax.models.config import ModelConfig, NAMED_CONFIGS, get_model_config
+from xlm_jax.core.errors import UserError
 
 __all__ = ["ModelConfig", "NAMED_CONFIGS", "get_model_config", "UserError", "load", "Tokenizer"]
 
@@ -13,7 +13,7 @@ def __getattr__(name):
 
         return load
     if name == "Tokenizer":
-        from xlm_jax.tokenizer import Tokenizer
+        from xlm_jax.data.tokenizer import Tokenizer
 
         return Tokenizer
     raise AttributeError(f"module 'xlm_jax' has no attribute {name!r}")

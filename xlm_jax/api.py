@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlm_jax.checkpoint import resolve, restore_params
-from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError, check_choice, check_range
-from xlm_jax.model import XLMForMaskedLM
+from xlm_jax.training.checkpoint import resolve, restore_params
+from xlm_jax.models.config import ModelConfig
+from xlm_jax.core.errors import UserError, check_choice, check_range
+from xlm_jax.models.xlm import XLMForMaskedLM
 
 
 def _host_int_array(x, name: str) -> np.ndarray:
@@ -128,7 +128,7 @@ class Fill(NamedTuple):
 class Answer(NamedTuple):
     """An extractive-QA answer: the best span's `text` (== context[start:end], character offsets into the
     context given), its `score` (start logit + end logit, float) and the `n_best` list of candidate spans
-    (`xlm_jax.qa.Span(text, start, end, score)`, best first; its first entry is this answer)."""
+    (`xlm_jax.tasks.qa.Span(text, start, end, score)`, best first; its first entry is this answer)."""
 
     text: str
     start: int
@@ -177,7 +177,7 @@ def layer_index(layer, num_layers: int, name: str = "layer") -> int:
 def _as_list(items, where: str, pairs: bool = False) -> tuple[list, bool]:
     """-> (a list of texts (or pairs), whether one text was given rather than a list). UserError for an empty
     list or an item that is not a str (or a (str, str) pair when `pairs`)."""
-    from xlm_jax.tokenizer import _check_texts
+    from xlm_jax.data.tokenizer import _check_texts
 
     single = isinstance(items, str) or (pairs and isinstance(items, tuple) and len(items) == 2
                                         and all(isinstance(t, str) for t in items))
@@ -212,7 +212,7 @@ class LoadedModel:
 
     config: ModelConfig
     params: Any
-    tokenizer: Any = None  # xlm_jax.tokenizer.Tokenizer
+    tokenizer: Any = None  # xlm_jax.data.tokenizer.Tokenizer
     task: Any = None  # xlm_jax.evaluate.TaskInfo of a fine-tuned checkpoint
     source: str = ""
     tokenizer_note: str = ""  # why there is no tokenizer, for the error of a text method
@@ -376,7 +376,7 @@ class LoadedModel:
     def _encode(self, items: list, langs: list[str]):
         """Texts or pairs -> `tasks.Encoded` rows framed for this model's family, truncated (with a warning) to
         max_positions; the same encoder fine-tuning and `evaluate task` use."""
-        from xlm_jax import tasks as T
+        from xlm_jax.tasks import common as T
 
         examples = [T.Example(x, None, "", lang) if isinstance(x, str) else T.Example(x[0], x[1], "", lang)
                     for x, lang in zip(items, langs)]
@@ -389,7 +389,7 @@ class LoadedModel:
         """Runs `call(ids, mask, langs, chunk)` on length-sorted, bucket-shaped batches of `rows` -> one result
         per row, in the rows' order. Filler rows (all padding but one real token, so that nothing divides by
         zero) fill a batch up to its bucket and are dropped."""
-        from xlm_jax.tokenizer import pad_rows
+        from xlm_jax.data.tokenizer import pad_rows
 
         batch_size = check_range("batch_size", self.batch_size if batch_size is None else batch_size, 1, integer=True)
 
@@ -486,7 +486,7 @@ class LoadedModel:
         (piece, token, probability, id), most probable first; for a list of str: a list of those, one per text.
         Raises UserError for a text without `<mask>`, a `<mask>` cut off by truncation, top_k outside
         1..(number of candidate pieces), a checkpoint without an LM head, and what `embed` raises."""
-        from xlm_jax.tasks import n_specials
+        from xlm_jax.tasks.common import n_specials
 
         tok = self._need_tokenizer("fill_mask")
         self._need_lm_head("fill_mask")
@@ -585,10 +585,10 @@ class LoadedModel:
     def predict_tokens(self, sentences, lang=None) -> list[list[str]]:
         """A fine-tuned token classifier's (NER) labels: `sentences` is a list of sentences, each a list of words
         (str); -> one label per word, read at the word's first sub-word (as fine-tuning trained it:
-        `xlm_jax.tasks.encode_token_examples`). Words beyond the model's positions are labelled "O" (with a
+        `xlm_jax.tasks.common.encode_token_examples`). Words beyond the model's positions are labelled "O" (with a
         warning). Raises UserError for a checkpoint without a token head, an empty list, a sentence that is not
         a list of str (a bare str: split it first), and a bad / missing lang."""
-        from xlm_jax import tasks as T
+        from xlm_jax.tasks import common as T
 
         tok = self._need_task("predict_tokens", "token")
         if not isinstance(sentences, list | tuple) or not sentences:
@@ -619,7 +619,7 @@ class LoadedModel:
     def _qa_items(self, questions, contexts) -> tuple[list[tuple[str, str, str]], bool]:
         """-> ([(where, question, context)], whether one question was given). UserError for a missing context,
         lists of different lengths, an item that is not a str, invalid Unicode, or an empty question / context."""
-        from xlm_jax.tokenizer import _check_text
+        from xlm_jax.data.tokenizer import _check_text
 
         def as_str_list(x, name, what):
             if isinstance(x, str | bytes | dict) or not isinstance(x, list | tuple):
@@ -667,7 +667,7 @@ class LoadedModel:
         question), `answer([q1, q2], context)` (one context for all) or `answer([(q1, c1), (q2, c2)])` -> a list.
         `Answer(text, start, end, score, n_best)`: text == context[start:end] (characters), score = start logit +
         end logit (float), n_best = up to `n_best` candidate `qa.Span`s, best first (fewer when fewer spans
-        exist). The windows and the decoding are `xlm_jax.qa`'s, with the checkpoint's task.json options
+        exist). The windows and the decoding are `xlm_jax.tasks.qa`'s, with the checkpoint's task.json options
         (max_len, doc_stride, max_query_len, and its n_best best starts / ends per window), so the answer is the
         one `python -m xlm_jax.evaluate task` writes to predictions.json. A context longer than one window is
         covered by several; a question longer than max_query_len pieces is cut to them, with a UserWarning (as
@@ -676,8 +676,8 @@ class LoadedModel:
         Raises UserError for a checkpoint without a QA head (naming the method that fits), an empty / blank /
         non-str question or context, lists of different lengths, n_best or max_answer_length not an integer
         >= 1, and a bad / missing lang."""
-        from xlm_jax import qa
-        from xlm_jax import tasks as T
+        from xlm_jax.tasks import qa
+        from xlm_jax.tasks import common as T
 
         tok = self._need_task("answer", "span")
         items, single = self._qa_items(question, context)
@@ -745,7 +745,7 @@ def _is_task_checkpoint(p: Path) -> bool:
 
 
 def _load_tokenizer(tokenizer, config: ModelConfig, auto: bool):
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     if isinstance(tokenizer, Tokenizer):
         tok = tokenizer

@@ -1,7 +1,7 @@
 """`python -m xlm_jax.bench`: the same MLM training step in xlm_jax and in Hugging Face PyTorch, side by side.
 
 What is compared, per configuration (model shape, vocabulary, sequence length, batch):
-- jax: xlm_jax's real training step (`xlm_jax.step.make_train_step` with `xlm_jax.optim.make_optimizer`): dropout
+- jax: xlm_jax's real training step (`xlm_jax.training.step.make_train_step` with `xlm_jax.training.optim.make_optimizer`): dropout
   on, AdamW (betas 0.9/0.98, eps 1e-6, wd 0.01, linear warm-up/decay), global-norm clip 1.0, the LM head applied
   only at the P masked positions (no B x T x V logits), state donated.
 - torch_eager: `transformers.XLMRobertaForMaskedLM` as users train it: logits at every position, loss with
@@ -17,7 +17,7 @@ What is compared, per configuration (model shape, vocabulary, sequence length, b
 
 The batch is the same for every side: full-length rows `<s> ... </s>` of uniform random ids, masked by
 `xlm_jax.data.masking.mask_tokens` (15 %, 80/10/10). Both sides start from the same weights (the JAX
-initialisation exported through `xlm_jax.hf_mapping`), and the eval-mode loss of both on that batch is reported
+initialisation exported through `xlm_jax.models.hf_mapping`), and the eval-mode loss of both on that batch is reported
 as a check that they compute the same function.
 
 Method: each side runs in its own long-lived worker process (so host-RSS peaks do not mix), pinned to the same
@@ -25,7 +25,7 @@ CPU set with the same thread count (torch.set_num_threads(n); XLA sizes its pool
 After warm-up the parent alternates the workers, `repeats` times `steps` steps each, and reports medians;
 while one worker runs the other blocks on its pipe. Figures: tokens/s (B x T per step), step time, first-step
 (compile / warm-up) time, peak memory (VmHWM of the worker on CPU; device peak on GPU), model TFLOP/s and MFU
-from the analytic training FLOPs of the batch (`xlm_jax.step.batch_work` / `throughput`, as the trainer reports
+from the analytic training FLOPs of the batch (`xlm_jax.training.step.batch_work` / `throughput`, as the trainer reports
 them: the LM head credited at the ~15 % predicted positions, the same useful work credited to both sides; HF's
 extra full-vocabulary logits are not credited; MFU needs a known or declared peak, $XLM_JAX_PEAK_FLOPS),
 inference (forward-only encode) throughput, and a breakdown of where the time goes (forward, forward + backward,
@@ -53,9 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from xlm_jax.config import ModelConfig, from_dict, get_model_config, to_dict
+from xlm_jax.models.config import ModelConfig, from_dict, get_model_config, to_dict
 from xlm_jax.data.masking import MaskConfig, mask_tokens, noise_width
-from xlm_jax.errors import ArgumentParser, UserError, exit_on_user_error, positive_int, unknown_name
+from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, positive_int, unknown_name
 
 REPLY = "@@BENCH "  # worker replies are the stdout lines with this prefix; anything else a library prints is ignored
 ARCH = "XLMRobertaForMaskedLM"
@@ -166,8 +166,10 @@ class JaxWorker:
         import jax
         import jax.numpy as jnp
 
-        from xlm_jax import optim, sharding, step as step_lib
-        from xlm_jax.model import XLMForMaskedLM
+        from xlm_jax.training import optim
+        from xlm_jax.training import sharding
+        from xlm_jax.training import step as step_lib
+        from xlm_jax.models.xlm import XLMForMaskedLM
 
         self.jax, self.jnp, self.spec = jax, jnp, spec
         cfg = from_dict(spec["model"])
@@ -198,8 +200,8 @@ class JaxWorker:
         return nn.unbox(self.state["params"])
 
     def export_weights(self, path: str) -> dict[str, Any]:
-        from xlm_jax import step as step_lib
-        from xlm_jax.hf_mapping import params_to_hf
+        from xlm_jax.training import step as step_lib
+        from xlm_jax.models.hf_mapping import params_to_hf
 
         params = self.jax.device_get(self._params())
         np.savez(path, **params_to_hf(params, self.cfg, ARCH))
@@ -265,8 +267,8 @@ class JaxWorker:
         jax, jnp = self.jax, self.jnp
         import optax
 
-        from xlm_jax.objectives import cross_entropy, mlm_loss, summarize
-        from xlm_jax.model import XLMForMaskedLM
+        from xlm_jax.training.objectives import cross_entropy, mlm_loss, summarize
+        from xlm_jax.models.xlm import XLMForMaskedLM
 
         model, batch, params = self.model, self.batch["mlm"], self._params()
         key = jax.random.key(7)
@@ -314,7 +316,7 @@ class TorchWorker:
         import torch
         import transformers
 
-        from xlm_jax.hf_mapping import model_config_to_hf_config
+        from xlm_jax.models.hf_mapping import model_config_to_hf_config
 
         self.torch, self.spec = torch, spec
         torch.set_num_threads(spec["threads"])
@@ -351,7 +353,7 @@ class TorchWorker:
         self.masked_index = torch.from_numpy(flat.astype(np.int64)).to(self.dev)
         self.masked_targets = torch.from_numpy(np_batch["mlm_targets"][rows, slots].astype(np.int64)).to(self.dev)
         self.masked_head = spec["framework"] == "torch_masked"
-        # The decay mask of xlm_jax.optim (no decay for biases, LayerNorm, position table), in HF names.
+        # The decay mask of xlm_jax.training.optim (no decay for biases, LayerNorm, position table), in HF names.
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
             skip = name.endswith("bias") or "LayerNorm" in name or "position_embeddings" in name
@@ -703,8 +705,8 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
 
 def new_record(cfg: BenchConfig, seed: int) -> dict[str, Any]:
     """The JSON record of one configuration before any timing: shapes and the work of its batch (the same batch
-    for every side), counted by `xlm_jax.step.batch_work` as the trainer counts its own."""
-    from xlm_jax.step import batch_work
+    for every side), counted by `xlm_jax.training.step.batch_work` as the trainer counts its own."""
+    from xlm_jax.training.step import batch_work
 
     work = batch_work(cfg.model, {"mlm": make_batch(cfg, seed)})
     return {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
@@ -714,9 +716,9 @@ def new_record(cfg: BenchConfig, seed: int) -> dict[str, Any]:
 
 
 def _derive(record: dict[str, Any]) -> None:
-    """Medians, tokens/s, TFLOP/s, MFU and ratios from the raw timings (`xlm_jax.step.throughput`, the trainer's
+    """Medians, tokens/s, TFLOP/s, MFU and ratios from the raw timings (`xlm_jax.training.step.throughput`, the trainer's
     formulas: the same useful work is credited to every side, against the JAX worker's device peak)."""
-    from xlm_jax.step import Work, throughput
+    from xlm_jax.training.step import Work, throughput
 
     tokens = record["tokens_per_step"]
     work = Work(tokens=tokens, real_tokens=record["real_tokens_per_step"],
@@ -880,7 +882,7 @@ def parse_sides(text: str | None, torch_compile: str, smoke: bool) -> tuple[str,
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    from xlm_jax import outputs
+    from xlm_jax.core import outputs
 
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = args.threads or available
@@ -900,7 +902,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             raise unknown_name("configuration", n, CONFIGS, prefix="--configs=")
     if min(steps, repeats, warmup) < 1:
         raise UserError(f"--steps={steps}, --repeats={repeats}, --warmup={warmup}: each must be >= 1")
-    from xlm_jax.step import peak_flops_override
+    from xlm_jax.training.step import peak_flops_override
 
     peak_flops_override()  # a bad $XLM_JAX_PEAK_FLOPS stops here, before any worker starts
     sides = parse_sides(args.sides, args.torch_compile, args.smoke)

@@ -39,10 +39,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from xlm_jax import checkpoint, hf_mapping, outputs
-from xlm_jax.config import ModelConfig
-from xlm_jax.errors import ArgumentParser, UserError, check_range, exit_on_user_error, positive_int
-from xlm_jax.textfiles import read_text
+from xlm_jax.training import checkpoint
+from xlm_jax.models import hf_mapping
+from xlm_jax.core import outputs
+from xlm_jax.models.config import ModelConfig
+from xlm_jax.core.errors import ArgumentParser, UserError, check_range, exit_on_user_error, positive_int
+from xlm_jax.core.textfiles import read_text
 
 TOKENIZER_FILES = (
     "sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -285,7 +287,7 @@ def param_shapes(cfg: ModelConfig) -> dict:
     """Our parameter shapes for `cfg`, without allocating anything."""
     from flax import linen as nn
 
-    from xlm_jax.model import XLMForMaskedLM, init_params
+    from xlm_jax.models.xlm import XLMForMaskedLM, init_params
 
     model = XLMForMaskedLM(cfg)
     abstract = jax.eval_shape(lambda key: nn.unbox(init_params(model, key)), jax.random.key(0))

@@ -8,13 +8,13 @@
 task and its labels) and prints the per-language table (accuracy, or seqeval entity-level F1 for NER), writing
 `results.md` / `results.json` to --out when given (a new or empty directory, or an earlier --out of evaluate;
 anything else needs --force). Data files take an optional `LANG:` prefix (see
-`xlm_jax.tasks`).
+`xlm_jax.tasks.common`).
 
     python -m xlm_jax.evaluate tatoeba --checkpoint CKPT --tokenizer T.model --data DIR [--langs de fr …]
     python -m xlm_jax.evaluate bucc --checkpoint CKPT --tokenizer T.model --data DIR [--langs de fr …] [--k 4]
                                     [--tune-split sample] [--test-split test]
 
-`tatoeba` and `bucc` read the released layouts and score as XTREME does (`xlm_jax.mining`): Tatoeba accuracy
+`tatoeba` and `bucc` read the released layouts and score as XTREME does (`xlm_jax.tasks.mining`): Tatoeba accuracy
 (xx → en nearest neighbour) and BUCC 2018 mining P / R / F1 with ratio-margin scoring; they print JSON and
 write it to --out when given (a new file; --force replaces one).
 
@@ -38,16 +38,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from xlm_jax import mining, outputs
-from xlm_jax import tasks as T
-from xlm_jax.checkpoint import resolve, restore_params
-from xlm_jax.config import ModelConfig
+from xlm_jax.tasks import mining
+from xlm_jax.core import outputs
+from xlm_jax.tasks import common as T
+from xlm_jax.training.checkpoint import resolve, restore_params
+from xlm_jax.models.config import ModelConfig
 from xlm_jax.data import packing
-from xlm_jax.errors import ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, positive_int
-from xlm_jax.model import XLMForQuestionAnswering, XLMForSequenceClassification, XLMForTokenClassification
-from xlm_jax.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
-from xlm_jax.textfiles import open_text, read_text
-from xlm_jax.tokenizer import check_max_len, truncate_pair
+from xlm_jax.core.errors import ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, positive_int
+from xlm_jax.models.xlm import XLMForQuestionAnswering, XLMForSequenceClassification, XLMForTokenClassification
+from xlm_jax.training.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
+from xlm_jax.core.textfiles import open_text, read_text
+from xlm_jax.data.tokenizer import check_max_len, truncate_pair
 
 TASK_FILE = "task.json"
 
@@ -293,7 +294,7 @@ def retrieval_scores(src: np.ndarray, tgt: np.ndarray) -> dict:
 
 def read_lines(path: str | Path) -> list[str]:
     """The lines of a UTF-8 retrieval file; UserError naming the file (and line) when it is missing, binary or not
-    UTF-8 (`xlm_jax.textfiles.read_text`)."""
+    UTF-8 (`xlm_jax.core.textfiles.read_text`)."""
     with open_text(path, "retrieval file") as f:
         return [line.rstrip("\n") for line in f]
 
@@ -302,7 +303,7 @@ def load_embedder(checkpoint: str, tokenizer_path: str):
     """-> (xlm_jax.load model, Tokenizer) for retrieval: a pretraining run, a checkpoint, or a fine-tuning run
     directory (its best checkpoint). UserError when the tokenizer has more ids than the model's vocabulary."""
     from xlm_jax.api import load
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     if (Path(checkpoint) / "best" / TASK_FILE).is_file():  # a fine-tuning run directory: its best checkpoint
         checkpoint = str(Path(checkpoint) / "best")
@@ -357,7 +358,7 @@ def run_tatoeba(checkpoint: str, tokenizer_path: str, data_dir: str, langs: Sequ
                 layer: int = -1, max_len: int = 128, batch_size: int = 32, backend: str = "auto",
                 out: str | None = None, force: bool = False) -> dict:
     """Tatoeba accuracy per language (XTREME: xx → en nearest neighbour by cosine of mean-pooled layer states)
-    from the released files `tatoeba.{xxx}-eng.{xxx|eng}` in data_dir (`xlm_jax.mining`); langs: 2- or
+    from the released files `tatoeba.{xxx}-eng.{xxx|eng}` in data_dir (`xlm_jax.tasks.mining`); langs: 2- or
     3-letter codes, default every pair found. All files are read and checked before the model is loaded; `out`
     (a JSON file: new, or replaced with `force`) is written only when everything succeeded."""
     _check_embed_args(max_len, batch_size)
@@ -382,7 +383,7 @@ def run_tatoeba(checkpoint: str, tokenizer_path: str, data_dir: str, langs: Sequ
 def run_bucc(checkpoint: str, tokenizer_path: str, data_dir: str, langs: Sequence[str] | None = None,
              tune_split: str = "sample", test_split: str = "test", k: int = 4, layer: int = -1, max_len: int = 128,
              batch_size: int = 32, backend: str = "auto", out: str | None = None, force: bool = False) -> dict:
-    """BUCC 2018 bitext mining per language (`xlm_jax.mining`): ratio-margin candidates over k neighbours both
+    """BUCC 2018 bitext mining per language (`xlm_jax.tasks.mining`): ratio-margin candidates over k neighbours both
     ways, the F1-maximising threshold chosen on `tune_split` and applied to `test_split`; precision / recall /
     F1 on the test split's gold pairs. Files `{xx}-en.{split}.{xx|en|gold}` in data_dir (or data_dir/{xx}-en/);
     langs default to every xx with a tuning gold file. All files are read and checked (ids, duplicates, gold ids
@@ -427,14 +428,14 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
                   batch_size: int = 64, split_name: str = "test", force: bool = False) -> tuple[str, dict]:
     """-> (markdown table, results dict). `out`, when given, must be new, empty or an earlier `evaluate` output
     (else UserError, unless `force`: then results.md / results.json are written into it, other files kept)."""
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     check_range("batch_size", batch_size, 1, integer=True)
     if out:
         outputs.check_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
     _, info = find_task_checkpoint(checkpoint)  # its task says how to read the data: read (and check) it first
-    if info.spec.kind == "span":  # extractive QA: SQuAD-format files, EM / F1 (xlm_jax.qa)
-        from xlm_jax.qa import evaluate_checkpoint
+    if info.spec.kind == "span":  # extractive QA: SQuAD-format files, EM / F1 (xlm_jax.tasks.qa)
+        from xlm_jax.tasks.qa import evaluate_checkpoint
 
         return evaluate_checkpoint(checkpoint, tokenizer_path, data, out, batch_size, split_name, force)
     examples = T.read_files(info.spec, data)

@@ -1,4 +1,4 @@
-"""Cross-lingual fine-tuning: XNLI, PAWS-X, generic classification, NER and extractive QA (`xlm_jax.qa`), with
+"""Cross-lingual fine-tuning: XNLI, PAWS-X, generic classification, NER and extractive QA (`xlm_jax.tasks.qa`), with
 per-language results.
 
     python -m xlm_jax.finetune configs/finetune_xnli.yaml init=CKPT tokenizer=T.model out=runs/xnli [key=value …]
@@ -19,15 +19,15 @@ new, empty or an earlier fine-tuning output (a pretraining run directory is refu
 Exit codes: 0 done; 2 bad input (config, data, OUT); 3 the loss, a gradient or the parameters became NaN / inf
 (training stops; nothing is saved after the last good evaluation, whose checkpoint the error names).
 
-Optimisation: AdamW with linear warm-up (`warmup_ratio` of the steps) and linear decay (`xlm_jax.optim`), a
+Optimisation: AdamW with linear warm-up (`warmup_ratio` of the steps) and linear decay (`xlm_jax.training.optim`), a
 separate head learning rate (`head_lr`), and layer-wise learning-rate decay (`layer_decay` < 1): layer l of L
 (1 = bottom) updates with lr · decay^(L + 1 - l), the embeddings with lr · decay^(L + 1), the head with head_lr.
 Because layers are stacked [L, ...], the decay is a per-row scale on the leading axis. It scales the *updates*
 (after Adam), not the gradients: Adam divides out any constant gradient scale, so scaling gradients would leave
 the learning rates unchanged.
 
-The step is pretraining's (`xlm_jax.step.make_step`, with this module's `task_loss`): pure, jitted once per batch
-width with explicit shardings on the same (data, fsdp, tensor) mesh as pretraining (`xlm_jax.sharding`), state
+The step is pretraining's (`xlm_jax.training.step.make_step`, with this module's `task_loss`): pure, jitted once per batch
+width with explicit shardings on the same (data, fsdp, tensor) mesh as pretraining (`xlm_jax.training.sharding`), state
 donated; clipping and the learning-rate scales are the optimizer's transforms.
 """
 
@@ -48,19 +48,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xlm_jax import outputs
-from xlm_jax import tasks as T
-from xlm_jax.checkpoint import restore_params, save_params
-from xlm_jax.config import ModelConfig, check_dtype
+from xlm_jax.core import outputs
+from xlm_jax.tasks import common as T
+from xlm_jax.training.checkpoint import restore_params, save_params
+from xlm_jax.models.config import ModelConfig, check_dtype
 from xlm_jax.data.packing import check_packing
-from xlm_jax.errors import (ArgumentParser, NonFiniteError, UserError, check_choice, check_fields, check_range,
+from xlm_jax.core.errors import (ArgumentParser, NonFiniteError, UserError, check_choice, check_fields, check_range,
                             exit_on_user_error)
 from xlm_jax.evaluate import TASK_FILE, TaskInfo, evaluate_examples, make_predict_fn, results_table, task_model
-from xlm_jax.model import SequenceClassificationHead, SpanHead, TokenClassificationHead
-from xlm_jax.optim import OptimizerConfig, check_adamw, make_optimizer
-from xlm_jax.sharding import MeshConfig, batch_size_multiple, check_mesh_sizes, make_mesh
-from xlm_jax.step import StepLoss, abstract_boxed, all_finite, first_non_finite, make_step, state_shardings
-from xlm_jax.train_config import MAX_SEED, check_batch_split, load_dataclass
+from xlm_jax.models.xlm import SequenceClassificationHead, SpanHead, TokenClassificationHead
+from xlm_jax.training.optim import OptimizerConfig, check_adamw, make_optimizer
+from xlm_jax.training.sharding import MeshConfig, batch_size_multiple, check_mesh_sizes, make_mesh
+from xlm_jax.training.step import StepLoss, abstract_boxed, all_finite, first_non_finite, make_step, state_shardings
+from xlm_jax.pretrain.config import MAX_SEED, check_batch_split, load_dataclass
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
 FINETUNE_CONFIG = "finetune_config.json"  # written by every run: marks fine-tuning outputs from before markers
@@ -107,7 +107,7 @@ class FinetuneConfig:
     mesh_data: int = -1
     mesh_fsdp: int = 1
     mesh_tensor: int = 1
-    # task qa only (xlm_jax.qa): context windows and span decoding, BERT / XTREME run_squad defaults
+    # task qa only (xlm_jax.tasks.qa): context windows and span decoding, BERT / XTREME run_squad defaults
     doc_stride: int = 128  # context pieces between the starts of consecutive windows
     max_query_len: int = 64  # question pieces kept (0 = all; a longer question is then refused)
     n_best: int = 20  # best start / end logits per window tried as answer spans
@@ -261,9 +261,9 @@ def task_sums(logits: jax.Array, batch: dict, token_task: bool) -> dict:
 
 def head_loss(model: nn.Module, sums_fn: Callable[[jax.Array, dict], dict], weights_fn: Callable[[dict], jax.Array]
               ) -> StepLoss:
-    """A task head's loss for `xlm_jax.step.make_step`: `sums_fn(logits, batch)` -> {"loss_sum", "correct",
+    """A task head's loss for `xlm_jax.training.step.make_step`: `sums_fn(logits, batch)` -> {"loss_sum", "correct",
     "count"} (float32 scalars), divided by the whole batch's count (`weights_fn(batch).sum()`, at least 1), dropout
-    on. Metrics: loss, accuracy, count (float32). Classification, NER (`task_loss`) and QA (`xlm_jax.qa`) use it."""
+    on. Metrics: loss, accuracy, count (float32). Classification, NER (`task_loss`) and QA (`xlm_jax.tasks.qa`) use it."""
 
     def fn(params, batch, rng, count):
         logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], None, batch["langs"],
@@ -360,7 +360,7 @@ def save_best(out: Path, params: Any, config: ModelConfig, info: TaskInfo, step:
     return best
 
 
-# The pieces below serve every task's fine-tuning: `finetune` (classification, NER) and `xlm_jax.qa.finetune_qa`.
+# The pieces below serve every task's fine-tuning: `finetune` (classification, NER) and `xlm_jax.tasks.qa.finetune_qa`.
 
 
 def training_split(cfg: FinetuneConfig, train_all: list, noun: str = "examples") -> list:
@@ -531,7 +531,7 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     earlier fine-tuning output (unless `force`: then the fine-tuning files are written into it, others kept), or
     cannot be written. Raises NonFiniteError when the loss, a gradient norm or the parameters become NaN / inf;
     nothing is saved after that step, and `.last_good` names the best checkpoint saved before it (or None)."""
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     if not cfg.init:
         raise UserError("init= is required: an xlm_jax checkpoint (python -m xlm_jax.train, or python -m xlm_jax.convert)")
@@ -543,7 +543,7 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     out = outputs.check_dir(cfg.out, "finetune", force=force, legacy=FINETUNE_CONFIG)
     tokenizer = Tokenizer.load(cfg.tokenizer)
     if spec.kind == "span":  # extractive QA: SQuAD-format files, windows, span decoding, EM / F1
-        from xlm_jax.qa import finetune_qa
+        from xlm_jax.tasks.qa import finetune_qa
 
         return finetune_qa(cfg, out, tokenizer, log, force)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xlm_jax.errors import ArgumentParser, UserError, exit_on_user_error
-from xlm_jax.metrics import read_metrics
-from xlm_jax.outputs import check_file_output
+from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error
+from xlm_jax.training.metrics import read_metrics
+from xlm_jax.core.outputs import check_file_output
 
 DEFAULT_NAME = "metrics.png"
 

@@ -48,17 +48,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import yaml
 
-from xlm_jax import adapt
-from xlm_jax import checkpoint as ckpt_lib
-from xlm_jax import outputs
-from xlm_jax.config import ModelConfig, to_dict as model_to_dict
+from xlm_jax.pretrain import adapt
+from xlm_jax.training import checkpoint as ckpt_lib
+from xlm_jax.core import outputs
+from xlm_jax.models.config import ModelConfig, to_dict as model_to_dict
 from xlm_jax.data.batches import BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import (ArgumentParser, NonFiniteError, UserError, exit_on_user_error, nonnegative_int,
+from xlm_jax.core.errors import (ArgumentParser, NonFiniteError, UserError, exit_on_user_error, nonnegative_int,
                             positive_int)
-from xlm_jax.metrics import MetricsWriter, read_metrics
-from xlm_jax.step import all_finite, first_non_finite
-from xlm_jax.train_config import (TrainConfig, check_batch_split, check_positions, describe, flatten, load_config,
+from xlm_jax.training.metrics import MetricsWriter, read_metrics
+from xlm_jax.training.step import all_finite, first_non_finite
+from xlm_jax.pretrain.config import (TrainConfig, check_batch_split, check_positions, describe, flatten, load_config,
                                   to_dict, to_yaml)
 
 EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
@@ -83,13 +83,13 @@ def cache_root(cfg: TrainConfig) -> Path:
 def prepare_data(cfg: TrainConfig, log, force: bool = False, tokenizer: Path | None = None) -> Path:
     """The preprocessed directory: `data.dir`, or `data.corpus` built / tokenized / preprocessed into the cache
     (each stage skipped when its output is already there, so a second run starts training at once). A cache
-    location holding files the stage did not write is a UserError unless `force` (`xlm_jax.outputs`).
-    `tokenizer`: a SentencePiece model to use instead of training one (`xlm_jax.adapt.prepare`)."""
+    location holding files the stage did not write is a UserError unless `force` (`xlm_jax.core.outputs`).
+    `tokenizer`: a SentencePiece model to use instead of training one (`xlm_jax.pretrain.adapt.prepare`)."""
     d = cfg.data
     if d.dir:
         return Path(d.dir)
-    from xlm_jax.preprocess import preprocess_corpus
-    from xlm_jax.tokenizer import train_tokenizer
+    from xlm_jax.data.preprocess import preprocess_corpus
+    from xlm_jax.data.tokenizer import train_tokenizer
 
     cache = cache_root(cfg)
     if d.corpus == "gettext":
@@ -112,7 +112,7 @@ def prepare_data(cfg: TrainConfig, log, force: bool = False, tokenizer: Path | N
         langs = None
         tag = f"{corpus.name}-{hashlib.sha256(str(corpus.resolve()).encode()).hexdigest()[:8]}"
     if tokenizer is not None:  # a given SentencePiece model (data.tokenizer, or the init checkpoint's own)
-        from xlm_jax.tokenizer import file_sha256
+        from xlm_jax.data.tokenizer import file_sha256
 
         tag += f"-tok{file_sha256(tokenizer)[:12]}"
     else:
@@ -320,7 +320,7 @@ _ABANDONED_WRITES = {"left": False}
 def check_same_tokenizer(run_dir: Path, corpus: PreprocessedCorpus) -> None:
     """Refuses to resume a run on data preprocessed with another tokenizer (the ids would mean other pieces).
     The run's tokenizer is RUN_DIR/tokenizer.json, or for runs from before that record, RUN_DIR/tokenizer.model."""
-    from xlm_jax.tokenizer import file_sha256
+    from xlm_jax.data.tokenizer import file_sha256
 
     ours = corpus.manifest["tokenizer"]
     record, copy = run_dir / TOKENIZER_RECORD, run_dir / "tokenizer.model"
@@ -427,7 +427,7 @@ def summarize_interval(sums: dict, n_steps: int, last_lr: float, groups: dict[st
 def evaluate(eval_step, params, source: BatchSource, langs: list[str], mesh, batch_size: int,
              max_batches: int) -> dict[str, float]:
     """MLM loss, accuracy and perplexity per held-out language; `valid/loss` is the mean over languages."""
-    from xlm_jax.sharding import global_batch
+    from xlm_jax.training.sharding import global_batch
 
     out, losses = {}, []
     for lang in langs:
@@ -510,7 +510,7 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
 
     Reads top to bottom: set-up (`setup_run`: data, model, mesh, state), the steps, then the loop
     (`train_loop`), whose edges (signals, logging, evaluation, checkpoints) are the functions below it."""
-    from xlm_jax.step import make_eval_step, make_train_step
+    from xlm_jax.training.step import make_eval_step, make_train_step
 
     run = setup_run(cfg, force)
     log_summary(run)
@@ -533,9 +533,9 @@ def setup_run(cfg: TrainConfig, force: bool) -> Run:
     made up front is made here, before the first step."""
     from tqdm import tqdm
 
-    from xlm_jax.optim import make_optimizer, make_schedule
-    from xlm_jax.sharding import make_mesh
-    from xlm_jax.step import abstract_state, init_state, peak_flops_override
+    from xlm_jax.training.optim import make_optimizer, make_schedule
+    from xlm_jax.training.sharding import make_mesh
+    from xlm_jax.training.step import abstract_state, init_state, peak_flops_override
 
     peak_flops_override()  # a bad $XLM_JAX_PEAK_FLOPS stops the run here, before data preparation
 
@@ -653,7 +653,7 @@ def write_run_files(run: Run) -> None:
 
 def log_summary(run: Run) -> None:
     """Devices, model, batch and steps of the run, before the first step."""
-    from xlm_jax.sharding import batch_size_multiple
+    from xlm_jax.training.sharding import batch_size_multiple
 
     cfg, data_cfg, model_cfg, mesh, log = run.cfg, run.data_cfg, run.model_cfg, run.mesh, run.log
     n_dev, n_local = jax.device_count(), jax.local_device_count()
@@ -687,7 +687,7 @@ def train_loop(run: Run, train_step, eval_step) -> int:
     the update, then the edges at the steps they are due: the log interval, evaluation, checkpoints, a signal."""
     from tqdm import tqdm
 
-    from xlm_jax.sharding import global_batch
+    from xlm_jax.training.sharding import global_batch
 
     cfg, log = run.cfg, run.log
     writer = MetricsWriter(run.run_dir, resume_step=run.start, enabled=run.lead)
@@ -808,7 +808,7 @@ class Interval:
     the log); `write` turns them into one metrics.jsonl record and the progress bar's figures."""
 
     def __init__(self, run: Run, writer: MetricsWriter, bar):
-        from xlm_jax.step import peak_flops
+        from xlm_jax.training.step import peak_flops
 
         self.run, self.writer, self.bar = run, writer, bar
         self.n_dev = jax.device_count()
@@ -817,7 +817,7 @@ class Interval:
         self._reset()
 
     def _reset(self) -> None:
-        from xlm_jax.step import Work
+        from xlm_jax.training.step import Work
 
         # `work`: the timed steps (throughput); `batches`: every step of the interval (the padding share, which
         # must not depend on where a run was resumed, i.e. on which step was the compilation one).
@@ -825,7 +825,7 @@ class Interval:
         self.timer = time.perf_counter()
 
     def add(self, step: int, metrics: dict, host_batch: dict) -> None:
-        from xlm_jax.step import Work, batch_work
+        from xlm_jax.training.step import Work, batch_work
 
         if self.sums is None:
             self.sums = jax.tree.map(jnp.zeros_like, metrics)
@@ -841,7 +841,7 @@ class Interval:
             self.timer = time.perf_counter()
 
     def write(self, step: int, metrics: dict) -> None:
-        from xlm_jax.step import padding_share, throughput
+        from xlm_jax.training.step import padding_share, throughput
 
         finite_or_raise(self.first_bad)
         host = jax.device_get(self.sums)
@@ -926,7 +926,7 @@ def _all_processes(work):
         return work
     from jax.experimental import multihost_utils
 
-    from xlm_jax.step import Work
+    from xlm_jax.training.step import Work
 
     gathered = multihost_utils.process_allgather(np.asarray(dataclasses.astuple(work), np.float32))
     return Work(*(float(x) for x in np.asarray(gathered).reshape(jax.process_count(), -1).sum(0)))
@@ -960,7 +960,7 @@ def main(argv: list[str] | None = None) -> None:
         configs = [a for a in args.args if "=" not in a]
         if len(configs) > 1:
             raise UserError(f"more than one config file given: {configs} (overrides look like key=value)")
-        from xlm_jax.sharding import initialize_distributed
+        from xlm_jax.training.sharding import initialize_distributed
 
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
         cfg = load_config(configs[0] if configs else None, [a for a in args.args if "=" in a])

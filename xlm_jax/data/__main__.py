@@ -5,7 +5,7 @@ preprocessed directory for benchmarks).
     python -m xlm_jax.data bench /tmp/synth --seq-len 256 --batch-size 64 --steps 200 --objective mlm
 
 synth's OUT must be new, empty or an earlier synth output (which is replaced); another directory is refused
-unless --force (`xlm_jax.outputs`).
+unless --force (`xlm_jax.core.outputs`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from xlm_jax import outputs
+from xlm_jax.core import outputs
 from xlm_jax.data.batches import MIN_SEQ_LEN, BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
-from xlm_jax.errors import (ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, nonnegative_int,
+from xlm_jax.core.errors import (ArgumentParser, UserError, arg_range, check_range, exit_on_user_error, nonnegative_int,
                             positive_int)
 
 
@@ -44,7 +44,7 @@ def _is_synthetic(directory: Path) -> bool:
 
 
 def write_synthetic(out: Path, n_langs: int, n_tokens: int, n_pairs: int, vocab_size: int, seed: int) -> None:
-    """Fills the directory `out` (the CLI stages it: `xlm_jax.outputs.write_atomically`)."""
+    """Fills the directory `out` (the CLI stages it: `xlm_jax.core.outputs.write_atomically`)."""
     check_range("--langs", n_langs, 1, integer=True)
     check_range("--tokens", n_tokens, MIN_SYNTH_TOKENS, integer=True)
     check_range("--para-pairs", n_pairs, 0, integer=True)

@@ -34,7 +34,7 @@ import numpy as np
 from xlm_jax.data.corpus import PreprocessedCorpus, TokenArray
 from xlm_jax.data.masking import MaskConfig, check_masking, frequency_weights, mask_tokens, noise_width, num_predictions
 from xlm_jax.data.sampling import choose, row_uniforms, sampling_probs
-from xlm_jax.errors import UserError, check_choice, check_range, unknown_name
+from xlm_jax.core.errors import UserError, check_choice, check_range, unknown_name
 
 BOS_ID, PAD_ID, EOS_ID = 0, 1, 2
 # Fixed per objective (not its position in the config) so enabling another objective leaves a batch unchanged.

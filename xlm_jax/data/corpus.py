@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xlm_jax.errors import UserError
-from xlm_jax.textfiles import check_corpus_file
+from xlm_jax.core.errors import UserError
+from xlm_jax.core.textfiles import check_corpus_file
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def _scan_split(base: Path, split: str | None) -> list[RawSource]:
 
 def scan_corpus(corpus_dir: str | Path, langs: list[str] | None = None) -> list[RawSource]:
     """Find and validate a raw corpus's files (see the module docstring for the layout). Raises UserError for a
-    file that is empty, binary or mostly not UTF-8 (`xlm_jax.textfiles.check_corpus_file`), or a pair whose two
+    file that is empty, binary or mostly not UTF-8 (`xlm_jax.core.textfiles.check_corpus_file`), or a pair whose two
     files differ in line count."""
     root = Path(corpus_dir)
     if not root.is_dir():

@@ -11,7 +11,7 @@ Every Linux system ships thousands of human translations of program messages und
                                            [--locale-dirs …] [--min-pairs N] [--force]
 
 OUT_DIR must be new, empty or an earlier output of this command (which is replaced); another directory is
-refused unless --force (`xlm_jax.outputs`).
+refused unless --force (`xlm_jax.core.outputs`).
 
 Rules (chosen so that what survives reads like natural sentences):
 - Locale names keep their language part: pt_BR and pt_PT → pt, de_CH → de, nb_NO → nb. Exceptions:
@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
-from xlm_jax import outputs
-from xlm_jax.errors import ArgumentParser, UserError, check_range, exit_on_user_error, positive_int
+from xlm_jax.core import outputs
+from xlm_jax.core.errors import ArgumentParser, UserError, check_range, exit_on_user_error, positive_int
 
 DEFAULT_LOCALE_DIRS = ("/usr/share/locale", "/usr/share/locale-langpack", "/usr/local/share/locale")
 DEFAULT_EXCLUDE_DOMAINS = ("iso_*",)

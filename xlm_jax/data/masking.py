@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xlm_jax.errors import UserError, check_choice, check_range
+from xlm_jax.core.errors import UserError, check_choice, check_range
 
 N_SPECIAL = 4  # <s>=0, <pad>=1, </s>=2, <unk>=3 are never predicted
 PAD_ID = 1

@@ -6,7 +6,7 @@ A packed row holds examples back to back, then padding:
     segment_ids   1  1  1  1  2  2  2  3  3   0   0      (0 = padding)
     positions     0  1  2  3  0  1  2  0  1   0   0      (restart per example)
 
-The model attends only within a segment (`xlm_jax.model.segment_mask`, block-diagonal), numbers positions per
+The model attends only within a segment (`xlm_jax.models.xlm.segment_mask`, block-diagonal), numbers positions per
 example, and a sequence-classification head reads each example's own first token (`example_starts` [R, E],
 `example_valid` [R, E]; E is the segment budget, the most examples a row may hold). So a packed example's
 logits, losses and gradients equal those of the same example alone in a padded row (tests/test_packing.py checks
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xlm_jax.errors import UserError, check_range
+from xlm_jax.core.errors import UserError, check_range
 
 
 def check_packing(width: int, segments: int, longest: int, width_key: str, segments_key: str,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xlm_jax.errors import UserError
+from xlm_jax.core.errors import UserError
 
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

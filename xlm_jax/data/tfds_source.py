@@ -4,7 +4,7 @@
                                        [--max-examples N] [--force]
 
 OUT_DIR must be new, empty or an earlier export (which is replaced); another directory is refused unless
---force (`xlm_jax.outputs`).
+--force (`xlm_jax.core.outputs`).
 
 NAME (feature names as in the tensorflow-datasets 4.9 builders):
     wiki40b/{lang}        `text` with _START_ARTICLE_ / _START_PARAGRAPH_ / _NEWLINE_ markers; splits train,
@@ -28,8 +28,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from xlm_jax import outputs
-from xlm_jax.errors import ArgumentParser, UserError, exit_on_user_error, positive_int
+from xlm_jax.core import outputs
+from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, positive_int
 
 SUPPORTED = ("wiki40b", "c4", "para_crawl", "ted_multi_translate", "opus")
 # Split names of each family, from the builders' _split_generators (c4/multilingual: see `_check_split`).

@@ -1,6 +1,6 @@
 """Extending a SentencePiece vocabulary for a new language or script, and the model rows that go with it.
 
-Two halves, used by `python -m xlm_jax.tokenizer extend` and by continued pretraining (`xlm_jax.adapt`):
+Two halves, used by `python -m xlm_jax.tokenizer extend` and by continued pretraining (`xlm_jax.pretrain.adapt`):
 
 - `extend_tokenizer(base, inputs, add, output)` trains a SentencePiece model of the base's type on the new text,
   takes the pieces the base lacks and appends them to the base's ModelProto. Every existing piece keeps its id,
@@ -65,10 +65,10 @@ from typing import Any
 
 import numpy as np
 
-from xlm_jax.config import XLMR_SPECIALS, ModelConfig
-from xlm_jax.errors import UserError, check_range
-from xlm_jax.tokenizer import BOS_ID, EOS_ID, FAIRSEQ_OFFSET, PAD_ID, UNK_ID, Tokenizer, read_sentences
-from xlm_jax.textfiles import check_corpus_file
+from xlm_jax.models.config import XLMR_SPECIALS, ModelConfig
+from xlm_jax.core.errors import UserError, check_range
+from xlm_jax.data.tokenizer import BOS_ID, EOS_ID, FAIRSEQ_OFFSET, PAD_ID, UNK_ID, Tokenizer, read_sentences
+from xlm_jax.core.textfiles import check_corpus_file
 
 # Id layouts, named as `data.tlm_layout` names them (not the model family): "xlmr" is fairseq's (every
 # SentencePiece vocabulary of this project, XLM-family models trained here included), "xlm" the original XLM
@@ -285,7 +285,7 @@ def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, o
     input, or whose name does not end in .model; a base that is missing or not a SentencePiece model of the
     fairseq layout; an input or check input that is missing, unreadable, binary or empty; and, after training,
     text that yields no piece the base lacks."""
-    from xlm_jax.outputs import check_file_output, check_overlap, write_json
+    from xlm_jax.core.outputs import check_file_output, check_overlap, write_json
 
     check_range("--add", add, 1, integer=True)
     if not str(output).endswith(".model"):
@@ -462,7 +462,7 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
                       layout: str = "xlmr") -> tuple[dict, ModelConfig]:
     """Resize a model for an extended tokenizer: -> (params, config with vocab_size = len(extended)).
 
-    `params`: our parameter tree (`xlm_jax.model`; host NumPy or jax arrays, boxed ones are unboxed), an MLM
+    `params`: our parameter tree (`xlm_jax.models.xlm`; host NumPy or jax arrays, boxed ones are unboxed), an MLM
     model's or an encoder with a task head. The word embeddings [V, D] become [V', D] and the LM-head bias [V]
     becomes [V'] (when the tree has an LM head; its output projection is tied to the embeddings, so nothing else
     has a vocab axis). Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from
@@ -491,7 +491,7 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
     if table is None or getattr(table, "shape", None) != (config.vocab_size, config.hidden_size):
         found = "missing" if table is None else f"of shape {tuple(getattr(table, 'shape', ()))}"
         raise UserError(f"params: {'/'.join(EMBEDDING_PATH)} is {found}; expected [{config.vocab_size}, "
-                        f"{config.hidden_size}] (an xlm_jax.model parameter tree)")
+                        f"{config.hidden_size}] (an xlm_jax.models.xlm parameter tree)")
     splits = base_split(base, extended)
     n = len(extended)
     out = _set_leaf(params, EMBEDDING_PATH, _extend_rows(np.asarray(table), splits, n, "word embedding table"))

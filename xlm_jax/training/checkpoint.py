@@ -34,8 +34,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from xlm_jax.config import ModelConfig, from_dict, to_dict
-from xlm_jax.errors import UserError
+from xlm_jax.models.config import ModelConfig, from_dict, to_dict
+from xlm_jax.core.errors import UserError
 
 PARAMS = "params"
 MODEL_CONFIG = "model_config"

@@ -7,7 +7,7 @@ grad_norm metrics and the batch checks live in the factory, NaN / inf detection 
 `all_finite`.
 
 State is a plain dict `{"params", "opt_state", "step"}` of float32 parameters and optimizer state (compute runs
-in `ModelConfig.dtype`; losses are float32), laid out on the mesh by `xlm_jax.sharding.LOGICAL_RULES`.
+in `ModelConfig.dtype`; losses are float32), laid out on the mesh by `xlm_jax.training.sharding.LOGICAL_RULES`.
 
 `train_step(state, batch, rng) -> (state, metrics)` takes one batch per objective ({"mlm": {...}, "tlm": {...}})
 and minimises sum_o weight_o * loss_o, where loss_o is objective o's mean token loss over the *whole* global
@@ -33,12 +33,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from xlm_jax.config import ModelConfig
-from xlm_jax.errors import UserError
-from xlm_jax.model import XLMForMaskedLM, init_params
-from xlm_jax.objectives import OBJECTIVES
-from xlm_jax.optim import current_lr
-from xlm_jax.sharding import BATCH_AXES, LOGICAL_RULES, batch_sharding, batch_size_multiple, param_shardings
+from xlm_jax.models.config import ModelConfig
+from xlm_jax.core.errors import UserError
+from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+from xlm_jax.training.objectives import OBJECTIVES
+from xlm_jax.training.optim import current_lr
+from xlm_jax.training.sharding import BATCH_AXES, LOGICAL_RULES, batch_sharding, batch_size_multiple, param_shardings
 
 # Fixed per objective (as the data pipeline's keys) so enabling another objective leaves the others' dropout alone.
 OBJECTIVE_RNG_KEYS = {"mlm": 0, "clm": 1, "tlm": 2}
@@ -63,7 +63,7 @@ def state_shardings(model: nn.Module, optimizer: optax.GradientTransformation, m
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
     replicated = NamedSharding(mesh, PartitionSpec())
     # Moments mirror their parameter's sharding; counters and hyperparameters are replicated.
-    # (Frozen parameters, xlm_jax.adapt.restrict_optimizer, have an optax.MaskedNode where moments would be.)
+    # (Frozen parameters, xlm_jax.pretrain.adapt.restrict_optimizer, have an optax.MaskedNode where moments would be.)
     opt_sh = optax.tree_map_params(
         optimizer, lambda value, sharding: value if isinstance(value, optax.MaskedNode) else sharding, abstract_opt,
         params_sh, transform_non_params=lambda _: replicated, is_leaf=lambda v: isinstance(v, optax.MaskedNode),
@@ -178,7 +178,7 @@ def make_step(
     Gradient accumulation splits every leaf's rows into `grad_accum` strided micro-batches (`_micro_batches`) and
     scans over them, adding gradients and `sums`; `loss.totals` is computed on the whole batch, so the summed
     gradient is the big batch's. Clipping, learning-rate schedules and per-parameter learning-rate scales are
-    `optimizer`'s transforms (`xlm_jax.optim`), applied here once per step.
+    `optimizer`'s transforms (`xlm_jax.training.optim`), applied here once per step.
 
     Metrics (float32 scalars): `loss.metrics(sums)`, plus grad_norm (global norm before clipping) and lr (of this
     update: `schedule(step)` if given, else the optimizer's injected rate, NaN if it has none). NaN / inf

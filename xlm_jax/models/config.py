@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any, Literal
 
-from xlm_jax.errors import UserError, check_fields, check_range, unknown_name
+from xlm_jax.core.errors import UserError, check_fields, check_range, unknown_name
 
 Family = Literal["xlm", "xlmr"]
 

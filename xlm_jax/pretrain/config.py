@@ -5,12 +5,12 @@
 Sections (every field below is a valid key; `python -m xlm_jax.train --help-config` prints them with defaults):
 
     run_dir, seed                 where the run lives; the seed of parameters, dropout and batches
-    model.base                    a named ModelConfig (`xlm_jax.config.NAMED_CONFIGS`); model.<field> overrides
+    model.base                    a named ModelConfig (`xlm_jax.models.config.NAMED_CONFIGS`); model.<field> overrides
                                   any ModelConfig field (model.hidden_size=256, model.dtype=bfloat16 ...)
     data.*                        the preprocessed directory (or the corpus to prepare) and the batch recipe
     train.*                       steps, global batch, sequence length, logging / evaluation cadence
-    optimizer.*                   `xlm_jax.optim.OptimizerConfig`
-    mesh.data / fsdp / tensor     `xlm_jax.sharding.MeshConfig` (-1 = fill with the remaining devices)
+    optimizer.*                   `xlm_jax.training.optim.OptimizerConfig`
+    mesh.data / fsdp / tensor     `xlm_jax.training.sharding.MeshConfig` (-1 = fill with the remaining devices)
     checkpoint.*                  cadence, how many to keep, keep-best
 
 Values are parsed with `yaml.safe_load` (so `train.steps=100` is an int, `data.mono_langs=[en, fr]` a list,
@@ -34,13 +34,13 @@ from typing import Any
 
 import yaml
 
-from xlm_jax.config import NAMED_CONFIGS, ModelConfig, get_model_config
+from xlm_jax.models.config import NAMED_CONFIGS, ModelConfig, get_model_config
 from xlm_jax.data.batches import MIN_SEQ_LEN, check_recipe, check_tlm_budget
-from xlm_jax.errors import UserError, check_fields, check_range, check_value, unknown_name
-from xlm_jax.optim import OptimizerConfig
-from xlm_jax.sharding import MeshConfig
-from xlm_jax.textfiles import read_text
-from xlm_jax.tokenizer import MIN_PIECES
+from xlm_jax.core.errors import UserError, check_fields, check_range, check_value, unknown_name
+from xlm_jax.training.optim import OptimizerConfig
+from xlm_jax.training.sharding import MeshConfig
+from xlm_jax.core.textfiles import read_text
+from xlm_jax.data.tokenizer import MIN_PIECES
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ModelSection:
         }
     )
     # A checkpoint to start from (anything `python -m xlm_jax.convert` reads): the architecture then comes from
-    # it, and base / overrides may only change numerics (`xlm_jax.adapt`). base "" = not given.
+    # it, and base / overrides may only change numerics (`xlm_jax.pretrain.adapt`). base "" = not given.
     init_from: str = ""
 
     def __post_init__(self):
@@ -67,7 +67,7 @@ class ModelSection:
     def resolve(self, **data_fields: Any) -> ModelConfig:
         """The ModelConfig: base, then the data-derived fields (vocab, specials, langs), then the user's overrides."""
         if not self.base:
-            # model.init_from without a base: the checkpoint decides the architecture (xlm_jax.adapt compares the
+            # model.init_from without a base: the checkpoint decides the architecture (xlm_jax.pretrain.adapt compares the
             # architecture overrides with it); the numerics are checked here, on a stand-in.
             from xlm_jax.train import NON_ARCHITECTURE
 
@@ -150,7 +150,7 @@ class TrainSection:
     eval_langs: tuple[str, ...] = ()  # () = every MLM language that has a valid split
     progress: bool = True  # tqdm progress bar (process 0)
     # What the optimizer updates: all | embeddings (word embeddings + LM-head bias) | parameter-path regexes
-    # (`xlm_jax.adapt.trainable_mask`); the rest stays bit-identical and has no optimizer moments.
+    # (`xlm_jax.pretrain.adapt.trainable_mask`); the rest stays bit-identical and has no optimizer moments.
     trainable: tuple[str, ...] = ("all",)
 
     def __post_init__(self):
@@ -204,7 +204,7 @@ class TrainConfig:
         # Every model.* override is checked now, not after the data is prepared. A corpus prepared by the run
         # has data.vocab_size pieces + <pad> (fairseq's offset) + <mask>; a given data.dir's is not known yet.
         model = self.model.provisional(None if self.data.dir else self.data.vocab_size + 2)
-        if not self.model.init_from:  # else the checkpoint's positions count (xlm_jax.adapt checks it up front)
+        if not self.model.init_from:  # else the checkpoint's positions count (xlm_jax.pretrain.adapt checks it up front)
             check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
         if -1 not in (self.mesh.data, self.mesh.fsdp):  # else the device count decides, known at start-up
             check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
@@ -401,6 +401,6 @@ def describe() -> str:
     lines = []
     for key, value in flatten(to_dict(TrainConfig())).items():
         lines.append(f"{key} = {value!r}")
-    lines.append("model.init_from = '' (a checkpoint to start from; see xlm_jax.adapt)")
+    lines.append("model.init_from = '' (a checkpoint to start from; see xlm_jax.pretrain.adapt)")
     lines.append("model.<any ModelConfig field>: " + ", ".join(sorted(_MODEL_FIELD_TYPES)))
     return "\n".join(lines)

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlm_jax.config import ModelConfig
+from xlm_jax.models.config import ModelConfig
 
 Array = jax.Array
 

@@ -8,7 +8,7 @@ Tasks (`TASKS`):
                     files — generic TSV with a header / JSONL with `text`, `label`, optional `text_b`, `lang`
     ner             token classification, BIO tags — CoNLL / WikiANN (`token label` per line)
     qa              extractive question answering (start / end of the answer span) — SQuAD-format JSON
-                    (SQuAD v1.1, MLQA, XQuAD); its reader, features and decoding are in `xlm_jax.qa`
+                    (SQuAD v1.1, MLQA, XQuAD); its reader, features and decoding are in `xlm_jax.tasks.qa`
 
 Readers return plain dataclasses; `encode_*` turn them into fixed-shape NumPy batches following the
 original input protocols:
@@ -34,9 +34,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from xlm_jax.data import packing
-from xlm_jax.errors import UserError
-from xlm_jax.textfiles import open_text
-from xlm_jax.tokenizer import check_max_len, min_max_len, pad_rows, truncate_pair
+from xlm_jax.core.errors import UserError
+from xlm_jax.core.textfiles import open_text
+from xlm_jax.data.tokenizer import check_max_len, min_max_len, pad_rows, truncate_pair
 
 IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
 
@@ -111,7 +111,7 @@ def split_lang_prefix(spec: str) -> tuple[str | None, Path]:
 
 def _open(path: Path):
     """A data file as text, line endings untouched (for `csv`). Data files must be UTF-8: a missing, binary or
-    non-UTF-8 file is a UserError naming the file and the line (`xlm_jax.textfiles.read_text`)."""
+    non-UTF-8 file is a UserError naming the file and the line (`xlm_jax.core.textfiles.read_text`)."""
     return open_text(path, "data file", newline="")
 
 
@@ -357,8 +357,8 @@ def read_file(task: TaskSpec, spec: str) -> list[Example] | list[TokenExample]:
     """The examples of one data file (`LANG:PATH` or `PATH`). Raises UserError naming the file (and the line)
     when it is missing, not UTF-8 text, malformed for its format, or holds no example."""
     lang, path = split_lang_prefix(spec)
-    if task.kind == "span":  # SQuAD-format JSON: xlm_jax.qa owns that format
-        from xlm_jax.qa import read_squad
+    if task.kind == "span":  # SQuAD-format JSON: xlm_jax.tasks.qa owns that format
+        from xlm_jax.tasks.qa import read_squad
 
         return read_squad(path, lang)
     examples = READERS[detect_format(task, path)](path, lang)

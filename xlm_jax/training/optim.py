@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from xlm_jax.errors import UserError, check_choice, check_fields, check_range
+from xlm_jax.core.errors import UserError, check_choice, check_fields, check_range
 
 SCHEDULES = ("linear", "polynomial", "inverse_sqrt", "cosine", "constant")
 

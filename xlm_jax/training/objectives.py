@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from xlm_jax.model import XLMForMaskedLM
+from xlm_jax.models.xlm import XLMForMaskedLM
 
 Array = jax.Array
 

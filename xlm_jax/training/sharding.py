@@ -1,6 +1,6 @@
 """One device mesh (data, fsdp, tensor) and the logical-axis rule table that places parameters and batches on it.
 
-The model names every parameter dimension logically (vocab, embed, heads, mlp, ...; see `xlm_jax.model`); this
+The model names every parameter dimension logically (vocab, embed, heads, mlp, ...; see `xlm_jax.models.xlm`); this
 module alone decides where those names live on the mesh:
 
 - "data": pure data parallelism (parameters replicated, batch rows split);
@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from xlm_jax.errors import UserError, check_fields, check_range
+from xlm_jax.core.errors import UserError, check_fields, check_range
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")

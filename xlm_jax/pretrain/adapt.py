@@ -17,7 +17,7 @@ a fairseq directory's `sentencepiece.bpe.model` + `dict.txt`, our run directory'
 follows the last line; it is checked piece by piece against the SentencePiece model, and the model is used only
 when the two agree with our id layout (`xlm_jax.tokenizer`: SentencePiece id i -> i + 1). A tokenizer whose size
 differs from the checkpoint's vocabulary is refused naming both sizes; a larger one (new pieces appended) goes
-through `xlm_jax.vocab.extend_embeddings` once that module exists (`_extend`, the single call site).
+through `xlm_jax.data.vocab.extend_embeddings` once that module exists (`_extend`, the single call site).
 
 Original XLM checkpoints (`.pth`, and HF `xlm` directories) tokenize with Moses + fastBPE (`dico_word2id`), which
 the data pipeline does not implement: starting from one is refused with a message saying what is supported.
@@ -42,9 +42,9 @@ import jax
 import numpy as np
 import optax
 
-from xlm_jax import checkpoint
-from xlm_jax.config import ModelConfig, to_dict as model_to_dict
-from xlm_jax.errors import UserError
+from xlm_jax.training import checkpoint
+from xlm_jax.models.config import ModelConfig, to_dict as model_to_dict
+from xlm_jax.core.errors import UserError
 
 EMBEDDINGS = ("encoder/embeddings/word_embeddings/embedding", "lm_head/bias")
 PRESETS = {"embeddings": EMBEDDINGS}
@@ -56,7 +56,7 @@ FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq Dictionary's fir
 
 def param_paths(params: Any) -> list[str]:
     """The '/'-joined path of every leaf of `params` (plain or abstract arrays), in tree-flattening order."""
-    from xlm_jax.optim import _key
+    from xlm_jax.training.optim import _key
 
     return ["/".join(_key(e) for e in path if not isinstance(e, jax.tree_util.GetAttrKey))
             for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -124,7 +124,7 @@ def describe_trainable(trainable: tuple[str, ...], params: Any) -> str | None:
 
 def load_tokenizer(path: str | Path, key: str):
     """`Tokenizer.load`, its UserError prefixed with the config key that named the file."""
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.data.tokenizer import Tokenizer
 
     try:
         return Tokenizer.load(path)
@@ -223,7 +223,7 @@ DATA_FIELDS = ("langs", "n_langs", "vocab_size", "bos_token_id", "pad_token_id",
 def check_overrides(cfg, config: ModelConfig, where: str) -> None:
     """Refuses `model.base` / `model.<field>` values that contradict the checkpoint's architecture, listing every
     differing field; numerics and regularisation (train.NON_ARCHITECTURE) may differ."""
-    from xlm_jax.config import NAMED_CONFIGS
+    from xlm_jax.models.config import NAMED_CONFIGS
 
     diff = _arch_diff(config, dict(cfg.model.overrides))
     if cfg.model.base:
@@ -402,9 +402,9 @@ def _check_same_trainable(run_dir: Path, trainable: tuple[str, ...]) -> None:
 
 
 def _extend(start: Start, base, extended, where: str) -> None:
-    """The single call site of `xlm_jax.vocab.extend_embeddings` (issue #12 part 3): a tokenizer larger than the
+    """The single call site of `xlm_jax.data.vocab.extend_embeddings` (issue #12 part 3): a tokenizer larger than the
     checkpoint's vocabulary appends rows to the word embeddings and the LM-head bias."""
-    from xlm_jax.vocab import extend_embeddings
+    from xlm_jax.data.vocab import extend_embeddings
 
     n = start.config.vocab_size
     if base is None or len(base) != n:
@@ -421,7 +421,7 @@ def abstract_params(config: ModelConfig) -> Any:
     """The model's parameters as ShapeDtypeStructs (nothing allocated)."""
     import flax.linen as nn
 
-    from xlm_jax.step import boxed_abstract_params
+    from xlm_jax.training.step import boxed_abstract_params
 
     return nn.unbox(boxed_abstract_params(config))
 
@@ -437,7 +437,7 @@ def model_config(start: Start, cfg, corpus, data_cfg) -> ModelConfig:
     """The run's ModelConfig when it starts from (or resumes after) a checkpoint: its architecture, the user's
     numerics, the data's languages. Refuses data whose vocabulary or tokenizer is not the checkpoint's."""
     from xlm_jax.train import NON_ARCHITECTURE
-    from xlm_jax.train_config import check_positions
+    from xlm_jax.pretrain.config import check_positions
 
     config = start.config
     where = cfg.model.init_from

@@ -37,8 +37,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from xlm_jax.errors import UserError
-from xlm_jax.textfiles import open_text
+from xlm_jax.core.errors import UserError
+from xlm_jax.core.textfiles import open_text
 
 # tfds `tatoeba` builder / LASER: XTREME's two-letter code -> the file's ISO 639-3 code.
 TATOEBA_CODES = {

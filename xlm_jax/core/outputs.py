@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from xlm_jax.errors import UserError
+from xlm_jax.core.errors import UserError
 
 MARKER = ".xlm_jax.json"
 R = TypeVar("R")

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from xlm_jax.errors import UserError
+from xlm_jax.core.errors import UserError
 
 BINARY_SNIFF_BYTES = 8192
 MAX_BAD_LINE_SHARE = 0.5

@@ -25,7 +25,7 @@ start and end cross-entropies over the real tokens of each row.
 
 Decoding: for each question, over all its windows, the `n_best` highest start and end logits among the context
 pieces give candidate spans (start <= end, at most `max_answer_length` pieces); the best start + end logit wins and
-maps back to the original context substring (outer whitespace dropped). Scores: `xlm_jax.qa_metrics`.
+maps back to the original context substring (outer whitespace dropped). Scores: `xlm_jax.tasks.qa_metrics`.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from xlm_jax import qa_metrics
-from xlm_jax import tasks as T
-from xlm_jax.errors import UserError
-from xlm_jax.textfiles import read_text
-from xlm_jax.tokenizer import check_max_len, strip_accents_lower
+from xlm_jax.tasks import qa_metrics
+from xlm_jax.tasks import common as T
+from xlm_jax.core.errors import UserError
+from xlm_jax.core.textfiles import read_text
+from xlm_jax.data.tokenizer import check_max_len, strip_accents_lower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,9 +448,9 @@ def all_logits(logits_fn: Callable, params: Any, feats: QAFeatures, batch_size: 
 
 def make_train_step(model, optimizer: optax.GradientTransformation, mesh, state_shardings) -> Callable:
     """-> train_step(state, batch, rng) -> (state, metrics) for the span loss: the shared step factory
-    (`xlm_jax.step.make_step`) with `span_sums` as the head's loss."""
+    (`xlm_jax.training.step.make_step`) with `span_sums` as the head's loss."""
     from xlm_jax.finetune import head_loss
-    from xlm_jax.step import make_step
+    from xlm_jax.training.step import make_step
 
     return make_step(head_loss(model, span_sums, lambda batch: batch["weights"]), optimizer, mesh, state_shardings)
 
@@ -543,10 +543,10 @@ def evaluate_checkpoint(checkpoint: str, tokenizer_path: str, data: Sequence[str
                         batch_size: int = 64, split_name: str = "test", force: bool = False) -> tuple[str, dict]:
     """`python -m xlm_jax.evaluate task` on a QA checkpoint -> (markdown EM / F1 table, results dict); writes
     results.md, results.json and predictions.json to `out` when given (checked as `run_task_eval` does)."""
-    from xlm_jax import outputs
+    from xlm_jax.core import outputs
     from xlm_jax.evaluate import _is_evaluate_output, load_task_model
-    from xlm_jax.sharding import MeshConfig, batch_size_multiple, make_mesh
-    from xlm_jax.tokenizer import Tokenizer
+    from xlm_jax.training.sharding import MeshConfig, batch_size_multiple, make_mesh
+    from xlm_jax.data.tokenizer import Tokenizer
 
     examples = read_files(data, "evaluation")
     tokenizer = Tokenizer.load(tokenizer_path)
