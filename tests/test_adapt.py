@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import tiny_setup  # noqa: E402
-from xlm_jax import checkpoint  # noqa: E402
+from xlm_jax.training import checkpoint  # noqa: E402
 from xlm_jax.pretrain import adapt
 from xlm_jax.core.errors import UserError  # noqa: E402
 from xlm_jax.training.metrics import read_metrics  # noqa: E402

@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from flax import linen as nn  # noqa: E402
 
-from xlm_jax import hf_mapping  # noqa: E402
+from xlm_jax.models import hf_mapping  # noqa: E402
 from xlm_jax.models.xlm import XLMForMaskedLM, init_params  # noqa: E402
 
 TOL = 1e-4
