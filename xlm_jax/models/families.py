@@ -1,0 +1,59 @@
+"""The one place a model family is chosen: `ModelConfig.family` -> the Flax modules that implement it.
+
+Every workflow builds its model through these functions, never by naming a class, so adding a family (a new
+`models/<family>.py` with a masked-LM module and an encoder-with-head module of the same call signature as
+`xlm_jax.models.xlm`'s) is one module plus one entry in `FAMILIES`.
+
+A family's modules follow one interface (see `xlm_jax.models.xlm`):
+- masked LM: `__call__(input_ids, attention_mask, positions, langs, *, deterministic, segment_ids, ...)` -> hidden
+  [B, T, D]; `mlm_logits(...)` -> [B, T, V]; `logits_at(..., predict_positions [B, P])` -> [B, P, V]; its params
+  hold `encoder` (and the LM head);
+- task models: `(config, num_labels)` -> logits; params `{"encoder": ..., "classifier": ...}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+
+from xlm_jax.models import xlm
+from xlm_jax.models.config import ModelConfig
+
+HEADS = ("sequence", "token", "span")  # classification (XNLI, PAWS-X), token classification (NER), extractive QA
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """The modules of one model family: a masked LM and one encoder-with-head class per head kind."""
+
+    masked_lm: Callable[[ModelConfig], nn.Module]
+    heads: dict[str, Callable[[ModelConfig, int], nn.Module]]
+
+
+_XLM = Family(
+    masked_lm=xlm.XLMForMaskedLM,
+    heads={"sequence": xlm.XLMForSequenceClassification, "token": xlm.XLMForTokenClassification,
+           "span": xlm.XLMForQuestionAnswering},
+)
+
+# XLM and XLM-R (and XLM-R XL / XXL, pre-LN) share one implementation: `xlm_jax.models.xlm` reads the
+# differences (positions, head shape, layer-norm placement) from the config.
+FAMILIES: dict[str, Family] = {"xlm": _XLM, "xlmr": _XLM}
+
+
+def family(config: ModelConfig) -> Family:
+    return FAMILIES[config.family]
+
+
+def masked_lm(config: ModelConfig) -> nn.Module:
+    """The family's masked-LM module (encoder + LM head) for `config`."""
+    return family(config).masked_lm(config)
+
+
+def task_model(config: ModelConfig, head: str, num_labels: int) -> nn.Module:
+    """The family's encoder + `head` ("sequence" [B, C], "token" [B, T, C] or "span" [B, T, 2]) module."""
+    if head not in HEADS:
+        raise ValueError(f"head={head!r}: valid heads are {', '.join(HEADS)}")
+    return family(config).heads[head](config, num_labels)
