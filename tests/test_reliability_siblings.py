@@ -3,6 +3,7 @@ inputs of one kind and asserts the one-line refusal (or UserError), and that not
 
 import hashlib
 import json
+from pathlib import Path
 import os
 
 import numpy as np
@@ -158,6 +159,19 @@ def test_plot_refuses_an_out_it_cannot_write_before_drawing(out, words, tmp_path
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 1.0}) + "\n")
     line = one_error_line(main, [str(run), "--out", str(tmp_path / out)], capsys)
     assert words in line and not (tmp_path / out).exists()
+
+
+@pytest.mark.parametrize("out", ["no_such_dir/curves.png", "a/b/c/curves.svg"])
+def test_plot_creates_the_missing_parents_of_a_file_output(out, tmp_path, capsys):
+    # A single-file output whose parent is missing is created with its parents, as directory outputs are.
+    from xlm_jax.plot import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 1.0}) + "\n")
+    main([str(run), "--out", str(tmp_path / out)])
+    assert (tmp_path / out).is_file() and (tmp_path / out).stat().st_size > 0
+    assert [p.name for p in (tmp_path / out).parent.iterdir()] == [Path(out).name]  # no temporary file left
 
 
 @pytest.mark.parametrize("what, words", [("missing", "no such run directory"), ("empty", "has no metrics.jsonl")])

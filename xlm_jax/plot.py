@@ -12,7 +12,7 @@ from pathlib import Path
 
 from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error
 from xlm_jax.training.metrics import read_metrics
-from xlm_jax.core.outputs import check_file_output
+from xlm_jax.core.outputs import check_file_output, write_file
 
 DEFAULT_NAME = "metrics.png"
 
@@ -81,11 +81,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, force: bool = F
     fig.suptitle(str(run_dir))
     fig.tight_layout()
     out = Path(out) if out else run_dir / DEFAULT_NAME
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")  # same suffix: savefig picks the format from it
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    try:
+        return write_file(out, lambda tmp: fig.savefig(tmp, dpi=100))  # savefig picks the format from the suffix
+    finally:
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -211,6 +211,22 @@ def check_overlap(dst: str | Path, src: str | Path, what: str = "source") -> Non
         raise UserError(f"{dst}: the output overlaps the {what} ({src}); choose another location")
 
 
+def write_file(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """A single-file output, written whole or not at all: `write(tmp)` fills a temporary sibling of `path` (same
+    suffix, so writers that pick the format from it work), which is then renamed onto `path`. Missing parent
+    directories are created, as they are for directory outputs (`claim_dir`). Returns `path` as a Path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Writes `text` to `path` through a temporary sibling and a rename (never half a file)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -67,6 +67,7 @@ import numpy as np
 
 from xlm_jax.models.config import XLMR_SPECIALS, ModelConfig
 from xlm_jax.core.errors import UserError, check_range
+from xlm_jax.core.outputs import check_file_output, check_overlap, write_file, write_json
 from xlm_jax.data.tokenizer import BOS_ID, EOS_ID, FAIRSEQ_OFFSET, PAD_ID, UNK_ID, Tokenizer, read_sentences
 from xlm_jax.core.textfiles import check_corpus_file
 
@@ -256,15 +257,7 @@ def extended_model_proto(base: Tokenizer, sentences: Sequence[str], add: int, se
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """`data` to `path` through a temporary sibling and a rename (never half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(path, lambda tmp: tmp.write_bytes(data))
 
 
 def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, output: str, *,
@@ -285,8 +278,6 @@ def extend_tokenizer(base: str | os.PathLike, inputs: Sequence[str], add: int, o
     input, or whose name does not end in .model; a base that is missing or not a SentencePiece model of the
     fairseq layout; an input or check input that is missing, unreadable, binary or empty; and, after training,
     text that yields no piece the base lacks."""
-    from xlm_jax.core.outputs import check_file_output, check_overlap, write_json
-
     check_range("--add", add, 1, integer=True)
     if not str(output).endswith(".model"):
         raise UserError(f"--output {output} must end in .model (PATH.vocab is written beside it)")
