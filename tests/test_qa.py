@@ -23,51 +23,114 @@ from xlm_jax.core.errors import UserError
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-@pytest.mark.parametrize("text, lang, want", [
-    # SQuAD v1.1 (languages outside MLQA's seven): ASCII punctuation only, English articles, whitespace.
-    ("The  Cat, sat!", "fr", "cat sat"),
-    ("«Le chat»", "fr", "«le chat»"),  # guillemets are not in string.punctuation: SQuAD keeps them
-    ("an apple a day", "ru", "apple day"),
-    # MLQA: Unicode punctuation (category P*) too, per-language articles.
-    ("«The cat»", "en", "cat"),
-    ("Die Katze und das Haus.", "de", "katze und haus"),
-    ("Los perros de la casa", "es", "perros de casa"),
-    ("cái bàn của tôi", "vi", "bàn tôi"),
-    ("الكتاب", "ar", "كتاب"),  # every "ال" goes, as in MLQA's released pattern
-    ("भारत।", "hi", "भारत"),  # the danda is punctuation (Po); Hindi has no articles to remove
-    ("the दिल्ली", "hi", "the दिल्ली"),
+S, ML = M.SQUAD, M.MLQA
+
+
+@pytest.mark.parametrize("text, lang, metric, want", [
+    # SQuAD v1.1 in every language: ASCII punctuation only, English articles, whitespace.
+    ("The  Cat, sat!", "fr", S, "cat sat"),
+    ("«Le chat»", "fr", S, "«le chat»"),  # guillemets are not in string.punctuation: SQuAD keeps them
+    ("an apple a day", "ru", S, "apple day"),
+    ("“Denver Broncos”", "en", S, "“denver broncos”"),  # curly quotes are not ASCII punctuation
+    ("der Rhein", "de", S, "der rhein"),  # no German articles in SQuAD's script, even on German text
+    ("北京大学，2019年", "zh", S, "北京大学，2019年"),  # no segmentation: one whitespace token
+    # MLQA: Unicode punctuation (category P*) too, per-language articles of the context language.
+    ("«The cat»", "en", ML, "cat"),
+    ("“Denver Broncos”", "en", ML, "denver broncos"),
+    ("Die Katze und das Haus.", "de", ML, "katze und haus"),
+    ("Los perros de la casa", "es", ML, "perros de casa"),
+    ("cái bàn của tôi", "vi", ML, "bàn tôi"),
+    ("الكتاب", "ar", ML, "كتاب"),  # every "ال" goes, as in MLQA's released pattern
+    ("भारत।", "hi", ML, "भारत"),  # the danda is punctuation (Po); Hindi has no articles to remove
+    ("the दिल्ली", "hi", ML, "the दिल्ली"),
     # zh: punctuation removed, then each CJK character is a token, other runs split on whitespace.
-    ("北京大学，2019年", "zh", "北 京 大 学 2019 年"),
-    ("The Beatles乐队", "zh", "the beatles 乐 队"),  # no article removal for zh
+    ("北京大学，2019年", "zh", ML, "北 京 大 学 2019 年"),
+    ("The Beatles乐队", "zh", ML, "the beatles 乐 队"),  # no article removal for zh
 ])
-def test_normalize_answer_follows_the_official_scripts(text, lang, want):
-    assert M.normalize_answer(text, lang) == want
+def test_normalize_answer_follows_the_official_scripts(text, lang, metric, want):
+    assert M.normalize_answer(text, lang, metric) == want
+
+
+def _official_squad_v11(prediction, gold):
+    """rajpurkar/SQuAD-explorer evaluate-v1.1.py's normalize_answer / exact_match_score / f1_score, as released:
+    an independent oracle for the cases below."""
+    import collections
+    import re
+    import string
+
+    def normalize(s):
+        s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
+
+    p, g = normalize(prediction).split(), normalize(gold).split()
+    same = sum((collections.Counter(p) & collections.Counter(g)).values())
+    f1 = 0.0 if same == 0 else 2 * (same / len(p)) * (same / len(g)) / (same / len(p) + same / len(g))
+    return float(normalize(prediction) == normalize(gold)), f1
+
+
+@pytest.mark.parametrize("prediction, gold, lang", [
+    ("“Denver Broncos”", "Denver Broncos", "en"),  # official 0 / 0; MLQA's rules would give 1 / 1
+    ("der Rhein", "Rhein", "de"),  # official 0 / 0.667; MLQA's German articles would give 1 / 1
+    ("el río Rin", "río Rin", "es"),
+    ("北京大学", "北京", "zh"),  # official: one token each, F1 0; MLQA's segmentation would give 2/3
+    ("The Rhine.", "the rhine", "en"),  # the same under both
+    ("¿Quién?", "Quién", "es"),
+])
+def test_squad_metric_equals_the_official_v11_script_where_mlqa_differs(prediction, gold, lang):
+    assert (M.exact_match(prediction, gold, lang, S), M.f1(prediction, gold, lang, S)) == pytest.approx(
+        _official_squad_v11(prediction, gold))
+
+
+def test_the_two_scripts_separate_on_the_issue_cases():
+    assert (M.exact_match("“Denver Broncos”", "Denver Broncos", "en", S), M.f1("“Denver Broncos”", "Denver Broncos", "en", S)) == (0.0, 0.0)
+    assert (M.exact_match("“Denver Broncos”", "Denver Broncos", "en", ML), M.f1("“Denver Broncos”", "Denver Broncos", "en", ML)) == (1.0, 1.0)
+    assert M.exact_match("der Rhein", "Rhein", "de", S) == 0.0
+    assert M.f1("der Rhein", "Rhein", "de", S) == pytest.approx(2 / 3)
+    assert (M.exact_match("der Rhein", "Rhein", "de", ML), M.f1("der Rhein", "Rhein", "de", ML)) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("name, metric", [
+    ("test-context-de-question-en.json", ML), ("dev-context-zh-question-zh.json", ML),
+    ("xquad.de.json", S), ("train-v1.1.json", S), ("dev-v1.1.json", S), ("tydiqa-goldp-v1.1-dev-arabic.json", S),
+    ("my_questions.json", S), ("context-de-question-en.json", S),
+])
+def test_the_metric_is_chosen_by_dataset_file(name, metric):
+    assert M.metric_for_file(f"/data/{name}") == metric
+    assert M.metric_for_file(f"/data/{name}", configured=ML) == ML  # a configured metric wins
+
+
+def test_unknown_metric_names_are_refused():
+    with pytest.raises(ValueError, match="squad_v1.1, mlqa"):
+        M.metric_for_file("x.json", "bleu")
+    with pytest.raises(ValueError, match="squad_v1.1, mlqa"):
+        M.normalize_answer("x", "en", "squad")
 
 
 def test_f1_and_em_as_the_official_scripts_compute_them():
     # SQuAD: prediction tokens [cat, sat], gold [cat]: P = 1/2, R = 1 -> F1 = 2/3; EM 0.
-    assert M.f1("the cat sat", "a cat", "ru") == pytest.approx(2 / 3)
-    assert M.exact_match("The cat.", "the  cat", "ru") == 1.0
-    assert M.f1("dog", "cat", "ru") == 0.0
+    assert M.f1("the cat sat", "a cat", "ru", S) == pytest.approx(2 / 3)
+    assert M.exact_match("The cat.", "the  cat", "ru", S) == 1.0
+    assert M.f1("dog", "cat", "ru", S) == 0.0
     # Repeated tokens count with their multiplicity (Counter intersection): [a, a, b] vs [a, b]: P = 2/3, R = 1.
-    assert M.f1("x x y", "x y", "fr") == pytest.approx(0.8)
+    assert M.f1("x x y", "x y", "fr", S) == pytest.approx(0.8)
     # zh mixed segmentation gives partial credit inside a run without spaces: 北京 vs 北京大学: P = 1, R = 1/2.
-    assert M.f1("北京", "北京大学", "zh") == pytest.approx(2 / 3)
-    assert M.f1("北京", "北京大学", "ru") == 0.0  # whitespace tokens: one token each, different
+    assert M.f1("北京", "北京大学", "zh", ML) == pytest.approx(2 / 3)
+    assert M.f1("北京", "北京大学", "zh", S) == 0.0  # whitespace tokens: one token each, different
     # de articles are dropped by MLQA, not by SQuAD's normalisation.
-    assert M.exact_match("die Katze", "Katze", "de") == 1.0
-    assert M.exact_match("die Katze", "Katze", "ru") == 0.0
+    assert M.exact_match("die Katze", "Katze", "de", ML) == 1.0
+    assert M.exact_match("die Katze", "Katze", "de", S) == 0.0
     # Max over gold answers, each metric on its own.
-    assert M.best_over_golds("the red cat", ["red cat", "a cat"], "en") == (1.0, 1.0)
-    assert M.best_over_golds("cat", ["red cat", "dog"], "en") == (0.0, pytest.approx(2 / 3))
+    assert M.best_over_golds("the red cat", ["red cat", "a cat"], "en", S) == (1.0, 1.0)
+    assert M.best_over_golds("cat", ["red cat", "dog"], "en", S) == (0.0, pytest.approx(2 / 3))
     # An empty prediction scores 0 (no token in common), as in both scripts.
-    assert M.f1("", "cat", "en") == 0.0 and M.exact_match("", "cat", "en") == 0.0
+    assert M.f1("", "cat", "en", S) == 0.0 and M.exact_match("", "cat", "en", S) == 0.0
 
 
-def test_score_predictions_averages_per_language():
-    out = M.score_predictions([("cat", ["cat"], "en"), ("dog", ["cat"], "en"), ("Katze", ["die Katze"], "de")])
-    assert out["en"] == {"exact_match": 0.5, "f1": 0.5, "score": 0.5, "n": 2}
-    assert out["de"]["exact_match"] == 1.0 and out["de"]["n"] == 1
+def test_score_predictions_averages_per_language_and_names_the_metric():
+    out = M.score_predictions([("cat", ["cat"], "en", S), ("dog", ["cat"], "en", S),
+                               ("Katze", ["die Katze"], "de", ML)])
+    assert out["en"] == {"exact_match": 0.5, "f1": 0.5, "score": 0.5, "n": 2, "metric": S}
+    assert out["de"]["exact_match"] == 1.0 and out["de"]["n"] == 1 and out["de"]["metric"] == ML
 
 
 def test_mlqa_normalize_refuses_languages_outside_mlqa():

@@ -59,6 +59,7 @@ class QAExample:
     answers: tuple[tuple[str, int], ...]
     lang: str
     where: str = ""  # "file: question 'id'", for error messages
+    metric: str = qa_metrics.SQUAD  # the dataset's official EM / F1 definition (`qa_metrics.metric_for_file`)
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -98,6 +99,10 @@ def read_squad(path: str | Path, default_lang: str | None = None, purpose: str =
         raise UserError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg}); a SQuAD-format file is one "
                         'JSON object {"data": [{"paragraphs": [{"context", "qas"}]}]}') from None
     lang = default_lang or file_lang(path) or "en"
+    metric = qa_metrics.metric_for_file(path)
+    if metric == qa_metrics.MLQA and lang not in qa_metrics.MLQA_LANGS:
+        raise UserError(f"{path}: an MLQA file scored in language {lang!r}; MLQA's script normalises answers in "
+                        f"its context languages {', '.join(qa_metrics.MLQA_LANGS)} only")
     articles = _need(data, "data", list, str(path), 'the top level of a SQuAD file, {"data": [...]}')
     out = []
     for a, article in enumerate(articles):
@@ -136,7 +141,7 @@ def read_squad(path: str | Path, default_lang: str | None = None, purpose: str =
                         hint = f"; the text occurs at offset {near}" if near >= 0 else "; the text is not in the context"
                         raise UserError(f"{where}: answer {text[:60]!r} is not at answer_start={start} ({seen}{hint})")
                     spans.append((text, start))
-                out.append(QAExample(qid, question, context, tuple(spans), lang, where))
+                out.append(QAExample(qid, question, context, tuple(spans), lang, where, metric))
     if not out:
         raise UserError(f"{path}: no questions in this SQuAD-format file")
     return out
@@ -392,9 +397,10 @@ def decode_answers(examples: Sequence[QAExample], feats: QAFeatures, logits: Seq
 
 
 def score(examples: Sequence[QAExample], predictions: Sequence[str]) -> dict[str, dict]:
-    """{lang: {"exact_match", "f1", "score" (= f1), "n"}}: `qa_metrics` over each language's questions."""
+    """{lang: {"exact_match", "f1", "score" (= f1), "n", "metric"}}: `qa_metrics` over each language's questions,
+    each scored with its dataset's official definition (`QAExample.metric`)."""
     return qa_metrics.score_predictions(
-        (pred, [text for text, _ in ex.answers], ex.lang) for ex, pred in zip(examples, predictions))
+        (pred, [text for text, _ in ex.answers], ex.lang, ex.metric) for ex, pred in zip(examples, predictions))
 
 
 def results_table(results: dict[str, dict[str, dict]], first_lang: str | None = "en") -> tuple[str, dict]:
