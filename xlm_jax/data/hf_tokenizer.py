@@ -13,9 +13,9 @@ the ids `transformers.AutoTokenizer.from_pretrained(DIR)` gives, by doing what t
   tokenizer.json lacks is added, as transformers adds it;
 - the row layout comes from the tokenizer.json's post-processor (TemplateProcessing, RobertaProcessing,
   BertProcessing, ByteLevel or a Sequence of them): `<s> A </s></s> B </s>` for XLM-R, `[CLS] A [SEP] B [SEP]`
-  for BERT / ModernBERT, `<|begin_of_text|> A` for Llama 3. As in transformers, an `add_bos_token` /
-  `add_eos_token` key in tokenizer_config.json (or a tokenizer.json without a post-processor) replaces it with
-  `[bos] A [eos]` / `[bos] A [eos] [bos] B [eos]`, each special present only when its flag is true;
+  for BERT / ModernBERT, `<|begin_of_text|> A` for Llama 3; no special tokens without a post-processor.
+  tokenizer_config.json's `add_bos_token` / `add_eos_token` are ignored, as transformers 5 ignores them whenever
+  a tokenizer.json exists (its `_from_pretrained` drops them);
 - `split_special_tokens: true` in tokenizer_config.json makes special-token strings in the text stay text.
 
 Where this can differ from AutoTokenizer: transformers classes with their own `__init__` (XLMRobertaTokenizer,
@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
-from tokenizers import processors
 
 from xlm_jax.core.errors import UserError
 from xlm_jax.data.tokenizer import _check_text, _check_texts, batch_encode, check_id, check_id_row, file_sha256
@@ -150,7 +149,7 @@ class HFTokenizer:
         Raises UserError when the path is missing, is not a `tokenizers` serialization (a run directory's
         tokenizer.json is training's record of its tokenizer, not one), cannot be read by the `tokenizers`
         library, has a post-processor other than TemplateProcessing / RobertaProcessing / BertProcessing /
-        ByteLevel, or names a special token its vocabulary lacks; and for lowercase_and_strip_accents=True."""
+        ByteLevel (or frames text otherwise than the library itself does); and for lowercase_and_strip_accents=True."""
         p = Path(path)
         if p.is_dir():
             if not (p / TOKENIZER_JSON).is_file():
@@ -181,10 +180,7 @@ class HFTokenizer:
         _add_configured_tokens(backend, config, names)
         if config.get("split_special_tokens"):
             backend.encode_special_tokens = True
-        if "add_bos_token" in config or "add_eos_token" in config or data.get("post_processor") is None:
-            single, pair = _bos_eos_layouts(backend, config, names)
-        else:
-            single, pair = _layouts(data["post_processor"], p)
+        single, pair = _layouts(data.get("post_processor"), p)
         tok = cls(backend, str(p), file_sha256(p), names, single, pair, str(config.get("tokenizer_class", "")))
         tok._check_layout()
         return tok
@@ -297,7 +293,8 @@ class HFTokenizer:
             # A piece that starts where the next one starts has no character of its own (the "▁" a Metaspace
             # pre-tokeniser prepends, the first byte of a character that byte-level BPE splits): an empty span,
             # as SentencePiece gives a lone "▁", so that the first piece overlapping an answer is the real one.
-            own_nothing = np.append(spans[:-1, 0] == spans[1:, 0], False)
+            own_nothing = np.zeros(len(spans), bool)
+            own_nothing[:-1] = spans[:-1, 0] == spans[1:, 0]
             spans[own_nothing, 1] = spans[own_nothing, 0]
             out.append((np.asarray(enc.ids, np.int32), spans))
         return out
@@ -322,16 +319,3 @@ def _add_configured_tokens(backend: Backend, config: dict, names: dict[str, str 
             backend.add_special_tokens([AddedToken(token, special=True, normalized=False)])
             present.add(token)
 
-
-def _bos_eos_layouts(backend: Backend, config: dict, names: dict[str, str | None]) -> tuple[Layout, Layout]:
-    """transformers' `update_post_processor`: [bos] A [eos] / [bos] A [eos] [bos] B [eos] from add_bos_token /
-    add_eos_token (default false); set on the backend too, so that its own encode agrees."""
-    bos, eos = names["bos"], names["eos"]
-    add_bos, add_eos = bool(config.get("add_bos_token")) and bos, bool(config.get("add_eos_token")) and eos
-    single = f"{f'{bos}:0 ' if add_bos else ''}$A:0{f' {eos}:0' if add_eos else ''}"
-    pair = f"{single}{f' {bos}:1' if add_bos else ''} $B:1{f' {eos}:1' if add_eos else ''}"
-    specials = [(t, backend.token_to_id(t)) for t, on in ((bos, add_bos), (eos, add_eos)) if on]
-    backend.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
-    head = (backend.token_to_id(bos),) if add_bos else ()
-    tail = (backend.token_to_id(eos),) if add_eos else ()
-    return (*head, "A", *tail), (*head, "A", *tail, *head, "B", *tail)
