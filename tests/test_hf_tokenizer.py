@@ -360,8 +360,9 @@ def test_check_tokenizer_fits(xlmr):
         assert f"has {n} ids but the model's vocabulary has {n - 2} (config.vocab_size)" in msg
         assert f"mask token is id {n - 1} but the model's is {n - 3} (config.mask_token_id)" in msg
         assert "a model may have more rows than its tokenizer has ids, never fewer" in msg
-        with pytest.raises(UserError, match=r"here: tokenizer .* \(2002 ids, the model 2002 rows\) .*its pad token "
-                                            r"is id 1 but the model's is 0 \(config.pad_token_id\)"):
+        with pytest.raises(UserError, match=r"here: tokenizer .* has 2002 ids and the model's vocabulary has 2002 "
+                                            r"\(config.vocab_size\); its pad token is id 1 but the model's is 0 "
+                                            r"\(config.pad_token_id\): they do not belong together"):
             check_tokenizer_fits(tok, n, "here", pad_id=0)
         with pytest.raises(UserError, match="exactly the tokenizer's ids"):
             check_tokenizer_fits(tok, n + 6, "here", same_size=True)

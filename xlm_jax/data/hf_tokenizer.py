@@ -239,7 +239,8 @@ class HFTokenizer:
         Raises UserError when `texts` is a str or holds anything but str."""
         texts = _check_texts(texts, "texts", allow_empty=True)
         backend = self.backend if special_tokens else self._literal_backend()
-        return [np.asarray(e.ids, np.int32) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast (no offsets): tokenizers >= 0.21
+        return [np.asarray(e.ids, np.int32) for e in encode(texts, add_special_tokens=False)]
 
     def frame(self, a: Sequence[int], b: Sequence[int] | None = None) -> list[int]:
         """Pieces framed as the post-processor frames them (`single`, or `pair` when b is given)."""

@@ -14,6 +14,10 @@ special id, because its rebuilt Unigram model holds the specials as pieces; here
 and fairseq. Pretraining preprocessing (`xlm_jax.preprocess`) passes `special_tokens=False`: a literal "</s>" in a
 crawled corpus stays text, as in fairseq's preprocessing.
 
+`TokenizerLike` lists what the rest of xlm_jax may use of a tokenizer; `xlm_jax.data.hf_tokenizer.HFTokenizer`
+(a Hugging Face tokenizer.json) provides the same, and `xlm_jax.data.tokenizer_files.load_tokenizer` picks the
+right one for a path. `check_tokenizer_fits` is the one refusal of a tokenizer that is not a model's.
+
 We train with spm ids `<unk>`=0, `<s>`=1, `</s>`=2 like the published model: spm ids 1 and 2 must be control
 pieces that encoding never outputs, because i + 1 would otherwise collide with fairseq's `</s>` and `<unk>`.
 
@@ -72,7 +76,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 def strip_accents_lower(text: str) -> str:
     """XLM's normalisation: lowercase, then drop combining marks (Mn) after NFD decomposition."""
     return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
-
 
 
 class TokenizerLike(Protocol):
@@ -360,20 +363,19 @@ def check_tokenizer_fits(tok: "TokenizerLike", vocab_size: int, where: str, *, b
     special token at another id than the model. Warns (UserWarning) when `sha256` (the digest recorded with the
     model or its data) is given and differs from tok.sha256: the same ids may still come out, so it does not refuse.
     """
-    problems = []
-    if len(tok) > vocab_size or (same_size and len(tok) != vocab_size):
-        problems.append(f"it has {len(tok)} ids but the model's vocabulary has {vocab_size} (config.vocab_size)")
+    too_big = len(tok) > vocab_size or (same_size and len(tok) != vocab_size)
     model_ids = {"bos": bos_id, "pad": pad_id, "eos": eos_id, "unk": unk_id, "mask": mask_id}
+    differ = []
     for name, theirs in model_ids.items():
         ours = getattr(tok, f"{name}_id")
         if theirs is not None and ours is not None and int(ours) != int(theirs):
-            problems.append(f"its {name} token is id {ours} but the model's is {theirs} (config.{_SPECIAL_FIELDS[name]})")
-    if problems:
-        sizes = "" if len(tok) > vocab_size or same_size else f" ({len(tok)} ids, the model {vocab_size} rows)"
+            differ.append(f"its {name} token is id {ours} but the model's is {theirs} (config.{_SPECIAL_FIELDS[name]})")
+    if too_big or differ:
         rule = ("the model must have exactly the tokenizer's ids" if same_size else
                 "a model may have more rows than its tokenizer has ids, never fewer")
-        raise UserError(f"{where}: tokenizer {tok.path}{sizes} does not belong to the model: " + "; ".join(problems)
-                        + f" ({rule}, and its special tokens must sit at the model's ids)")
+        raise UserError(f"{where}: tokenizer {tok.path} has {len(tok)} ids {'but' if too_big else 'and'} the model's "
+                        f"vocabulary has {vocab_size} (config.vocab_size)" + "".join(f"; {d}" for d in differ)
+                        + f": they do not belong together ({rule}, and must put the special tokens at the same ids)")
     if sha256 and sha256 != tok.sha256:
         warnings.warn(f"{where}: tokenizer {tok.path} has sha256 {tok.sha256[:12]}… but {sha256[:12]}… was recorded "
                       "with the model: it is another file, which may split text differently than the model was "
