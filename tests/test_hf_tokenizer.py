@@ -258,6 +258,29 @@ def test_llama_style(llama, texts):
     assert len(ids) == len(spans) and spans.min() >= 0 and spans.max() <= len(texts[-1 - len(EDGE)])
 
 
+def test_gemma_style_written_by_gemma_tokenizer(corpus, texts, tmp_path):
+    """mmBERT's vocabulary is Gemma 2's: a byte-fallback SentencePiece BPE whose tokenizer.json transformers 5's
+    GemmaTokenizer writes and, at load, rebuilds from code (its own __init__). Our reading of the file gives the
+    same ids; the SentencePiece file beside it (Gemma's ids: pad 0, eos 1, bos 2, unk 3, not fairseq's) is not used."""
+    import sentencepiece as spm
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (tmp_path / "text.txt").write_text("\n".join(_lines(corpus)))
+    spm.SentencePieceTrainer.train(
+        input=str(tmp_path / "text.txt"), model_prefix=str(src / "tokenizer"), vocab_size=2500, model_type="bpe",
+        byte_fallback=True, pad_id=0, eos_id=1, bos_id=2, unk_id=3, user_defined_symbols=["<mask>"],
+        split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", minloglevel=2, num_threads=1)
+    out = tmp_path / "gemma"
+    transformers.GemmaTokenizer.from_pretrained(str(src), mask_token="<mask>").save_pretrained(str(out))
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "GemmaTokenizer"
+    ours = _same_as_auto(out, texts, _with_specials(texts, "<mask>", "<eos>"))
+    assert ours.single == ("A",) and ours.pad_id == 0 and ours.unk_id == 3
+    shutil.copy(src / "tokenizer.model", out / "tokenizer.model")
+    assert isinstance(load_tokenizer(out), HFTokenizer)
+
+
 def test_add_bos_and_eos_token_in_the_config_are_ignored(corpus, texts, tmp_path):
     """transformers 5 drops add_bos_token / add_eos_token from tokenizer_config.json when a tokenizer.json exists
     (the post-processor decides); so do we."""
