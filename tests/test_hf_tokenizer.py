@@ -394,3 +394,18 @@ def test_check_tokenizer_fits(xlmr):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             check_tokenizer_fits(tok, n, "here", sha256=tok.sha256)
+
+
+def test_bad_inputs_are_refused_as_the_sentencepiece_tokenizer_refuses_them(modernbert):
+    tok = HFTokenizer.load(modernbert)
+    bad = "a \ud800 b"
+    calls = [lambda: tok.encode(bad), lambda: tok.encode_pair("ok", bad), lambda: tok.encode(3),
+             lambda: tok.batch_encode(["ok", bad], max_len=16), lambda: tok.batch_encode("one text", max_len=16),
+             lambda: tok.batch_encode([], max_len=16), lambda: tok.batch_encode(["ok"], max_len=2),
+             lambda: tok.encode_batch_pieces_ids([b"bytes"]), lambda: tok.encode_with_offsets([bad]),
+             lambda: tok.decode([[1, 2]]), lambda: tok.decode([len(tok)]), lambda: tok.decode([0.5]),
+             lambda: tok.id_to_piece(-1), lambda: tok.id_to_piece("3")]
+    for call in calls:
+        with pytest.raises(UserError):
+            call()
+    assert tok.encode_batch_pieces_ids([]) == [] and tok.encode_with_offsets([""])[0][1].shape == (0, 2)
