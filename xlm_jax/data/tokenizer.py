@@ -14,6 +14,10 @@ special id, because its rebuilt Unigram model holds the specials as pieces; here
 and fairseq. Pretraining preprocessing (`xlm_jax.preprocess`) passes `special_tokens=False`: a literal "</s>" in a
 crawled corpus stays text, as in fairseq's preprocessing.
 
+`TokenizerLike` lists what the rest of xlm_jax may use of a tokenizer; `xlm_jax.data.hf_tokenizer.HFTokenizer`
+(a Hugging Face tokenizer.json) provides the same, and `xlm_jax.data.tokenizer_files.load_tokenizer` picks the
+right one for a path. `check_tokenizer_fits` is the one refusal of a tokenizer that is not a model's.
+
 We train with spm ids `<unk>`=0, `<s>`=1, `</s>`=2 like the published model: spm ids 1 and 2 must be control
 pieces that encoding never outputs, because i + 1 would otherwise collide with fairseq's `</s>` and `<unk>`.
 
@@ -41,9 +45,11 @@ import re
 import tempfile
 import time
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -70,6 +76,42 @@ def file_sha256(path: str | os.PathLike) -> str:
 def strip_accents_lower(text: str) -> str:
     """XLM's normalisation: lowercase, then drop combining marks (Mn) after NFD decomposition."""
     return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
+
+
+class TokenizerLike(Protocol):
+    """What the rest of xlm_jax needs from a tokenizer: `Tokenizer` (SentencePiece, fairseq ids) and
+    `xlm_jax.data.hf_tokenizer.HFTokenizer` (a Hugging Face tokenizer.json) both provide it.
+
+    Ids are model rows; `encode_pieces_ids` gives the pieces of one text without specials, `frame` adds the
+    model's specials (`encode(t) == frame(encode_pieces_ids(t))`). A special id is None when the tokenizer has
+    no such token (a byte-level BPE has no <unk>; a Llama-style one may have no <pad> or <mask>)."""
+
+    path: str  # the file the ids come from (PATH.model or tokenizer.json)
+    sha256: str  # of that file
+    lowercase_and_strip_accents: bool
+
+    def __len__(self) -> int: ...
+    @property
+    def bos_id(self) -> int | None: ...
+    @property
+    def pad_id(self) -> int | None: ...
+    @property
+    def eos_id(self) -> int | None: ...
+    @property
+    def unk_id(self) -> int | None: ...
+    @property
+    def mask_id(self) -> int | None: ...
+    def normalize(self, text: str) -> str: ...
+    def encode_pieces_ids(self, text: str, special_tokens: bool = True) -> list[int]: ...
+    def encode_batch_pieces_ids(self, texts: Sequence[str], special_tokens: bool = True) -> list[np.ndarray]: ...
+    def encode(self, text: str) -> list[int]: ...
+    def encode_pair(self, a: str, b: str) -> list[int]: ...
+    def frame(self, a: Sequence[int], b: Sequence[int] | None = None) -> list[int]: ...
+    def n_specials(self, pair: bool) -> int: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def id_to_piece(self, i: int) -> str: ...
+    def batch_encode(self, texts, max_len: int, pad_to: int | None = None) -> dict: ...
+    def encode_with_offsets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]: ...
 
 
 @dataclass
@@ -168,21 +210,49 @@ class Tokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """Text of one row of `ids` (a sequence or 1-D array of integers in [0, len(self))), skipping `<s>`,
         `<pad>`, `</s>` and `<mask>` (`<unk>` decodes as spm's ' ⁇ '). Raises UserError for anything else."""
-        try:
-            row = np.asarray(ids)
-        except ValueError:
-            row = np.asarray(ids, dtype=object)
-        if row.ndim != 1 or (row.size and row.dtype.kind not in "iu"):
-            raise UserError(f"decode takes one row of integer ids, got {type(ids).__name__} of shape {row.shape} "
-                            f"and dtype {row.dtype}" + ("; decode a batch row by row" if row.ndim == 2 else ""))
-        bad = (row < 0) | (row >= len(self)) if row.size else row.astype(bool)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise UserError(f"ids[{i}] = {int(row[i])} is not an id of this tokenizer: ids must be in "
-                            f"[0, {len(self) - 1}] ({self.path} has {len(self)} ids; a model may have more rows)")
+        row = check_id_row(ids, len(self), self.path)
         skip = (BOS_ID, PAD_ID, EOS_ID, self.mask_id)
         pieces = [0 if i == UNK_ID else i - FAIRSEQ_OFFSET for i in map(int, row) if i not in skip]
         return self.sp.decode(pieces)
+
+    def frame(self, a: Sequence[int], b: Sequence[int] | None = None) -> list[int]:
+        """Pieces framed as a model row: `<s> a </s>`, or `<s> a </s></s> b </s>` when b is given."""
+        if b is None:
+            return [BOS_ID, *a, EOS_ID]
+        return [BOS_ID, *a, EOS_ID, EOS_ID, *b, EOS_ID]
+
+    def n_specials(self, pair: bool) -> int:
+        """Special tokens `frame` adds: 2 around one text, 4 around a pair."""
+        return 4 if pair else 2
+
+    def id_to_piece(self, i: int) -> str:
+        """The piece (or special token) of fairseq id `i`, e.g. '▁Haus' or '<mask>'. Raises UserError for an id
+        outside [0, len(self))."""
+        check_id(i, len(self), self.path)
+        names = {v: k for k, v in self._specials().items()}
+        return names[int(i)] if int(i) in names else self.sp.id_to_piece(int(i) - FAIRSEQ_OFFSET)
+
+    def encode_with_offsets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per text: (fairseq ids int32 [n], character spans int32 [n, 2] into the *original* text), from
+        SentencePiece's piece offsets; the ids are `encode_pieces_ids(text, special_tokens=False)` (special-token
+        strings stay text). A piece with an empty surface (a lone "▁" before the first character) has an empty
+        span (begin == end). With lowercase_and_strip_accents, the normalisation is applied character by
+        character so that every normalised character maps back to one original character (str.lower's context
+        rules, the Greek final sigma, are not applied). Raises UserError when `texts` is not a list of str."""
+        texts = _check_texts(texts, "texts", allow_empty=True)
+        out = []
+        normalized = [_normalized_with_map(t, self.lowercase_and_strip_accents) for t in texts]
+        for (norm, index), proto in zip(normalized, _spm_protos(self.sp, [n for n, _ in normalized])):
+            # Piece offsets are UTF-8 byte offsets: map bytes -> characters of the normalised text -> original text.
+            lengths = [len(ch.encode("utf-8")) for ch in norm]
+            byte_to_char = np.append(np.repeat(np.arange(len(norm)), lengths), len(norm))
+            ids = self._fairseq_ids([p.id for p in proto.pieces])
+            spans = np.zeros((len(ids), 2), np.int32)
+            for i, p in enumerate(proto.pieces):
+                b, e = byte_to_char[p.begin], byte_to_char[p.end]
+                spans[i] = (index[b], index[e - 1] + 1) if e > b else (index[b], index[b])
+            out.append((ids, spans))
+        return out
 
     def batch_encode(
         self,
@@ -201,23 +271,115 @@ class Tokenizer:
         too small to keep one piece of every sentence: at least 3 for single texts, 6 when there are pairs
         (`min_max_len`); pad_to must not be smaller than max_len.
         """
-        texts = _check_texts(texts, "texts", pairs=True)
-        pair = any(not isinstance(item, str) for item in texts)
-        check_max_len(max_len, 4 if pair else 2, pair)
-        if pad_to is not None and (not _is_int(pad_to) or pad_to < max_len):
-            raise UserError(f"pad_to={pad_to!r} must be an integer at least max_len={max_len}")
-        rows, truncated = [], 0
-        for item in texts:
-            if isinstance(item, str):
-                a, _, cut = truncate_pair(self.encode_pieces_ids(item), None, max_len - 2)
-                rows.append([BOS_ID, *a, EOS_ID])
-            else:
-                a, b = (self.encode_pieces_ids(t) for t in item)
-                a, b, cut = truncate_pair(a, b, max_len - 4)
-                rows.append([BOS_ID, *a, EOS_ID, EOS_ID, *b, EOS_ID])
-            truncated += cut
-        input_ids, attention_mask = pad_rows(rows, pad_to or max(len(r) for r in rows))
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "num_truncated": truncated}
+        return batch_encode(self, texts, max_len, pad_to)
+
+
+def batch_encode(tok: "TokenizerLike", texts, max_len: int, pad_to: int | None = None) -> dict:
+    """`TokenizerLike.batch_encode` for any tokenizer with `encode_pieces_ids`, `frame`, `n_specials` and a pad id:
+    padded int32 `input_ids` / `attention_mask` [B, L] and `num_truncated` (see `Tokenizer.batch_encode`)."""
+    texts = _check_texts(texts, "texts", pairs=True)
+    pair = any(not isinstance(item, str) for item in texts)
+    check_max_len(max_len, tok.n_specials(pair), pair)
+    if pad_to is not None and (not _is_int(pad_to) or pad_to < max_len):
+        raise UserError(f"pad_to={pad_to!r} must be an integer at least max_len={max_len}")
+    rows, truncated = [], 0
+    for item in texts:
+        if isinstance(item, str):
+            a, _, cut = truncate_pair(tok.encode_pieces_ids(item), None, max_len - tok.n_specials(False))
+            rows.append(tok.frame(a))
+        else:
+            a, b = (tok.encode_pieces_ids(t) for t in item)
+            a, b, cut = truncate_pair(a, b, max_len - tok.n_specials(True))
+            rows.append(tok.frame(a, b))
+        truncated += cut
+    width = pad_to or max(len(r) for r in rows)
+    if tok.pad_id is None and any(len(r) < width for r in rows):
+        raise UserError(f"tokenizer {tok.path} has no pad token, so rows of different lengths cannot be batched: "
+                        "encode the texts one by one, or use a tokenizer whose configuration names a pad_token")
+    input_ids, attention_mask = pad_rows(rows, width, PAD_ID if tok.pad_id is None else tok.pad_id)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "num_truncated": truncated}
+
+
+def check_id_row(ids, n_ids: int, path: str) -> np.ndarray:
+    """`ids` as one 1-D integer array with every id in [0, n_ids). Raises UserError otherwise (a 2-D batch, floats,
+    strings, an id out of range), naming the first bad position and the tokenizer `path`."""
+    try:
+        row = np.asarray(ids)
+    except ValueError:
+        row = np.asarray(ids, dtype=object)
+    if row.ndim != 1 or (row.size and row.dtype.kind not in "iu"):
+        raise UserError(f"decode takes one row of integer ids, got {type(ids).__name__} of shape {row.shape} "
+                        f"and dtype {row.dtype}" + ("; decode a batch row by row" if row.ndim == 2 else ""))
+    bad = (row < 0) | (row >= n_ids) if row.size else row.astype(bool)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"ids[{i}] = {int(row[i])} is not an id of this tokenizer: ids must be in "
+                        f"[0, {n_ids - 1}] ({path} has {n_ids} ids; a model may have more rows)")
+    return row
+
+
+def check_id(i, n_ids: int, path: str) -> int:
+    """`i` as an int in [0, n_ids); UserError otherwise."""
+    if not _is_int(i) or not 0 <= i < n_ids:
+        raise UserError(f"{i!r:.40} is not an id of this tokenizer: ids are integers in [0, {n_ids - 1}] ({path})")
+    return int(i)
+
+
+def _normalized_with_map(text: str, lowercase_and_strip_accents: bool) -> tuple[str, np.ndarray]:
+    """The text the SentencePiece model sees and, for each of its characters (plus one past the end), the index of
+    the original character it came from."""
+    if not lowercase_and_strip_accents:
+        return text, np.arange(len(text) + 1)
+    pieces = [strip_accents_lower(ch) for ch in text]
+    index = np.repeat(np.arange(len(text)), [len(p) for p in pieces])
+    return "".join(pieces), np.append(index, len(text))
+
+
+def _spm_protos(sp, texts: list[str]) -> list:
+    try:  # sentencepiece >= 0.2.1: 'proto'; 0.2.0 only has 'immutable_proto' (same fields)
+        return sp.encode(texts, out_type="proto")
+    except (ValueError, TypeError):
+        return sp.encode(texts, out_type="immutable_proto")
+
+
+# Which special id a ModelConfig field holds, for the messages of check_tokenizer_fits.
+_SPECIAL_FIELDS = {"bos": "bos_token_id", "pad": "pad_token_id", "eos": "eos_token_id", "unk": "unk_token_id",
+                   "mask": "mask_token_id"}
+
+
+def check_tokenizer_fits(tok: "TokenizerLike", vocab_size: int, where: str, *, bos_id: int | None = None,
+                         pad_id: int | None = None, eos_id: int | None = None, unk_id: int | None = None,
+                         mask_id: int | None = None, sha256: str | None = None, same_size: bool = False) -> None:
+    """Refuses a tokenizer that does not belong to a model: the one check every place that pairs a tokenizer with
+    a model (loading, conversion, fine-tuning, continued pretraining) shares, so that all refuse with the same words.
+
+    `vocab_size` is the model's number of embedding rows; the special ids are the model's (ModelConfig's
+    bos/pad/eos/unk_token_id and `mask_id`, the resolved mask row); None skips that comparison, and so does a
+    tokenizer without such a token (a byte-level BPE has no <unk>). `same_size` also refuses a model with MORE
+    rows than the tokenizer has ids (continued pretraining); otherwise spare rows are allowed.
+
+    Raises UserError, in one message naming `where`, the tokenizer's path, both sizes and every differing id,
+    when the tokenizer has more ids than the model has rows (or a different number, with `same_size`) or puts a
+    special token at another id than the model. Warns (UserWarning) when `sha256` (the digest recorded with the
+    model or its data) is given and differs from tok.sha256: the same ids may still come out, so it does not refuse.
+    """
+    too_big = len(tok) > vocab_size or (same_size and len(tok) != vocab_size)
+    model_ids = {"bos": bos_id, "pad": pad_id, "eos": eos_id, "unk": unk_id, "mask": mask_id}
+    differ = []
+    for name, theirs in model_ids.items():
+        ours = getattr(tok, f"{name}_id")
+        if theirs is not None and ours is not None and int(ours) != int(theirs):
+            differ.append(f"its {name} token is id {ours} but the model's is {theirs} (config.{_SPECIAL_FIELDS[name]})")
+    if too_big or differ:
+        rule = ("the model must have exactly the tokenizer's ids" if same_size else
+                "a model may have more rows than its tokenizer has ids, never fewer")
+        raise UserError(f"{where}: tokenizer {tok.path} has {len(tok)} ids {'but' if too_big else 'and'} the model's "
+                        f"vocabulary has {vocab_size} (config.vocab_size)" + "".join(f"; {d}" for d in differ)
+                        + f": they do not belong together ({rule}, and must put the special tokens at the same ids)")
+    if sha256 and sha256 != tok.sha256:
+        warnings.warn(f"{where}: tokenizer {tok.path} has sha256 {tok.sha256[:12]}… but {sha256[:12]}… was recorded "
+                      "with the model: it is another file, which may split text differently than the model was "
+                      "trained with", UserWarning, stacklevel=2)
 
 
 def _is_int(x) -> bool:
