@@ -5,7 +5,7 @@
 
 The first form compiles `xlm_jax.training.step.make_train_step` (the bench's JAX side: optim.make_optimizer, MLM only) for
 the bench configuration's batch and prints `compiled.cost_analysis()` (FLOPs, bytes accessed, transcendentals)
-next to the analytic FLOPs of `step.batch_work`. Note: XLA counts the body of the layer `scan` once, not
+next to the analytic FLOPs of `flops.batch_work`. Note: XLA counts the body of the layer `scan` once, not
 num_layers times. The static figures do not depend on the machine's load.
 
 `--lever one_hot` times, alternating in one process, the LM head + cross-entropy forward + backward at the
@@ -29,6 +29,7 @@ from xlm_jax import bench
 from xlm_jax.training import optim
 from xlm_jax.training import sharding
 from xlm_jax.training import step as step_lib
+from xlm_jax.training.flops import batch_work
 
 
 def _cost(compiled) -> dict:
@@ -49,7 +50,7 @@ def step_cost(cfg: bench.BenchConfig) -> None:
     with jax.set_mesh(mesh):
         compiled = train_step.jitted.lower(abstract, shapes, jax.random.key(0)).compile()
     cost = _cost(compiled)
-    work = step_lib.batch_work(model, batch)
+    work = batch_work(model, batch)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
     print(f"compiled in {time.perf_counter() - t0:.1f} s")
     print(f"XLA flops / step       {cost['flops']:.4g}")
