@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from xlm_jax import bench
+from xlm_jax.bench.harness import WorkerProcess, worker_env
+from xlm_jax.bench.workload import CONFIGS
 from xlm_jax.models.config import to_dict
 
 # name -> (model overrides, extra XLA flags, threads or None for all)
@@ -33,16 +34,16 @@ VARIANTS: dict[str, tuple[dict, str, int | None]] = {
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="cpu_xlmr", choices=sorted(bench.CONFIGS))
+    p.add_argument("--config", default="cpu_xlmr", choices=sorted(CONFIGS))
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    cfg = bench.CONFIGS[args.config]
+    cfg = CONFIGS[args.config]
     cpus = sorted(os.sched_getaffinity(0))
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
-    workers: dict[str, bench.WorkerProcess] = {}
+    workers: dict[str, WorkerProcess] = {}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -53,9 +54,9 @@ def main() -> int:
                 "seq_len": cfg.seq_len, "device": "cpu", "threads": threads, "cpus": cpus[:threads], "seed": 0,
                 "max_steps": args.steps * args.repeats + 2, "framework": "jax", "weights": None,
             }
-            env = bench._worker_env("jax", "cpu", threads)
+            env = worker_env("jax", "cpu", threads)
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
-            w = bench.WorkerProcess(spec, env, Path(tmp) / f"{name}.log", 900)
+            w = WorkerProcess(spec, env, Path(tmp) / f"{name}.log", 900)
             if w.setup.get("error"):
                 results[name] = {"error": w.setup["error"]}
                 continue

@@ -5,7 +5,7 @@
 
 The first form compiles `xlm_jax.training.step.make_train_step` (the bench's JAX side: optim.make_optimizer, MLM only) for
 the bench configuration's batch and prints `compiled.cost_analysis()` (FLOPs, bytes accessed, transcendentals)
-next to the analytic FLOPs of `step.batch_work`. Note: XLA counts the body of the layer `scan` once, not
+next to the analytic FLOPs of `flops.batch_work`. Note: XLA counts the body of the layer `scan` once, not
 num_layers times. The static figures do not depend on the machine's load.
 
 `--lever one_hot` times, alternating in one process, the LM head + cross-entropy forward + backward at the
@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlm_jax import bench
+from xlm_jax.bench.workload import CONFIGS, LR, TOTAL_STEPS, WARMUP_STEPS, BenchConfig, make_batch
 from xlm_jax.training import optim
 from xlm_jax.training import sharding
 from xlm_jax.training import step as step_lib
+from xlm_jax.training.flops import batch_work
 
 
 def _cost(compiled) -> dict:
@@ -37,19 +38,19 @@ def _cost(compiled) -> dict:
     return {k: cost.get(k) for k in ("flops", "bytes accessed", "transcendentals")}
 
 
-def step_cost(cfg: bench.BenchConfig) -> None:
+def step_cost(cfg: BenchConfig) -> None:
     model = cfg.model
     mesh = sharding.make_mesh(sharding.MeshConfig(data=1), devices=jax.devices()[:1])
-    tx = optim.make_optimizer(optim.OptimizerConfig(lr=bench.LR, warmup_steps=bench.WARMUP_STEPS), bench.TOTAL_STEPS)
+    tx = optim.make_optimizer(optim.OptimizerConfig(lr=LR, warmup_steps=WARMUP_STEPS), TOTAL_STEPS)
     abstract, shardings = step_lib.abstract_state(model, tx, mesh)
     train_step = step_lib.make_train_step(model, tx, mesh, shardings, {"mlm": 1.0}, {"mlm": 1})
-    batch = {"mlm": bench.make_batch(cfg, 0)}
+    batch = {"mlm": make_batch(cfg, 0)}
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
     t0 = time.perf_counter()
     with jax.set_mesh(mesh):
         compiled = train_step.jitted.lower(abstract, shapes, jax.random.key(0)).compile()
     cost = _cost(compiled)
-    work = step_lib.batch_work(model, batch)
+    work = batch_work(model, batch)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
     print(f"compiled in {time.perf_counter() - t0:.1f} s")
     print(f"XLA flops / step       {cost['flops']:.4g}")
@@ -60,9 +61,9 @@ def step_cost(cfg: bench.BenchConfig) -> None:
     print(f"parameters             {n_params / 1e6:.1f} M")
 
 
-def lever_one_hot(cfg: bench.BenchConfig, repeats: int) -> None:
+def lever_one_hot(cfg: BenchConfig, repeats: int) -> None:
     m = cfg.model
-    batch = bench.make_batch(cfg, 0)
+    batch = make_batch(cfg, 0)
     b, p = batch["mlm_targets"].shape
     rng = np.random.default_rng(0)
     hidden = jnp.asarray(rng.normal(size=(b, p, m.hidden_size)).astype(np.float32))
@@ -104,11 +105,11 @@ def lever_one_hot(cfg: bench.BenchConfig, repeats: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="cpu_xlmr", choices=sorted(bench.CONFIGS))
+    p.add_argument("--config", default="cpu_xlmr", choices=sorted(CONFIGS))
     p.add_argument("--lever", choices=("one_hot",), default=None)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
-    cfg = bench.CONFIGS[args.config]
+    cfg = CONFIGS[args.config]
     if args.lever == "one_hot":
         lever_one_hot(cfg, max(1, args.repeats))
     else:

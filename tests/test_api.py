@@ -280,7 +280,7 @@ def run_model(outputs):
 # ------------------------------------------------------------------------------------------------- load
 
 def test_load_carries_the_tokenizer_of_every_output(outputs, tmp_path):
-    from xlm_jax.convert import convert
+    from xlm_jax.workflows.convert import convert
 
     run = outputs["run"]
     for path in (run, run / "checkpoints", run / "checkpoints" / "5"):
@@ -598,7 +598,7 @@ def test_parity_with_transformers(outputs, tmp_path):
     XLMRobertaTokenizer reading the sentencepiece.bpe.model that convert copies along."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from xlm_jax.convert import convert
+    from xlm_jax.workflows.convert import convert
 
     convert(outputs["run"], tmp_path / "hf", to="hf")
     hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()

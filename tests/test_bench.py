@@ -9,16 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xlm_jax import bench
-from xlm_jax.training.step import model_flops_per_token
+from xlm_jax.bench.__main__ import main, parse_sides
+from xlm_jax.bench.jax_side import JaxWorker
+from xlm_jax.bench.report import derive, format_table, new_record
+from xlm_jax.bench.torch_side import TorchWorker
+from xlm_jax.bench.workload import CONFIGS, BenchConfig, hf_labels, make_batch
+from xlm_jax.models.config import to_dict
+from xlm_jax.training.flops import model_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_batch_and_hf_labels_describe_the_same_predictions():
-    cfg = bench.CONFIGS["smoke"]
-    batch = bench.make_batch(cfg, seed=3)
-    labels = bench.hf_labels(batch)
+    cfg = CONFIGS["smoke"]
+    batch = make_batch(cfg, seed=3)
+    labels = hf_labels(batch)
     assert batch["input_ids"].shape == (cfg.batch, cfg.seq_len)
     assert (batch["input_ids"][:, 0] == 0).all() and (batch["input_ids"][:, -1] == 2).all()
     # Exactly the predicted positions carry a label, and it is the original token.
@@ -26,21 +31,21 @@ def test_batch_and_hf_labels_describe_the_same_predictions():
     assert (labels >= 0).sum() == n_pred > 0
     rows, slots = np.nonzero(batch["mlm_weights"] > 0)
     np.testing.assert_array_equal(labels[rows, batch["mlm_positions"][rows, slots]], batch["mlm_targets"][rows, slots])
-    np.testing.assert_array_equal(bench.make_batch(cfg, seed=3)["input_ids"], batch["input_ids"])
+    np.testing.assert_array_equal(make_batch(cfg, seed=3)["input_ids"], batch["input_ids"])
 
 
 def test_named_configs_match_the_issue():
-    c = bench.CONFIGS["cpu_xlmr"]
+    c = CONFIGS["cpu_xlmr"]
     m = c.model
     assert (m.vocab_size, m.num_layers, m.hidden_size, m.num_heads, m.intermediate_size) == (250002, 4, 256, 4, 1024)
     assert (c.seq_len, c.batch) == (128, 16)
-    assert bench.CONFIGS["xlmr_base"].seq_len == bench.CONFIGS["xlmr_large"].seq_len == 512
-    assert bench.CONFIGS["xlmr_base"].devices == ("gpu",)
+    assert CONFIGS["xlmr_base"].seq_len == CONFIGS["xlmr_large"].seq_len == 512
+    assert CONFIGS["xlmr_base"].devices == ("gpu",)
 
 
 def _exit_code(argv) -> int:
     with pytest.raises(SystemExit) as done:
-        bench.main(argv)
+        main(argv)
     return done.value.code
 
 
@@ -71,23 +76,23 @@ def test_bad_sides_and_configs_exit_2_with_one_line_before_any_worker(argv, word
 
 
 def test_sides_default_and_order():
-    assert bench.parse_sides(None, "auto", smoke=False) == ("jax", "torch_eager", "torch_masked", "torch_compile")
-    assert bench.parse_sides(None, "auto", smoke=True) == ("jax", "torch_eager", "torch_masked")
-    assert bench.parse_sides(None, "off", smoke=False) == ("jax", "torch_eager", "torch_masked")
-    assert bench.parse_sides(None, "on", smoke=True)[-1] == "torch_compile"
-    assert bench.parse_sides(" torch_masked , jax ", "off", smoke=False) == ("jax", "torch_masked")
+    assert parse_sides(None, "auto", smoke=False) == ("jax", "torch_eager", "torch_masked", "torch_compile")
+    assert parse_sides(None, "auto", smoke=True) == ("jax", "torch_eager", "torch_masked")
+    assert parse_sides(None, "off", smoke=False) == ("jax", "torch_eager", "torch_masked")
+    assert parse_sides(None, "on", smoke=True)[-1] == "torch_compile"
+    assert parse_sides(" torch_masked , jax ", "off", smoke=False) == ("jax", "torch_masked")
 
 
-def expected_flops_per_token(cfg: bench.BenchConfig, seed: int = 0) -> float:
+def expected_flops_per_token(cfg: BenchConfig, seed: int = 0) -> float:
     """From the batch, independently of the bench: the head is credited at the predicted fraction of the B x T
     input positions (not at the filled fraction of the B x P prediction slots)."""
-    weights = bench.make_batch(cfg, seed)["mlm_weights"]
+    weights = make_batch(cfg, seed)["mlm_weights"]
     return model_flops_per_token(cfg.model, cfg.seq_len, float(weights.sum()) / (cfg.batch * cfg.seq_len))
 
 
 def test_model_tflops_and_mfu_follow_from_the_predicted_fraction():
-    cfg = bench.CONFIGS["cpu_xlmr"]
-    record = bench.new_record(cfg, seed=0)
+    cfg = CONFIGS["cpu_xlmr"]
+    record = new_record(cfg, seed=0)
     fpt = expected_flops_per_token(cfg)
     assert record["flops_per_token"] == pytest.approx(fpt, rel=1e-12)
     # ~15 % of the positions are predicted: 7.73e7 FLOPs per token on cpu_xlmr (3.84e8 with the slot fill).
@@ -100,7 +105,7 @@ def test_model_tflops_and_mfu_follow_from_the_predicted_fraction():
         "torch_eager": {"warmup": {"first_step_s": 9.0}, "train_step_s_all": [12.0, 10.0, 11.0],
                         "infer_step_s_all": [3.0]},
     }
-    bench._derive(record)
+    derive(record)
     for fw, step_s in (("jax", 3.0), ("torch_eager", 11.0)):
         entry = record["frameworks"][fw]
         assert entry["train_tokens_per_s"] == pytest.approx(cfg.batch * cfg.seq_len / step_s)
@@ -145,7 +150,7 @@ def test_smoke_run_writes_json_for_both_frameworks(tmp_path):
     losses = result["eval_loss_same_weights"]
     assert losses["jax"] == pytest.approx(losses["torch_eager"], abs=1e-4)
     # Throughput figures derived independently from the batch and the reported tokens/s.
-    fpt = expected_flops_per_token(bench.CONFIGS["smoke"], report["settings"]["seed"])
+    fpt = expected_flops_per_token(CONFIGS["smoke"], report["settings"]["seed"])
     assert result["flops_per_token"] == pytest.approx(fpt, rel=1e-9)
     assert result["peak_flops_per_device"] == peak
     for fw in ("jax", "torch_eager"):
@@ -161,7 +166,7 @@ def test_published_figures_come_from_the_committed_result():
     report = json.loads((ROOT / "docs" / "results" / "bench_cpu_xlmr.json").read_text())
     assert report["command"].startswith("python -m xlm_jax.bench --configs cpu_xlmr --steps 2 --repeats 3")
     (result,) = report["results"]
-    assert result["flops_per_token"] == pytest.approx(expected_flops_per_token(bench.CONFIGS["cpu_xlmr"]), rel=1e-9)
+    assert result["flops_per_token"] == pytest.approx(expected_flops_per_token(CONFIGS["cpu_xlmr"]), rel=1e-9)
     ratio = result["ratio"]
     readme, docs = (ROOT / "README.md").read_text(), (ROOT / "docs" / "benchmarks.md").read_text()
     for key in ("train_jax_over_torch_eager", "infer_jax_over_torch_eager"):
@@ -178,19 +183,17 @@ def test_torch_masked_is_the_same_function_and_step_as_torch_eager(tmp_path):
     """torch_masked projects only the predicted positions: from the same weights its eval loss, its first training
     losses (dropout off) and its gradients equal torch_eager's (HF's labels = -100 loss) and the JAX side's."""
     torch = pytest.importorskip("torch")
-    from xlm_jax.models.config import to_dict
-
-    cfg = bench.CONFIGS["smoke"]
+    cfg = CONFIGS["smoke"]
     model = cfg.model.replace(dropout=0.0, attention_dropout=0.0)
     base = {"config": cfg.name, "model": to_dict(model), "batch": cfg.batch, "seq_len": cfg.seq_len,
             "device": "cpu", "threads": 1, "cpus": None, "seed": 0, "max_steps": 8}
     weights = str(tmp_path / "w.npz")
-    jax_loss = bench.JaxWorker({**base, "framework": "jax", "weights": None}).export_weights(weights)["eval_loss"]
-    workers = {fw: bench.TorchWorker({**base, "framework": fw, "weights": weights})
+    jax_loss = JaxWorker({**base, "framework": "jax", "weights": None}).export_weights(weights)["eval_loss"]
+    workers = {fw: TorchWorker({**base, "framework": fw, "weights": weights})
                for fw in ("torch_eager", "torch_masked")}
     eager, masked = workers["torch_eager"], workers["torch_masked"]
     assert masked.masked_head and not eager.masked_head
-    assert len(masked.masked_index) == int(bench.make_batch(cfg, 0)["mlm_weights"].sum())
+    assert len(masked.masked_index) == int(make_batch(cfg, 0)["mlm_weights"].sum())
     losses = {fw: w.export_weights("")["eval_loss"] for fw, w in workers.items()}
     assert losses["torch_masked"] == pytest.approx(losses["torch_eager"], abs=1e-6)
     assert losses["torch_masked"] == pytest.approx(jax_loss, abs=1e-4)
@@ -207,16 +210,16 @@ def test_torch_masked_is_the_same_function_and_step_as_torch_eager(tmp_path):
 
 
 def test_ratios_against_every_torch_side():
-    record = bench.new_record(bench.CONFIGS["smoke"], seed=0)
+    record = new_record(CONFIGS["smoke"], seed=0)
     times = {"jax": 1.0, "torch_eager": 4.0, "torch_masked": 1.25, "torch_compile": 3.0}
     record["frameworks"] = {fw: {"train_step_s_all": [t], "infer_step_s_all": [t / 2]} for fw, t in times.items()}
-    bench._derive(record)
+    derive(record)
     r = record["ratio"]
     assert r["train_jax_over_torch_eager"] == pytest.approx(4.0)
     assert r["train_jax_over_torch_masked"] == pytest.approx(1.25)
     assert r["infer_jax_over_torch_masked"] == pytest.approx(1.25)
     assert r["train_jax_over_torch_compile"] == pytest.approx(3.0)
-    table = bench.format_table([record])
+    table = format_table([record])
     assert "jax/torch_masked (the same work): train 1.25x" in table and "torch_masked: " in table
 
 
@@ -224,17 +227,15 @@ def test_breakdown_runs_for_both_sides_and_is_printed(tmp_path):
     """The per-part timing that docs/benchmarks.md quotes ("Where the time goes"): each worker's `breakdown` on the
     smoke shapes, in-process, then the table lines the parent prints from it."""
     torch = pytest.importorskip("torch")
-    from xlm_jax.models.config import to_dict
-
-    cfg = bench.CONFIGS["smoke"]
+    cfg = CONFIGS["smoke"]
     base = {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
             "device": "cpu", "threads": torch.get_num_threads(), "cpus": None, "seed": 0, "max_steps": 8}
     weights = str(tmp_path / "w.npz")
-    jax_worker = bench.JaxWorker({**base, "framework": "jax", "weights": None})
+    jax_worker = JaxWorker({**base, "framework": "jax", "weights": None})
     jax_worker.export_weights(weights)  # both sides start from the same weights, as in a real run
-    workers = {"jax": jax_worker, "torch_eager": bench.TorchWorker({**base, "framework": "torch_eager",
+    workers = {"jax": jax_worker, "torch_eager": TorchWorker({**base, "framework": "torch_eager",
                                                                        "weights": weights})}
-    record = bench.new_record(cfg, 0)
+    record = new_record(cfg, 0)
     parts = {"encoder_forward", "forward_loss", "forward_backward", "optimizer_update"}
     for fw, worker in workers.items():
         # Step timings are not what is tested here (the smoke test runs them): fixed values keep this test short.
@@ -242,8 +243,8 @@ def test_breakdown_runs_for_both_sides_and_is_printed(tmp_path):
         assert set(entry["breakdown_s"]) == parts | ({"forward_backward_full_logits"} if fw == "jax" else set())
         assert all(v > 0 for v in entry["breakdown_s"].values()), entry["breakdown_s"]
         record["frameworks"][fw] = entry
-    bench._derive(record)
-    table = bench.format_table([record])
+    derive(record)
+    table = format_table([record])
     for fw in workers:
         line = next(x for x in table.splitlines() if f"breakdown {fw} (ms; step" in x)
         assert all(f"{part} " in line for part in parts) and "LM head + loss = " in line and "% of the forward" in line

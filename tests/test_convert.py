@@ -1,4 +1,4 @@
-"""`python -m xlm_jax.convert` and `xlm_jax.convert.load_any` / `export_hf` on tiny random models.
+"""`python -m xlm_jax.convert` and `xlm_jax.workflows.convert.load_any` / `export_hf` on tiny random models.
 
 The fairseq and original-XLM checkpoints are built here from a tiny HF model's tensors under the original key
 names, so every numerical check compares against transformers' own forward pass.
@@ -25,7 +25,8 @@ transformers = pytest.importorskip("transformers")
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 import xlm_jax  # noqa: E402
-from xlm_jax import convert  # noqa: E402
+from xlm_jax.convert import main as convert_main  # noqa: E402
+from xlm_jax.workflows import convert  # noqa: E402
 from xlm_jax.training import checkpoint
 from xlm_jax.models.config import get_model_config  # noqa: E402
 
@@ -346,7 +347,7 @@ def _main(capsys, *args) -> subprocess.CompletedProcess:
     real exit path), -> CompletedProcess-like with its exit code and captured stdout / stderr."""
     capsys.readouterr()
     try:
-        convert.main([str(a) for a in args])
+        convert_main([str(a) for a in args])
         code = 0
     except SystemExit as exit_:
         code = exit_.code

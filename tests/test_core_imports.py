@@ -85,7 +85,7 @@ plot_run(tmp / "run")
 from xlm_jax.evaluate import entity_scores
 entity_scores([["B-PER", "O"]], [["B-PER", "O"]])
 
-from xlm_jax import convert
+from xlm_jax.workflows import convert
 from xlm_jax.training import checkpoint
 from xlm_jax.models.config import get_model_config
 checkpoint.save_params(tmp / "ckpt", {"w": np.ones((2, 3), np.float32)}, get_model_config("xlmr_tiny"))

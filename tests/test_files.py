@@ -587,7 +587,7 @@ def test_resume_when_the_only_checkpoint_is_damaged(trained_run, tmp_path, capsy
 
 @pytest.fixture(scope="module")
 def hf_dir(base, tmp_path_factory):
-    from xlm_jax.convert import export_hf
+    from xlm_jax.workflows.convert import export_hf
 
     params, cfg = ckpt_lib.restore_params(base["ckpt"])
     out = tmp_path_factory.mktemp("hf") / "hf"
@@ -615,7 +615,7 @@ BAD_HF = {
 
 @pytest.mark.parametrize("case", sorted(BAD_HF))
 def test_bad_hugging_face_directory(case, hf_dir, tmp_path):
-    from xlm_jax.convert import load_any
+    from xlm_jax.workflows.convert import load_any
 
     damage, pattern = BAD_HF[case]
     d = tmp_path / "hf"

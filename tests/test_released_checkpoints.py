@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from xlm_jax import convert
+from xlm_jax.workflows import convert
 from xlm_jax.models import hf_mapping
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "released_checkpoints.json").read_text())

@@ -22,8 +22,9 @@ import pytest
 from xlm_jax.models.config import get_model_config
 from xlm_jax.training.optim import OptimizerConfig, make_schedule
 from xlm_jax.core.errors import UserError
-from xlm_jax.training.step import (Work, batch_work, make_train_step, mfu, model_flops_per_token, peak_flops,
-                          peak_flops_per_device, throughput)
+from xlm_jax.training.flops import (Work, batch_work, mfu, model_flops_per_token, padding_share, peak_flops,
+                                   peak_flops_per_device, real_token_count, throughput)
+from xlm_jax.training.step import make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "multiprocess_worker.py"
@@ -448,8 +449,6 @@ def test_step_factory_checks_rows_and_grad_accum(accum, rows, words):
 
 
 def test_real_tokens_and_padding_share_count_packed_and_padded_rows():
-    from xlm_jax.training.step import padding_share, real_token_count
-
     ids = np.array([[5, 6, 7, 1], [5, 1, 1, 1]])
     padded = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int32)}
     packed = {"input_ids": ids, "segment_ids": np.array([[1, 1, 2, 0], [1, 0, 0, 0]]),

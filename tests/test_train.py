@@ -122,7 +122,7 @@ def check_throughput(run_dir: Path, corpus: Path, peak: float | None) -> None:
     tokens without the padding, MFU against `peak` (FLOP/s per device; None: no MFU)."""
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
-    from xlm_jax.training.step import model_flops_per_token
+    from xlm_jax.training.flops import model_flops_per_token
     from xlm_jax.train import make_data_config, make_model_config
 
     cfg = load_config(run_dir / "config.yaml")

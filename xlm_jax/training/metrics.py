@@ -5,7 +5,7 @@ CPU). On resume the file is cut back to the checkpoint's step, so the file of a 
 run never interrupted. TensorBoard events go to `RUN_DIR/tb` through tensorboardX (no TensorFlow, no PyTorch).
 
 Throughput keys of "train" records, over the interval's timed steps (null when it held only the compilation
-step), from `xlm_jax.training.step.throughput` (docs/benchmarks.md, "Which figure is which"):
+step), from `xlm_jax.training.flops.throughput` (docs/benchmarks.md, "Which figure is which"):
 `tokens_per_s` (every input position of the padded [B, T] batches, TLM padding included), `real_tokens_per_s`
 (attention_mask > 0 only), `tokens_per_s_per_device`, `flops_per_token` (analytic training FLOPs per padded
 position; the LM head credited at the predicted tokens), `tflops_per_s` (= tokens_per_s * flops_per_token / 1e12),

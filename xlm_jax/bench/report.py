@@ -1,0 +1,141 @@
+"""The bench's figures: the JSON record of a configuration, the figures derived from its raw timings (medians,
+tokens/s, TFLOP/s and MFU by `xlm_jax.training.flops`, ratios), the printed table and the plot."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlm_jax.bench.workload import TORCH_SIDES, BenchConfig, make_batch
+from xlm_jax.models.config import to_dict
+from xlm_jax.training.flops import Work, batch_work, throughput
+
+
+def new_record(cfg: BenchConfig, seed: int) -> dict[str, Any]:
+    """The JSON record of one configuration before any timing: shapes and the work of its batch (the same batch
+    for every side), counted by `xlm_jax.training.flops.batch_work` as the trainer counts its own."""
+    work = batch_work(cfg.model, {"mlm": make_batch(cfg, seed)})
+    return {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
+            "tokens_per_step": cfg.tokens_per_step, "real_tokens_per_step": work.real_tokens,
+            "predicted_tokens_per_step": work.predicted, "flops_per_step": work.flops,
+            "flops_per_token": work.flops_per_token, "frameworks": {}}
+
+
+def derive(record: dict[str, Any]) -> None:
+    """Medians, tokens/s, TFLOP/s, MFU and ratios from the raw timings (`xlm_jax.training.flops.throughput`, the
+    trainer's formulas: the same useful work is credited to every side, against the JAX worker's device peak)."""
+    tokens = record["tokens_per_step"]
+    work = Work(tokens=tokens, real_tokens=record["real_tokens_per_step"],
+                predicted=record["predicted_tokens_per_step"], flops=record["flops_per_step"])
+    fws = record["frameworks"]
+    peak = fws.get("jax", {}).get("warmup", {}).get("peak_flops")
+    record["peak_flops_per_device"] = peak
+    for entry in fws.values():
+        step = _median(entry.get("train_step_s_all", []))
+        inf = _median(entry.get("infer_step_s_all", []))
+        entry["train_step_s"] = step
+        rates = throughput(work, step or 0.0, 1, peak)
+        entry["train_tokens_per_s"] = rates["tokens_per_s"]
+        entry["infer_step_s"] = inf
+        entry["infer_tokens_per_s"] = tokens / inf if inf else None
+        entry["first_step_s"] = entry.get("warmup", {}).get("first_step_s")
+        entry["model_tflops_per_s"] = rates["tflops_per_s"]
+        entry["mfu"] = rates["mfu"]
+    ratios = {}
+    jax_entry = fws.get("jax", {})
+    for fw in TORCH_SIDES:
+        other = fws.get(fw, {})
+        for kind in ("train", "infer"):
+            a, b = jax_entry.get(f"{kind}_tokens_per_s"), other.get(f"{kind}_tokens_per_s")
+            ratios[f"{kind}_jax_over_{fw}"] = a / b if a and b else None
+    record["ratio"] = ratios
+    losses = {fw: e.get("eval_loss_same_weights") for fw, e in fws.items()}
+    record["eval_loss_same_weights"] = losses
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+DESCRIPTIONS = {
+    "jax": "xlm_jax train step: LM head at the P masked positions only, optax AdamW+clip, donated state, jit",
+    "torch_eager": "HF XLMRobertaForMaskedLM: logits at all B*T positions, labels=-100 elsewhere, fused AdamW+clip, SDPA",
+    "torch_masked": "the same HF model, fused AdamW+clip, SDPA, but its lm_head only at the predicted positions "
+                    "(fairseq / NVIDIA)",
+    "torch_compile": "as torch_eager with torch.compile(model)",
+}
+
+
+def _fmt(x, spec: str, scale: float = 1.0) -> str:
+    return "-" if x is None else format(x * scale, spec)
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    head = (f"{'config':<11} {'side':<14} {'train tok/s':>11} {'step ms':>9} {'first s':>8} {'peak MiB':>9} "
+            f"{'TFLOP/s':>8} {'MFU':>6} {'infer tok/s':>12} {'eval loss':>9}")
+    lines = [head, "-" * len(head)]
+    for rec in results:
+        for fw, e in rec["frameworks"].items():
+            mem = e.get("memory", {})
+            peak = mem.get("device_peak_mb", mem.get("peak_rss_mb"))
+            if e.get("error") and not e.get("train_tokens_per_s"):
+                lines.append(f"{rec['config']:<11} {fw:<14} error: {e['error'][:80]}")
+                continue
+            lines.append(
+                f"{rec['config']:<11} {fw:<14} {_fmt(e['train_tokens_per_s'], ',.0f'):>11} "
+                f"{_fmt(e['train_step_s'], '.1f', 1e3):>9} {_fmt(e['first_step_s'], '.2f'):>8} "
+                f"{_fmt(peak, ',.0f'):>9} {_fmt(e['model_tflops_per_s'], '.3f'):>8} {_fmt(e['mfu'], '.1%'):>6} "
+                f"{_fmt(e['infer_tokens_per_s'], ',.0f'):>12} {_fmt(e.get('eval_loss_same_weights'), '.4f'):>9}"
+            )
+        r = rec["ratio"]
+        lines.append(f"{'':<11} ratio jax/torch_eager: train {_fmt(r.get('train_jax_over_torch_eager'), '.2f')}x, "
+                     f"inference {_fmt(r.get('infer_jax_over_torch_eager'), '.2f')}x; jax/torch_masked (the same "
+                     f"work): train {_fmt(r.get('train_jax_over_torch_masked'), '.2f')}x; jax/torch_compile: train "
+                     f"{_fmt(r.get('train_jax_over_torch_compile'), '.2f')}x")
+        for fw in ("jax", "torch_eager", "torch_masked"):
+            b = rec["frameworks"].get(fw, {}).get("breakdown_s")
+            if b and "error" not in b:
+                step = rec["frameworks"][fw]["train_step_s"] or float("nan")
+                parts = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in b.items())
+                head_share = (b["forward_loss"] - b["encoder_forward"]) / b["forward_loss"]
+                lines.append(f"{'':<11} breakdown {fw} (ms; step {step * 1e3:.1f}): {parts}; "
+                             f"LM head + loss = {head_share:.0%} of the forward")
+    lines.append("")
+    lines += [f"{fw}: {d}" for fw, d in DESCRIPTIONS.items()]
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Bar charts of training and inference tokens/s, one column per configuration, written to `path` (PNG)."""
+    import matplotlib  # a plotting backend is chosen before pyplot loads; the workers never need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(results), figsize=(3.6 * len(results) + 1, 6.5), squeeze=False)
+    colors = {"jax": "#1f77b4", "torch_eager": "#ff7f0e", "torch_masked": "#9467bd", "torch_compile": "#2ca02c"}
+    for col, rec in enumerate(results):
+        for row, kind in enumerate(("train", "infer")):
+            ax = axes[row][col]
+            names = [fw for fw in rec["frameworks"] if rec["frameworks"][fw].get(f"{kind}_tokens_per_s")]
+            values = [rec["frameworks"][fw][f"{kind}_tokens_per_s"] for fw in names]
+            bars = ax.bar(names, values, color=[colors[n] for n in names])
+            ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+            ax.set_title(f"{rec['config']} — {'training step' if kind == 'train' else 'inference (encode)'}",
+                         fontsize=9)
+            ax.set_ylabel("tokens / s")
+            ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle("xlm_jax vs HF transformers: MLM tokens/s (higher is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def json_default(x):
+    """`json.dumps(default=...)` for the report: NumPy scalars as numbers, anything else as its string."""
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return str(x)

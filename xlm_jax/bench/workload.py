@@ -1,0 +1,126 @@
+"""What the bench measures, shared by the parent and both workers: the named configurations, the one MLM batch
+every side trains on, and the timing and memory helpers of the workers. Neither jax nor torch is imported here."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlm_jax.data.masking import MaskConfig, mask_tokens, noise_width
+from xlm_jax.models.config import ModelConfig, from_dict, get_model_config
+
+ARCH = "XLMRobertaForMaskedLM"
+FRAMEWORKS = ("jax", "torch_eager", "torch_masked", "torch_compile")
+TORCH_SIDES = FRAMEWORKS[1:]
+LR, WARMUP_STEPS, TOTAL_STEPS = 1e-4, 10, 100_000  # the same linear schedule on both sides
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    model: ModelConfig
+    batch: int
+    seq_len: int
+    devices: tuple[str, ...]  # where this configuration is run by default
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch * self.seq_len
+
+
+def _cfg(name: str, model: ModelConfig, batch: int, seq_len: int, devices: tuple[str, ...]) -> BenchConfig:
+    return BenchConfig(name, model.replace(max_positions=max(model.max_positions, seq_len)), batch, seq_len, devices)
+
+
+CONFIGS: dict[str, BenchConfig] = {
+    c.name: c
+    for c in (
+        # XLM-R shaped (full 250,002 vocabulary) but CPU sized: the LM head dominates, as in the real models.
+        _cfg("cpu_xlmr", get_model_config("xlmr_base", num_layers=4, hidden_size=256, num_heads=4,
+                                          intermediate_size=1024), 16, 128, ("cpu",)),
+        _cfg("tiny", get_model_config("xlmr_tiny"), 16, 128, ("cpu", "gpu")),
+        _cfg("xlmr_base", get_model_config("xlmr_base"), 32, 512, ("gpu",)),
+        _cfg("xlmr_large", get_model_config("xlmr_large"), 16, 512, ("gpu",)),
+        # Seconds-long CI check of the whole pipeline.
+        _cfg("smoke", get_model_config("xlmr_tiny", num_layers=1, hidden_size=32, num_heads=2,
+                                       intermediate_size=64, vocab_size=200), 2, 32, ()),
+    )
+}
+
+
+def make_batch(cfg: BenchConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """One MLM batch in the data contract's layout: full rows `<s> w... </s>`, masked 15 % (80/10/10)."""
+    m = cfg.model
+    rng = np.random.default_rng(seed)
+    b, t = cfg.batch, cfg.seq_len
+    ids = rng.integers(4, m.mask_id, size=(b, t), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = m.bos_token_id, m.eos_token_id
+    attention = np.ones((b, t), np.int32)
+    mask_cfg = MaskConfig(vocab_size=m.vocab_size, mask_id=m.mask_id)
+    masked = mask_tokens(ids, attention, rng.random((b, noise_width(t, mask_cfg.mask_prob))), mask_cfg)
+    return {
+        "input_ids": masked["input_ids"],
+        "attention_mask": attention,
+        "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy(),
+        "langs": np.zeros((b, t), np.int32),
+        "mlm_positions": masked["mlm_positions"],
+        "mlm_targets": masked["mlm_targets"],
+        "mlm_weights": masked["mlm_weights"],
+        "example_lang": np.zeros((b,), np.int32),
+    }
+
+
+def hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """HF's MLM labels: the target at predicted positions, -100 (ignored) everywhere else."""
+    labels = np.full(batch["input_ids"].shape, -100, np.int64)
+    rows, slots = np.nonzero(batch["mlm_weights"] > 0)
+    labels[rows, batch["mlm_positions"][rows, slots]] = batch["mlm_targets"][rows, slots]
+    return labels
+
+
+def spec_config(spec: dict[str, Any]) -> BenchConfig:
+    """The configuration a worker's spec describes (the parent sends the model as a dict)."""
+    return BenchConfig(spec["config"], from_dict(spec["model"]), spec["batch"], spec["seq_len"], ())
+
+
+# ------------------------------------------------------------------------------------- timing and memory
+
+
+def versions(names) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def rss_mb() -> dict[str, float]:
+    """Current and peak resident memory of this process (VmRSS / VmHWM), in MiB."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+    except OSError:
+        out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rss_mb": out.get("VmRSS", float("nan")), "peak_rss_mb": out.get("VmHWM", float("nan"))}
+
+
+def timed_loop(run_one, steps: int, sync) -> float:
+    """Mean seconds per call over `steps` back-to-back calls, synchronised once at the end (as a training loop
+    runs: JAX dispatches asynchronously, so per-step synchronisation would understate it)."""
+    start = time.perf_counter()
+    out = None
+    for i in range(steps):
+        out = run_one(i)
+    sync(out)
+    return (time.perf_counter() - start) / steps

@@ -1,0 +1,1 @@
+"""Workflows: fine-tuning, evaluation, and checkpoint conversion / loading (`convert`)."""

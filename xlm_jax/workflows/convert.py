@@ -1,0 +1,528 @@
+"""Checkpoint interop, the library of `python -m xlm_jax.convert` (and of `xlm_jax.load`, `model.init_from`):
+read any supported checkpoint into our parameters (`load_any`), write ours as a Hugging Face model (`export_hf`),
+and convert SRC into DST (`convert`).
+
+SRC is detected (`detect`), in this order:
+  (d) an xlm_jax (orbax) checkpoint: anything `checkpoint.resolve` accepts;
+  (a) a Hugging Face directory: `config.json` + `model.safetensors` (or a sharded `model.safetensors.index.json`,
+      or `pytorch_model.bin[.index.json]`; safetensors preferred when both exist);
+  (b) a fairseq XLM-R `model.pt` (or a directory holding one): `{"model": state_dict, "args"|"cfg": ...}`;
+  (c) an original XLM `.pth`: `{"model", "params", "dico_id2word", "dico_word2id", "dico_counts"}`.
+fairseq and XLM state dicts are renamed to HF keys (`hf_mapping.fairseq_to_hf_keys`, `xlm_pth_to_hf_keys`), their
+hyperparameters turned into an HF-style config dict, and from there every source takes the same checked path
+(`hf_mapping.hf_to_params`: every tensor by name and shape).
+
+PyTorch pickles are read with `torch.load(weights_only=True)` and a short allow-list (argparse.Namespace for the
+`args` / `params` of fairseq and XLM, NumPy scalars for fairseq's bookkeeping): a file that needs any other global
+is refused, naming the global, and nothing from it runs. torch is imported only there (`torch_load`).
+
+Output of `convert`: `to="orbax"` (default unless SRC is ours) writes `DST/0/{params,model_config}` via
+`checkpoint.save_params`; `to="hf"` writes `DST/config.json` + `DST/model.safetensors` (tied weights left out, as
+`save_pretrained` does, so `AutoModelForMaskedLM.from_pretrained(DST)` reports nothing missing or unexpected) and
+copies tokenizer files found next to SRC. Everything is written to a temporary sibling directory first and renamed
+into place, so a failure leaves no half-written DST.
+
+A source without an LM head (XLMRobertaModel, XLMModel, or `architecture` naming one) gives an encoder-only
+checkpoint (no `lm_head` subtree); exporting it writes the bare architecture. HF `XLMRobertaModel` carries an
+(untrained) pooler that our model does not have: loading such an export in transformers reports the pooler missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pickle
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import linen as nn
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from xlm_jax.core import outputs
+from xlm_jax.core.errors import UserError, check_range
+from xlm_jax.core.textfiles import read_text
+from xlm_jax.models import hf_mapping
+from xlm_jax.models.config import ModelConfig
+from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+from xlm_jax.training import checkpoint
+
+TOKENIZER_FILES = (
+    "sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "vocab.json", "merges.txt", "tokenizer.model",  # tokenizer.model: what training copies into a run directory
+)
+# Tied copies that `save_pretrained` leaves out (transformers re-ties them on load).
+TIED_HF_KEYS = ("lm_head.decoder.weight", "lm_head.decoder.bias", "pred_layer.proj.weight")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInfo:
+    """What `load_any` found: `kind` is one of "orbax", "hf", "fairseq", "xlm"."""
+
+    kind: str
+    path: str
+    architecture: str
+    num_params: int
+    tokenizer_files: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+def _safe_globals() -> list[Any]:
+    # argparse.Namespace: fairseq `args` and XLM `params`. NumPy scalars/dtypes: fairseq's `extra_state`
+    # (losses, meters). Rebuilding these calls no user-defined code.
+    allowed: list[Any] = [argparse.Namespace, np.dtype]
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # NumPy < 2
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    allowed.append(scalar)
+    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return allowed
+
+
+def torch_load(path: Path) -> Any:
+    """`torch.load` that never executes pickled code: anything beyond tensors, containers and the allow-list is
+    refused with a UserError naming the file and the global it asked for."""
+    try:
+        import torch  # deferred: only PyTorch pickles need torch, which the core never imports
+    except ImportError as e:
+        raise UserError(f"{path}: reading PyTorch pickles needs torch (pip install torch); "
+                        f"Hugging Face directories with model.safetensors do not") from e
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if not found:  # not a pickle at all (random bytes, a text file): no global was asked for
+            detail = re.search(r"WeightsUnpickler error: \s*(.+)", str(e))
+            raise UserError(f"{path}: not a PyTorch checkpoint (it does not unpickle: "
+                            f"{detail.group(1).strip() if detail else str(e).strip().splitlines()[0]})") from None
+        offending = found.group(1)
+        raise UserError(
+            f"{path}: refusing to unpickle: it needs the global {offending}, which is not on the allow-list "
+            f"(tensors, containers, argparse.Namespace, NumPy scalars) and could execute arbitrary code. "
+            f"Load it yourself in a trusted environment and re-save the state dict with safetensors."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        # The weights-only unpickler raises KeyError / IndexError on bytes that are not a pickle.
+        reason = ("the file is empty" if path.is_file() and path.stat().st_size == 0 else
+                  "it is not a pickle" if isinstance(e, (KeyError, IndexError)) else str(e).strip() or type(e).__name__)
+        raise UserError(f"{path}: cannot read as a PyTorch checkpoint: {reason}") from None
+
+
+def _to_numpy_state(state: Any, source: str) -> dict[str, np.ndarray]:
+    if not isinstance(state, dict):
+        raise UserError(f"{source}: expected a state dict (name -> tensor), got {type(state).__name__}")
+    out = {}
+    for key, value in state.items():
+        if hasattr(value, "detach"):  # torch.Tensor; bf16/fp16 go through float32, which NumPy can hold
+            value = value.detach()
+            out[key] = (value.float() if value.is_floating_point() else value).numpy()
+        elif isinstance(value, np.ndarray):
+            out[key] = value
+    return out
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types; bf16 needs torch
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return _to_numpy_state({k: f.get_tensor(k) for k in f.keys()}, str(path))
+        except ImportError:
+            pass
+        except Exception:  # noqa: BLE001
+            pass
+        raise UserError(f"{path}: cannot read safetensors file: {e}") from None
+
+
+def _read_hf_weights(directory: Path) -> dict[str, np.ndarray]:
+    def shards(index: Path) -> list[Path]:
+        try:
+            weight_map = json.loads(read_text(index, "shard index"))["weight_map"]
+            files = sorted(set(weight_map.values()))
+            if not all(isinstance(f, str) for f in files):
+                raise TypeError("file names must be strings")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{index}: not a valid shard index (needs a 'weight_map' object of tensor -> file): "
+                            f"{e}") from None
+        missing = [f for f in files if not (directory / f).exists()]
+        if missing:
+            raise UserError(f"{index}: shard file {directory / missing[0]} does not exist")
+        return [directory / f for f in files]
+
+    state: dict[str, np.ndarray] = {}
+    if (directory / "model.safetensors").exists():
+        return _read_safetensors(directory / "model.safetensors")
+    if (directory / "model.safetensors.index.json").exists():
+        for shard in shards(directory / "model.safetensors.index.json"):
+            state |= _read_safetensors(shard)
+        return state
+    if (directory / "pytorch_model.bin").exists():
+        return _to_numpy_state(torch_load(directory / "pytorch_model.bin"), str(directory / "pytorch_model.bin"))
+    if (directory / "pytorch_model.bin.index.json").exists():
+        for shard in shards(directory / "pytorch_model.bin.index.json"):
+            state |= _to_numpy_state(torch_load(shard), str(shard))
+        return state
+    raise UserError(
+        f"{directory}: config.json but no weights (expected model.safetensors, model.safetensors.index.json, "
+        f"pytorch_model.bin or pytorch_model.bin.index.json)"
+    )
+
+
+def _namespace_dict(value: Any, what: str, source: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, argparse.Namespace):
+        return vars(value)
+    if isinstance(value, dict):
+        return dict(value)
+    raise UserError(f"{source}: '{what}' is a {type(value).__name__}; expected a dict or argparse.Namespace")
+
+
+# ------------------------------------------------------------------------- fairseq / XLM -> HF-style config
+
+def _fairseq(ckpt: dict, source: str, num_heads: int | None) -> tuple[dict, dict[str, np.ndarray], dict[str, str]]:
+    state = _to_numpy_state(ckpt["model"], source)
+    args = _namespace_dict(ckpt.get("args"), "args", source)
+    if not args and ckpt.get("cfg") is not None:
+        cfg = _namespace_dict(ckpt["cfg"], "cfg", source)
+        args = _namespace_dict(cfg.get("model"), "cfg.model", source)
+    pre_ln = bool(args.get("encoder_normalize_before", False)) or any(
+        k.endswith("sentence_encoder.layer_norm.weight") for k in state
+    )
+    hf_state = hf_mapping.fairseq_to_hf_keys(state, pre_ln, source)
+    words = hf_state["roberta.embeddings.word_embeddings.weight"]
+    heads = num_heads or args.get("encoder_attention_heads")
+    if not heads:
+        raise UserError(f"{source}: the number of attention heads is not recorded (no args.encoder_attention_heads); "
+                        f"pass --num-heads (XLM-R base 12, large 16, XL 32, XXL 32)")
+    fc1 = hf_state.get("roberta.encoder.layer.0.intermediate.dense.weight")
+    pad = 1  # fairseq dictionary: <s>=0 <pad>=1 </s>=2 <unk>=3
+    positions = hf_state.get("roberta.embeddings.position_embeddings.weight")
+    if args.get("max_positions"):
+        # fairseq's learned table has padding_idx + 1 + max_positions rows, exactly like HF's.
+        position_rows = int(args["max_positions"]) + pad + 1
+    else:
+        position_rows = positions.shape[0] if positions is not None else 514
+    hf_cfg = {
+        "model_type": "xlm-roberta-xl" if pre_ln else "xlm-roberta",
+        "architectures": [("XLMRobertaXL" if pre_ln else "XLMRoberta")
+                          + ("ForMaskedLM" if "lm_head.bias" in hf_state else "Model")],
+        "vocab_size": int(words.shape[0]),
+        "hidden_size": int(args.get("encoder_embed_dim") or words.shape[1]),
+        "num_hidden_layers": int(args.get("encoder_layers") or hf_mapping.fairseq_layer_count(state)),
+        "num_attention_heads": int(heads),
+        "intermediate_size": int(args.get("encoder_ffn_embed_dim") or (fc1.shape[0] if fc1 is not None else 4 * words.shape[1])),
+        "max_position_embeddings": position_rows,
+        "hidden_act": args.get("activation_fn", "gelu"),
+        "layer_norm_eps": 1e-5,
+        "hidden_dropout_prob": float(args.get("dropout", 0.1)),
+        "attention_probs_dropout_prob": float(args.get("attention_dropout", 0.1)),
+        "type_vocab_size": 1,
+        "bos_token_id": 0, "pad_token_id": pad, "eos_token_id": 2,
+    }
+    prefix = hf_mapping.fairseq_prefix(state)
+    names = {n: k for k in state if (n := hf_mapping.fairseq_hf_name(k, prefix, pre_ln)) is not None}
+    names |= {n: k for k in state for n in hf_mapping.fairseq_in_proj_names(k, prefix)}
+    return hf_cfg, hf_state, names
+
+
+def _xlm(ckpt: dict, source: str, num_heads: int | None) -> tuple[dict, dict[str, np.ndarray], dict[str, str]]:
+    state = _to_numpy_state(ckpt["model"], source)
+    p = _namespace_dict(ckpt.get("params"), "params", source)
+    hf_state = hf_mapping.xlm_pth_to_hf_keys(state)
+    names = {hf_mapping.xlm_pth_hf_name(k): k for k in state}
+    words = hf_state.get("transformer.embeddings.weight")
+    if words is None:
+        raise UserError(f"{source}: no embeddings.weight in 'model' (keys: {', '.join(list(state)[:5])}, ...); "
+                        f"encoder-decoder (MT) checkpoints are not supported")
+    tied = hf_state.get("pred_layer.proj.weight")
+    if tied is not None and (tied.shape != words.shape or not np.array_equal(tied, words)):
+        raise UserError(f"{source}: pred_layer.proj.weight {tuple(tied.shape)} is not tied to embeddings.weight "
+                        f"{tuple(words.shape)} (share_inout_emb=False is not supported)")
+    if any(k.startswith("pred_layer.asm") for k in hf_state):
+        raise UserError(f"{source}: adaptive-softmax output layers (params.asm=True) are not supported")
+    heads = num_heads or p.get("n_heads")
+    if not heads:
+        raise UserError(f"{source}: params.n_heads is missing; pass --num-heads")
+    n_words = int(p.get("n_words") or words.shape[0])
+    dico = ckpt.get("dico_id2word")
+    if isinstance(dico, dict) and dico and len(dico) != n_words:
+        raise UserError(f"{source}: dico_id2word has {len(dico)} words but params.n_words={n_words}: "
+                        f"the dictionary and the model disagree on the vocabulary size")
+    n_langs = int(p.get("n_langs", 1))
+    lang2id = p.get("lang2id") or {v: k for k, v in (p.get("id2lang") or {}).items()}
+    positions = hf_state.get("transformer.position_embeddings.weight")
+    layers = {int(m.group(1)) for k in hf_state if (m := re.match(r"transformer\.attentions\.(\d+)\.", k))}
+    hf_cfg = {
+        "model_type": "xlm",
+        "architectures": ["XLMWithLMHeadModel" if "pred_layer.proj.bias" in hf_state else "XLMModel"],
+        "vocab_size": n_words,
+        "emb_dim": int(p.get("emb_dim") or words.shape[1]),
+        "n_layers": int(p.get("n_layers") or (max(layers) + 1 if layers else 0)),
+        "n_heads": int(heads),
+        "n_langs": n_langs,
+        "use_lang_emb": bool(p.get("use_lang_emb", True)),
+        "sinusoidal_embeddings": bool(p.get("sinusoidal_embeddings", False)),
+        "gelu_activation": bool(p.get("gelu_activation", True)),
+        # XLM's N_MAX_POSITIONS (512) is a constant, not a param: the table itself is the record.
+        "max_position_embeddings": int(positions.shape[0]) if positions is not None else 512,
+        "dropout": float(p.get("dropout", 0.1)),
+        "attention_dropout": float(p.get("attention_dropout", 0.1)),
+        "lang2id": dict(lang2id) if lang2id else None,
+        **{k: int(p[k]) for k in ("bos_index", "eos_index", "pad_index", "unk_index", "mask_index") if k in p},
+    }
+    return hf_cfg, hf_state, names
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def param_shapes(cfg: ModelConfig) -> dict:
+    """Our parameter shapes for `cfg`, without allocating anything."""
+    model = XLMForMaskedLM(cfg)
+    abstract = jax.eval_shape(lambda key: nn.unbox(init_params(model, key)), jax.random.key(0))
+    return jax.tree_util.tree_map(lambda x: tuple(x.shape), abstract)
+
+
+def _is_bare(architecture: str) -> bool:
+    return architecture.endswith("Model") and not architecture.endswith("WithLMHeadModel")
+
+
+def _strip_base_prefix(state: dict[str, np.ndarray], architecture: str) -> dict[str, np.ndarray]:
+    # Encoder-only tables have no "roberta." / "transformer." prefix, but files written from a model with a head
+    # (e.g. ...ForSequenceClassification imported as its encoder) keep it.
+    if not _is_bare(architecture):
+        return state
+    for base in ("roberta.", "transformer."):
+        if any(k.startswith(base) for k in state):
+            return {k.removeprefix(base): v for k, v in state.items()}
+    return state
+
+
+def _check_layer_count(state: dict[str, np.ndarray], cfg: ModelConfig, source: str) -> None:
+    found = {int(m.group(1)) for k in state if (m := re.search(r"(?:encoder\.layer|attentions)\.(\d+)\.", k))}
+    if found and max(found) + 1 != cfg.num_layers:
+        raise UserError(f"{source}: the tensors hold {max(found) + 1} layers but the config says "
+                        f"num_layers={cfg.num_layers}")
+
+
+def check_architecture(architecture: str, cfg: ModelConfig, source: str) -> None:
+    if architecture not in hf_mapping.HF_ARCHITECTURES:
+        raise UserError(f"{source}: unknown architecture {architecture!r}; valid: "
+                        f"{', '.join(hf_mapping.HF_ARCHITECTURES)}")
+    family = ("XLMRobertaXL" if cfg.pre_layer_norm else "XLMRoberta") if cfg.family == "xlmr" else "XLM"
+    valid = ([f"{family}ForMaskedLM", f"{family}Model"] if cfg.family == "xlmr"
+             else ["XLMWithLMHeadModel", "XLMModel"])
+    if architecture not in valid:
+        raise UserError(f"{source}: architecture {architecture} does not fit this model "
+                        f"(family {cfg.family}, pre_layer_norm={cfg.pre_layer_norm}); valid: {', '.join(valid)}")
+
+
+def default_architecture(cfg: ModelConfig, with_head: bool = True) -> str:
+    if cfg.family == "xlm":
+        return "XLMWithLMHeadModel" if with_head else "XLMModel"
+    base = "XLMRobertaXL" if cfg.pre_layer_norm else "XLMRoberta"
+    return base + ("ForMaskedLM" if with_head else "Model")
+
+
+def _from_hf_state(hf_cfg: dict, state: dict[str, np.ndarray], source: str, vocab_size: int | None,
+                   names: dict[str, str] | None = None) -> tuple[dict, ModelConfig, str]:
+    try:
+        cfg, arch = hf_mapping.hf_config_to_model_config(hf_cfg, source)
+    except KeyError as e:
+        raise UserError(f"{source}: the model configuration (config.json) lacks the key {e}") from None
+    except (TypeError, ValueError) as e:  # e.g. a number given as a string
+        raise UserError(f"{source}: malformed model configuration (config.json): {e}") from None
+    hf_mapping.check_xlm_intermediate(cfg, source)
+    state = _strip_base_prefix(state, arch)
+    shapes = param_shapes(cfg)
+    word_key = next(e.hf for e in hf_mapping.table_for(cfg, arch) if e.ours[-2] == "word_embeddings")
+    if vocab_size is not None and vocab_size != cfg.vocab_size:
+        got = state[word_key].shape if word_key in state else (cfg.vocab_size, cfg.hidden_size)
+        hf_mapping.check_shape(f"{word_key} (--vocab-size {vocab_size})", got, (vocab_size, cfg.hidden_size), source)
+    _check_layer_count(state, cfg, source)
+    try:
+        params = hf_mapping.hf_to_params(state, cfg, arch, shapes, source)
+    except UserError as e:
+        if not names:
+            raise
+        # Quote the name the user's file actually uses next to the HF name.
+        message = re.sub(r"tensor (\S+)", lambda m: f"tensor {m.group(1)}"
+                         + (f" ({names[m.group(1)]} in the file)" if m.group(1) in names else ""), str(e), count=1)
+        raise UserError(message) from None
+    return params, cfg, arch
+
+
+def _num_params(params: dict) -> int:
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
+
+
+def _tokenizer_files(directory: Path, run_dir: bool = False) -> tuple[str, ...]:
+    # A training run directory's tokenizer.json is training's record of its tokenizer (sha256, path), not a
+    # Hugging Face fast tokenizer: copied into an export, transformers would fail to read it.
+    names = [f for f in TOKENIZER_FILES if not (run_dir and f == "tokenizer.json")]
+    return tuple(str(directory / f) for f in names if (directory / f).is_file())
+
+
+def orbax_tokenizer_files(path: str | Path) -> tuple[str, ...]:
+    """Tokenizer files of an xlm_jax checkpoint: in the directory given, else in its checkpoints directory, else
+    in the run directory above `checkpoints/` (where training copies tokenizer.model)."""
+    path = Path(path)
+    directory, _ = checkpoint.resolve(path)
+    places = [path, directory] + ([directory.parent] if directory.name == "checkpoints" else [])
+    return next((files for d in places if (files := _tokenizer_files(d, run_dir=(d / "checkpoints").is_dir()))), ())
+
+
+def _is_orbax(path: Path) -> bool:
+    try:
+        checkpoint.resolve(path)
+        return True
+    except UserError:
+        return False
+
+
+def detect(src: str | Path) -> tuple[str, Path]:
+    """-> ("orbax" | "hf" | "pickle", path to read). Pickles are told apart (fairseq / XLM) by their contents."""
+    path = Path(src)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    if _is_orbax(path):
+        return "orbax", path
+    if path.is_file() and path.name in ("config.json", "model.safetensors", "model.safetensors.index.json"):
+        path = path.parent
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "hf", path
+        picks = [path / n for n in ("model.pt", "checkpoint_best.pt", "checkpoint_last.pt") if (path / n).is_file()]
+        picks += sorted(path.glob("*.pth"))
+        if picks:
+            return "pickle", picks[0]
+    elif path.suffix in _PICKLE_SUFFIXES:
+        if path.name.startswith("pytorch_model") and (path.parent / "config.json").is_file():
+            return "hf", path.parent
+        return "pickle", path
+    raise UserError(
+        f"{src}: not a recognised checkpoint; expected an xlm_jax checkpoint (<step>/params), a Hugging Face "
+        f"directory (config.json + model.safetensors or pytorch_model.bin), a fairseq XLM-R model.pt or an "
+        f"original XLM .pth"
+    )
+
+
+def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int | None = None,
+             architecture: str | None = None) -> tuple[dict, ModelConfig, SourceInfo]:
+    """Any supported checkpoint -> (our params as NumPy arrays, ModelConfig, SourceInfo). Pure apart from reading.
+
+    `architecture` restricts the import (a bare `...Model` drops the LM head); `vocab_size` is the size the
+    caller's tokenizer expects: a checkpoint of another size is refused, naming the tensor and both shapes.
+    """
+    for key, value in (("--vocab-size", vocab_size), ("--num-heads", num_heads)):
+        if value is not None:
+            check_range(key, value, 1, integer=True)
+    kind, path = detect(src)
+    source = str(path)
+    tokenizer_files: tuple[str, ...] = ()
+    if kind == "orbax":
+        params, cfg = checkpoint.restore_params(path)
+        if vocab_size is not None:
+            hf_mapping.check_shape("encoder/embeddings/word_embeddings/embedding (--vocab-size)",
+                                   (cfg.vocab_size, cfg.hidden_size), (vocab_size, cfg.hidden_size), source)
+        arch = default_architecture(cfg, "lm_head" in params)
+        tokenizer_files = orbax_tokenizer_files(path)
+    elif kind == "hf":
+        try:
+            hf_cfg = json.loads(read_text(path / "config.json", "config file"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path / 'config.json'}: not valid JSON: {e}") from None
+        if not isinstance(hf_cfg, dict):
+            raise UserError(f"{path / 'config.json'}: a JSON {type(hf_cfg).__name__}, expected an object (a Hugging "
+                            "Face model configuration)")
+        state = _read_hf_weights(path)
+        params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size)
+        tokenizer_files = _tokenizer_files(path)
+    else:
+        ckpt = torch_load(path)
+        if not isinstance(ckpt, dict) or "model" not in ckpt:
+            keys = ", ".join(map(str, list(ckpt)[:8])) if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise UserError(f"{path}: expected a dict with a 'model' state dict (fairseq model.pt or XLM .pth); "
+                            f"found {keys}")
+        keys = list(ckpt["model"]) if isinstance(ckpt["model"], dict) else []
+        if "params" in ckpt or any(k.removeprefix("module.").startswith("attentions.") for k in keys):
+            kind = "xlm"
+            hf_cfg, state, names = _xlm(ckpt, source, num_heads)
+        elif any(".sentence_encoder." in k for k in keys):
+            kind = "fairseq"
+            hf_cfg, state, names = _fairseq(ckpt, source, num_heads)
+        else:
+            raise UserError(f"{path}: neither a fairseq XLM-R nor an original XLM checkpoint "
+                            f"(first 'model' keys: {', '.join(keys[:5])})")
+        params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size, names)
+        tokenizer_files = _tokenizer_files(path.parent)
+    if architecture is not None:
+        check_architecture(architecture, cfg, source)
+        if _is_bare(architecture):
+            params = {k: v for k, v in params.items() if k != "lm_head"}
+        elif "lm_head" not in params:
+            raise UserError(f"{source}: --architecture {architecture} needs an LM head, but the checkpoint "
+                            f"({arch}) has none; use {default_architecture(cfg, False)}")
+        arch = architecture
+    info = SourceInfo(kind, source, arch, _num_params(params), tokenizer_files)
+    return params, cfg, info
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def export_hf(params: dict, config: ModelConfig, out_dir: str | Path, architecture: str | None = None) -> str:
+    """Writes `out_dir/config.json` + `out_dir/model.safetensors` for transformers; returns the architecture."""
+    with_head = "lm_head" in params
+    arch = architecture or default_architecture(config, with_head)
+    check_architecture(arch, config, str(out_dir))
+    if not _is_bare(arch) and not with_head:
+        raise UserError(f"{out_dir}: {arch} needs an LM head but these params have none; "
+                        f"use {default_architecture(config, False)}")
+    hf_mapping.check_xlm_intermediate(config, str(out_dir))
+    state = hf_mapping.params_to_hf(params, config, arch)
+    state = {k: v for k, v in state.items() if k not in TIED_HF_KEYS}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_mapping.model_config_to_hf_config(config, arch), indent=2) + "\n")
+    return arch
+
+
+def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architecture: str | None = None,
+            force: bool = False, vocab_size: int | None = None, num_heads: int | None = None) -> str:
+    """Reads SRC, writes DST; returns the one-line summary the CLI prints."""
+    src, dst = Path(src), Path(dst)
+    kind, _ = detect(src)
+    outputs.check_dir(dst, "convert", force=force)
+    outputs.check_overlap(dst, src)
+    to = to or ("hf" if kind == "orbax" else "orbax")
+    if to not in ("orbax", "hf"):
+        raise UserError(f"--to {to!r}: valid values are 'orbax' and 'hf'")
+    params, cfg, info = load_any(src, vocab_size=vocab_size, num_heads=num_heads, architecture=architecture)
+
+    def write(tmp: Path) -> str:
+        # The tokenizer comes along either way, so that `xlm_jax.load(DST)` carries it; transformers'
+        # XLMRobertaTokenizer looks for a SentencePiece model under the name sentencepiece.bpe.model.
+        tmp.mkdir(parents=True, exist_ok=True)
+        for f in info.tokenizer_files:
+            name = Path(f).name
+            shutil.copy2(f, tmp / ("sentencepiece.bpe.model" if to == "hf" and name == "tokenizer.model" else name))
+        if to == "orbax":
+            checkpoint.save_params(tmp, params, cfg, step=0)
+            return info.architecture
+        return export_hf(params, cfg, tmp, info.architecture)
+
+    arch = outputs.write_atomically(dst, write, "convert")
+    return (f"converted {info.kind} checkpoint {src} ({arch}, {info.num_params:,} parameters) "
+            f"-> {'xlm_jax orbax' if to == 'orbax' else 'Hugging Face'} {dst}")
