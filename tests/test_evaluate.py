@@ -100,7 +100,7 @@ def test_retrieval_cli_bad_inputs(tiny, capsys):
 def test_embed_layer_range(tiny):
     from xlm_jax.api import load
     from xlm_jax.core.errors import UserError
-    from xlm_jax.tasks.common import InputProtocol
+    from xlm_jax.tasks import InputProtocol
     from xlm_jax.data.tokenizer import Tokenizer
 
     model, tok = load(tiny["ckpt"]), Tokenizer.load(tiny["tok"])
