@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from xlm_jax.core.errors import UserError, check_choice, check_range
-from xlm_jax.data.tokenizer import Tokenizer, _check_text, _check_texts, pad_rows
+from xlm_jax.data.tokenizer import Tokenizer, _check_texts, pad_rows
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.models.xlm import XLMForMaskedLM
 from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_examples, encode_token_examples, \
-    n_specials, qa, word_predictions
+    n_specials, ner, qa, word_predictions
 from xlm_jax.training.checkpoint import resolve, restore_params
 from xlm_jax.workflows.evaluate import cosine_matrix
 from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, finetune_tokenizer, is_task_checkpoint,  # noqa: F401
@@ -567,16 +567,7 @@ class LoadedModel:
         warning). Raises UserError for a checkpoint without a token head, an empty list, a sentence that is not
         a list of str (a bare str: split it first), and a bad / missing lang."""
         tok = self._need_task("predict_tokens", "token")
-        if not isinstance(sentences, list | tuple) or not sentences:
-            raise UserError(f"sentences={sentences!r:.60}: give a non-empty list of sentences, each a list of words, "
-                            "e.g. [['Angela', 'Merkel', 'visited', 'Paris']]")
-        for i, words in enumerate(sentences):
-            if isinstance(words, str) or not isinstance(words, list | tuple) or not all(isinstance(w, str) for w in words):
-                hint = (" (a str: split it into words, e.g. text.split(), and wrap the sentence in a list)"
-                        if isinstance(words, str) else "")
-                raise UserError(f"sentences[{i}]={words!r:.60} must be a list of words (str){hint}")
-            if words:
-                _as_list(list(words), f"sentences[{i}]")  # each word valid text (no lone surrogates)
+        ner.check_word_lists(sentences)
         langs = self._langs(lang, len(sentences))
         examples = [TokenExample(tuple(w), ("",) * len(w), code) for w, code in zip(sentences, langs)]
         protocol = InputProtocol.from_config(self.config)
@@ -591,47 +582,6 @@ class LoadedModel:
         preds = self._batched(enc.ids, enc.lang_ids, call)
         return [word_predictions(p, enc.word_starts[r], enc.n_words[r], self.task.labels)
                 for r, p in enumerate(preds)]
-
-    def _qa_items(self, questions, contexts) -> tuple[list[tuple[str, str, str]], bool]:
-        """-> ([(where, question, context)], whether one question was given). UserError for a missing context,
-        lists of different lengths, an item that is not a str, invalid Unicode, or an empty question / context."""
-        def as_str_list(x, name, what):
-            if isinstance(x, str | bytes | dict) or not isinstance(x, list | tuple):
-                raise UserError(f"{name} must be {what}, got {type(x).__name__} {x!r:.60}")
-            if not x:
-                raise UserError(f"{name}={x!r} is empty: give at least one {name}")
-            return list(x)
-
-        if contexts is None:  # one (question, context) pair or a list of them
-            single = isinstance(questions, tuple) and len(questions) == 2 and all(isinstance(t, str) for t in questions)
-            if isinstance(questions, str):
-                raise UserError(f"question={questions!r:.60} given without a context: answer(question, context), or "
-                                "answer([(question, context), ...])")
-            pairs = [questions] if single else as_str_list(questions, "question", "a str (with a context), or a "
-                                                            "list of (question, context) pairs")
-            for i, pair in enumerate(pairs):
-                if not (isinstance(pair, tuple | list) and len(pair) == 2):
-                    raise UserError(f"question[{i}]={pair!r:.60}: with no context given, each item must be a "
-                                    "(question, context) pair of str")
-            items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(pairs)]
-        else:
-            single = isinstance(questions, str)
-            qs = [questions] if single else as_str_list(questions, "question", "a str or a list of str")
-            if isinstance(contexts, str):
-                cs = [contexts] * len(qs)  # one context for every question
-            else:
-                cs = as_str_list(contexts, "context", "a str or a list of str (one per question)")
-                if len(cs) != len(qs):
-                    raise UserError(f"{len(qs)} questions but {len(cs)} contexts: give one context per question, "
-                                    "or one context (a str) for all of them")
-            items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(zip(qs, cs))]
-        for at, q, c in items:
-            for name, text in (("question", q), ("context", c)):
-                _check_text(text, name + at)
-                if not text.strip():
-                    raise UserError(f"{name}{at}={text!r:.40} is empty: extractive QA needs a question and a context "
-                                    "that holds the answer (non-blank text)")
-        return items, single
 
     def answer(self, question, context=None, n_best: int = 1, max_answer_length: int | None = None,
                lang=None) -> Answer | list[Answer]:
@@ -651,7 +601,7 @@ class LoadedModel:
         non-str question or context, lists of different lengths, n_best or max_answer_length not an integer
         >= 1, and a bad / missing lang."""
         tok = self._need_task("answer", "span")
-        items, single = self._qa_items(question, context)
+        items, single = qa.question_items(question, context)
         if not isinstance(n_best, int | np.integer) or isinstance(n_best, bool) or n_best < 1:
             raise UserError(f"n_best={n_best!r}: must be an integer >= 1 (how many candidate answers to list)")
         opts = qa.task_options(self.task.options)

@@ -27,6 +27,16 @@ from xlm_jax.tasks.ner import NER, WIKIANN_LABELS, TokenExample, encode_token_ex
 from xlm_jax.tasks.qa import QA
 from xlm_jax.tasks.tfds import TFDS_TASKS, load_tfds, tfds_pair_sentences
 
+__all__ = [
+    "CLASSIFICATION", "IGNORE_INDEX", "NER", "PAWSX", "PAWSX_LABELS", "QA", "TASKS", "TFDS_TASKS", "WIKIANN_LABELS",
+    "XNLI", "XNLI_COLUMNS", "XNLI_LABELS", "XNLI_MT_COLUMNS", "Encoded", "Example", "InputProtocol", "Task",
+    "TaskSpec", "TokenExample", "check_labels", "check_layout_max_len", "encode_sequence_examples",
+    "encode_token_examples", "entity_scores", "get_task", "load_tfds", "make_batch", "make_packed_batch", "min_len",
+    "n_specials", "packed_rows_needed", "pad_width", "padded_rows", "read_all", "read_file", "read_files",
+    "resolve_labels", "results_table", "split_lang_prefix", "tfds_pair_sentences", "tfds_pawsx_example",
+    "tfds_wikiann_example", "tfds_xnli_examples", "word_predictions",
+]
+
 TASKS: dict[str, Task] = {task.name: task for task in (XNLI, PAWSX, CLASSIFICATION, NER, QA)}
 
 

@@ -20,7 +20,6 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from xlm_jax.core.errors import UserError
 from xlm_jax.data.tokenizer import check_max_len, truncate_pair

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from xlm_jax.core.errors import UserError
-from xlm_jax.data.tokenizer import check_max_len
+from xlm_jax.data.tokenizer import _check_texts, check_max_len
 from xlm_jax.models.xlm import TokenClassificationHead, XLMForTokenClassification
 from xlm_jax.tasks.base import (IGNORE_INDEX, Encoded, InputProtocol, Task, _check_fields, _open, _text,
                                 check_not_empty, packed, task_loss)
@@ -143,6 +143,21 @@ def word_predictions(token_preds: np.ndarray, starts: Sequence[int], n_words: in
     """Word-level tags from sub-word predictions (read at each word's first sub-word); cut words get 'O'."""
     tags = [labels[int(token_preds[s])] for s in starts]
     return tags + ["O"] * (n_words - len(tags))
+
+
+def check_word_lists(sentences) -> None:
+    """The notebook API's `predict_tokens` input: a non-empty list of sentences, each a list (or tuple) of words
+    (str, valid Unicode). UserError naming the first bad sentence otherwise (a bare str: split it first)."""
+    if not isinstance(sentences, list | tuple) or not sentences:
+        raise UserError(f"sentences={sentences!r:.60}: give a non-empty list of sentences, each a list of words, "
+                        "e.g. [['Angela', 'Merkel', 'visited', 'Paris']]")
+    for i, words in enumerate(sentences):
+        if isinstance(words, str) or not isinstance(words, list | tuple) or not all(isinstance(w, str) for w in words):
+            hint = (" (a str: split it into words, e.g. text.split(), and wrap the sentence in a list)"
+                    if isinstance(words, str) else "")
+            raise UserError(f"sentences[{i}]={words!r:.60} must be a list of words (str){hint}")
+        if words:
+            _check_texts(list(words), f"sentences[{i}]")  # each word valid text (no lone surrogates)
 
 
 def predictions(examples, enc: Encoded, outputs: list, labels: Sequence[str], options: dict) -> list[list[str]]:

@@ -35,7 +35,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ import numpy as np
 
 from xlm_jax.core.errors import UserError
 from xlm_jax.core.textfiles import read_text
-from xlm_jax.data.tokenizer import check_max_len, strip_accents_lower
+from xlm_jax.data.tokenizer import _check_text, check_max_len, strip_accents_lower
 from xlm_jax.models.xlm import SpanHead, XLMForQuestionAnswering
 from xlm_jax.tasks import qa_metrics
 from xlm_jax.tasks.base import InputProtocol, Report, Task, head_loss, n_specials, padded_rows, split_lang_prefix
@@ -422,6 +422,51 @@ def predictions_by_lang(examples: Sequence[QAExample], predictions: Sequence[str
 
 
 # ------------------------------------------------------------------------------------------------ task
+
+
+def question_items(questions, contexts) -> tuple[list[tuple[str, str, str]], bool]:
+    """The notebook API's `answer(question, context)` forms -> ([(where, question, context)], whether one
+    question was given): a str with a context, lists (one context per question, or one str for all), or (question,
+    context) pairs. UserError for a missing context, lists of different lengths, an item that is not a str,
+    invalid Unicode, or an empty question / context."""
+
+    def as_str_list(x, name, what):
+        if isinstance(x, str | bytes | dict) or not isinstance(x, list | tuple):
+            raise UserError(f"{name} must be {what}, got {type(x).__name__} {x!r:.60}")
+        if not x:
+            raise UserError(f"{name}={x!r} is empty: give at least one {name}")
+        return list(x)
+
+    if contexts is None:  # one (question, context) pair or a list of them
+        single = isinstance(questions, tuple) and len(questions) == 2 and all(isinstance(t, str) for t in questions)
+        if isinstance(questions, str):
+            raise UserError(f"question={questions!r:.60} given without a context: answer(question, context), or "
+                            "answer([(question, context), ...])")
+        pairs = [questions] if single else as_str_list(questions, "question", "a str (with a context), or a "
+                                                        "list of (question, context) pairs")
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, tuple | list) and len(pair) == 2):
+                raise UserError(f"question[{i}]={pair!r:.60}: with no context given, each item must be a "
+                                "(question, context) pair of str")
+        items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(pairs)]
+    else:
+        single = isinstance(questions, str)
+        qs = [questions] if single else as_str_list(questions, "question", "a str or a list of str")
+        if isinstance(contexts, str):
+            cs = [contexts] * len(qs)  # one context for every question
+        else:
+            cs = as_str_list(contexts, "context", "a str or a list of str (one per question)")
+            if len(cs) != len(qs):
+                raise UserError(f"{len(qs)} questions but {len(cs)} contexts: give one context per question, "
+                                "or one context (a str) for all of them")
+        items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(zip(qs, cs))]
+    for at, q, c in items:
+        for name, text in (("question", q), ("context", c)):
+            _check_text(text, name + at)
+            if not text.strip():
+                raise UserError(f"{name}{at}={text!r:.40} is empty: extractive QA needs a question and a context "
+                                "that holds the answer (non-blank text)")
+    return items, single
 
 
 def _read(path: Path, lang: str | None = None, purpose: str = "training") -> list[QAExample]:
