@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from xlm_jax.tasks import common as T
+from xlm_jax import tasks as T
 from xlm_jax.data.packing import padding_share
 
 
@@ -114,9 +114,9 @@ def xnli_shaped(rng, n: int, max_len: int) -> T.Encoded:
 def finetune_measure(args, log) -> dict:
     import flax.linen as nn
 
-    from xlm_jax import finetune as F
+    from xlm_jax.workflows import finetune as F
     from xlm_jax.models.config import get_model_config
-    from xlm_jax.evaluate import task_model
+    from xlm_jax.workflows.loading import task_model
     from xlm_jax.training.sharding import MeshConfig, make_mesh
     from xlm_jax.training.step import make_step
 

@@ -225,8 +225,8 @@ from xlm_jax.api import Fill, Prediction, bucket  # noqa: E402
 
 def _save_task(out, tok_path, base_params, cfg, task: str, labels: tuple[str, ...], seed: int = 1):
     """A fine-tuning output as `xlm_jax.finetune` writes it (its own save_best + finetune_config.json)."""
-    from xlm_jax.evaluate import TaskInfo
-    from xlm_jax.finetune import FINETUNE_CONFIG, FinetuneConfig, save_best
+    from xlm_jax.workflows.loading import TaskInfo
+    from xlm_jax.workflows.finetune import FINETUNE_CONFIG, FinetuneConfig, save_best
 
     info = TaskInfo(task, labels, 32)
     rng = np.random.default_rng(seed)
@@ -557,7 +557,7 @@ def test_predict_and_predict_tokens(outputs):
         starts.append(len(ids))
         ids += m_pieces(ner, w)
     ids.append(2)
-    from xlm_jax.evaluate import task_model
+    from xlm_jax.workflows.loading import task_model
 
     logits = task_model(ner.config, ner.task.spec, 3).apply({"params": ner.params}, jnp_array(ids))
     assert tags[0][:2] == [ner.task.labels[int(np.argmax(np.asarray(logits)[0, s]))] for s in starts]

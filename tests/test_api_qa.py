@@ -65,7 +65,7 @@ def test_answer_equals_evaluate_task_predictions(m, run):
         assert np.isfinite(a.score) and a.n_best == [qa.Span(a.text, a.start, a.end, a.score)]
     # The long contexts were answered over several windows (doc_stride 16 in max_len 48).
     feats = qa.make_features([qa.QAExample("q", q, c, (), "en") for q, c in zip(questions, contexts)], m.tokenizer,
-                             qa.T.InputProtocol.from_config(m.config), m.task.max_len, 16, 12)
+                             qa.InputProtocol.from_config(m.config), m.task.max_len, 16, 12)
     assert len(feats) > len(questions)
 
 
@@ -167,7 +167,7 @@ def test_answer_bad_input(m, run, tiny):
     _refused(lambda: m.fill_mask("a <mask>"), "no masked-LM head", "answer(question, context)")
     pretrained = xlm_jax.load(tiny["ckpt"], tokenizer=tiny["tok"])
     _refused(lambda: pretrained.answer(q, c), "answer needs a fine-tuned checkpoint", "task=qa")
-    from xlm_jax.evaluate import TaskInfo
+    from xlm_jax.workflows.loading import TaskInfo
 
     cls = LoadedModel(m.config, m.params, m.tokenizer, TaskInfo("xnli", ("entailment", "neutral", "contradiction"), 48))
     _refused(lambda: cls.answer(q, c), "answer does not fit", "'xnli'", "use predict(texts)")
@@ -178,8 +178,8 @@ def test_answer_bad_input(m, run, tiny):
 def _qa_checkpoint(d, tok, name: str, max_query_len: int = 12):
     """A QA fine-tuning output as `finetune` writes it, with a random span head (no training)."""
     from xlm_jax.models.config import get_model_config
-    from xlm_jax.evaluate import TaskInfo, task_model
-    from xlm_jax.finetune import FINETUNE_CONFIG, FinetuneConfig, save_best
+    from xlm_jax.workflows.loading import TaskInfo, task_model
+    from xlm_jax.workflows.finetune import FINETUNE_CONFIG, FinetuneConfig, save_best
     from xlm_jax.models.xlm import init_params
     import dataclasses
 

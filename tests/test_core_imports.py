@@ -82,7 +82,7 @@ for step in (1, 2):
 writer.close()
 plot_run(tmp / "run")
 
-from xlm_jax.evaluate import entity_scores
+from xlm_jax.tasks.ner import entity_scores
 entity_scores([["B-PER", "O"]], [["B-PER", "O"]])
 
 from xlm_jax.workflows import convert

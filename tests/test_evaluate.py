@@ -11,6 +11,7 @@ import pytest
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
 
 from xlm_jax import evaluate as E
+from xlm_jax import tasks as T
 
 ROOT = Path(__file__).parent.parent
 
@@ -20,17 +21,17 @@ def test_seqeval_entity_scores_known_example():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
     pred = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]]
     # Entities: gold {PER, LOC, ORG}, predicted {PER, ORG(wrong span type), ORG}: 2 of 3 right both ways.
-    scores = E.entity_scores(gold, pred)
+    scores = T.entity_scores(gold, pred)
     assert scores["precision"] == pytest.approx(2 / 3)
     assert scores["recall"] == pytest.approx(2 / 3)
     assert scores["score"] == pytest.approx(2 / 3)
     # A partial span (I-PER missing) is a wrong entity at entity level.
-    assert E.entity_scores([["B-PER", "I-PER"]], [["B-PER", "O"]])["score"] == 0.0
+    assert T.entity_scores([["B-PER", "I-PER"]], [["B-PER", "O"]])["score"] == 0.0
 
 
 def test_results_table_average_last_and_language_order():
     results = {"test": {"fr": {"score": 0.5, "n": 2}, "en": {"score": 1.0, "n": 2}, "de": {"score": 0.75, "n": 4}}}
-    md, table = E.results_table(results, "accuracy")
+    md, table = T.results_table(results, "accuracy")
     assert md.splitlines() == [
         "| accuracy | en | de | fr | avg |",
         "|---|---|---|---|---|",
@@ -100,7 +101,7 @@ def test_retrieval_cli_bad_inputs(tiny, capsys):
 def test_embed_layer_range(tiny):
     from xlm_jax.api import load
     from xlm_jax.core.errors import UserError
-    from xlm_jax.tasks.common import InputProtocol
+    from xlm_jax.tasks import InputProtocol
     from xlm_jax.data.tokenizer import Tokenizer
 
     model, tok = load(tiny["ckpt"]), Tokenizer.load(tiny["tok"])

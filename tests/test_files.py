@@ -20,7 +20,7 @@ import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint
 
 import xlm_jax
 from xlm_jax.training import checkpoint as ckpt_lib
-from xlm_jax.tasks import common as T
+from xlm_jax import tasks as T
 from xlm_jax.data.corpus import PreprocessedCorpus
 from xlm_jax.core.errors import UserError
 from xlm_jax.core.textfiles import check_corpus_file, read_text
@@ -278,7 +278,7 @@ def test_retrieval_file_that_is_not_utf8(bad, base, tmp_path, capsys):
 
 
 def test_damaged_task_json_of_a_finetuned_checkpoint(base, tmp_path):
-    from xlm_jax.evaluate import TaskInfo
+    from xlm_jax.workflows.loading import TaskInfo
 
     for content in (b"\xff\xfe", b"{", b'{"task": "xnli"}', b"[1]"):
         path = _data_file(tmp_path, "task.json", content)

@@ -14,7 +14,8 @@ import pytest
 
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
 
-from xlm_jax import finetune as F
+from xlm_jax.finetune import main as finetune_main
+from xlm_jax.workflows import finetune as F
 from xlm_jax.models.config import get_model_config
 from xlm_jax.core.errors import UserError
 
@@ -101,15 +102,15 @@ def test_early_stopping(setup, tmp_path):
 def test_best_checkpoint_is_the_best_validation_score_not_the_latest(setup, tmp_path, monkeypatch):
     # Validation scores 0.3, 0.9, 0.6 at steps 2, 4, 6 (fed in-process): step 4 must be kept, with its parameters.
     scores, seen = iter([0.3, 0.9, 0.6]), []
-    real = F.evaluate_examples
+    real = F.evaluate_features
 
-    def fake(model, params, config, info, tokenizer, examples, *args, **kwargs):
+    def fake(task, examples, feats, labels, options, predict, params, *args, **kwargs):
         if len(seen) == 3:  # the final scoring of the kept parameters on valid / test
-            return real(model, params, config, info, tokenizer, examples, *args, **kwargs)
+            return real(task, examples, feats, labels, options, predict, params, *args, **kwargs)
         seen.append(jax.device_get(params))
-        return {"en": {"score": next(scores), "n": 1}}, 0
+        return {"en": {"score": next(scores), "n": 1}}, []
 
-    monkeypatch.setattr(F, "evaluate_examples", fake)
+    monkeypatch.setattr(F, "evaluate_features", fake)
     out = tmp_path / "best"
     result = F.finetune(_cfg(setup, out, max_steps=6, eval_every=2), log=lambda m: None)
     assert [(h["step"], h["score"]) for h in result.history] == [(2, 0.3), (4, 0.9), (6, 0.6)]
@@ -131,11 +132,11 @@ def test_select_on_one_language(setup, tmp_path):
 
 def test_layerwise_lr_scales_updates_not_gradients():
     config = get_model_config("xlmr_tiny")
-    from xlm_jax.evaluate import task_model
+    from xlm_jax.workflows.loading import task_model
     from xlm_jax.models.xlm import init_params
     import flax.linen as nn
 
-    params = nn.unbox(init_params(task_model(config, F.T.TASKS["classification"], 2), jax.random.key(0)))
+    params = nn.unbox(init_params(task_model(config, F.get_task("classification"), 2), jax.random.key(0)))
     scales = F.lr_scales(params, config, 0.5, 10.0)
     assert scales["encoder"]["layers"]["attention"]["query"]["kernel"].reshape(-1).tolist() == [0.25, 0.5]
     assert float(scales["encoder"]["embeddings"]["word_embeddings"]["embedding"]) == 0.125
@@ -243,7 +244,7 @@ def test_cli_bad_inputs_exit_2(setup, tmp_path, capsys):
          "no such checkpoint"),
     ]:
         with pytest.raises(SystemExit) as exit_:
-            F.main(args)
+            finetune_main(args)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err, err
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
@@ -311,7 +312,7 @@ def test_cli_refuses_bad_values_before_reading_anything(tmp_path, capsys):
     for override, words in [("epochs=-3", "epochs=-3.0"), ("max_steps=-1", "max_steps=-1"),
                             ("batch_size=0", "batch_size=0")]:
         with pytest.raises(SystemExit) as exit_info:
-            F.main([override, "init=/nowhere", "tokenizer=/nowhere.model", "train=[/nowhere.tsv]",
+            finetune_main([override, "init=/nowhere", "tokenizer=/nowhere.model", "train=[/nowhere.tsv]",
                     f"out={tmp_path / 'out'}"])
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(err) == 1 and words in err[0], err
@@ -336,7 +337,7 @@ def test_nan_loss_stops_with_exit_3_and_saves_nothing_after(setup, tmp_path, cap
     out = tmp_path / "nan"
     # Warm-up from 0: the first update uses lr 0 (step 1 is evaluated and saved as best), later ones lr ~1e30.
     with pytest.raises(SystemExit) as exit_:
-        F.main(_args(setup, out, lr=1e30, clip_norm=0, warmup_ratio=0.5, max_steps=6, eval_every=1, log_every=1))
+        finetune_main(_args(setup, out, lr=1e30, clip_norm=0, warmup_ratio=0.5, max_steps=6, eval_every=1, log_every=1))
     assert exit_.value.code == 3
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err

@@ -333,7 +333,7 @@ def test_finetune_packed_equals_padded(ft_setup, tmp_path, task):
 
 
 def test_packed_batch_holds_the_step_examples_and_labels():
-    from xlm_jax.tasks import common as T
+    from xlm_jax import tasks as T
 
     enc = T.Encoded(ids=[[0, 5, 6, 2], [0, 7, 2], [0, 8, 9, 10, 2]], labels=[2, 0, 1], langs=["en"] * 3,
                     lang_ids=[0, 1, 2], truncated=0)

@@ -16,7 +16,7 @@ import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint
 
 from xlm_jax.tasks import qa
 from xlm_jax.tasks import qa_metrics as M
-from xlm_jax.tasks import common as T
+from xlm_jax import tasks as T
 from xlm_jax.core.errors import UserError
 
 

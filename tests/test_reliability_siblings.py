@@ -76,7 +76,7 @@ def test_a_batch_size_wider_than_the_data_allocates_only_the_data(tiny):
 
 
 def test_training_data_with_fewer_than_two_labels_is_refused(tmp_path):
-    from xlm_jax.tasks import common as T
+    from xlm_jax import tasks as T
 
     one = tiny_setup.write_jsonl(tmp_path / "one.jsonl", [e for e in tiny_setup.task_examples("en", 8, 0)
                                                           if e["label"] == "file"])

@@ -8,7 +8,7 @@ import pytest
 
 import tiny_setup  # tests/tiny_setup.py: tiny tokenizer + checkpoint + task builders
 
-from xlm_jax.tasks import common as T
+from xlm_jax import tasks as T
 from xlm_jax.models.config import get_model_config
 from xlm_jax.core.errors import UserError
 

@@ -1,5 +1,5 @@
 """tensorflow-datasets, for real: every corpus source (`xlm_jax.data.tfds_source`) and task reader
-(`xlm_jax.tasks.common.load_tfds`) runs through `tfds.load` under `tfds.testing.mock_data`, on the real builders'
+(`xlm_jax.tasks.tfds.load_tfds`) runs through `tfds.load` under `tfds.testing.mock_data`, on the real builders'
 feature specs:
 - random mock examples (tfds generates them from the builder's FeaturesDict: a wrong feature name is a KeyError);
 - hand-made examples in each builder's format, encoded by the builder's own FeaturesDict (`encode_example`
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xlm_jax.tasks import common as T
+from xlm_jax import tasks as T
 from xlm_jax.data import tfds_source
 from xlm_jax.data.tfds_source import example_records, export, write_records
 from xlm_jax.core.errors import UserError

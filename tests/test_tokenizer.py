@@ -126,7 +126,7 @@ def test_vocab_too_large_cli(tmp_path):
 
 import tiny_setup  # noqa: E402  tests/tiny_setup.py
 
-from xlm_jax.tasks import common as T  # noqa: E402
+from xlm_jax import tasks as T
 from xlm_jax.models.config import get_model_config  # noqa: E402
 
 SPECIAL_TEXTS = [
@@ -246,7 +246,7 @@ def test_truncation_never_exceeds_max_len(tiny):
 
 @pytest.mark.parametrize("family", ["xlmr", "xlm"])
 def test_task_rows_never_exceed_max_len(tiny, family):
-    """Every row builder of xlm_jax.tasks.common (fine-tuning and evaluation) holds max_len, or refuses it clearly."""
+    """Every row builder of xlm_jax.tasks (fine-tuning and evaluation) holds max_len, or refuses it clearly."""
     tok, _ = tiny
     protocol = T.InputProtocol.from_config(get_model_config(f"{family}_tiny"))
     words = "the cat dog house open file print page save document window close".split()

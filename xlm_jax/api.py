@@ -17,10 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlm_jax.training.checkpoint import resolve, restore_params
-from xlm_jax.models.config import ModelConfig
 from xlm_jax.core.errors import UserError, check_choice, check_range
+from xlm_jax.data.tokenizer import Tokenizer, _check_texts, pad_rows
+from xlm_jax.models.config import ModelConfig
 from xlm_jax.models.xlm import XLMForMaskedLM
+from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_examples, encode_token_examples, \
+    n_specials, ner, qa, word_predictions
+from xlm_jax.training.checkpoint import resolve, restore_params
+from xlm_jax.workflows.evaluate import cosine_matrix
+from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, finetune_tokenizer, is_task_checkpoint,  # noqa: F401
+                                       layer_index, load_task_model, task_model)
 
 
 def _host_int_array(x, name: str) -> np.ndarray:
@@ -165,20 +171,9 @@ def bucket(n: int, low: int, high: int) -> int:
     return max(1, min(high, max(low, 1 << max(0, n - 1).bit_length())))
 
 
-def layer_index(layer, num_layers: int, name: str = "layer") -> int:
-    """`layer` (1..L from the bottom, -1..-L from the top; XTREME's convention) -> 0-based index; UserError
-    otherwise (0 is not a layer: the embeddings are not offered)."""
-    if (not isinstance(layer, int | np.integer) or isinstance(layer, bool)
-            or not (1 <= layer <= num_layers or -num_layers <= layer <= -1)):
-        raise UserError(f"{name}={layer!r}: the model has layers 1..{num_layers} (or -1..-{num_layers} from the top)")
-    return int(layer) - 1 if layer > 0 else num_layers + int(layer)
-
-
 def _as_list(items, where: str, pairs: bool = False) -> tuple[list, bool]:
     """-> (a list of texts (or pairs), whether one text was given rather than a list). UserError for an empty
     list or an item that is not a str (or a (str, str) pair when `pairs`)."""
-    from xlm_jax.data.tokenizer import _check_texts
-
     single = isinstance(items, str) or (pairs and isinstance(items, tuple) and len(items) == 2
                                         and all(isinstance(t, str) for t in items))
     return _check_texts([items] if single else items, where, pairs=pairs), single
@@ -189,7 +184,7 @@ def _as_list(items, where: str, pairs: bool = False) -> tuple[list, bool]:
 @dataclasses.dataclass(repr=False)
 class LoadedModel:
     """A checkpoint ready for inference: `config`, `params`, the matching `tokenizer` (or None), and for a
-    fine-tuned checkpoint its `task` (task name, labels; `xlm_jax.evaluate.TaskInfo`).
+    fine-tuned checkpoint its `task` (task name, labels; `xlm_jax.workflows.loading.TaskInfo`).
 
     Text methods (need a tokenizer): `fill_mask`, `embed`, `similarity`, `retrieve`, and for a fine-tuned
     checkpoint `predict` / `predict_tokens` (classification heads) or `answer` (extractive QA). They take a str or
@@ -213,7 +208,7 @@ class LoadedModel:
     config: ModelConfig
     params: Any
     tokenizer: Any = None  # xlm_jax.data.tokenizer.Tokenizer
-    task: Any = None  # xlm_jax.evaluate.TaskInfo of a fine-tuned checkpoint
+    task: Any = None  # xlm_jax.workflows.loading.TaskInfo of a fine-tuned checkpoint
     source: str = ""
     tokenizer_note: str = ""  # why there is no tokenizer, for the error of a text method
     batch_size: int = 32
@@ -275,8 +270,6 @@ class LoadedModel:
 
     @functools.cached_property
     def _task_probs(self):
-        from xlm_jax.evaluate import task_model
-
         module = task_model(self.config, self.task.spec, len(self.task.labels))
 
         def probs(params, ids, mask, langs):
@@ -286,8 +279,6 @@ class LoadedModel:
 
     @functools.cached_property
     def _span_logits(self):
-        from xlm_jax.evaluate import task_model
-
         module = task_model(self.config, self.task.spec, len(self.task.labels))
 
         def logits(params, ids, mask, langs):  # [B, T, 2] (start, end), as qa.make_logits_fn
@@ -376,12 +367,10 @@ class LoadedModel:
     def _encode(self, items: list, langs: list[str]):
         """Texts or pairs -> `tasks.Encoded` rows framed for this model's family, truncated (with a warning) to
         max_positions; the same encoder fine-tuning and `evaluate task` use."""
-        from xlm_jax.tasks import common as T
-
-        examples = [T.Example(x, None, "", lang) if isinstance(x, str) else T.Example(x[0], x[1], "", lang)
+        examples = [Example(x, None, "", lang) if isinstance(x, str) else Example(x[0], x[1], "", lang)
                     for x, lang in zip(items, langs)]
-        protocol = T.InputProtocol.from_config(self.config)
-        enc = T.encode_sequence_examples(examples, self.tokenizer, protocol, (), self.config.max_positions)
+        protocol = InputProtocol.from_config(self.config)
+        enc = encode_sequence_examples(examples, self.tokenizer, protocol, (), self.config.max_positions)
         self._warn_truncated(enc.truncated, len(items))
         return enc
 
@@ -389,8 +378,6 @@ class LoadedModel:
         """Runs `call(ids, mask, langs, chunk)` on length-sorted, bucket-shaped batches of `rows` -> one result
         per row, in the rows' order. Filler rows (all padding but one real token, so that nothing divides by
         zero) fill a batch up to its bucket and are dropped."""
-        from xlm_jax.data.tokenizer import pad_rows
-
         batch_size = check_range("batch_size", self.batch_size if batch_size is None else batch_size, 1, integer=True)
 
         cfg = self.config
@@ -452,8 +439,6 @@ class LoadedModel:
                    lang_b=None) -> np.ndarray:
         """Cosine similarity of every text of `texts_a` with every text of `texts_b`: float32 [len(a), len(b)],
         from `embed` (`lang_b` defaults to `lang`). Raises what `embed` raises."""
-        from xlm_jax.evaluate import cosine_matrix
-
         lang_b = lang if lang_b is None else lang_b
         a = self.embed(texts_a, layer, pooling, lang=lang)
         b = self.embed(texts_b, layer, pooling, lang=lang_b)
@@ -486,8 +471,6 @@ class LoadedModel:
         (piece, token, probability, id), most probable first; for a list of str: a list of those, one per text.
         Raises UserError for a text without `<mask>`, a `<mask>` cut off by truncation, top_k outside
         1..(number of candidate pieces), a checkpoint without an LM head, and what `embed` raises."""
-        from xlm_jax.tasks.common import n_specials
-
         tok = self._need_tokenizer("fill_mask")
         self._need_lm_head("fill_mask")
         items, single = _as_list(texts, "texts")
@@ -530,16 +513,11 @@ class LoadedModel:
             out.append(fills)
         return out[0] if single else out
 
-    _TASK_METHODS = {"sequence": ("predict(texts)", "one label per text"),
-                     "token": ("predict_tokens(list of word lists)", "one label per word"),
-                     "span": ("answer(question, context)", "extractive question answering: an answer span per "
-                              "question")}
-
     def _task_method(self) -> str:
         """The text method that fits this checkpoint's task head."""
         if self.task is None:  # a classifier head without task.json (a converted HF classifier)
             return "predict / predict_tokens / answer"
-        return self._TASK_METHODS.get(self.task.spec.kind, ("predict(texts)", ""))[0]
+        return self.task.spec.text_method[0]
 
     def _need_task(self, method: str, kind: str):
         if self.task is None:
@@ -549,7 +527,7 @@ class LoadedModel:
                             f"(parameters: {has}): load a fine-tuning output directory (python -m xlm_jax.finetune "
                             f"... {how}out=DIR; xlm_jax.load(DIR))")
         if self.task.spec.kind != kind:
-            other, what = self._TASK_METHODS.get(self.task.spec.kind, ("predict(texts)", "one label per text"))
+            other, what = self.task.spec.text_method
             labels = f", labels {', '.join(self.task.labels)}" if self.task.spec.kind != "span" else ""
             raise UserError(f"{method} does not fit this checkpoint: its head is task {self.task.task!r} "
                             f"({what}{labels}); use {other}")
@@ -585,26 +563,15 @@ class LoadedModel:
     def predict_tokens(self, sentences, lang=None) -> list[list[str]]:
         """A fine-tuned token classifier's (NER) labels: `sentences` is a list of sentences, each a list of words
         (str); -> one label per word, read at the word's first sub-word (as fine-tuning trained it:
-        `xlm_jax.tasks.common.encode_token_examples`). Words beyond the model's positions are labelled "O" (with a
+        `xlm_jax.tasks.ner.encode_token_examples`). Words beyond the model's positions are labelled "O" (with a
         warning). Raises UserError for a checkpoint without a token head, an empty list, a sentence that is not
         a list of str (a bare str: split it first), and a bad / missing lang."""
-        from xlm_jax.tasks import common as T
-
         tok = self._need_task("predict_tokens", "token")
-        if not isinstance(sentences, list | tuple) or not sentences:
-            raise UserError(f"sentences={sentences!r:.60}: give a non-empty list of sentences, each a list of words, "
-                            "e.g. [['Angela', 'Merkel', 'visited', 'Paris']]")
-        for i, words in enumerate(sentences):
-            if isinstance(words, str) or not isinstance(words, list | tuple) or not all(isinstance(w, str) for w in words):
-                hint = (" (a str: split it into words, e.g. text.split(), and wrap the sentence in a list)"
-                        if isinstance(words, str) else "")
-                raise UserError(f"sentences[{i}]={words!r:.60} must be a list of words (str){hint}")
-            if words:
-                _as_list(list(words), f"sentences[{i}]")  # each word valid text (no lone surrogates)
+        ner.check_word_lists(sentences)
         langs = self._langs(lang, len(sentences))
-        examples = [T.TokenExample(tuple(w), ("",) * len(w), code) for w, code in zip(sentences, langs)]
-        protocol = T.InputProtocol.from_config(self.config)
-        enc = T.encode_token_examples(examples, tok, protocol, self.task.labels, self.config.max_positions)
+        examples = [TokenExample(tuple(w), ("",) * len(w), code) for w, code in zip(sentences, langs)]
+        protocol = InputProtocol.from_config(self.config)
+        enc = encode_token_examples(examples, tok, protocol, self.task.labels, self.config.max_positions)
         self._warn_truncated(enc.truncated, len(sentences), "sentences")
 
         def call(ids, mask, langs, _):
@@ -613,51 +580,8 @@ class LoadedModel:
             return np.asarray(probs).argmax(-1)
 
         preds = self._batched(enc.ids, enc.lang_ids, call)
-        return [T.word_predictions(p, enc.word_starts[r], enc.n_words[r], self.task.labels)
+        return [word_predictions(p, enc.word_starts[r], enc.n_words[r], self.task.labels)
                 for r, p in enumerate(preds)]
-
-    def _qa_items(self, questions, contexts) -> tuple[list[tuple[str, str, str]], bool]:
-        """-> ([(where, question, context)], whether one question was given). UserError for a missing context,
-        lists of different lengths, an item that is not a str, invalid Unicode, or an empty question / context."""
-        from xlm_jax.data.tokenizer import _check_text
-
-        def as_str_list(x, name, what):
-            if isinstance(x, str | bytes | dict) or not isinstance(x, list | tuple):
-                raise UserError(f"{name} must be {what}, got {type(x).__name__} {x!r:.60}")
-            if not x:
-                raise UserError(f"{name}={x!r} is empty: give at least one {name}")
-            return list(x)
-
-        if contexts is None:  # one (question, context) pair or a list of them
-            single = isinstance(questions, tuple) and len(questions) == 2 and all(isinstance(t, str) for t in questions)
-            if isinstance(questions, str):
-                raise UserError(f"question={questions!r:.60} given without a context: answer(question, context), or "
-                                "answer([(question, context), ...])")
-            pairs = [questions] if single else as_str_list(questions, "question", "a str (with a context), or a "
-                                                            "list of (question, context) pairs")
-            for i, pair in enumerate(pairs):
-                if not (isinstance(pair, tuple | list) and len(pair) == 2):
-                    raise UserError(f"question[{i}]={pair!r:.60}: with no context given, each item must be a "
-                                    "(question, context) pair of str")
-            items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(pairs)]
-        else:
-            single = isinstance(questions, str)
-            qs = [questions] if single else as_str_list(questions, "question", "a str or a list of str")
-            if isinstance(contexts, str):
-                cs = [contexts] * len(qs)  # one context for every question
-            else:
-                cs = as_str_list(contexts, "context", "a str or a list of str (one per question)")
-                if len(cs) != len(qs):
-                    raise UserError(f"{len(qs)} questions but {len(cs)} contexts: give one context per question, "
-                                    "or one context (a str) for all of them")
-            items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(zip(qs, cs))]
-        for at, q, c in items:
-            for name, text in (("question", q), ("context", c)):
-                _check_text(text, name + at)
-                if not text.strip():
-                    raise UserError(f"{name}{at}={text!r:.40} is empty: extractive QA needs a question and a context "
-                                    "that holds the answer (non-blank text)")
-        return items, single
 
     def answer(self, question, context=None, n_best: int = 1, max_answer_length: int | None = None,
                lang=None) -> Answer | list[Answer]:
@@ -676,11 +600,8 @@ class LoadedModel:
         Raises UserError for a checkpoint without a QA head (naming the method that fits), an empty / blank /
         non-str question or context, lists of different lengths, n_best or max_answer_length not an integer
         >= 1, and a bad / missing lang."""
-        from xlm_jax.tasks import qa
-        from xlm_jax.tasks import common as T
-
         tok = self._need_task("answer", "span")
-        items, single = self._qa_items(question, context)
+        items, single = qa.question_items(question, context)
         if not isinstance(n_best, int | np.integer) or isinstance(n_best, bool) or n_best < 1:
             raise UserError(f"n_best={n_best!r}: must be an integer >= 1 (how many candidate answers to list)")
         opts = qa.task_options(self.task.options)
@@ -693,7 +614,7 @@ class LoadedModel:
         langs = self._langs(lang, len(items))
         examples = [qa.QAExample(str(i), q, c, (), code, "question" + at)
                     for i, ((at, q, c), code) in enumerate(zip(items, langs))]
-        feats = qa.make_features(examples, tok, T.InputProtocol.from_config(self.config), self.task.max_len,
+        feats = qa.make_features(examples, tok, InputProtocol.from_config(self.config), self.task.max_len,
                                  opts["doc_stride"], opts["max_query_len"])
         if feats.questions_cut:
             _warn_caller(f"{feats.questions_cut} of {len(items)} questions were longer than this checkpoint's "
@@ -720,33 +641,7 @@ XLM_NO_TOKENIZER = ("an original XLM checkpoint: its text is tokenized with Mose
                     "files), which xlm_jax does not run, so no tokenizer can be carried")
 
 
-def _finetune_tokenizer(path: Path) -> tuple[Path | None, str]:
-    """The tokenizer a fine-tuning run recorded in OUT/finetune_config.json -> (path or None, why not)."""
-    from xlm_jax.finetune import FINETUNE_CONFIG
-
-    for out in [path, *path.parents][:3]:
-        record = out / FINETUNE_CONFIG
-        if record.is_file():
-            try:
-                recorded = json.loads(record.read_text())["tokenizer"]
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                return None, f"{record} cannot be read ({type(err).__name__}: {err})"
-            for candidate in (Path(recorded), out / recorded):
-                if recorded and candidate.is_file():
-                    return candidate, ""
-            return None, f"the fine-tuning run used the tokenizer {recorded!r}, which no longer exists"
-    return None, f"no {FINETUNE_CONFIG} found next to the checkpoint"
-
-
-def _is_task_checkpoint(p: Path) -> bool:
-    from xlm_jax.evaluate import TASK_FILE
-
-    return any((d / TASK_FILE).is_file() for d in (p / "best", p, p.parent))
-
-
 def _load_tokenizer(tokenizer, config: ModelConfig, auto: bool):
-    from xlm_jax.data.tokenizer import Tokenizer
-
     if isinstance(tokenizer, Tokenizer):
         tok = tokenizer
     elif isinstance(tokenizer, str | Path) and str(tokenizer).strip():
@@ -790,16 +685,14 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
         raise UserError(f"{path}: no such file or directory (give a run directory, a fine-tuning output, a convert "
                         "output, a Hugging Face directory, a fairseq model.pt or an XLM .pth)")
     task, note, found = None, "", None
-    if _is_task_checkpoint(p):
-        from xlm_jax.evaluate import load_task_model
-
+    if is_task_checkpoint(p):
         _, params, config, task = load_task_model(p)
-        found, note = _finetune_tokenizer(p.absolute())
+        found, note = finetune_tokenizer(p.absolute())
     else:
         try:
             resolve(p)
         except UserError:
-            from xlm_jax.convert import load_any
+            from xlm_jax.convert import load_any  # convert is split in parallel (helper C); imported where used
 
             params, config, info = load_any(p)
             if info.kind == "xlm":
@@ -809,7 +702,7 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
                 if found is None:
                     note = f"no {' or '.join(TOKENIZER_NAMES)} next to {info.path}"
         else:
-            from xlm_jax.convert import orbax_tokenizer_files
+            from xlm_jax.convert import orbax_tokenizer_files  # as load_any above
 
             params, config = restore_params(p)
             found = next((Path(f) for f in orbax_tokenizer_files(p) if Path(f).name in TOKENIZER_NAMES), None)

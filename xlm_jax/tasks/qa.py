@@ -1,5 +1,6 @@
 """Extractive question answering (SQuAD v1.1, MLQA, XQuAD): reading SQuAD-format JSON, question + context
-windows, the span loss, n-best span decoding, and the fine-tuning / evaluation loops behind `task: qa`.
+windows, the span loss, n-best span decoding and EM / F1: the `Task` behind `task: qa` (its fine-tuning and evaluation run through
+`xlm_jax.workflows`).
 
     python -m xlm_jax.finetune configs/finetune_mlqa.yaml init=CKPT tokenizer=T.model out=runs/mlqa \
         train=[en:squad/train-v1.1.json] valid=[mlqa/dev/dev-context-en-question-en.json] \
@@ -34,19 +35,19 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import NamedSharding, PartitionSpec
 
-from xlm_jax.tasks import qa_metrics
-from xlm_jax.tasks import common as T
 from xlm_jax.core.errors import UserError
 from xlm_jax.core.textfiles import read_text
-from xlm_jax.data.tokenizer import check_max_len, strip_accents_lower
+from xlm_jax.data.tokenizer import _check_text, check_max_len, strip_accents_lower
+from xlm_jax.models.xlm import SpanHead, XLMForQuestionAnswering
+from xlm_jax.tasks import qa_metrics
+from xlm_jax.tasks.base import InputProtocol, Report, Task, head_loss, n_specials, padded_rows, split_lang_prefix
+from xlm_jax.tasks.base import results_table as one_metric_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +152,7 @@ def read_files(specs: Sequence[str], purpose: str = "training") -> list[QAExampl
     """The questions of several `LANG:PATH` / `PATH` SQuAD-format files (see `read_squad`)."""
     out: list[QAExample] = []
     for spec in specs:
-        lang, path = T.split_lang_prefix(spec)
+        lang, path = split_lang_prefix(spec)
         out += read_squad(path, lang, purpose)
     return out
 
@@ -235,7 +236,7 @@ def task_options(options: dict) -> dict:
 def check_qa_lengths(max_len: int, max_query_len: int, doc_stride: int, family: str) -> None:
     """UserError unless a row of max_len tokens holds the pair's specials, max_query_len question pieces (when
     > 0) and at least one context piece."""
-    specials = T.n_specials(family, True)
+    specials = n_specials(family, True)
     check_max_len(max_len, specials, True)
     if max_query_len and max_query_len + specials + 1 > max_len:
         raise UserError(f"max_query_len={max_query_len} leaves no room for the context in max_len={max_len} "
@@ -244,7 +245,7 @@ def check_qa_lengths(max_len: int, max_query_len: int, doc_stride: int, family: 
         raise UserError(f"doc_stride={doc_stride}: must be >= 1 (context pieces between window starts)")
 
 
-def make_features(examples: Sequence[QAExample], tokenizer, protocol: T.InputProtocol, max_len: int,
+def make_features(examples: Sequence[QAExample], tokenizer, protocol: InputProtocol, max_len: int,
                   doc_stride: int = 128, max_query_len: int = 64, train: bool = False) -> QAFeatures:
     """Question + context windows for every example (see the module docstring). `train` adds the start / end
     targets from each example's first answer. Raises UserError when max_len cannot hold the specials, the
@@ -294,7 +295,7 @@ def make_features(examples: Sequence[QAExample], tokenizer, protocol: T.InputPro
 def make_batch(feats: QAFeatures, rows: Sequence[int], batch_size: int, max_len: int, pad_id: int) -> dict:
     """Fixed-shape batch of `rows`, padded with weight-0 rows to batch_size: input_ids, attention_mask, langs
     int32 [B, W] (W a multiple of 16, <= max_len); start_positions, end_positions int32 [B]; weights float32 [B]."""
-    batch = T.padded_rows(feats.ids, feats.lang_ids, rows, batch_size, max_len, pad_id)
+    batch = padded_rows(feats.ids, feats.lang_ids, rows, batch_size, max_len, pad_id)
     start = np.zeros((batch_size,), np.int32)
     end = np.zeros((batch_size,), np.int32)
     start[: len(rows)] = [feats.start[r] for r in rows]
@@ -406,8 +407,6 @@ def score(examples: Sequence[QAExample], predictions: Sequence[str]) -> dict[str
 def results_table(results: dict[str, dict[str, dict]], first_lang: str | None = "en") -> tuple[str, dict]:
     """Markdown (an EM row and an F1 row per split, one column per language, average last) and its JSON form
     ({"metric": "f1", "langs", "splits": {split: {"per_lang", "avg" (F1), "avg_exact_match"}}})."""
-    from xlm_jax.evaluate import results_table as one_metric_table
-
     rows = {}
     for split, per in results.items():
         rows[f"{split} EM"] = {lang: {**v, "score": v["exact_match"]} for lang, v in per.items()}
@@ -428,155 +427,104 @@ def predictions_by_lang(examples: Sequence[QAExample], predictions: Sequence[str
     return out
 
 
-# ------------------------------------------------------------------------------------------ jitted calls
+# ------------------------------------------------------------------------------------------------ task
 
 
-def make_logits_fn(model, mesh, params_shardings) -> Callable:
-    """-> logits(params, batch) -> float32 [B, W, 2], jitted with the run's shardings, replicated output
-    (`evaluate.make_predict_fn` with logits=True)."""
-    from xlm_jax.evaluate import make_predict_fn
+def question_items(questions, contexts) -> tuple[list[tuple[str, str, str]], bool]:
+    """The notebook API's `answer(question, context)` forms -> ([(where, question, context)], whether one
+    question was given): a str with a context, lists (one context per question, or one str for all), or (question,
+    context) pairs. UserError for a missing context, lists of different lengths, an item that is not a str,
+    invalid Unicode, or an empty question / context."""
 
-    return make_predict_fn(model, mesh, params_shardings, logits=True)
+    def as_str_list(x, name, what):
+        if isinstance(x, str | bytes | dict) or not isinstance(x, list | tuple):
+            raise UserError(f"{name} must be {what}, got {type(x).__name__} {x!r:.60}")
+        if not x:
+            raise UserError(f"{name}={x!r} is empty: give at least one {name}")
+        return list(x)
 
-
-def all_logits(logits_fn: Callable, params: Any, feats: QAFeatures, batch_size: int, max_len: int,
-               pad_id: int) -> list[np.ndarray]:
-    """Logits of every feature row (rows sorted by length into batches), in feature order."""
-    order = sorted(range(len(feats)), key=lambda r: len(feats.ids[r]))
-    out: list = [None] * len(order)
-    for begin in range(0, len(order), batch_size):
-        rows = order[begin:begin + batch_size]
-        result = np.asarray(logits_fn(params, make_batch(feats, rows, batch_size, max_len, pad_id)))
-        for j, r in enumerate(rows):
-            out[r] = result[j, : len(feats.ids[r])]
-    return out
-
-
-def make_train_step(model, optimizer: optax.GradientTransformation, mesh, state_shardings) -> Callable:
-    """-> train_step(state, batch, rng) -> (state, metrics) for the span loss: the shared step factory
-    (`xlm_jax.training.step.make_step`) with `span_sums` as the head's loss."""
-    from xlm_jax.finetune import head_loss
-    from xlm_jax.training.step import make_step
-
-    return make_step(head_loss(model, span_sums, lambda batch: batch["weights"]), optimizer, mesh, state_shardings)
-
-
-# -------------------------------------------------------------------------------------------- fine-tuning
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def evaluate_split(examples, feats, logits_fn, params, batch_size, max_len, pad_id, n_best, max_answer_length,
-                   multiple: int = 1) -> tuple[dict, list[str]]:
-    """-> ({lang: scores}, predictions) for examples whose features are `feats`."""
-    batch_size = _round_up(min(batch_size, max(1, len(feats))), multiple)  # never wider than the data
-    logits = all_logits(logits_fn, params, feats, batch_size, max_len, pad_id)
-    predictions = decode_answers(examples, feats, logits, n_best, max_answer_length)
-    return score(examples, predictions), predictions
-
-
-def finetune_qa(cfg, out: Path, tokenizer, log=print, force: bool = False):
-    """`xlm_jax.finetune.finetune` for task qa (called from it once init / tokenizer / train and OUT are
-    checked): the same protocols, model selection on the valid F1 (average or one language), best checkpoint
-    in OUT/best with task.json, and the per-language EM / F1 table in OUT/results.md / results.json, plus the
-    predictions per split and language in OUT/predictions.json. Raises UserError for bad data or settings
-    before training, NonFiniteError when training diverges."""
-    from xlm_jax import finetune as F
-    from xlm_jax.evaluate import TaskInfo
-
-    spec = T.get_task(cfg.task)
-    check_qa_lengths(cfg.max_len, cfg.max_query_len, cfg.doc_stride, "xlm")
-    train_all = read_files(cfg.train, "training")
-    valid = read_files(cfg.valid, "evaluation")
-    test = read_files(cfg.test, "evaluation")
-    train = F.training_split(cfg, train_all, "questions")
-    F.check_select_on(cfg, valid, "questions")
-    params, config, model, max_len = F.load_model(
-        cfg, spec, spec.labels, tokenizer, log,
-        lambda max_len, family: check_qa_lengths(max_len, cfg.max_query_len, cfg.doc_stride, family))
-    options = {"doc_stride": cfg.doc_stride, "max_query_len": cfg.max_query_len, "n_best": cfg.n_best,
-               "max_answer_length": cfg.max_answer_length}
-    info = TaskInfo(spec.name, spec.labels, max_len, options)
-
-    protocol = T.InputProtocol.from_config(config)
-    feats = {"train": make_features(train, tokenizer, protocol, max_len, cfg.doc_stride, cfg.max_query_len, True)}
-    for split, examples in (("valid", valid), ("test", test)):
-        if examples:
-            feats[split] = make_features(examples, tokenizer, protocol, max_len, cfg.doc_stride, cfg.max_query_len)
-    train_feats = feats["train"]
-    if train_feats.questions_cut:
-        log(f"note: {train_feats.questions_cut} training questions were longer than max_query_len="
-            f"{cfg.max_query_len} pieces and were cut")
-
-    mesh, multiple, total, eval_every = F.plan_steps(cfg, len(train_feats))
-    plan = F.step_rows(len(train_feats), cfg.batch_size, cfg.seed, total)
-    optimizer = F.build_optimizer(cfg, params, config, total)
-    state, shardings = F.setup_state(params, model, optimizer, mesh)
-    train_step = make_train_step(model, optimizer, mesh, shardings)
-    logits_fn = make_logits_fn(model.clone(config=config.replace(dropout=0.0, attention_dropout=0.0)), mesh,
-                               shardings["params"])
-
-    F.claim_out(cfg, out, force)
-    log(f"qa: {len(train)} training questions ({len(train_feats)} windows, {cfg.protocol}), {len(valid)} valid, "
-        f"{len(test)} test; {total} steps of {cfg.batch_size}")
-
-    def evaluate(split, params):
-        examples = valid if split == "valid" else test
-        return evaluate_split(examples, feats[split], logits_fn, params, cfg.eval_batch_size, max_len,
-                              config.pad_token_id, cfg.n_best, cfg.max_answer_length, multiple)
-
-    sel = F.train_and_select(
-        cfg, out, state, train_step,
-        lambda step: make_batch(train_feats, plan[step - 1], cfg.batch_size, max_len, config.pad_token_id),
-        (lambda p: evaluate("valid", p)[0]) if valid else None, total, eval_every, config, info, shardings["params"],
-        log, lang_entry=lambda v: {"exact_match": v["exact_match"], "f1": v["f1"]}, acc_label="span acc",
-        score_label=" F1")
-    results, predictions = {}, {}
-    for split, examples in (("valid", valid), ("test", test)):
-        if examples:
-            results[split], preds = evaluate(split, sel.params)
-            predictions[split] = predictions_by_lang(examples, preds)
-    run = F.write_results(out, cfg, spec, sel, train, results, lambda r: results_table(r, cfg.train_lang), **options,
-                          questions_cut={s: f.questions_cut for s, f in feats.items()},
-                          train_windows=len(train_feats), train_windows_without_answer=train_feats.answers_outside)
-    (out / "predictions.json").write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
-    return run
+    if contexts is None:  # one (question, context) pair or a list of them
+        single = isinstance(questions, tuple) and len(questions) == 2 and all(isinstance(t, str) for t in questions)
+        if isinstance(questions, str):
+            raise UserError(f"question={questions!r:.60} given without a context: answer(question, context), or "
+                            "answer([(question, context), ...])")
+        pairs = [questions] if single else as_str_list(questions, "question", "a str (with a context), or a "
+                                                        "list of (question, context) pairs")
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, tuple | list) and len(pair) == 2):
+                raise UserError(f"question[{i}]={pair!r:.60}: with no context given, each item must be a "
+                                "(question, context) pair of str")
+        items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(pairs)]
+    else:
+        single = isinstance(questions, str)
+        qs = [questions] if single else as_str_list(questions, "question", "a str or a list of str")
+        if isinstance(contexts, str):
+            cs = [contexts] * len(qs)  # one context for every question
+        else:
+            cs = as_str_list(contexts, "context", "a str or a list of str (one per question)")
+            if len(cs) != len(qs):
+                raise UserError(f"{len(qs)} questions but {len(cs)} contexts: give one context per question, "
+                                "or one context (a str) for all of them")
+        items = [("" if single else f"[{i}]", q, c) for i, (q, c) in enumerate(zip(qs, cs))]
+    for at, q, c in items:
+        for name, text in (("question", q), ("context", c)):
+            _check_text(text, name + at)
+            if not text.strip():
+                raise UserError(f"{name}{at}={text!r:.40} is empty: extractive QA needs a question and a context "
+                                "that holds the answer (non-blank text)")
+    return items, single
 
 
-def evaluate_checkpoint(checkpoint: str, tokenizer_path: str, data: Sequence[str], out: str | None = None,
-                        batch_size: int = 64, split_name: str = "test", force: bool = False) -> tuple[str, dict]:
-    """`python -m xlm_jax.evaluate task` on a QA checkpoint -> (markdown EM / F1 table, results dict); writes
-    results.md, results.json and predictions.json to `out` when given (checked as `run_task_eval` does)."""
-    from xlm_jax.core import outputs
-    from xlm_jax.evaluate import _is_evaluate_output, load_task_model
-    from xlm_jax.training.sharding import MeshConfig, batch_size_multiple, make_mesh
-    from xlm_jax.data.tokenizer import Tokenizer
+def _read(path: Path, lang: str | None = None, purpose: str = "training") -> list[QAExample]:
+    return read_squad(path, lang, purpose)
 
-    examples = read_files(data, "evaluation")
-    tokenizer = Tokenizer.load(tokenizer_path)
-    model, params, config, info = load_task_model(checkpoint)
-    if len(tokenizer) > config.vocab_size:
-        raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids, more than the model's vocab_size="
-                        f"{config.vocab_size}: they do not belong together")
-    opts = task_options(info.options)
-    feats = make_features(examples, tokenizer, T.InputProtocol.from_config(config), info.max_len, opts["doc_stride"],
-                          opts["max_query_len"])
-    mesh = make_mesh(MeshConfig())
-    replicated = NamedSharding(mesh, PartitionSpec())
-    shardings = jax.tree.map(lambda _: replicated, params)
-    params = jax.device_put(params, shardings)
-    scores, predictions = evaluate_split(examples, feats, make_logits_fn(model, mesh, shardings), params, batch_size,
-                                         info.max_len, config.pad_token_id, opts["n_best"], opts["max_answer_length"],
-                                         batch_size_multiple(mesh))
-    markdown, table = results_table({split_name: scores})
-    table.update(task=info.task, checkpoint=str(checkpoint), truncated=0, questions_cut=feats.questions_cut, **opts)
-    if out:
-        out_dir = outputs.claim_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
-        outputs.atomic_write_text(out_dir / "results.md", markdown + "\n")
-        outputs.atomic_write_text(out_dir / "results.json", json.dumps(table, indent=2))
-        outputs.atomic_write_text(out_dir / "predictions.json",
-                                  json.dumps({split_name: predictions_by_lang(examples, predictions)}, indent=1,
-                                             ensure_ascii=False))
-    return markdown, table
+
+def _options(cfg) -> dict:
+    return {"doc_stride": cfg.doc_stride, "max_query_len": cfg.max_query_len, "n_best": cfg.n_best,
+            "max_answer_length": cfg.max_answer_length}
+
+
+def _check_max_len(max_len: int, family: str, options: dict) -> None:
+    opts = task_options(options)
+    check_qa_lengths(max_len, opts["max_query_len"], opts["doc_stride"], family)
+
+
+def _features(examples, tokenizer, protocol, labels, max_len: int, options: dict, train: bool = False) -> QAFeatures:
+    opts = task_options(options)
+    return make_features(examples, tokenizer, protocol, max_len, opts["doc_stride"], opts["max_query_len"], train)
+
+
+def _predictions(examples, feats: QAFeatures, logits: list, labels, options: dict) -> list[str]:
+    opts = task_options(options)
+    return decode_answers(examples, feats, logits, opts["n_best"], opts["max_answer_length"])
+
+
+def span_task_loss(model):
+    """The span loss as a `StepLoss` (`base.head_loss` with `span_sums`)."""
+    return head_loss(model, span_sums, lambda batch: batch["weights"])
+
+
+def _note(feats: QAFeatures, split: str, max_len: int, options: dict) -> str | None:
+    if split != "train" or not feats.questions_cut:
+        return None
+    return (f"note: {feats.questions_cut} training questions were longer than max_query_len="
+            f"{task_options(options)['max_query_len']} pieces and were cut")
+
+
+REPORT = Report(
+    note=_note, describe=lambda feats, labels: (f"{len(feats)} windows, ", ""),
+    finetune_record=lambda feats, labels, options: {
+        **options, "questions_cut": {s: f.questions_cut for s, f in feats.items()},
+        "train_windows": len(feats["train"]), "train_windows_without_answer": feats["train"].answers_outside},
+    eval_record=lambda feats, options: {"truncated": 0, "questions_cut": feats.questions_cut,
+                                        **task_options(options)},
+    history_entry=lambda v: {"exact_match": v["exact_match"], "f1": v["f1"]}, acc_label="span acc",
+    score_label=" F1")
+
+QA = Task("qa", "span", True, ("start", "end"), "em_f1", read=_read, head=lambda config, n: SpanHead(config),
+          model=lambda config, n: XLMForQuestionAnswering(config, 2), loss=span_task_loss, options=_options,
+          check_max_len=_check_max_len, features=_features, batch=make_batch, packed_batch=None, token_level=True,
+          logits=True, predictions=_predictions, score=lambda examples, feats, preds, labels: score(examples, preds),
+          table=results_table, prediction_file=predictions_by_lang,
+          text_method=("answer(question, context)", "extractive question answering: an answer span per question"),
+          report=REPORT, noun="questions")

@@ -1,0 +1,111 @@
+"""Finding and loading fine-tuned checkpoints: what `xlm_jax.load` (the notebook API) and `python -m
+xlm_jax.evaluate` share. A fine-tuning run writes its best parameters to `OUT/best/<step>` with `task.json`
+(`TaskInfo`: task, labels, max_len, task options) and records its config, tokenizer included, in
+`OUT/finetune_config.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import numpy as np
+
+from xlm_jax.core.errors import UserError
+from xlm_jax.core.textfiles import read_text
+from xlm_jax.models.config import ModelConfig
+from xlm_jax.tasks import Task, get_task
+from xlm_jax.training.checkpoint import resolve, restore_params
+
+TASK_FILE = "task.json"
+FINETUNE_CONFIG = "finetune_config.json"  # written by every fine-tuning run: marks its outputs, names its tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What `evaluate` needs to rebuild a head: saved as `task.json` next to the best checkpoint."""
+
+    task: str
+    labels: tuple[str, ...]
+    max_len: int
+    options: dict = dataclasses.field(default_factory=dict, hash=False)  # task settings (qa: windows, decoding)
+
+    @property
+    def spec(self) -> Task:
+        return get_task(self.task)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": 1, "task": self.task, "labels": list(self.labels), "max_len": self.max_len,
+                           "kind": self.spec.kind, "pair": self.spec.pair, "metric": self.spec.metric,
+                           **({"options": self.options} if self.options else {})}, indent=2)
+
+    @classmethod
+    def read(cls, path: Path) -> "TaskInfo":
+        try:
+            d = json.loads(read_text(path, "task file"))
+            return cls(str(d["task"]), tuple(map(str, d["labels"])), int(d["max_len"]), dict(d.get("options", {})))
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{path}: damaged ({type(err).__name__}: {err}); it is written by `python -m "
+                            "xlm_jax.finetune` next to the best checkpoint: re-run the fine-tuning") from None
+
+
+def task_model(config: ModelConfig, spec: Task, num_labels: int) -> nn.Module:
+    """The encoder with `spec`'s head (`Task.model`)."""
+    return spec.model(config, num_labels)
+
+
+def find_task_checkpoint(path: str | Path) -> tuple[Path, TaskInfo]:
+    """A fine-tuning run directory, its `best` directory or a step inside it -> (checkpoint dir, task info)."""
+    p = Path(path)
+    if (p / "best").is_dir():
+        p = p / "best"
+    for candidate in (p, p.parent):
+        if (candidate / TASK_FILE).is_file():
+            return p, TaskInfo.read(candidate / TASK_FILE)
+    resolve(p)  # a clear error when there is no checkpoint at all
+    raise UserError(
+        f"{path}: no {TASK_FILE} found; this is not a fine-tuned checkpoint (fine-tune it with "
+        "`python -m xlm_jax.finetune CONFIG.yaml init=...`; for retrieval use `evaluate retrieval`)"
+    )
+
+
+def load_task_model(path: str | Path) -> tuple[nn.Module, Any, ModelConfig, TaskInfo]:
+    ckpt, info = find_task_checkpoint(path)
+    params, config = restore_params(ckpt)
+    if "classifier" not in params:
+        raise UserError(f"{ckpt}: the checkpoint has no classifier head although {TASK_FILE} names task {info.task!r}")
+    config = config.replace(dropout=0.0, attention_dropout=0.0)
+    return task_model(config, info.spec, len(info.labels)), params, config, info
+
+
+def is_task_checkpoint(p: Path) -> bool:
+    """Whether `p` is a fine-tuning output, its best/ or a step in it (a task.json next to it)."""
+    return any((d / TASK_FILE).is_file() for d in (p / "best", p, p.parent))
+
+
+def finetune_tokenizer(path: Path) -> tuple[Path | None, str]:
+    """The tokenizer a fine-tuning run recorded in OUT/finetune_config.json -> (path or None, why not)."""
+    for out in [path, *path.parents][:3]:
+        record = out / FINETUNE_CONFIG
+        if record.is_file():
+            try:
+                recorded = json.loads(record.read_text())["tokenizer"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                return None, f"{record} cannot be read ({type(err).__name__}: {err})"
+            for candidate in (Path(recorded), out / recorded):
+                if recorded and candidate.is_file():
+                    return candidate, ""
+            return None, f"the fine-tuning run used the tokenizer {recorded!r}, which no longer exists"
+    return None, f"no {FINETUNE_CONFIG} found next to the checkpoint"
+
+
+
+def layer_index(layer, num_layers: int, name: str = "layer") -> int:
+    """`layer` (1..L from the bottom, -1..-L from the top; XTREME's convention) -> 0-based index; UserError
+    otherwise (0 is not a layer: the embeddings are not offered)."""
+    if (not isinstance(layer, int | np.integer) or isinstance(layer, bool)
+            or not (1 <= layer <= num_layers or -num_layers <= layer <= -1)):
+        raise UserError(f"{name}={layer!r}: the model has layers 1..{num_layers} (or -1..-{num_layers} from the top)")
+    return int(layer) - 1 if layer > 0 else num_layers + int(layer)
