@@ -14,7 +14,7 @@ output is already there, so a re-run resumes:
               aside for retrieval (their Georgian side is in no training text; WORK/retrieval/{en,ka}.txt);
 3. extend:    python -m xlm_jax.tokenizer extend --new-characters-only (Georgian pieces only, so that the base
               languages' segmentation is unchanged), with its report (pieces per sentence, <unk> counts);
-4. before:    the project's held-out MLM evaluation (xlm_jax.train.evaluate: fixed masking noise, every valid
+4. before:    the project's held-out MLM evaluation (xlm_jax.pretrain.loop.evaluate: fixed masking noise, every valid
               window, per language) of the base model on all 17 languages, once with the base tokenizer and once
               with the extended one (the model's new rows initialised by xlm_jax.data.vocab.extend_embeddings). The
               evaluation runs through the train CLI: `train.steps=1` with a warm-up from lr 0, so that the one

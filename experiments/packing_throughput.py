@@ -48,7 +48,7 @@ def _abba(batches: dict, repeat: int) -> list:
 
 
 def tlm_measure(args, log) -> dict:
-    from xlm_jax import train
+    from xlm_jax.pretrain import data as pretrain_data
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
     from xlm_jax.training.optim import make_optimizer
@@ -57,13 +57,13 @@ def tlm_measure(args, log) -> dict:
     from xlm_jax.pretrain.config import load_config
 
     cfg = load_config(args.config, ["data.objectives={tlm: 1.0}"])
-    corpus = PreprocessedCorpus(train.prepare_data(cfg, log))
+    corpus = PreprocessedCorpus(pretrain_data.prepare_data(cfg, log))
     sides = {}
     for pack in (False, True):
         c = load_config(args.config, ["data.objectives={tlm: 1.0}", f"data.pack={str(pack).lower()}"])
-        data_cfg = train.make_data_config(c, corpus)
+        data_cfg = pretrain_data.make_data_config(c, corpus)
         sides["packed" if pack else "padded"] = BatchSource(corpus, data_cfg)
-    model_cfg = train.make_model_config(cfg, corpus, train.make_data_config(cfg, corpus))
+    model_cfg = pretrain_data.make_model_config(cfg, corpus, pretrain_data.make_data_config(cfg, corpus))
     mesh = make_mesh(cfg.mesh)
     optimizer = make_optimizer(cfg.optimizer, 1000)
     n_groups = {"tlm": len(sides["padded"].cfg.para_pairs)}

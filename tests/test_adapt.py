@@ -83,7 +83,7 @@ def _run(env, run_dir, *extra) -> int:
 def _first_batch(run_dir: Path) -> dict:
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
-    from xlm_jax.train import make_data_config
+    from xlm_jax.pretrain.data import make_data_config
 
     cfg = load_config(run_dir / "config.yaml")
     corpus = PreprocessedCorpus(cfg.data.dir)
@@ -191,7 +191,7 @@ def test_the_config_that_trained_a_run_can_continue_it(env, hf_run, tmp_path, ca
     import xlm_jax
     from xlm_jax.pretrain.adapt import DATA_FIELDS
     from xlm_jax.models.config import NAMED_CONFIGS
-    from xlm_jax.train import NON_ARCHITECTURE
+    from xlm_jax.models.config import NON_ARCHITECTURE
 
     config = xlm_jax.load(hf_run, tokenizer=False).config
     base = NAMED_CONFIGS["xlmr_tiny"]

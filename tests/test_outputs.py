@@ -294,7 +294,7 @@ def test_finetune_refuses_a_pretraining_run_directory(env, tmp_path, capsys):
 
 
 def test_earlier_outputs_without_a_marker_are_recognised(tmp_path):
-    from xlm_jax.train import is_train_run
+    from xlm_jax.pretrain.setup import is_train_run
 
     pre = tmp_path / "pre"
     pre.mkdir()

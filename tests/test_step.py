@@ -466,7 +466,7 @@ def test_real_tokens_and_padding_share_count_packed_and_padded_rows():
 
 
 def test_progress_bar_shows_real_tokens_and_padding():
-    from xlm_jax.train import progress_figures
+    from xlm_jax.pretrain.loop import progress_figures
 
     figures = progress_figures({"loss": 2.5, "tokens_per_s": 4000.0, "real_tokens_per_s": 2500.0,
                                 "padding_share": 0.375}, n_devices=2)

@@ -108,7 +108,7 @@ def test_end_to_end_loss_falls_and_load_returns_trained_params(corpus, tmp_path)
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
     from xlm_jax.training.objectives import mlm_loss
-    from xlm_jax.train import make_data_config
+    from xlm_jax.pretrain.data import make_data_config
 
     cfg = load_config(run_dir / "config.yaml")
     batch = BatchSource(PreprocessedCorpus(corpus), make_data_config(cfg, PreprocessedCorpus(corpus))).batch(0)["mlm"]
@@ -123,7 +123,7 @@ def check_throughput(run_dir: Path, corpus: Path, peak: float | None) -> None:
     from xlm_jax.data.batches import BatchSource
     from xlm_jax.data.corpus import PreprocessedCorpus
     from xlm_jax.training.flops import model_flops_per_token
-    from xlm_jax.train import make_data_config, make_model_config
+    from xlm_jax.pretrain.data import make_data_config, make_model_config
 
     cfg = load_config(run_dir / "config.yaml")
     data = PreprocessedCorpus(corpus)
@@ -213,11 +213,11 @@ def test_nan_loss_stops_with_exit_3_and_keeps_good_checkpoints(corpus, tmp_path,
 
 
 def test_keep_best_keeps_the_lowest_validation_loss_not_the_latest(corpus, tmp_path, monkeypatch):
-    import xlm_jax.train as train_module
+    import xlm_jax.pretrain.loop as loop_module
 
     # Validation losses 3, 1, 2 at steps 2, 4, 6: the best is the middle one, neither the first nor the latest.
     losses = iter([3.0, 1.0, 2.0])
-    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: {"loss": (x := next(losses)), "ppl": float(np.exp(x))})
+    monkeypatch.setattr(loop_module, "evaluate", lambda *a, **k: {"loss": (x := next(losses)), "ppl": float(np.exp(x))})
     run_dir = tmp_path / "best"
     assert run(corpus, run_dir, "train.steps=6", "train.eval_every=2", "checkpoint.every=2", "checkpoint.keep=10") == 0
     assert [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["kind"] == "valid"] == [(2, 3.0), (4, 1.0), (6, 2.0)]
@@ -375,7 +375,7 @@ def test_resume_on_data_from_another_tokenizer_is_refused(corpus, tmp_path):
 def test_runs_from_before_the_tokenizer_record_are_checked_against_their_copy(corpus, tmp_path):
     from xlm_jax.data.corpus import PreprocessedCorpus
     from xlm_jax.data.tokenizer import file_sha256
-    from xlm_jax.train import check_same_tokenizer
+    from xlm_jax.pretrain.setup import check_same_tokenizer
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

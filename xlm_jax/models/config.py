@@ -225,3 +225,9 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
         raise unknown_name("model config", name, NAMED_CONFIGS)
     config = NAMED_CONFIGS[name]
     return config.replace(**overrides) if overrides else config
+
+
+# Fields that do not change what a checkpoint means (numerics, memory, regularisation): a run may resume, or start
+# from a checkpoint (`xlm_jax.pretrain.adapt`), with other values of these.
+NON_ARCHITECTURE = frozenset({"dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl", "dropout",
+                              "attention_dropout"})

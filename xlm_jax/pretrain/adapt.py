@@ -5,7 +5,7 @@
 
 `model.init_from=PATH` takes anything `python -m xlm_jax.convert` reads (`convert.detect`): a Hugging Face
 directory, a fairseq XLM-R `model.pt`, our orbax checkpoint or run directory. The architecture is the checkpoint's;
-`model.base` and `model.<field>` may only change the fields in `train.NON_ARCHITECTURE` (dtype, remat, scan,
+`model.base` and `model.<field>` may only change the fields in `models.config.NON_ARCHITECTURE` (dtype, remat, scan,
 dropout ...): any other field that differs is refused, listing every differing field. The parameters, LM head
 included, are placed straight into their sharded layout (`jax.make_array_from_callback` per leaf, or orbax
 restoring into sharded targets); the optimizer state and the schedule start fresh at step 0. A run that already
@@ -38,13 +38,22 @@ import re
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
+import yaml
 
-from xlm_jax.training import checkpoint
-from xlm_jax.models.config import ModelConfig, to_dict as model_to_dict
 from xlm_jax.core.errors import UserError
+from xlm_jax.data.tokenizer import Tokenizer
+from xlm_jax.data.vocab import extend_embeddings
+from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, to_dict as model_to_dict
+from xlm_jax.pretrain.config import check_positions
+from xlm_jax.training import checkpoint
+from xlm_jax.training.optim import _key
+from xlm_jax.training.step import boxed_abstract_params
 
 EMBEDDINGS = ("encoder/embeddings/word_embeddings/embedding", "lm_head/bias")
 PRESETS = {"embeddings": EMBEDDINGS}
@@ -56,8 +65,6 @@ FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq Dictionary's fir
 
 def param_paths(params: Any) -> list[str]:
     """The '/'-joined path of every leaf of `params` (plain or abstract arrays), in tree-flattening order."""
-    from xlm_jax.training.optim import _key
-
     return ["/".join(_key(e) for e in path if not isinstance(e, jax.tree_util.GetAttrKey))
             for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
@@ -124,8 +131,6 @@ def describe_trainable(trainable: tuple[str, ...], params: Any) -> str | None:
 
 def load_tokenizer(path: str | Path, key: str):
     """`Tokenizer.load`, its UserError prefixed with the config key that named the file."""
-    from xlm_jax.data.tokenizer import Tokenizer
-
     try:
         return Tokenizer.load(path)
     except UserError as err:
@@ -206,8 +211,6 @@ class Start:
 
 
 def _arch_diff(ours: ModelConfig, theirs: dict, fields: list[str] | None = None) -> list[str]:
-    from xlm_jax.train import NON_ARCHITECTURE
-
     have = model_to_dict(ours)
     names = fields if fields is not None else sorted(theirs)
     return [f"model.{k}: checkpoint {have[k]!r}, config {theirs[k]!r}" for k in names
@@ -222,9 +225,7 @@ DATA_FIELDS = ("langs", "n_langs", "vocab_size", "bos_token_id", "pad_token_id",
 
 def check_overrides(cfg, config: ModelConfig, where: str) -> None:
     """Refuses `model.base` / `model.<field>` values that contradict the checkpoint's architecture, listing every
-    differing field; numerics and regularisation (train.NON_ARCHITECTURE) may differ."""
-    from xlm_jax.models.config import NAMED_CONFIGS
-
+    differing field; numerics and regularisation (models.config.NON_ARCHITECTURE) may differ."""
     diff = _arch_diff(config, dict(cfg.model.overrides))
     if cfg.model.base:
         # A named base's languages, vocabulary size and special ids are never used: a run from scratch replaces
@@ -269,8 +270,6 @@ def _resuming(run_dir: Path) -> bool:
 def _orbax_config(path: Path) -> ModelConfig:
     """The model configuration of an orbax checkpoint and a check that its tensors have that model's shapes (from
     orbax's metadata; the arrays themselves are read, and verified, at step 0)."""
-    import orbax.checkpoint as ocp
-
     directory, step = checkpoint.resolve(path)
     step_dir = directory / str(step)
     config = checkpoint.load_model_config(step_dir)
@@ -322,6 +321,8 @@ def prepare(cfg, run_dir: Path) -> Start:
         if start.tokenizer is None and own.is_file():
             start.tokenizer = own
     else:
+        # The checkpoint loaders still live in the `convert` command (moving to xlm_jax.workflows): deferred so that
+        # this workflow module does not import an entry point at load time.
         from xlm_jax import convert
 
         try:
@@ -386,8 +387,6 @@ def _check_data_dir_tokenizer(data_dir: Path, tok) -> None:
 
 def _check_same_trainable(run_dir: Path, trainable: tuple[str, ...]) -> None:
     """A resumed run keeps its train.trainable: its optimizer state holds moments for those parameters only."""
-    import yaml
-
     try:
         before = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"].get("trainable")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
@@ -404,8 +403,6 @@ def _check_same_trainable(run_dir: Path, trainable: tuple[str, ...]) -> None:
 def _extend(start: Start, base, extended, where: str) -> None:
     """The single call site of `xlm_jax.data.vocab.extend_embeddings` (issue #12 part 3): a tokenizer larger than the
     checkpoint's vocabulary appends rows to the word embeddings and the LM-head bias."""
-    from xlm_jax.data.vocab import extend_embeddings
-
     n = start.config.vocab_size
     if base is None or len(base) != n:
         raise UserError(f"the tokenizer {extended.path} has {len(extended)} ids but the checkpoint {where} has "
@@ -419,14 +416,11 @@ def _extend(start: Start, base, extended, where: str) -> None:
 
 def abstract_params(config: ModelConfig) -> Any:
     """The model's parameters as ShapeDtypeStructs (nothing allocated)."""
-    import flax.linen as nn
-
-    from xlm_jax.training.step import boxed_abstract_params
-
     return nn.unbox(boxed_abstract_params(config))
 
 
 def _shapes(config: ModelConfig) -> Any:
+    # `convert`'s parameter shapes: deferred like `prepare`'s loaders (the module moves to xlm_jax.workflows).
     from xlm_jax.convert import param_shapes
 
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, np.float32), param_shapes(config),
@@ -436,9 +430,6 @@ def _shapes(config: ModelConfig) -> Any:
 def model_config(start: Start, cfg, corpus, data_cfg) -> ModelConfig:
     """The run's ModelConfig when it starts from (or resumes after) a checkpoint: its architecture, the user's
     numerics, the data's languages. Refuses data whose vocabulary or tokenizer is not the checkpoint's."""
-    from xlm_jax.train import NON_ARCHITECTURE
-    from xlm_jax.pretrain.config import check_positions
-
     config = start.config
     where = cfg.model.init_from
     tok = corpus.manifest["tokenizer"]
@@ -475,8 +466,6 @@ def model_config(start: Start, cfg, corpus, data_cfg) -> ModelConfig:
 def init_state(start: Start, optimizer: optax.GradientTransformation, abstract: dict, shardings: dict) -> dict:
     """The step-0 state from the init checkpoint: parameters placed shard by shard on the mesh (each device
     receives only its slices; no device holds a full copy it does not need), fresh optimizer state, step 0."""
-    import jax.numpy as jnp
-
     target = abstract["params"]
     if start.host_params is None:
         params, _ = checkpoint.restore_params(start.init_from, target=target)

@@ -19,13 +19,13 @@ key is a `UserError` naming the key, the value and what is valid. Two convenienc
 string such as `1e-4` (PyYAML reads exponents without a dot as strings), and a tuple-of-strings field accepts
 `en,fr`. A key inside a mapping field may be set alone: `data.objectives.tlm=0`.
 
-The dataclass defaults ARE the embedded default run (`configs/default.yaml` spells the same values out; a test
+The parsing machinery is `xlm_jax.training.settings` (shared with fine-tuning); `ModelSection` parses its own keys
+through that module's custom-section methods. The dataclass defaults ARE the embedded default run (`configs/default.yaml` spells the same values out; a test
 keeps the two equal).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,13 +34,15 @@ from typing import Any
 
 import yaml
 
-from xlm_jax.models.config import NAMED_CONFIGS, ModelConfig, get_model_config
-from xlm_jax.data.batches import MIN_SEQ_LEN, check_recipe, check_tlm_budget
 from xlm_jax.core.errors import UserError, check_fields, check_range, check_value, unknown_name
-from xlm_jax.training.optim import OptimizerConfig
-from xlm_jax.training.sharding import MeshConfig
-from xlm_jax.core.textfiles import read_text
+from xlm_jax.data.batches import MIN_SEQ_LEN, check_recipe, check_tlm_budget
 from xlm_jax.data.tokenizer import MIN_PIECES
+from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, get_model_config
+from xlm_jax.training.optim import OptimizerConfig
+from xlm_jax.training.settings import MAX_SEED, check_batch_split, flatten, load_dataclass, to_dict
+from xlm_jax.training.sharding import MeshConfig
+
+_MODEL_FIELD_TYPES = typing.get_type_hints(ModelConfig)
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,6 @@ class ModelSection:
         if not self.base:
             # model.init_from without a base: the checkpoint decides the architecture (xlm_jax.pretrain.adapt compares the
             # architecture overrides with it); the numerics are checked here, on a stand-in.
-            from xlm_jax.train import NON_ARCHITECTURE
-
             return ModelConfig().replace(**{k: v for k, v in self.overrides.items() if k in NON_ARCHITECTURE})
         return get_model_config(self.base, **{**data_fields, **self.overrides})
 
@@ -83,6 +83,37 @@ class ModelSection:
         if "langs" in self.overrides and "n_langs" not in self.overrides:
             stand_in["n_langs"] = max(1, len(self.overrides["langs"]))
         return self.resolve(**{k: v for k, v in stand_in.items() if k not in self.overrides})
+
+    # ---- `xlm_jax.training.settings`' custom-section methods: model.<any ModelConfig field> ----
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        return _MODEL_FIELD_TYPES
+
+    def with_mapping(self, raw: Mapping, prefix: str) -> ModelSection:
+        """This section with `raw` (base, init_from, ModelConfig fields) applied, each value checked."""
+        valid = ["base", "init_from"] + sorted(_MODEL_FIELD_TYPES)
+        overrides = {}
+        for key, value in raw.items():
+            if key in ("base", "init_from"):
+                continue
+            if key not in _MODEL_FIELD_TYPES:
+                raise unknown_name("config key", str(key), valid, prefix)
+            overrides[key] = check_value(f"{prefix}{key}", value, _MODEL_FIELD_TYPES[key])
+        init_from = check_value(f"{prefix}init_from", raw.get("init_from", self.init_from), str)
+        if init_from:
+            # The checkpoint decides the architecture: only what the user names is compared with it.
+            base = check_value(f"{prefix}base", raw.get("base", ""), str)
+            return ModelSection(base=base, overrides=overrides, init_from=init_from)
+        base = check_value(f"{prefix}base", raw.get("base", self.base), str)
+        # Naming another base drops the default's overrides (they were chosen for the default's base).
+        kept = dict(self.overrides) if base == self.base else {}
+        return ModelSection(base=base, overrides={**kept, **overrides})
+
+    def to_plain(self) -> dict[str, Any]:
+        """base, init_from (when given) and the overridden fields, flat."""
+        init = {"init_from": self.init_from} if self.init_from else {}
+        return {"base": self.base, **init, **{k: to_dict(v) for k, v in self.overrides.items()}}
 
 
 _ANY_VOCAB = 2**31 - 1  # a vocabulary size large enough for any special id (see ModelSection.provisional)
@@ -210,22 +241,6 @@ class TrainConfig:
             check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
 
 
-MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
-
-
-def check_batch_split(batch_size: int, data: int, fsdp: int, grad_accum: int = 1,
-                      key: str = "train.batch_size") -> None:
-    """The global batch must split evenly over the mesh's batch shards (data x fsdp) and the micro-batches."""
-    rows_multiple = data * fsdp * grad_accum
-    if batch_size % rows_multiple:
-        raise UserError(
-            f"{key}={batch_size} (global sequences) does not divide over the mesh data={data} x "
-            f"fsdp={fsdp} = {data * fsdp} batch shards"
-            + (f" times train.grad_accum={grad_accum}" if grad_accum > 1 else "")
-            + f": use a multiple of {rows_multiple}"
-        )
-
-
 def check_positions(longest: int, model: ModelConfig) -> None:
     """Rows of `longest` tokens (train.seq_len, or data.tlm_seq_len with TLM on) must fit the position table."""
     if longest > model.max_positions:
@@ -233,134 +248,7 @@ def check_positions(longest: int, model: ModelConfig) -> None:
                         f"model.max_positions={model.max_positions}: shorten them or raise model.max_positions")
 
 
-# ---- parsing ------------------------------------------------------------------------------------------------
-
-_MODEL_FIELD_TYPES = typing.get_type_hints(ModelConfig)
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _build(default: Any, raw: Any, prefix: str):
-    """`default` (a dataclass instance) with the mapping `raw` applied, recursively, every value checked and
-    unknown keys rejected. Sections start from the enclosing default, so `optimizer.lr=1e-4` keeps the default
-    run's other optimizer settings."""
-    where = prefix[:-1] or "the config"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise UserError(f"{where} must be a mapping of keys to values, got {raw!r}")
-    if isinstance(default, ModelSection):
-        return _build_model(default, raw, prefix)
-    cls = type(default)
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    changes = {}
-    for key, value in raw.items():
-        if key not in hints:
-            raise unknown_name("config key", str(key), names, prefix)
-        if dataclasses.is_dataclass(hints[key]):
-            changes[key] = _build(getattr(default, key), value, f"{prefix}{key}.")
-        else:
-            changes[key] = check_value(f"{prefix}{key}", value, hints[key])
-    return dataclasses.replace(default, **changes)
-
-
-def _build_model(default: ModelSection, raw: Mapping, prefix: str) -> ModelSection:
-    valid = ["base", "init_from"] + sorted(_MODEL_FIELD_TYPES)
-    overrides = {}
-    for key, value in raw.items():
-        if key in ("base", "init_from"):
-            continue
-        if key not in _MODEL_FIELD_TYPES:
-            raise unknown_name("config key", str(key), valid, prefix)
-        overrides[key] = check_value(f"{prefix}{key}", value, _MODEL_FIELD_TYPES[key])
-    init_from = check_value(f"{prefix}init_from", raw.get("init_from", default.init_from), str)
-    if init_from:
-        # The checkpoint decides the architecture: only what the user names is compared with it.
-        base = check_value(f"{prefix}base", raw.get("base", ""), str)
-        return ModelSection(base=base, overrides=overrides, init_from=init_from)
-    base = check_value(f"{prefix}base", raw.get("base", default.base), str)
-    # Naming another base drops the default's overrides (they were chosen for the default's base).
-    kept = dict(default.overrides) if base == default.base else {}
-    return ModelSection(base=base, overrides={**kept, **overrides})
-
-
-def _field_hint(path: list[str], root: Any) -> Any:
-    """The type of the field at a dotted path (None if it is not a field), used to set one mapping entry."""
-    cls: Any = type(root)
-    for name in path:
-        if cls is ModelSection:
-            return _MODEL_FIELD_TYPES.get(name)
-        if not dataclasses.is_dataclass(cls):
-            return None
-        hints = _hints(cls)
-        if name not in hints:
-            return None
-        cls = hints[name]
-    return cls
-
-
-def _is_mapping_hint(hint: Any) -> bool:
-    return hint is Mapping or typing.get_origin(hint) in (dict, Mapping, typing.Mapping)
-
-
-def _default_of(path: list[str], root: Any) -> Any:
-    obj: Any = root
-    for name in path:
-        obj = getattr(obj, name)
-    return obj
-
-
-def apply_override(raw: dict, item: str, root: Any = None) -> None:
-    """Sets `a.b.c=value` (value parsed by yaml.safe_load) in the nested mapping `raw` of the config whose
-    defaults are `root` (a dataclass instance; TrainConfig() when None)."""
-    root = TrainConfig() if root is None else root
-    if "=" not in item:
-        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. train.steps=100")
-    key, text = item.split("=", 1)
-    path = [p for p in key.strip().split(".")]
-    if not all(path):
-        raise UserError(f"override {item!r}: empty key part in {key!r}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as err:
-        raise UserError(f"override {item!r}: value {text!r} is not valid YAML ({str(err).splitlines()[0]})") from None
-    node = raw
-    for depth, name in enumerate(path[:-1]):
-        child = node.get(name)
-        if child is None:
-            hint = _field_hint(path[: depth + 1], root)
-            # Setting one entry of a mapping field starts from its default, so `data.objectives.tlm=0` keeps mlm.
-            child = dict(_default_of(path[: depth + 1], root)) if _is_mapping_hint(hint) and path[0] != "model" else {}
-            node[name] = child
-        if not isinstance(child, dict):
-            raise UserError(f"override {item!r}: {'.'.join(path[: depth + 1])} is a value, not a section")
-        node = child
-    node[path[-1]] = value
-
-
-def load_dataclass(default: Any, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
-    """`default` (a config dataclass instance) with a YAML file and then `key=value` overrides applied, every
-    value type-checked and unknown keys rejected. Serves the pretraining and the fine-tuning configs."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file {p} not found (configs are in configs/*.yaml)")
-        try:
-            raw = yaml.safe_load(read_text(p, "config file")) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
-            what = " ".join(x for x in (getattr(err, "context", None), getattr(err, "problem", None)) if x)
-            raise UserError(f"{where}: not valid YAML: {what or str(err).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    for item in overrides:
-        apply_override(raw, item, default)
-    return _build(default, raw, "")
+# ---- reading and writing ---------------------------------------------------------------------------------
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -368,39 +256,25 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return load_dataclass(TrainConfig(), path, overrides)
 
 
-def to_dict(cfg: Any) -> Any:
-    """Plain YAML-able data (tuples -> lists; the model section flattened to base + fields)."""
-    if isinstance(cfg, ModelSection):
-        init = {"init_from": cfg.init_from} if cfg.init_from else {}
-        return {"base": cfg.base, **init, **{k: to_dict(v) for k, v in cfg.overrides.items()}}
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, (tuple, list)):
-        return [to_dict(v) for v in cfg]
-    if isinstance(cfg, Mapping):
-        return {k: to_dict(v) for k, v in cfg.items()}
-    return cfg
-
-
 def to_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=120)
 
 
-def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v and not (prefix == "data." and k == "objectives"):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+# Mapping-valued keys compared and listed as one value (`flat_keys`).
+_WHOLE = ("data.objectives",)
+
+
+def flat_keys(d: Mapping) -> dict[str, Any]:
+    """A config's plain data (`to_dict`, or a config.yaml read back) as dotted keys: model.hidden_size, ..."""
+    return flatten(d, whole=_WHOLE)
 
 
 def describe() -> str:
     """Every key with its default (for --help-config)."""
     lines = []
-    for key, value in flatten(to_dict(TrainConfig())).items():
+    for key, value in flat_keys(to_dict(TrainConfig())).items():
         lines.append(f"{key} = {value!r}")
     lines.append("model.init_from = '' (a checkpoint to start from; see xlm_jax.pretrain.adapt)")
     lines.append("model.<any ModelConfig field>: " + ", ".join(sorted(_MODEL_FIELD_TYPES)))
     return "\n".join(lines)
+
