@@ -16,7 +16,7 @@ output is already there, so a re-run resumes:
               languages' segmentation is unchanged), with its report (pieces per sentence, <unk> counts);
 4. before:    the project's held-out MLM evaluation (xlm_jax.pretrain.loop.evaluate: fixed masking noise, every valid
               window, per language) of the base model on all 17 languages, once with the base tokenizer and once
-              with the extended one (the model's new rows initialised by xlm_jax.data.vocab.extend_embeddings). The
+              with the extended one (the model's new rows initialised by xlm_jax.models.vocab_extension.extend_embeddings). The
               evaluation runs through the train CLI: `train.steps=1` with a warm-up from lr 0, so that the one
               update is exactly zero (its logged lr is checked to be 0) and the step-1 evaluation is the model's;
 5. adapt:     4 runs of --steps steps each, from WORK/base: MLM on Georgian + TLM on en-ka, with

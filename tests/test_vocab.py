@@ -21,8 +21,8 @@ from xlm_jax.core.errors import UserError
 from xlm_jax.models.xlm import XLMForMaskedLM, init_params
 from xlm_jax.data.tokenizer import Tokenizer, train_tokenizer
 from xlm_jax.tokenizer import main as tokenizer_main
-from xlm_jax.data.vocab import (base_split, compare_tokenization, extend_embeddings, extend_tokenizer,
-                           tokenization_stats)
+from xlm_jax.data.vocab import compare_tokenization, extend_tokenizer, tokenization_stats
+from xlm_jax.models.vocab_extension import base_split, extend_embeddings
 
 GEORGIAN = "ქართული ენა არის ძალიან ლამაზი სიტყვა წიგნი სახლი ქალაქი მთა ზღვა".split()
 # A "new language" in the base's own script: compounds of base words, which the base splits into known pieces.

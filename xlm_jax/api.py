@@ -24,6 +24,7 @@ from xlm_jax.models.xlm import XLMForMaskedLM
 from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_examples, encode_token_examples, \
     n_specials, ner, qa, word_predictions
 from xlm_jax.training.checkpoint import resolve, restore_params
+from xlm_jax.workflows.convert import load_any, orbax_tokenizer_files
 from xlm_jax.workflows.evaluate import cosine_matrix
 from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, finetune_tokenizer, is_task_checkpoint,  # noqa: F401
                                        layer_index, load_task_model, task_model)
@@ -671,7 +672,7 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
     - a `python -m xlm_jax.convert` output (tokenizer: the sentencepiece.bpe.model / tokenizer.model in it);
     - a Hugging Face directory (tokenizer: its sentencepiece.bpe.model), a fairseq XLM-R model.pt (tokenizer:
       sentencepiece.bpe.model beside it), or an original XLM .pth (no tokenizer: XLM uses Moses + fastBPE; the
-      array methods work on ids), converted in memory by `xlm_jax.convert.load_any`.
+      array methods work on ids), converted in memory by `xlm_jax.workflows.convert.load_any`.
 
     `tokenizer` (a SentencePiece model path or a Tokenizer) replaces the one found; `tokenizer=False` carries
     none (for a checkpoint whose tokenizer file is broken, when only the array methods are wanted). Raises UserError when `path`
@@ -692,8 +693,6 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
         try:
             resolve(p)
         except UserError:
-            from xlm_jax.convert import load_any  # convert is split in parallel (helper C); imported where used
-
             params, config, info = load_any(p)
             if info.kind == "xlm":
                 note = XLM_NO_TOKENIZER
@@ -702,8 +701,6 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
                 if found is None:
                     note = f"no {' or '.join(TOKENIZER_NAMES)} next to {info.path}"
         else:
-            from xlm_jax.convert import orbax_tokenizer_files  # as load_any above
-
             params, config = restore_params(p)
             found = next((Path(f) for f in orbax_tokenizer_files(p) if Path(f).name in TOKENIZER_NAMES), None)
             if found is None:

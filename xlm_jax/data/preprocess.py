@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from xlm_jax.core import outputs
-from xlm_jax.data.corpus import SPLITS, RawSource, read_lines, scan_corpus
+from xlm_jax.data.corpus import SPLITS, PreprocessedCorpus, RawSource, read_lines, scan_corpus
 from xlm_jax.data.heldout import HeldOutSplit
 from xlm_jax.core.errors import ArgumentParser, UserError, check_range, exit_on_user_error, fraction, positive_int
 from xlm_jax.data.tokenizer import Tokenizer
@@ -302,8 +302,6 @@ def preprocess_corpus(
 
 def _intact(out: Path, log) -> bool:
     """Whether an up-to-date output can be kept: a damaged one (an array missing or truncated) is rebuilt."""
-    from xlm_jax.data.corpus import PreprocessedCorpus
-
     try:
         PreprocessedCorpus(out)
         return True

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from xlm_jax.models.config import ModelConfig
+from xlm_jax.models.xlm import sinusoidal_table
 from xlm_jax.core.errors import UserError
 
 # Linear kinds: how an HF [out, in] weight becomes our kernel, given (D, H, Dh, F).
@@ -209,8 +210,6 @@ def hf_to_params(
 
 def params_to_hf(params: dict, cfg: ModelConfig, architecture: str) -> dict[str, np.ndarray]:
     """Our parameter tree -> HF state dict (tied weights written explicitly, as `save_pretrained` does)."""
-    from xlm_jax.models.xlm import sinusoidal_table
-
     state: dict[str, np.ndarray] = {}
     for e in table_for(cfg, architecture):
         w = np.asarray(_get(params, e.ours), np.float32)

@@ -17,7 +17,7 @@ a fairseq directory's `sentencepiece.bpe.model` + `dict.txt`, our run directory'
 follows the last line; it is checked piece by piece against the SentencePiece model, and the model is used only
 when the two agree with our id layout (`xlm_jax.tokenizer`: SentencePiece id i -> i + 1). A tokenizer whose size
 differs from the checkpoint's vocabulary is refused naming both sizes; a larger one (new pieces appended) goes
-through `xlm_jax.data.vocab.extend_embeddings` once that module exists (`_extend`, the single call site).
+through `xlm_jax.models.vocab_extension.extend_embeddings` once that module exists (`_extend`, the single call site).
 
 Original XLM checkpoints (`.pth`, and HF `xlm` directories) tokenize with Moses + fastBPE (`dico_word2id`), which
 the data pipeline does not implement: starting from one is refused with a message saying what is supported.
@@ -48,9 +48,11 @@ import yaml
 
 from xlm_jax.core.errors import UserError
 from xlm_jax.data.tokenizer import Tokenizer
-from xlm_jax.data.vocab import extend_embeddings
+from xlm_jax.models.vocab_extension import extend_embeddings
 from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, to_dict as model_to_dict
 from xlm_jax.pretrain.config import check_positions
+from xlm_jax.workflows import convert
+from xlm_jax.workflows.convert import param_shapes
 from xlm_jax.training import checkpoint
 from xlm_jax.training.optim import _key
 from xlm_jax.training.step import boxed_abstract_params
@@ -321,10 +323,6 @@ def prepare(cfg, run_dir: Path) -> Start:
         if start.tokenizer is None and own.is_file():
             start.tokenizer = own
     else:
-        # The checkpoint loaders still live in the `convert` command (moving to xlm_jax.workflows): deferred so that
-        # this workflow module does not import an entry point at load time.
-        from xlm_jax import convert
-
         try:
             kind, path = convert.detect(where)
         except UserError as err:
@@ -401,7 +399,7 @@ def _check_same_trainable(run_dir: Path, trainable: tuple[str, ...]) -> None:
 
 
 def _extend(start: Start, base, extended, where: str) -> None:
-    """The single call site of `xlm_jax.data.vocab.extend_embeddings` (issue #12 part 3): a tokenizer larger than the
+    """The single call site of `xlm_jax.models.vocab_extension.extend_embeddings` (issue #12 part 3): a tokenizer larger than the
     checkpoint's vocabulary appends rows to the word embeddings and the LM-head bias."""
     n = start.config.vocab_size
     if base is None or len(base) != n:
@@ -420,9 +418,6 @@ def abstract_params(config: ModelConfig) -> Any:
 
 
 def _shapes(config: ModelConfig) -> Any:
-    # `convert`'s parameter shapes: deferred like `prepare`'s loaders (the module moves to xlm_jax.workflows).
-    from xlm_jax.convert import param_shapes
-
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, np.float32), param_shapes(config),
                         is_leaf=lambda x: isinstance(x, tuple))
 

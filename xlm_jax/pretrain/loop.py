@@ -31,8 +31,8 @@ from xlm_jax.training.plots import plot_run
 from xlm_jax.training.saving import QuietOrbaxErrors, check_saves, save_checkpoint, wait_for_saves
 from xlm_jax.training.sharding import global_batch
 from xlm_jax.training.signals import StopSignals, Stopped
-from xlm_jax.training.step import (Work, all_finite, batch_work, first_non_finite, make_eval_step, make_train_step,
-                                   padding_share, peak_flops, throughput)
+from xlm_jax.training.flops import Work, batch_work, padding_share, peak_flops, throughput
+from xlm_jax.training.step import all_finite, first_non_finite, make_eval_step, make_train_step
 
 EXIT_NON_FINITE = 3
 

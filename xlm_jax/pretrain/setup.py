@@ -35,7 +35,8 @@ from xlm_jax.pretrain.data import eval_languages, group_names, make_data_config,
 from xlm_jax.training import checkpoint, saving
 from xlm_jax.training.optim import make_optimizer, make_schedule
 from xlm_jax.training.sharding import batch_size_multiple, make_mesh
-from xlm_jax.training.step import abstract_state, init_state, peak_flops_override
+from xlm_jax.training.flops import peak_flops_override
+from xlm_jax.training.step import abstract_state, init_state
 
 INIT_STREAM = 0x7FFFFFFF  # fold_in(key(seed), INIT_STREAM) initialises; step k's dropout uses fold_in(key(seed), k)
 TOKENIZER_RECORD = "tokenizer.json"  # the run's tokenizer (sha256, path): resuming on other ids is refused

@@ -6,6 +6,7 @@ from xlm_jax.core.errors import UserError
 from xlm_jax.tasks.base import _text
 from xlm_jax.tasks.classification import tfds_pawsx_example, tfds_xnli_examples
 from xlm_jax.tasks.ner import tfds_wikiann_example
+from xlm_jax.data.tfds_source import check_split, load_split, open_builder  # tensorflow itself loads on use
 
 
 def tfds_pair_sentences(record: dict) -> tuple[str, str]:
@@ -34,8 +35,6 @@ def load_tfds(name: str, split: str, data_dir: str | None = None, lang: str = "e
 
     Raises UserError, before reading, for an unknown name, a language without a config, or a split the
     builder does not have (`split` may slice or add: "train[:1000]", "validation+test")."""
-    from xlm_jax.data.tfds_source import check_split, load_split, open_builder  # defers tensorflow
-
     if name not in TFDS_TASKS:
         raise UserError(f"unknown tfds dataset {name!r}; known: {', '.join(TFDS_TASKS)}")
     pattern, langs, splits = TFDS_TASKS[name]

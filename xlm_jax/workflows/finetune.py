@@ -51,7 +51,7 @@ from xlm_jax.core.errors import NonFiniteError, UserError, check_choice, check_f
 from xlm_jax.data.packing import check_packing
 from xlm_jax.data.tokenizer import Tokenizer
 from xlm_jax.models.config import ModelConfig, check_dtype
-from xlm_jax.pretrain.config import MAX_SEED, check_batch_split, load_dataclass
+from xlm_jax.training.settings import MAX_SEED, check_batch_split, load_dataclass
 from xlm_jax.tasks import (InputProtocol, Task, check_layout_max_len, get_task, packed_rows_needed, read_all,
                            resolve_labels)
 from xlm_jax.tasks.base import task_loss  # noqa: F401  (the classification / NER loss, used by tests)
