@@ -8,7 +8,9 @@ A family's modules follow one interface (see `xlm_jax.models.xlm`):
 - masked LM: `__call__(input_ids, attention_mask, positions, langs, *, deterministic, segment_ids, ...)` -> hidden
   [B, T, D]; `mlm_logits(...)` -> [B, T, V]; `logits_at(..., predict_positions [B, P])` -> [B, P, V]; its params
   hold `encoder` (and the LM head);
-- task models: `(config, num_labels)` -> logits; params `{"encoder": ..., "classifier": ...}`.
+- task models: `(config, num_labels)` -> logits; params `{"encoder": ..., "classifier": ...}`;
+- heads alone: `(config, num_labels)`, called on the encoder's hidden states (a fresh head for a pretrained
+  encoder is initialised from them).
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ HEADS = ("sequence", "token", "span")  # classification (XNLI, PAWS-X), token cl
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """The modules of one model family: a masked LM and one encoder-with-head class per head kind."""
+    """The modules of one model family: a masked LM, and per head kind the encoder-with-head class and the head."""
 
     masked_lm: Callable[[ModelConfig], nn.Module]
+    task_models: dict[str, Callable[[ModelConfig, int], nn.Module]]
     heads: dict[str, Callable[[ModelConfig, int], nn.Module]]
 
 
 _XLM = Family(
     masked_lm=xlm.XLMForMaskedLM,
-    heads={"sequence": xlm.XLMForSequenceClassification, "token": xlm.XLMForTokenClassification,
-           "span": xlm.XLMForQuestionAnswering},
+    task_models={"sequence": xlm.XLMForSequenceClassification, "token": xlm.XLMForTokenClassification,
+                 "span": xlm.XLMForQuestionAnswering},
+    heads={"sequence": xlm.SequenceClassificationHead, "token": xlm.TokenClassificationHead, "span": xlm.SpanHead},
 )
 
 # XLM and XLM-R (and XLM-R XL / XXL, pre-LN) share one implementation: `xlm_jax.models.xlm` reads the
@@ -52,8 +56,18 @@ def masked_lm(config: ModelConfig) -> nn.Module:
     return family(config).masked_lm(config)
 
 
-def task_model(config: ModelConfig, head: str, num_labels: int) -> nn.Module:
-    """The family's encoder + `head` ("sequence" [B, C], "token" [B, T, C] or "span" [B, T, 2]) module."""
+def _check_head(head: str) -> None:
     if head not in HEADS:
         raise ValueError(f"head={head!r}: valid heads are {', '.join(HEADS)}")
+
+
+def task_model(config: ModelConfig, head: str, num_labels: int) -> nn.Module:
+    """The family's encoder + `head` ("sequence" [B, C], "token" [B, T, C] or "span" [B, T, 2]) module."""
+    _check_head(head)
+    return family(config).task_models[head](config, num_labels)
+
+
+def task_head(config: ModelConfig, head: str, num_labels: int) -> nn.Module:
+    """The family's `head` module alone: hidden states [B, T, D] -> logits (see `task_model`)."""
+    _check_head(head)
     return family(config).heads[head](config, num_labels)

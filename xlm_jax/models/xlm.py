@@ -459,7 +459,7 @@ class XLMForQuestionAnswering(_EncoderWithHead):
 def init_params(model: nn.Module, rng: Array, seq_len: int = 8, batch: int = 1) -> dict:
     """Initialises parameters (boxed with their logical axes). `nn.unbox` gives plain arrays."""
     ids = jnp.zeros((batch, seq_len), jnp.int32)
-    method = model.mlm_logits if isinstance(model, XLMForMaskedLM) else None
+    method = "mlm_logits" if hasattr(model, "mlm_logits") else None  # a masked LM of any family: its head too
     # langs are passed so that language embeddings (created on first use) are initialised too.
     variables = model.init({"params": rng, "dropout": rng}, ids, jnp.ones_like(ids), None, ids, method=method)
     return variables["params"]

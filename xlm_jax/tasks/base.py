@@ -32,6 +32,7 @@ from xlm_jax.core.textfiles import open_text
 from xlm_jax.data import packing
 from xlm_jax.data.tokenizer import check_max_len, min_max_len, pad_rows
 from xlm_jax.training.step import StepLoss
+from xlm_jax.models import families
 
 IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
 
@@ -104,7 +105,8 @@ class Task:
       outside the set;
     - `options(cfg)` the task's settings saved in task.json (`TaskInfo.options`);
       `check_max_len(max_len, family, options)` UserError unless a row of max_len tokens fits the input layout;
-    - `head(config, n_labels)` the head module (initialised alone), `model(config, n_labels)` encoder + head,
+    - `head(config, n_labels)` the head module (initialised alone), `model(config, n_labels)` encoder + head (both
+      default to the config's model family's modules for `kind`: `xlm_jax.models.families`),
       `loss(model)` the `StepLoss` of `xlm_jax.training.step.make_step`;
     - `features(examples, tokenizer, protocol, labels, max_len, options, train)` -> model rows (`Encoded` or the
       task's own; `len()` rows, `.ids`); `batch(feats, rows, batch_size, max_len, pad_id)` a fixed-shape batch,
@@ -150,6 +152,9 @@ class Task:
         # The encoding tasks' defaults (classification, NER): Encoded rows, padded or packed batches.
         token = self.token_level
         defaults = {
+            # The model family (config.family) picks the modules: xlm_jax.models.families.
+            "head": lambda config, n_labels: families.task_head(config, self.kind, n_labels),
+            "model": lambda config, n_labels: families.task_model(config, self.kind, n_labels),
             "check_max_len": lambda max_len, family, options: check_layout_max_len(max_len, family, self.pair),
             "batch": lambda feats, rows, batch_size, max_len, pad_id: make_batch(feats, rows, batch_size, max_len,
                                                                                  pad_id, token),

@@ -23,7 +23,6 @@ from typing import Sequence
 
 from xlm_jax.core.errors import UserError
 from xlm_jax.data.tokenizer import check_max_len, truncate_pair
-from xlm_jax.models.xlm import SequenceClassificationHead, XLMForSequenceClassification
 from xlm_jax.tasks.base import (Encoded, InputProtocol, Task, _cells, _check_fields, _check_types, _dir_lang, _jsonl,
                                 _open, _text, _tsv_rows, check_not_empty, packed, task_loss)
 
@@ -285,7 +284,6 @@ def accuracy_by_lang(examples, enc: Encoded, preds: Sequence[int], labels: Seque
 
 def make_task(name: str, pair: bool, labels: tuple[str, ...]) -> Task:
     return Task(name, "sequence", pair, labels, "accuracy", read=reader(name),
-                head=SequenceClassificationHead, model=XLMForSequenceClassification,
                 loss=lambda model: task_loss(model, False), check_labels=check_labels, features=encode, packed_batch=packed(False),
                 token_level=False, predictions=predictions, score=accuracy_by_lang,
                 text_method=("predict(texts)", "one label per text"))

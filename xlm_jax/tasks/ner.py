@@ -17,7 +17,6 @@ import numpy as np
 
 from xlm_jax.core.errors import UserError
 from xlm_jax.data.tokenizer import _check_texts, check_max_len
-from xlm_jax.models.xlm import TokenClassificationHead, XLMForTokenClassification
 from xlm_jax.tasks.base import (IGNORE_INDEX, Encoded, InputProtocol, Task, _check_fields, _open, _text,
                                 check_not_empty, packed, task_loss)
 
@@ -184,7 +183,7 @@ def f1_by_lang(examples: Sequence[TokenExample], enc: Encoded, preds: Sequence[l
             for lang, rows in by_lang.items()}
 
 
-NER = Task("ner", "token", False, (), "f1", read=read, head=TokenClassificationHead, model=XLMForTokenClassification,
+NER = Task("ner", "token", False, (), "f1", read=read,
            loss=lambda model: task_loss(model, True), check_labels=check_labels, features=encode, packed_batch=packed(True), token_level=True,
            predictions=predictions, score=f1_by_lang,
            text_method=("predict_tokens(list of word lists)", "one label per word"))

@@ -44,7 +44,6 @@ import numpy as np
 from xlm_jax.core.errors import UserError
 from xlm_jax.core.textfiles import read_text
 from xlm_jax.data.tokenizer import _check_text, check_max_len, strip_accents_lower
-from xlm_jax.models.xlm import SpanHead, XLMForQuestionAnswering
 from xlm_jax.tasks import qa_metrics
 from xlm_jax.tasks.base import InputProtocol, Report, Task, head_loss, n_specials, padded_rows, split_lang_prefix
 from xlm_jax.tasks.base import results_table as one_metric_table
@@ -521,8 +520,7 @@ REPORT = Report(
     history_entry=lambda v: {"exact_match": v["exact_match"], "f1": v["f1"]}, acc_label="span acc",
     score_label=" F1")
 
-QA = Task("qa", "span", True, ("start", "end"), "em_f1", read=_read, head=lambda config, n: SpanHead(config),
-          model=lambda config, n: XLMForQuestionAnswering(config, 2), loss=span_task_loss, options=_options,
+QA = Task("qa", "span", True, ("start", "end"), "em_f1", read=_read, loss=span_task_loss, options=_options,
           check_max_len=_check_max_len, features=_features, batch=make_batch, packed_batch=None, token_level=True,
           logits=True, predictions=_predictions, score=lambda examples, feats, preds, labels: score(examples, preds),
           table=results_table, prediction_file=predictions_by_lang,

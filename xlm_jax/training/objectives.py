@@ -1,6 +1,6 @@
 """Pretraining objectives as pure functions of (params, batch).
 
-MLM and TLM share one loss: the model projects only the predicted positions (`XLMForMaskedLM.logits_at`), so
+MLM and TLM share one loss: the model projects only the predicted positions (the masked LM's `logits_at`, every family's: `xlm_jax.models.families`), so
 B x T x V logits never exist. CLM predicts token t+1 from the causal states at t. Each loss returns the mean
 loss and a metrics dict with per-row sums, so that the trainer can weight objectives and report per language.
 """
@@ -8,9 +8,9 @@ loss and a metrics dict with per-row sums, so that the trainer can weight object
 from __future__ import annotations
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 
-from xlm_jax.models.xlm import XLMForMaskedLM
 
 Array = jax.Array
 
@@ -40,7 +40,7 @@ def _model_inputs(batch: dict[str, Array]) -> tuple:
     return batch["input_ids"], batch["attention_mask"], batch.get("positions"), batch.get("langs")
 
 
-def mlm_loss(model: XLMForMaskedLM, params, batch: dict[str, Array], rng: Array | None = None):
+def mlm_loss(model: nn.Module, params, batch: dict[str, Array], rng: Array | None = None):
     """Masked LM (and TLM: the same loss on concatenated pairs). Predicts `mlm_targets` at `mlm_positions`."""
     deterministic = rng is None
     logits = model.apply(
@@ -50,12 +50,12 @@ def mlm_loss(model: XLMForMaskedLM, params, batch: dict[str, Array], rng: Array 
         deterministic=deterministic,
         segment_ids=batch.get("segment_ids"),  # packed TLM rows (xlm_jax.data.packing); None: one example a row
         rngs=None if deterministic else {"dropout": rng},
-        method=XLMForMaskedLM.logits_at,
+        method="logits_at",
     )
     return summarize(cross_entropy(logits, batch["mlm_targets"], batch["mlm_weights"].astype(jnp.float32)))
 
 
-def clm_loss(model: XLMForMaskedLM, params, batch: dict[str, Array], rng: Array | None = None):
+def clm_loss(model: nn.Module, params, batch: dict[str, Array], rng: Array | None = None):
     """Causal LM: state at t (seeing tokens <= t) predicts token t + 1 where that token is real."""
     deterministic = rng is None
     logits = model.apply(
@@ -65,16 +65,16 @@ def clm_loss(model: XLMForMaskedLM, params, batch: dict[str, Array], rng: Array 
         causal=True,
         segment_ids=batch.get("segment_ids"),
         rngs=None if deterministic else {"dropout": rng},
-        method=XLMForMaskedLM.mlm_logits,
+        method="mlm_logits",
     )
     targets = batch["input_ids"][:, 1:]
     weights = (batch["attention_mask"][:, 1:] > 0).astype(jnp.float32)
     return summarize(cross_entropy(logits[:, :-1], targets, weights))
 
 
-def full_logits_mlm_loss(model: XLMForMaskedLM, params, batch: dict[str, Array]):
+def full_logits_mlm_loss(model: nn.Module, params, batch: dict[str, Array]):
     """Reference: projects every position then picks the predicted ones. Used by tests only."""
-    logits = model.apply({"params": params}, *_model_inputs(batch), method=XLMForMaskedLM.mlm_logits)
+    logits = model.apply({"params": params}, *_model_inputs(batch), method="mlm_logits")
     picked = jnp.take_along_axis(logits, batch["mlm_positions"][..., None], axis=1)
     return summarize(cross_entropy(picked, batch["mlm_targets"], batch["mlm_weights"].astype(jnp.float32)))
 

@@ -32,7 +32,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.core.errors import UserError
-from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+from xlm_jax.models import families
+from xlm_jax.models.xlm import init_params
 from xlm_jax.training.flops import prediction_count
 from xlm_jax.training.objectives import OBJECTIVES
 from xlm_jax.training.optim import current_lr
@@ -48,7 +49,7 @@ def abstract_boxed(model: nn.Module) -> Any:
 
 
 def boxed_abstract_params(model_cfg: ModelConfig) -> Any:
-    return abstract_boxed(XLMForMaskedLM(model_cfg))
+    return abstract_boxed(families.masked_lm(model_cfg))
 
 
 def state_shardings(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh) -> tuple[Any, Any]:
@@ -77,7 +78,7 @@ def state_shardings(model: nn.Module, optimizer: optax.GradientTransformation, m
 
 def abstract_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh) -> tuple[Any, Any]:
     """(ShapeDtypeStruct tree carrying shardings, NamedSharding tree): the restore target for orbax."""
-    abstract, shardings = state_shardings(XLMForMaskedLM(model_cfg), optimizer, mesh)
+    abstract, shardings = state_shardings(families.masked_lm(model_cfg), optimizer, mesh)
     with_shardings = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
@@ -86,7 +87,7 @@ def abstract_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformati
 
 def init_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh, rng) -> tuple[dict, Any]:
     """Fresh state created directly in its sharded layout (no host-side copy of the full parameters)."""
-    model = XLMForMaskedLM(model_cfg)
+    model = families.masked_lm(model_cfg)
     _, shardings = state_shardings(model, optimizer, mesh)
 
     def init(rng):
@@ -247,7 +248,7 @@ def objectives_loss(model_cfg: ModelConfig, objectives: dict[str, float], n_grou
     missing = [name for name in weights if name not in n_groups]
     if missing:
         raise UserError(f"n_groups lacks {missing} (number of languages / pairs per objective)")
-    model = XLMForMaskedLM(model_cfg)
+    model = families.masked_lm(model_cfg)
 
     def fn(params, batch, rng, denominators):
         total = jnp.zeros((), jnp.float32)
@@ -340,7 +341,7 @@ def make_eval_step(model_cfg: ModelConfig, mesh: Mesh, state_shardings: Any, *, 
     `n_groups`, also "group_loss_sum" / "group_correct" / "group_count" by example_lang). No dropout."""
     if objective not in OBJECTIVES:
         raise UserError(f"eval objective {objective!r}: valid are {sorted(OBJECTIVES)}")
-    model = XLMForMaskedLM(model_cfg)
+    model = families.masked_lm(model_cfg)
     params_sh = state_shardings["params"] if isinstance(state_shardings, dict) and "params" in state_shardings \
         else state_shardings
 
