@@ -18,7 +18,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from xlm_jax.models import xlm
+from xlm_jax.models import eurobert, modernbert, xlm
 from xlm_jax.models.config import ModelConfig
 
 HEADS = ("sequence", "token", "span")  # classification (XNLI, PAWS-X), token classification (NER), extractive QA
@@ -40,7 +40,22 @@ _XLM = Family(
 
 # XLM and XLM-R (and XLM-R XL / XXL, pre-LN) share one implementation: `xlm_jax.models.xlm` reads the
 # differences (positions, head shape, layer-norm placement) from the config.
-FAMILIES: dict[str, Family] = {"xlm": _XLM, "xlmr": _XLM}
+# ModernBERT / mmBERT: RoPE, GeGLU, alternating global / sliding-window attention (HF modeling_modernbert).
+_MODERNBERT = Family(
+    masked_lm=modernbert.ModernBertForMaskedLM,
+    heads={"sequence": modernbert.ModernBertForSequenceClassification,
+           "token": modernbert.ModernBertForTokenClassification, "span": modernbert.ModernBertForQuestionAnswering},
+)
+
+# EuroBERT: Llama-style (RMSNorm, SwiGLU, grouped-query attention, RoPE; HF modeling_eurobert). Its span head is
+# BERT's linear one: transformers has no EuroBERT question-answering class.
+_EUROBERT = Family(
+    masked_lm=eurobert.EuroBertForMaskedLM,
+    heads={"sequence": eurobert.EuroBertForSequenceClassification, "token": eurobert.EuroBertForTokenClassification,
+           "span": eurobert.EuroBertForQuestionAnswering},
+)
+
+FAMILIES: dict[str, Family] = {"xlm": _XLM, "xlmr": _XLM, "modernbert": _MODERNBERT, "eurobert": _EUROBERT}
 
 
 def family(config: ModelConfig) -> Family:
