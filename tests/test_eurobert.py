@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 import flax.linen as nn  # noqa: E402
 
-from tests import rope_parity as rp  # noqa: E402
+import rope_parity as rp  # noqa: E402  (tests/rope_parity.py)
 
 PAD, VOCAB, LABELS = 1, 120, 3
 HEADS = {"mlm": "ForMaskedLM", "sequence": "ForSequenceClassification", "token": "ForTokenClassification"}
