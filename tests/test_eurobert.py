@@ -155,3 +155,14 @@ def test_published_size():
     n = get_model_config("eurobert_210m").num_params()
     # 210M = embeddings + layers; the untied LM projection (another 98.5M) is counted with the embeddings.
     assert n["non_embedding"] + n["embeddings"] // 2 == pytest.approx(210e6, rel=0.01)
+
+
+def test_hf_families_registry():
+    from xlm_jax.models import hf_families, hf_modernbert
+
+    assert hf_families.module_for("eurobert") is hf_eurobert and hf_families.module_for("xlmr") is None
+    assert hf_families.module_for_hf({"model_type": "modernbert"}) is hf_modernbert
+    for module in hf_families.MODULES.values():
+        for name in ("ARCHITECTURES", "TIED_KEYS", "table", "hf_to_params", "params_to_hf", "expected_hf_shapes",
+                     "default_architecture", "hf_config_to_model_config", "model_config_to_hf_config"):
+            assert hasattr(module, name), (module.__name__, name)

@@ -216,3 +216,17 @@ def test_published_sizes():
     assert get_model_config("modernbert_base").num_params()["total"] == pytest.approx(149e6, rel=0.01)
     mm = get_model_config("mmbert_base").num_params()
     assert mm["total"] == pytest.approx(307e6, rel=0.01) and mm["non_embedding"] == pytest.approx(110e6, rel=0.02)
+
+
+def test_blocked_local_attention_memory_grows_linearly():
+    """XLA's temporary buffers for local attention at 2T are about twice those at T (a T x T mask or score
+    matrix would make them four times)."""
+
+    def temp_bytes(length):
+        q = jax.ShapeDtypeStruct((1, length, 4, 16), jnp.float32)
+        g = jax.ShapeDtypeStruct((1, length), jnp.int32)
+        compiled = jax.jit(lambda q, k, v, g: layers.local_attend(q, k, v, g, g, 16)).lower(q, q, q, g).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    small, large = temp_bytes(512), temp_bytes(1024)
+    assert large <= 2.2 * small, (small, large)
