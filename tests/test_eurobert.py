@@ -12,11 +12,9 @@ import pytest
 from xlm_jax.core.errors import UserError
 from xlm_jax.models import families, hf_eurobert
 from xlm_jax.models.config import get_model_config
-from xlm_jax.models.xlm import init_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-import flax.linen as nn  # noqa: E402
 
 import rope_parity as rp  # noqa: E402  (tests/rope_parity.py)
 
@@ -80,9 +78,7 @@ def test_round_trip_through_the_hf_class(head, tied):
     cfg, _ = hf_eurobert.hf_config_to_model_config(config.to_dict(), "test")
     assert cfg.tie_word_embeddings == tied
     ours = our_model(cfg, head)
-    params = jax.tree_util.tree_map(np.asarray, nn.unbox(init_params(ours, jax.random.key(3))))
-    params = jax.tree_util.tree_map(lambda p: p + 0.05 * np.random.default_rng(p.size).standard_normal(p.shape)
-                                    .astype(np.float32), params)
+    params = rp.random_params(ours, 3)
     arch = hf_eurobert.default_architecture(cfg, head)
     state = hf_eurobert.params_to_hf(params, cfg, arch)
     model = getattr(transformers, arch)(config).eval()
@@ -100,7 +96,7 @@ def test_span_head_packed_rows_equal_each_example_alone():
     """transformers has no EuroBERT QA class: our linear span head, packed vs alone, and no HF architecture."""
     cfg = get_model_config("eurobert_tiny")
     ours = families.task_model(cfg, "span", 2)
-    params = nn.unbox(init_params(ours, jax.random.key(0)))
+    params = rp.random_params(ours, 0)
     rng = np.random.default_rng(5)
     examples = [rng.integers(5, 1000, 6), rng.integers(5, 1000, 9)]
     pids, pmask, segments, starts = rp.pack(examples, 18, cfg.pad_token_id)

@@ -14,11 +14,9 @@ import pytest
 from xlm_jax.core.errors import UserError
 from xlm_jax.models import families, hf_modernbert, layers
 from xlm_jax.models.config import from_dict, get_model_config, to_dict
-from xlm_jax.models.xlm import init_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-import flax.linen as nn  # noqa: E402
 
 import rope_parity as rp  # noqa: E402  (tests/rope_parity.py)
 
@@ -110,10 +108,8 @@ def test_round_trip_through_the_hf_class(head):
     config = hf_config("mean", num_labels=2 if head == "span" else LABELS)
     cfg, _ = hf_modernbert.hf_config_to_model_config(config.to_dict(), "test")
     ours = our_model(cfg, head)
-    params = jax.tree_util.tree_map(np.asarray, nn.unbox(init_params(ours, jax.random.key(3))))
+    params = rp.random_params(ours, 3)
     # Norms and biases off their initial values, so that a dropped tensor shows.
-    params = jax.tree_util.tree_map(lambda p: p + 0.05 * np.random.default_rng(p.size).standard_normal(p.shape)
-                                    .astype(np.float32), params)
     arch = hf_modernbert.default_architecture(cfg, head)
     state = hf_modernbert.params_to_hf(params, cfg, arch)
     model = getattr(transformers, arch)(config).eval()
