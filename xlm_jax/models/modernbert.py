@@ -151,6 +151,8 @@ def _transform(cfg: ModelConfig, x: Array) -> Array:
 
 
 class PredictionHead(nn.Module):
+    """The classification heads' transform, under their `head/` (HF `head` of the task classes)."""
+
     config: ModelConfig
 
     @nn.compact
