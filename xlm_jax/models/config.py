@@ -1,4 +1,5 @@
-"""Model configuration: one dataclass covers XLM, XLM-R (post-LN) and XLM-R XL/XXL (pre-LN).
+"""Model configuration: one dataclass covers XLM, XLM-R (post-LN), XLM-R XL/XXL (pre-LN) and the RoPE encoders
+that succeed them, ModernBERT / mmBERT and EuroBERT (`family` "modernbert" / "eurobert").
 
 Every published size has a named configuration (`get_model_config("xlmr_base")`); the tiny ones are for tests
 and the embedded default run.
@@ -12,7 +13,8 @@ from typing import Any, Literal
 
 from xlm_jax.core.errors import UserError, check_fields, check_range, unknown_name
 
-Family = Literal["xlm", "xlmr"]
+Family = Literal["xlm", "xlmr", "modernbert", "eurobert"]
+ROPE_FAMILIES = ("modernbert", "eurobert")  # RoPE, pre-norm, no position table
 
 # Special ids of the two dictionaries. Our own vocabularies always use the XLM-R (fairseq) layout; the XLM
 # layout only appears in checkpoints converted from the original XLM models.
@@ -40,7 +42,9 @@ class ModelConfig:
 
     `family` decides the two things that differ between XLM and XLM-R beyond plain hyperparameters: how
     positions are computed (XLM-R offsets them past the padding row and gives padding its own row) and the
-    shape of the classification head.
+    shape of the classification head. "modernbert" and "eurobert" select other modules altogether
+    (`xlm_jax.models.families`); of the XLM fields they read the sizes, `activation`, `layer_norm_eps`, the
+    dropouts, the special ids and the numerics, and the block of fields at the end is theirs.
     """
 
     family: Family = "xlmr"
@@ -50,7 +54,7 @@ class ModelConfig:
     num_heads: int = 12
     intermediate_size: int = 3072
     max_positions: int = 512  # usable positions; the table has max_positions + position_offset rows
-    activation: Literal["gelu", "relu"] = "gelu"  # exact (erf) GELU, as in both papers' code
+    activation: Literal["gelu", "relu", "silu"] = "gelu"  # exact (erf) GELU, as in both papers' code; EuroBERT SiLU
     layer_norm_eps: float = 1e-5
     pre_layer_norm: bool = False  # XLM-R XL / XXL
     embedding_layer_norm: bool = True  # False for the pre-LN models
@@ -75,6 +79,17 @@ class ModelConfig:
     scan_layers: bool = True  # nn.scan over layers (fast compile); False unrolls the same stacked params
     remat_policy: Literal["none", "full", "dots", "dots_no_batch"] = "none"
     attention_impl: Literal["auto", "xla", "cudnn"] = "auto"
+    # --- ModernBERT / mmBERT and EuroBERT (family "modernbert" / "eurobert"): RoPE, pre-norm, gated MLP (GeGLU /
+    # SwiGLU from `activation`). The XLM families keep the defaults (checked in __post_init__).
+    num_kv_heads: int = 0  # grouped-query attention (EuroBERT); 0: one key/value head per query head
+    rope_theta: float = 10000.0  # RoPE base of the global-attention layers (every EuroBERT layer)
+    local_rope_theta: float = 10000.0  # RoPE base of ModernBERT's sliding-window layers
+    global_attn_every_n: int = 1  # ModernBERT: layer i attends globally when i % n == 0, else in a window
+    local_window: int = 128  # total window (HF `local_attention`): a token sees keys with |i - j| <= window // 2
+    use_bias: bool = True  # biases in attention, MLP, norms and the head transform (HF attention/mlp/norm_bias)
+    tie_word_embeddings: bool = True  # EuroBERT's releases have an untied LM projection
+    classifier_pooling: Literal["first", "mean", "late"] = "first"  # sequence head: first token, mean of states,
+    # or (EuroBERT "late") the mean of per-token logits
 
     def __post_init__(self):
         """Every field's type and range (UserError naming `model.<field>`, the value and what is valid), so that
@@ -101,10 +116,46 @@ class ModelConfig:
             raise UserError(f"model.langs={list(self.langs)}: a language is listed twice")
         check_dtype("model.dtype", self.dtype)
         check_dtype("model.param_dtype", self.param_dtype)
+        self._check_rope_fields()
+
+    def _check_rope_fields(self):
+        """The ModernBERT / EuroBERT fields: ranges, and defaults on the XLM families (which would ignore them)."""
+        check_range("model.num_kv_heads", self.num_kv_heads, 0, integer=True)
+        if self.num_heads % self.kv_heads:
+            raise UserError(f"model.num_kv_heads={self.num_kv_heads} does not divide model.num_heads="
+                            f"{self.num_heads}: grouped-query attention shares each key/value head among an equal "
+                            "number of query heads")
+        for name in ("rope_theta", "local_rope_theta"):
+            check_range(f"model.{name}", getattr(self, name), 0, low_open=True)
+        check_range("model.local_window", self.local_window, 1, integer=True)
+        check_range("model.global_attn_every_n", self.global_attn_every_n, 1, self.num_layers, integer=True)
+        if self.family in ROPE_FAMILIES:
+            if self.family == "eurobert" and self.global_attn_every_n != 1:
+                raise UserError(f"model.global_attn_every_n={self.global_attn_every_n}: EuroBERT attends globally "
+                                "in every layer (1)")
+            if self.family == "modernbert" and self.classifier_pooling == "late":
+                raise UserError("model.classifier_pooling='late' is EuroBERT's; ModernBERT pools 'first' or 'mean'")
+            return
+        defaults = {"num_kv_heads": 0, "global_attn_every_n": 1, "use_bias": True, "tie_word_embeddings": True,
+                    "classifier_pooling": "first"}
+        changed = [name for name, default in defaults.items() if getattr(self, name) != default]
+        changed += ["activation"] if self.activation == "silu" else []
+        if changed:
+            raise UserError(f"model.{changed[0]}={getattr(self, changed[0])!r} is not available for model.family="
+                            f"{self.family!r} (only for {' / '.join(ROPE_FAMILIES)})")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key / value heads (grouped-query attention when fewer than num_heads)."""
+        return self.num_kv_heads or self.num_heads
+
+    def is_global_layer(self, index: int) -> bool:
+        """ModernBERT's pattern (HF `layer_types`): layer i attends globally when i % global_attn_every_n == 0."""
+        return index % self.global_attn_every_n == 0
 
     @property
     def position_offset(self) -> int:
@@ -133,6 +184,8 @@ class ModelConfig:
     def num_params(self) -> dict[str, int]:
         """Parameter counts (embeddings vs the rest), without building the model."""
         d, f, l_ = self.hidden_size, self.intermediate_size, self.num_layers
+        if self.family in ROPE_FAMILIES:
+            return self._rope_num_params()
         emb = self.vocab_size * d
         if not self.sinusoidal_positions:
             emb += self.num_position_rows * d
@@ -141,6 +194,25 @@ class ModelConfig:
         layer = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 2 * 2 * d
         head = self.vocab_size + ((d * d + d) + 2 * d if self.lm_head_transform else 0)
         return {"embeddings": emb, "non_embedding": l_ * layer + norms + head, "total": emb + l_ * layer + norms + head}
+
+
+    def _rope_num_params(self) -> dict[str, int]:
+        d, f, l_, v = self.hidden_size, self.intermediate_size, self.num_layers, self.vocab_size
+        b = int(self.use_bias)
+        kv = self.kv_heads * self.head_dim
+        attention = d * (d + 2 * kv) + d * d + b * (2 * d + 2 * kv)
+        mlp = 3 * d * f + b * (2 * f + d)
+        if self.family == "modernbert":  # LayerNorms: embedding, 2 per layer (layer 0: 1), final, head
+            norm = d * (1 + b)
+            layer_norms = (2 * l_ - 1) * norm
+            head = (d * d + b * d) + norm + v
+            rest = norm + layer_norms + norm + head
+        else:  # RMSNorms (no bias): 2 per layer and a final one; the LM projection has a bias only with use_bias
+            rest = (2 * l_ + 1) * d + b * v
+        # An untied LM projection is a second vocabulary table: counted with the embeddings.
+        emb = v * d * (1 if self.tie_word_embeddings else 2)
+        non_embedding = l_ * (attention + mlp) + rest
+        return {"embeddings": emb, "non_embedding": non_embedding, "total": emb + non_embedding}
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
@@ -216,6 +288,60 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
     "xlm_tiny": _xlm(
         vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, max_positions=128,
         n_langs=3, use_lang_emb=True, langs=("de", "en", "fr"),
+    ),
+}
+
+
+def _modernbert(**kw) -> ModelConfig:
+    """ModernBERT (Warner et al. 2024) as released: no biases (the LM decoder keeps one), LayerNorm eps 1e-5, GeGLU,
+    global attention every 3rd layer, a 128-token window elsewhere, 8192 positions, dropout 0."""
+    base = dict(
+        family="modernbert", activation="gelu", layer_norm_eps=1e-5, pre_layer_norm=True, embedding_layer_norm=True,
+        type_vocab_size=0, lm_head_transform=True, dropout=0.0, attention_dropout=0.0, max_positions=8192,
+        global_attn_every_n=3, local_window=128, rope_theta=160000.0, local_rope_theta=10000.0, use_bias=False,
+        classifier_pooling="mean",
+    )
+    return ModelConfig(**{**base, **kw})
+
+
+# mmBERT (Marone et al. 2025): ModernBERT with the Gemma 2 tokenizer (pad 0, eos 1, bos 2, unk 3, mask 4) and RoPE
+# theta 160k in global and local layers (the released config.json of jhu-clsp/mmBERT-small / -base).
+MMBERT_SPECIALS = dict(vocab_size=256000, pad_token_id=0, eos_token_id=1, bos_token_id=2, unk_token_id=3,
+                       mask_token_id=4, rope_theta=160000.0, local_rope_theta=160000.0)
+
+
+def _eurobert(**kw) -> ModelConfig:
+    """EuroBERT (Boizard et al. 2025): Llama-style, RMSNorm eps 1e-5, SwiGLU, RoPE theta 250k, no biases, untied
+    LM projection, Llama-3 vocabulary (128,256; bos 128000, eos = pad 128001, mask 128002), "late" pooling."""
+    base = dict(
+        family="eurobert", vocab_size=128256, activation="silu", layer_norm_eps=1e-5, pre_layer_norm=True,
+        embedding_layer_norm=False, type_vocab_size=0, lm_head_transform=False, dropout=0.0, attention_dropout=0.0,
+        max_positions=8192, rope_theta=250000.0, use_bias=False, tie_word_embeddings=False,
+        classifier_pooling="late", bos_token_id=128000, eos_token_id=128001, pad_token_id=128001,
+        unk_token_id=128001, mask_token_id=128002,
+    )
+    return ModelConfig(**{**base, **kw})
+
+
+NAMED_CONFIGS |= {
+    # ModernBERT-base (answerdotai): 22 layers, 768 wide, GeGLU 1152, 12 heads, its own 50,368-piece vocabulary.
+    "modernbert_base": _modernbert(
+        vocab_size=50368, hidden_size=768, num_layers=22, num_heads=12, intermediate_size=1152,
+        bos_token_id=50281, eos_token_id=50282, pad_token_id=50283, unk_token_id=50280, mask_token_id=50284,
+    ),
+    "mmbert_small": _modernbert(hidden_size=384, num_layers=22, num_heads=6, intermediate_size=1152,
+                                **MMBERT_SPECIALS),
+    "mmbert_base": _modernbert(hidden_size=768, num_layers=22, num_heads=12, intermediate_size=1152,
+                               **MMBERT_SPECIALS),
+    "eurobert_210m": _eurobert(hidden_size=768, num_layers=12, num_heads=12, num_kv_heads=12, intermediate_size=3072),
+    # Tiny models for tests: 4 layers so that global (0, 3) and local (1, 2) layers both occur; an 8-token window.
+    "modernbert_tiny": _modernbert(
+        vocab_size=1000, hidden_size=64, num_layers=4, num_heads=4, intermediate_size=96, max_positions=128,
+        local_window=8, pad_token_id=0, eos_token_id=1, bos_token_id=2, unk_token_id=3, mask_token_id=4,
+    ),
+    "eurobert_tiny": _eurobert(
+        vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+        max_positions=128, bos_token_id=0, eos_token_id=2, pad_token_id=1, unk_token_id=3, mask_token_id=4,
     ),
 }
 

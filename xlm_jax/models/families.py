@@ -20,7 +20,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from xlm_jax.models import xlm
+from xlm_jax.models import eurobert, modernbert, xlm
 from xlm_jax.models.config import ModelConfig
 
 HEADS = ("sequence", "token", "span")  # classification (XNLI, PAWS-X), token classification (NER), extractive QA
@@ -35,6 +35,8 @@ class Family:
     heads: dict[str, Callable[[ModelConfig, int], nn.Module]]
 
 
+# XLM and XLM-R (and XLM-R XL / XXL, pre-LN) share one implementation: `xlm_jax.models.xlm` reads the
+# differences (positions, head shape, layer-norm placement) from the config.
 _XLM = Family(
     masked_lm=xlm.XLMForMaskedLM,
     task_models={"sequence": xlm.XLMForSequenceClassification, "token": xlm.XLMForTokenClassification,
@@ -42,9 +44,25 @@ _XLM = Family(
     heads={"sequence": xlm.SequenceClassificationHead, "token": xlm.TokenClassificationHead, "span": xlm.SpanHead},
 )
 
-# XLM and XLM-R (and XLM-R XL / XXL, pre-LN) share one implementation: `xlm_jax.models.xlm` reads the
-# differences (positions, head shape, layer-norm placement) from the config.
-FAMILIES: dict[str, Family] = {"xlm": _XLM, "xlmr": _XLM}
+# ModernBERT / mmBERT: RoPE, GeGLU, alternating global / sliding-window attention (HF modeling_modernbert).
+_MODERNBERT = Family(
+    masked_lm=modernbert.ModernBertForMaskedLM,
+    task_models={"sequence": modernbert.ModernBertForSequenceClassification,
+                 "token": modernbert.ModernBertForTokenClassification,
+                 "span": modernbert.ModernBertForQuestionAnswering},
+    heads={"sequence": modernbert.SequenceHead, "token": modernbert.TokenHead, "span": modernbert.SpanHead},
+)
+
+# EuroBERT: Llama-style (RMSNorm, SwiGLU, grouped-query attention, RoPE; HF modeling_eurobert). Its span head is
+# BERT's linear one: transformers has no EuroBERT question-answering class.
+_EUROBERT = Family(
+    masked_lm=eurobert.EuroBertForMaskedLM,
+    task_models={"sequence": eurobert.EuroBertForSequenceClassification,
+                 "token": eurobert.EuroBertForTokenClassification, "span": eurobert.EuroBertForQuestionAnswering},
+    heads={"sequence": eurobert.SequenceHead, "token": eurobert.TokenHead, "span": eurobert.SpanHead},
+)
+
+FAMILIES: dict[str, Family] = {"xlm": _XLM, "xlmr": _XLM, "modernbert": _MODERNBERT, "eurobert": _EUROBERT}
 
 
 def family(config: ModelConfig) -> Family:

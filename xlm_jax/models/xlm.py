@@ -62,7 +62,8 @@ def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
 
 
 def activation_fn(name: str):
-    return functools.partial(jax.nn.gelu, approximate=False) if name == "gelu" else jax.nn.relu
+    """"gelu" (exact, erf), "relu" or "silu" (EuroBERT's SwiGLU)."""
+    return {"gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu, "silu": jax.nn.silu}[name]
 
 
 def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.LayerNorm:
@@ -85,11 +86,12 @@ class Embed(nn.Module):
     std: float
     axes: tuple[str, str]
     param_dtype: Any = jnp.float32
+    embedding_init: Any = None  # an initializer (key, shape, dtype) -> array; None: normal(std)
 
     def setup(self):
-        self.embedding = self.param(
-            "embedding", _init(self.std, self.axes), (self.num_embeddings, self.features), self.param_dtype
-        )
+        init = (_init(self.std, self.axes) if self.embedding_init is None
+                else nn.with_logical_partitioning(self.embedding_init, self.axes))
+        self.embedding = self.param("embedding", init, (self.num_embeddings, self.features), self.param_dtype)
 
     def __call__(self, ids: Array, dtype: Any) -> Array:
         return jnp.take(self.embedding, ids, axis=0).astype(dtype)
@@ -182,24 +184,29 @@ class Linear(nn.Module):
     std: float
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    use_bias: bool = True
+    kernel_init: Any = None  # an initializer (key, shape, dtype) -> array; None: normal(std)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param(
-            "kernel", _init(self.std, self.in_axes + self.out_axes), self.in_shape + self.out_shape, self.param_dtype
-        )
-        bias = self.param("bias", _zeros(self.out_axes), self.out_shape, self.param_dtype)
+        axes = self.in_axes + self.out_axes
+        init = _init(self.std, axes) if self.kernel_init is None else nn.with_logical_partitioning(self.kernel_init, axes)
+        kernel = self.param("kernel", init, self.in_shape + self.out_shape, self.param_dtype)
         n = len(self.in_shape)
         contract = (tuple(range(x.ndim - n, x.ndim)), tuple(range(n)))
         y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+        if not self.use_bias:
+            return y
+        bias = self.param("bias", _zeros(self.out_axes), self.out_shape, self.param_dtype)
         return y + bias.astype(self.dtype)
 
 
-def _dense(cfg: ModelConfig, in_shape, out_shape, in_axes: tuple, out_axes: tuple, name: str) -> Linear:
+def _dense(cfg: ModelConfig, in_shape, out_shape, in_axes: tuple, out_axes: tuple, name: str, *,
+           use_bias: bool = True, kernel_init: Any = None) -> Linear:
     as_tuple = lambda s: tuple(s) if isinstance(s, (tuple, list)) else (s,)
     return Linear(
         as_tuple(in_shape), as_tuple(out_shape), in_axes, out_axes, cfg.initializer_range,
-        _dtype(cfg.dtype), _dtype(cfg.param_dtype), name=name,
+        _dtype(cfg.dtype), _dtype(cfg.param_dtype), use_bias, kernel_init, name=name,
     )
 
 
@@ -459,7 +466,8 @@ class XLMForQuestionAnswering(_EncoderWithHead):
 def init_params(model: nn.Module, rng: Array, seq_len: int = 8, batch: int = 1) -> dict:
     """Initialises parameters (boxed with their logical axes). `nn.unbox` gives plain arrays."""
     ids = jnp.zeros((batch, seq_len), jnp.int32)
-    method = "mlm_logits" if hasattr(model, "mlm_logits") else None  # a masked LM of any family: its head too
+    # Every family's masked LM has `mlm_logits` (the LM head is only created when it runs).
+    method = model.mlm_logits if hasattr(type(model), "mlm_logits") else None
     # langs are passed so that language embeddings (created on first use) are initialised too.
     variables = model.init({"params": rng, "dropout": rng}, ids, jnp.ones_like(ids), None, ids, method=method)
     return variables["params"]
