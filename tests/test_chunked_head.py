@@ -17,8 +17,8 @@ from xlm_jax.training.objectives import chunked_softmax_cross_entropy, cross_ent
 from test_objectives import _mlm_batch
 
 V, D, N = 1000, 16, 12
-# 64 and 7 do not divide V (the last window is shifted back and overlaps), 100 does, 1000 and 4096 are one pass.
-CHUNKS = [7, 64, 100, 1000, 4096]
+# 64 and 7 do not divide V (the last window is shifted back and overlaps), 100 does, 4096 > V is one pass.
+CHUNKS = [7, 64, 100, 4096]
 
 
 def _head_problem(seed=0):
@@ -54,7 +54,7 @@ def test_chunked_cross_entropy_equals_full_logits(chunk):
     np.testing.assert_array_equal(correct, (jnp.argmax(logits, -1) == targets).astype(np.float32))
 
     ref_grad = jax.grad(lambda *a: _reference(*a)[0], argnums=(0, 1, 2))(*args)
-    for wrap in (lambda f: f, jax.checkpoint):
+    for wrap in (lambda f: f, jax.checkpoint) if chunk == 64 else (lambda f: f,):
         loss_fn = wrap(lambda *a: _chunked(chunk)(*a)[0])
         loss, grads = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2)))(*args)
         np.testing.assert_allclose(loss, _reference(*args)[0], rtol=1e-5)
@@ -78,25 +78,24 @@ def test_chunked_argmax_takes_the_first_of_tied_columns_as_jnp_argmax():
 
 @pytest.mark.parametrize("name", ["xlmr_tiny", "xlm_tiny"])
 def test_mlm_loss_with_chunked_head_equals_whole_vocabulary(name):
-    cfg = get_model_config(name)  # V = 1000
+    cfg = get_model_config(name, num_layers=1)  # V = 1000; one layer: the encoder's gradients, quickly compiled
     params = nn.unbox(init_params(XLMForMaskedLM(cfg), jax.random.key(1)))
     batch = _mlm_batch(cfg)  # one zero-weight prediction slot
     rng = jax.random.key(7)  # dropout on: the chunked path must see the same encoder states
 
-    def run(chunk, key):
+    def run(chunk):
         model = XLMForMaskedLM(cfg.replace(lm_head_chunk=chunk))
-        return jax.jit(jax.value_and_grad(lambda p: mlm_loss(model, p, batch, key), has_aux=True))(params)
+        return jax.jit(jax.value_and_grad(lambda p: mlm_loss(model, p, batch, rng), has_aux=True))(params)
 
-    for key in (None, rng):
-        (ref_loss, ref_metrics), ref_grads = run(0, key)
-        for chunk in (64, 100):
-            (loss, metrics), grads = run(chunk, key)
-            np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-            np.testing.assert_allclose(metrics["accuracy"], ref_metrics["accuracy"])
-            for k in ("loss_sum", "correct", "count"):
-                np.testing.assert_allclose(metrics["rows"][k], ref_metrics["rows"][k], rtol=1e-5, err_msg=k)
-            for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(ref_grads)):
-                np.testing.assert_allclose(g, r, atol=1e-5, err_msg=f"{chunk} {jax.tree_util.keystr(path)}")
+    (ref_loss, ref_metrics), ref_grads = run(0)
+    for chunk in (64, 100):  # 64 does not divide V, 100 does
+        (loss, metrics), grads = run(chunk)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+        np.testing.assert_allclose(metrics["accuracy"], ref_metrics["accuracy"])
+        for k in ("loss_sum", "correct", "count"):
+            np.testing.assert_allclose(metrics["rows"][k], ref_metrics["rows"][k], rtol=1e-5, err_msg=k)
+        for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(ref_grads)):
+            np.testing.assert_allclose(g, r, atol=1e-5, err_msg=f"{chunk} {jax.tree_util.keystr(path)}")
 
 
 def test_lm_head_chunk_must_be_a_non_negative_integer():
