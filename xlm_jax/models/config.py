@@ -90,7 +90,7 @@ class ModelConfig:
             raise UserError(f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
                             f"{self.num_heads}: the head count must divide the hidden size")
         check_range("model.type_vocab_size", self.type_vocab_size, 0, integer=True)
-        check_range("model.lm_head_chunk", self.lm_head_chunk, 0, integer=True, also={0: "the whole vocabulary"})
+        check_range("model.lm_head_chunk", self.lm_head_chunk, 1, integer=True, also={0: "the whole vocabulary"})
         check_range("model.layer_norm_eps", self.layer_norm_eps, 0, low_open=True)
         check_range("model.initializer_range", self.initializer_range, 0, low_open=True)
         for name in ("dropout", "attention_dropout"):

@@ -148,7 +148,11 @@ def _model_inputs(batch: dict[str, Array]) -> tuple:
 
 
 def mlm_loss(model: XLMForMaskedLM, params, batch: dict[str, Array], rng: Array | None = None):
-    """Masked LM (and TLM: the same loss on concatenated pairs). Predicts `mlm_targets` at `mlm_positions`."""
+    """Masked LM (and TLM: the same loss on concatenated pairs). Predicts `mlm_targets` at `mlm_positions`.
+
+    `model.config.lm_head_chunk` picks the head: 0 projects onto the whole vocabulary (`logits_at`, [B, P, V]
+    logits), N > 0 N columns at a time (`head_inputs_at` + `chunked_softmax_cross_entropy`); same loss and metrics.
+    """
     deterministic = rng is None
     chunk = model.config.lm_head_chunk
     out = model.apply(
