@@ -79,6 +79,9 @@ class ModelConfig:
     scan_layers: bool = True  # nn.scan over layers (fast compile); False unrolls the same stacked params
     remat_policy: Literal["none", "full", "dots", "dots_no_batch"] = "none"
     attention_impl: Literal["auto", "xla", "cudnn"] = "auto"
+    # MLM / TLM loss: 0 projects the predicted positions onto the whole vocabulary at once ([P, V] logits); N > 0
+    # computes the loss N vocabulary columns at a time (memory O(P * N), objectives.chunked_softmax_cross_entropy).
+    lm_head_chunk: int = 0
     # --- ModernBERT / mmBERT and EuroBERT (family "modernbert" / "eurobert"): RoPE, pre-norm, gated MLP (GeGLU /
     # SwiGLU from `activation`). The XLM families keep the defaults (checked in __post_init__).
     num_kv_heads: int = 0  # grouped-query attention (EuroBERT); 0: one key/value head per query head
@@ -102,6 +105,7 @@ class ModelConfig:
             raise UserError(f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
                             f"{self.num_heads}: the head count must divide the hidden size")
         check_range("model.type_vocab_size", self.type_vocab_size, 0, integer=True)
+        check_range("model.lm_head_chunk", self.lm_head_chunk, 1, integer=True, also={0: "the whole vocabulary"})
         check_range("model.layer_norm_eps", self.layer_norm_eps, 0, low_open=True)
         check_range("model.initializer_range", self.initializer_range, 0, low_open=True)
         for name in ("dropout", "attention_dropout"):
@@ -356,4 +360,4 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
 # Fields that do not change what a checkpoint means (numerics, memory, regularisation): a run may resume, or start
 # from a checkpoint (`xlm_jax.pretrain.adapt`), with other values of these.
 NON_ARCHITECTURE = frozenset({"dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl", "dropout",
-                              "attention_dropout"})
+                              "attention_dropout", "lm_head_chunk"})

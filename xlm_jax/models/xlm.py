@@ -382,6 +382,29 @@ class XLMForMaskedLM(nn.Module):
         picked = jnp.take_along_axis(hidden, predict_positions[..., None], axis=1)
         return self.project(picked)
 
+    def head_inputs_at(self, input_ids, attention_mask, positions, langs, predict_positions, **kwargs):
+        """What `logits_at` projects, unprojected, for a loss that does the projection itself in vocabulary chunks
+        (`xlm_jax.training.objectives.chunked_softmax_cross_entropy`): the states at `predict_positions` [B, P]
+        after the LM head's transform (XLM-R: dense -> GELU -> LayerNorm; XLM: none), [B, P, D] in the compute
+        dtype; the tied table [V, D] and the head's bias [V], as stored. `logits_at` equals
+        `hidden @ table.T + bias` in the compute dtype."""
+        cfg = self.config
+        hidden = self(input_ids, attention_mask, positions, langs, **kwargs)
+        x = jnp.take_along_axis(hidden, predict_positions[..., None], axis=1)
+        table = nn.unbox(self.encoder.variables["params"]["embeddings"]["word_embeddings"]["embedding"])
+        head = nn.unbox(self.lm_head.variables["params"])
+        if cfg.lm_head_transform:
+            # `LMHead`'s modules on its parameters, without its projection (parent=None: unbound, applied here).
+            d = cfg.hidden_size
+            dense = Linear((d,), (d,), ("embed",), ("embed_out",), cfg.initializer_range, _dtype(cfg.dtype),
+                           _dtype(cfg.param_dtype), parent=None)
+            norm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=_dtype(cfg.dtype),
+                                param_dtype=_dtype(cfg.param_dtype), parent=None)
+            x = dense.apply({"params": head["dense"]}, x)
+            x = activation_fn("gelu")(x)
+            x = norm.apply({"params": head["layer_norm"]}, x)
+        return x, table, head["bias"]
+
 
 class SequenceClassificationHead(nn.Module):
     """XLM: first token -> dropout -> linear. XLM-R: <s> -> dropout -> dense -> tanh -> dropout -> out_proj."""
