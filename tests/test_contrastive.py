@@ -225,3 +225,25 @@ def test_grad_cache_refuses_a_chunk_that_does_not_fit(encoder):
                          (0, r"grad_cache\.chunk=0: must be an integer >= 1")]:
         with pytest.raises(UserError, match=match):
             grad_cache_step(embed, params, batch, chunk, loss_of)
+
+
+def test_grad_cache_memory_follows_the_chunk(encoder):
+    # XLA's own account of the compiled step's temporaries: activations for one chunk, not for the batch.
+    cfg, model, params = encoder
+    ids = jnp.full((32, 16), 5, jnp.int32)
+    batch = {"anchor": {"input_ids": ids, "attention_mask": jnp.ones_like(ids)},
+             "positive": {"input_ids": ids, "attention_mask": jnp.ones_like(ids)}}
+
+    def embed(p, x, rng=None):
+        return pool(model.apply({"params": p}, x["input_ids"], x["attention_mask"]), x["attention_mask"])
+
+    def loss_of(e):
+        return info_nce(e["anchor"], e["positive"])
+
+    def temp_bytes(fn, *args):
+        return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+    full = temp_bytes(jax.value_and_grad(lambda p: loss_of({k: embed(p, v) for k, v in batch.items()})), params)
+    small, large = (temp_bytes(lambda p, b, c=c: grad_cache_step(embed, p, b, c, loss_of), params, batch)
+                    for c in (2, 8))
+    assert small < large / 2 and small < full / 4, (small, large, full)
