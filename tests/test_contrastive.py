@@ -247,3 +247,32 @@ def test_grad_cache_memory_follows_the_chunk(encoder):
     small, large = (temp_bytes(lambda p, b, c=c: grad_cache_step(embed, p, b, c, loss_of), params, batch)
                     for c in (2, 8))
     assert small < large / 2 and small < full / 4, (small, large, full)
+
+
+def test_grad_cache_with_dropout_reuses_each_chunks_key():
+    # Both passes of a chunk must draw the same dropout mask (Gao et al.'s RandContext); the reference is plain
+    # autodiff through the same per-(column, chunk) keys.
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)}
+    batch = {"anchor": jnp.asarray(rng.normal(size=(8, 6)), jnp.float32),
+             "positive": jnp.asarray(rng.normal(size=(8, 6)), jnp.float32)}
+
+    def embed(p, x, key):
+        h = jnp.tanh(x @ p["w"])
+        return h * jax.random.bernoulli(key, 0.7, h.shape) / 0.7
+
+    def loss_of(e):
+        return info_nce(e["anchor"], e["positive"], scale=5.0)
+
+    key = jax.random.key(3)
+
+    def reference(p):
+        return loss_of({name: jnp.concatenate([
+            embed(p, batch[name][i * 2:(i + 1) * 2], jax.random.fold_in(jax.random.fold_in(key, col), i))
+            for i in range(4)]) for col, name in enumerate(batch)})
+
+    loss, grads = jax.value_and_grad(reference)(params)
+    cached_loss, cached = grad_cache_step(embed, params, batch, 2, loss_of, rng=key)
+    assert cached_loss == pytest.approx(float(loss), abs=1e-6)
+    np.testing.assert_allclose(cached["w"], grads["w"], atol=1e-6)
+    assert abs(float(loss) - float(grad_cache_step(embed, params, batch, 2, loss_of, rng=jax.random.key(4))[0])) > 1e-4
