@@ -149,6 +149,18 @@ for g_sharded, g_single in zip(sharded[1], single[1]):
 # A per-device loss (local negatives only) would differ: the sharded one really saw the global batch.
 local = np.mean([loss(a[i:i + 2], p[i:i + 2], n[i:i + 2]) for i in range(0, 16, 2)])
 assert abs(local - float(single[0])) > 1e-2, (local, single[0])
+
+# GradCache on the sharded batch: the same gradient as plain autodiff on one device.
+from xlm_jax.tasks.contrastive import grad_cache_step
+params = {"w": jnp.asarray(rng.normal(size=(12, 12)), jnp.float32)}
+embed = lambda w, x, key: jnp.tanh(x @ w["w"])
+loss_of = lambda e: contrastive_loss(e["a"], e["p"], None, cfg)
+plain = jax.jit(jax.value_and_grad(lambda w: loss_of({"a": embed(w, a, None), "p": embed(w, p, None)})),
+                device=jax.devices()[0])(params)
+with jax.set_mesh(mesh):
+    cached = jax.jit(lambda w, b: grad_cache_step(embed, w, b, 8, loss_of))(params, {"a": sa, "p": sp})
+np.testing.assert_allclose(cached[0], plain[0], rtol=1e-6)
+np.testing.assert_allclose(cached[1]["w"], plain[1]["w"], atol=1e-5)
 print("ok", float(sharded[0]))
 """
 
@@ -267,9 +279,10 @@ def test_grad_cache_with_dropout_reuses_each_chunks_key():
     key = jax.random.key(3)
 
     def reference(p):
-        return loss_of({name: jnp.concatenate([
-            embed(p, batch[name][i * 2:(i + 1) * 2], jax.random.fold_in(jax.random.fold_in(key, col), i))
-            for i in range(4)]) for col, name in enumerate(batch)})
+        # Chunk i of 4 holds rows i, i + 4 (see grad_cache_step).
+        return loss_of({name: jnp.stack([
+            embed(p, batch[name][i::4], jax.random.fold_in(jax.random.fold_in(key, col), i))
+            for i in range(4)], axis=1).reshape(8, -1) for col, name in enumerate(batch)})
 
     loss, grads = jax.value_and_grad(reference)(params)
     cached_loss, cached = grad_cache_step(embed, params, batch, 2, loss_of, rng=key)

@@ -136,7 +136,8 @@ def tokenize(tokenizer, texts: Sequence[str], config: SentenceEmbeddingConfig, p
              max_len: int | None = None) -> dict:
     """Texts → the padded batch sentence-transformers' `encode` builds: int32 `input_ids` / `attention_mask`
     [B, L] (each row cut to `config.max_seq_length` tokens, or to `max_len` when the config has none), and
-    `skip_first` (the prompt's length when the pooling leaves it out, else 0; see `pool`). Raises UserError for
+    `skip_first` (the prompt's length when the pooling leaves it out, else 0; see `pool`). `max_len`: the model's
+    longest input (`ModelConfig.max_positions`), a cap on max_seq_length too. Raises UserError for
     no length limit at all, an unknown prompt name, or what `TokenizerLike.batch_encode` refuses."""
     limit = config.max_seq_length if config.max_seq_length is not None else max_len
     if limit is None:

@@ -250,6 +250,8 @@ def grad_cache_step(embed_fn: EmbedFn, params: Any, batch: Mapping[str, Any], ch
     chunk: rows per chunk; it must divide every column's rows (and so be at most the smallest).
     loss_fn({column name: float32 [rows, D]}) -> float32 scalar (e.g. `contrastive_loss` on the columns).
     rng: a PRNG key folded per (column, chunk), or None (deterministic embed_fn).
+    Chunk c of a column holds its rows c, c + n, c + 2n, ... (n = rows / chunk), so that with the batch sharded
+    over the data-parallel devices each chunk spans all of them (the sum over chunks is the same gradient).
 
     Returns (loss float32 scalar, grads with `params`' structure). The chunks run under `jax.lax.scan`, so one
     chunk's activations are alive at a time (Gao et al. 2021). Raises UserError for a chunk that is < 1, larger
@@ -257,9 +259,17 @@ def grad_cache_step(embed_fn: EmbedFn, params: Any, batch: Mapping[str, Any], ch
     """
     rows = _check_chunk(batch, chunk)
 
+    # Chunk c holds rows c, c + n, c + 2n, ... (n chunks): with the rows sharded in contiguous blocks over the
+    # data-parallel devices, every chunk then spans all devices and the reshape moves no data between them.
+    def to_chunks(x, n_rows):
+        n = n_rows // chunk
+        return x.reshape((chunk, n) + x.shape[1:]).swapaxes(0, 1)
+
+    def from_chunks(x):  # [n, chunk, ...] -> rows in their original order
+        return x.swapaxes(0, 1).reshape((-1,) + x.shape[2:])
+
     def chunked(name):
-        n = rows[name]
-        return jax.tree.map(lambda x: x.reshape((n // chunk, chunk) + x.shape[1:]), batch[name])
+        return jax.tree.map(lambda x: to_chunks(x, rows[name]), batch[name])
 
     def key(col: int, i):
         return None if rng is None else jax.random.fold_in(jax.random.fold_in(rng, col), i)
@@ -275,7 +285,7 @@ def grad_cache_step(embed_fn: EmbedFn, params: Any, batch: Mapping[str, Any], ch
             return None, jax.lax.stop_gradient(embed_fn(params, x, key(col, i)).astype(jnp.float32))
 
         _, e = jax.lax.scan(forward, None, (inputs[name], jnp.arange(rows[name] // chunk)))
-        embeddings[name] = e.reshape((rows[name],) + e.shape[2:])
+        embeddings[name] = from_chunks(e)
 
     # 2. The loss and d loss / d embeddings on the whole batch: the only place the chunks meet.
     loss, cached = jax.value_and_grad(loss_fn)(embeddings)
@@ -283,7 +293,7 @@ def grad_cache_step(embed_fn: EmbedFn, params: Any, batch: Mapping[str, Any], ch
     # 3. Each chunk again, with its VJP fed the cached slice of the embedding gradient.
     grads = jax.tree.map(jnp.zeros_like, params)
     for col, name in enumerate(names):
-        g = cached[name].reshape((rows[name] // chunk, chunk) + cached[name].shape[1:])
+        g = to_chunks(cached[name], rows[name])
 
         def backward(acc, xs, col=col):
             x, g_chunk, i = xs
