@@ -1,7 +1,10 @@
 """The notebook API: `m = xlm_jax.load(path)` carries the checkpoint's tokenizer (and, fine-tuned, its task head);
 `m.fill_mask(texts)`, `m.embed(texts)`, `m.similarity(a, b)`, `m.retrieve(queries, candidates, k)`,
 `m.predict(texts)`, `m.predict_tokens(word_lists)`, `m.answer(question, context)` answer in words;
-`m.hidden_states(ids)`, `m.layer_states(ids)`, `m.mlm_logits(ids)` take token ids. See docs/notebook.md."""
+`m.hidden_states(ids)`, `m.layer_states(ids)`, `m.mlm_logits(ids)` take token ids. See docs/notebook.md.
+
+One concern in one module (over 500 lines on purpose): the `LoadedModel` class whose methods are the notebook API,
+and `load`. What a task's method needs (reading, features, decoding) lives in its `xlm_jax.tasks` module."""
 
 from __future__ import annotations
 

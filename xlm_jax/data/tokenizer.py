@@ -1,4 +1,5 @@
-"""SentencePiece tokenizer with XLM-R's fairseq id layout, and the commands that train or extend one.
+"""SentencePiece tokenizer with XLM-R's fairseq id layout: the class, its input checks, the one tokenizer /
+model compatibility check, and training a model (one concern; the commands are `xlm_jax.tokenizer`).
 
 Ids (the same for every vocabulary this project uses, ours or XLM-R's published `sentencepiece.bpe.model`):
 `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, SentencePiece piece i → i + 1 (spm's own `<unk>`, id 0, → 3),
