@@ -84,6 +84,25 @@ def test_incremental_decoding_equals_full_causal_forward(family, variant):
     np.testing.assert_allclose(np.asarray(incremental)[real], np.asarray(full)[real], atol=1e-5)
 
 
+def test_training_forward_with_dropout_and_remat():
+    cfg, model, params = _setup("xlm", dropout=0.1, attention_dropout=0.1)
+    src, src_mask, src_langs, tgt, tgt_mask, tgt_langs = _batch(cfg)
+    picks = jnp.asarray([[1, 2], [3, 4], [1, 2]], jnp.int32)
+
+    def loss(p, m, deterministic, rng=jax.random.key(0)):
+        logits = m.apply({"params": p}, src, src_mask, src_langs, tgt, tgt_mask, tgt_langs, picks, deterministic,
+                         method=EncoderDecoder.logits_at, rngs={"dropout": rng})
+        return jax.nn.logsumexp(logits, axis=-1).mean()
+
+    remat = EncoderDecoder(encoder_decoder_config(cfg.encoder.replace(remat_policy="full"), 2))
+    for a, b in zip(jax.tree_util.tree_leaves(jax.grad(loss)(params, model, True)),
+                    jax.tree_util.tree_leaves(jax.grad(loss)(params, remat, True))):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    noisy = jax.grad(loss)(params, remat, False)
+    assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(noisy))
+    assert loss(params, model, False) != loss(params, model, False, jax.random.key(1))
+
+
 def test_logits_at_gathers_before_the_projection():
     cfg, model, params = _setup("xlmr")
     batch = _batch(cfg)
