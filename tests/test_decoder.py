@@ -11,7 +11,9 @@ from flax import linen as nn
 
 from xlm_jax.core.errors import UserError
 from xlm_jax.models import hf_seq2seq
-from xlm_jax.models.config import EncoderDecoderConfig, encoder_decoder_config, get_model_config
+from xlm_jax.models.config import (
+    EncoderDecoderConfig, encoder_decoder_config, encoder_decoder_from_dict, encoder_decoder_to_dict, get_model_config,
+)
 from xlm_jax.models.decoder import EncoderDecoder, init_from_mlm, init_params
 from xlm_jax.models.decoding import beam_search, greedy_decode, start_token
 from xlm_jax.models.xlm import XLMForMaskedLM
@@ -119,6 +121,15 @@ def test_target_language_changes_the_xlmr_decoder():
     a = model.apply({"params": params}, src, src_mask, src_langs, tgt, tgt_mask, tgt_langs)
     b = model.apply({"params": params}, src, src_mask, src_langs, tgt, tgt_mask, jnp.zeros_like(tgt_langs))
     assert float(jnp.abs(a - b).max()) > 1e-3
+
+
+def test_config_round_trip():
+    cfg = encoder_decoder_config(_model_config("xlmr"), 3)
+    assert encoder_decoder_from_dict(encoder_decoder_to_dict(cfg)) == cfg
+    with pytest.raises(UserError, match="decoder.num_layer"):
+        encoder_decoder_from_dict({"encoder": {}, "decoder": {"num_layer": 2}})
+    with pytest.raises(UserError, match="missing decoder"):
+        encoder_decoder_from_dict({"encoder": {}})
 
 
 def test_config_refuses_mismatched_hidden_sizes():
@@ -309,7 +320,8 @@ def test_mlm_initialisation_refuses_a_shape_mismatch():
         init_from_mlm(wider, fresh)
     deeper = encoder_decoder_config(_model_config("xlm"), decoder_layers=3)
     mlm = nn.unbox(init_mlm_params(XLMForMaskedLM(cfg.encoder), jax.random.key(1)))
-    with pytest.raises(UserError, match=r"tensor decoder/layers/attention/\w+/\w+ has shape \(2, [\d, ]+\) in the MLM but \(3, "):
+    layer_count = r"tensor decoder/layers/attention/\w+/\w+ has shape \(2, [\d, ]+\) in the MLM but \(3, "
+    with pytest.raises(UserError, match=layer_count):
         init_from_mlm(mlm, init_params(EncoderDecoder(deeper), jax.random.key(2)))
     init_from_mlm(mlm, init_params(EncoderDecoder(deeper), jax.random.key(2)), decoder=False)  # encoder only: fine
 

@@ -21,7 +21,6 @@ compiles once, so callers bucket it (e.g. powers of two). Lengths returned inclu
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 from typing import NamedTuple
 
@@ -197,7 +196,5 @@ def beam_search(model: EncoderDecoder, params: dict, src: Array, src_mask: Array
     Inputs as `greedy_decode`. Returns a `BeamOutput`. Raises UserError unless beam >= 1, length_penalty is a
     number and max_len fits the delimiters and the decoder's positions. Beam 1 with early stopping is greedy."""
     check_decoding(model.config.decoder, max_len, beam, length_penalty)
-    if not math.isfinite(float(length_penalty)):
-        raise UserError(f"length_penalty={length_penalty!r}: must be finite")
     return _beam_search(model, params, src, src_mask, src_langs, jnp.asarray(tgt_langs, jnp.int32), max_len,
                         beam, float(length_penalty), bool(early_stopping))
