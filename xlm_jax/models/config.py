@@ -361,3 +361,61 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
 # from a checkpoint (`xlm_jax.pretrain.adapt`), with other values of these.
 NON_ARCHITECTURE = frozenset({"dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl", "dropout",
                               "attention_dropout", "lm_head_chunk"})
+
+
+# ---- encoder–decoder (machine translation) ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderConfig:
+    """An encoder and a decoder that share no parameters (XLM's MT models; `xlm_jax.models.decoder`).
+
+    Each side is a full `ModelConfig`: the decoder's `family` picks its layout (XLM's `TransformerModel`
+    decoder or Hugging Face's `XLMRobertaForCausalLM` with cross-attention), its `num_layers` the depth. The
+    decoder of the XLM-R family reads the target language from its token-type table, so its `type_vocab_size`
+    is the number of target languages (`encoder_decoder_config` sets it; see the decoder module for why).
+    Raises UserError when the sides cannot be joined (hidden sizes differ: cross-attention reads the encoder's
+    states without a projection).
+    """
+
+    encoder: ModelConfig
+    decoder: ModelConfig
+
+    def __post_init__(self):
+        for side in ("encoder", "decoder"):
+            if not isinstance(getattr(self, side), ModelConfig):
+                raise UserError(f"{side}: expected a model config, got {type(getattr(self, side)).__name__}")
+        if self.encoder.hidden_size != self.decoder.hidden_size:
+            raise UserError(f"decoder.hidden_size={self.decoder.hidden_size} differs from encoder.hidden_size="
+                            f"{self.encoder.hidden_size}: cross-attention reads the encoder states directly")
+
+    @property
+    def target_langs(self) -> int:
+        """Rows of the decoder's language signal: XLM's language table or XLM-R's token-type table."""
+        return self.decoder.n_langs if self.decoder.family == "xlm" else self.decoder.type_vocab_size
+
+
+def encoder_decoder_config(encoder: ModelConfig, decoder_layers: int | None = None) -> EncoderDecoderConfig:
+    """The decoder XLM builds for MT from one model's hyperparameters (`--encoder_only false`): same sizes,
+    vocabulary and languages, `decoder_layers` layers (default: the encoder's). XLM-R family: one token-type
+    row per language of `encoder.langs` / `encoder.n_langs`, the target-language signal."""
+    layers = encoder.num_layers if decoder_layers is None else decoder_layers
+    check_range("decoder_layers", layers, 1, integer=True)
+    changes: dict[str, Any] = {"num_layers": layers}
+    if encoder.family != "xlm":
+        changes["type_vocab_size"] = max(1, encoder.n_langs)
+    return EncoderDecoderConfig(encoder, encoder.replace(**changes))
+
+
+def encoder_decoder_to_dict(config: EncoderDecoderConfig) -> dict[str, Any]:
+    return {"encoder": to_dict(config.encoder), "decoder": to_dict(config.decoder)}
+
+
+def encoder_decoder_from_dict(d: dict[str, Any]) -> EncoderDecoderConfig:
+    unknown = [k for k in d if k not in ("encoder", "decoder")]
+    if unknown:
+        raise unknown_name("key", unknown[0], ["encoder", "decoder"])
+    missing = [k for k in ("encoder", "decoder") if k not in d]
+    if missing:
+        raise UserError(f"encoder-decoder config: missing {missing[0]}")
+    return EncoderDecoderConfig(from_dict(d["encoder"], "encoder"), from_dict(d["decoder"], "decoder"))

@@ -193,8 +193,15 @@ def hf_to_params(
     state: dict[str, np.ndarray], cfg: ModelConfig, architecture: str, params_shapes: dict, source: str
 ) -> dict:
     """Builds our (unboxed) parameter tree from an HF state dict; every tensor checked by name and shape."""
-    params: dict = {}
-    for e in table_for(cfg, architecture):
+    return table_to_params(state, table_for(cfg, architecture), cfg, params_shapes, source)
+
+
+def table_to_params(state: dict[str, np.ndarray], table: list[Entry], cfg: ModelConfig, params_shapes: dict,
+                    source: str, params: dict | None = None) -> dict:
+    """The tensors `table` names, from `state` into our tree (`params`, or a new one); per-layer entries stacked
+    over `cfg.num_layers`. UserError for a missing tensor or a shape other than `params_shapes` gives."""
+    params = {} if params is None else params
+    for e in table:
         want = _get(params_shapes, e.ours)
         keys = [e.hf.format(i=i) for i in range(cfg.num_layers)] if e.per_layer else [e.hf]
         tensors = []
@@ -210,14 +217,7 @@ def hf_to_params(
 
 def params_to_hf(params: dict, cfg: ModelConfig, architecture: str) -> dict[str, np.ndarray]:
     """Our parameter tree -> HF state dict (tied weights written explicitly, as `save_pretrained` does)."""
-    state: dict[str, np.ndarray] = {}
-    for e in table_for(cfg, architecture):
-        w = np.asarray(_get(params, e.ours), np.float32)
-        if e.per_layer:
-            for i in range(cfg.num_layers):
-                state[e.hf.format(i=i)] = np.ascontiguousarray(_to_hf(w[i], e.kind, e.ours[-1]))
-        else:
-            state[e.hf] = np.ascontiguousarray(_to_hf(w, e.kind, e.ours[-1]))
+    state = params_to_state(params, table_for(cfg, architecture), cfg)
     if cfg.family == "xlm":
         base = "transformer." if "transformer.embeddings.weight" in state else ""
         if cfg.sinusoidal_positions:
@@ -227,6 +227,19 @@ def params_to_hf(params: dict, cfg: ModelConfig, architecture: str) -> dict[str,
     elif "lm_head.bias" in state:
         state["lm_head.decoder.weight"] = state["roberta.embeddings.word_embeddings.weight"]
         state["lm_head.decoder.bias"] = state["lm_head.bias"]
+    return state
+
+
+def params_to_state(params: dict, table: list[Entry], cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The tensors `table` names, from our tree into a state dict (per-layer entries over `cfg.num_layers`)."""
+    state: dict[str, np.ndarray] = {}
+    for e in table:
+        w = np.asarray(_get(params, e.ours), np.float32)
+        if e.per_layer:
+            for i in range(cfg.num_layers):
+                state[e.hf.format(i=i)] = np.ascontiguousarray(_to_hf(w[i], e.kind, e.ours[-1]))
+        else:
+            state[e.hf] = np.ascontiguousarray(_to_hf(w, e.kind, e.ours[-1]))
     return state
 
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from xlm_jax.models import layers
 from xlm_jax.models.config import ModelConfig
-from xlm_jax.models.xlm import Embed, _dense, _dtype, _zeros, activation_fn
+from xlm_jax.models.xlm import Embed, _dense, _dtype, activation_fn
 
 Array = jax.Array
 

@@ -151,7 +151,10 @@ class Embeddings(nn.Module):
             self.layer_norm = layer_norm(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def __call__(self, input_ids, attention_mask, positions, langs, deterministic: bool) -> Array:
+    def __call__(self, input_ids, attention_mask, positions, langs, deterministic: bool,
+                 token_types: Array | None = None) -> Array:
+        """int [B, T] inputs -> [B, T, D]. `token_types` (int [B, T], default all 0) picks rows of the token-type
+        table: the XLM-R-family decoder passes the target language there (`xlm_jax.models.decoder`)."""
         cfg = self.config
         dt = _dtype(cfg.dtype)
         x = self.word_embeddings(input_ids, dt)
@@ -161,7 +164,7 @@ class Embeddings(nn.Module):
         else:
             x = x + self.position_embeddings(rows, dt)
         if cfg.type_vocab_size:
-            x = x + self.token_type_embeddings(jnp.zeros_like(input_ids), dt)
+            x = x + self.token_type_embeddings(jnp.zeros_like(input_ids) if token_types is None else token_types, dt)
         if cfg.has_lang_embeddings and langs is not None:
             x = x + self.lang_embeddings(langs, dt)
         if cfg.embedding_layer_norm:
@@ -221,18 +224,24 @@ class SelfAttention(nn.Module):
         q = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "query")(x)
         k = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "key")(x)
         v = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "value")(x)
-        use_dropout = not deterministic and cfg.attention_dropout > 0
-        if use_dropout or cfg.attention_impl == "xla":
-            # Explicit form: attention dropout needs the probabilities; softmax in float32 as XLM / fairseq.
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q * cfg.head_dim**-0.5, k).astype(jnp.float32)
-            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-            probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-            probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-            out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-        else:
-            impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=cfg.head_dim**-0.5, implementation=impl)
+        out = attend(cfg, q, k, v, mask, deterministic)
         return _dense(cfg, heads, d, ("heads", "kv"), ("embed",), "out")(out)
+
+
+def attend(cfg: ModelConfig, q: Array, k: Array, v: Array, mask: Array, deterministic: bool) -> Array:
+    """Scaled dot-product attention: q [B, Tq, H, Dh], k / v [B, Tk, H, Dh], mask bool broadcastable to
+    [B, 1, Tq, Tk] (True = attend) -> [B, Tq, H, Dh]. Call it inside a compact module: attention dropout is a
+    submodule of the caller (the encoder's self-attention, the decoder's self- and cross-attention)."""
+    use_dropout = not deterministic and cfg.attention_dropout > 0
+    if use_dropout or cfg.attention_impl == "xla":
+        # Explicit form: attention dropout needs the probabilities; softmax in float32 as XLM / fairseq.
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q * cfg.head_dim**-0.5, k).astype(jnp.float32)
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=cfg.head_dim**-0.5, implementation=impl)
 
 
 class MLP(nn.Module):
