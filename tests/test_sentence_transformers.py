@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 st = pytest.importorskip("sentence_transformers")
 
 import tiny_setup  # noqa: E402
-from xlm_jax.convert import export_hf, load_any  # noqa: E402
+from xlm_jax.workflows.convert import export_hf, load_any  # noqa: E402
 from xlm_jax.core.errors import UserError  # noqa: E402
 from xlm_jax.data.tokenizer_files import load_tokenizer  # noqa: E402
 from xlm_jax.models.sentence_transformers import (SentenceEmbeddingConfig, read_sentence_transformers,  # noqa: E402
@@ -168,3 +168,37 @@ def test_config_refusals():
         SentenceEmbeddingConfig(transformer_path="../x")
     with pytest.raises(UserError, match=r"several modes must come in the order"):
         write_sentence_transformers("/nonexistent", SentenceEmbeddingConfig(pooling=("mean", "cls")), 8)
+
+
+# ------------------------------------------------------------------ xlm_jax.load of a sentence-transformers directory
+
+
+@pytest.mark.parametrize("case", ["e5-query", "e5-passage", "e5-none", "e5-prompt", "bge"])
+def test_load_embed_equals_sentence_transformers(built, case):
+    import xlm_jax
+
+    name, _, prompt = case.partition("-")
+    m = xlm_jax.load(built / name)
+    assert m.sentence is not None and m.sentence.pooling == ("cls" if name == "bge" else "mean")
+    if prompt == "prompt":  # a literal prompt, as SentenceTransformer.encode(prompt=...)
+        got = m.embed(TEXTS, prompt="query: ")
+        ref = st.SentenceTransformer(str(built / name), device="cpu").encode(TEXTS, prompt="query: ")
+    else:
+        prompt = None if prompt in ("", "none") else prompt
+        got, ref = m.embed(TEXTS, prompt_name=prompt), theirs(built / name, TEXTS, prompt)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_load_refuses_unsupported_pooling_and_bad_prompts(built, tmp_path):
+    import xlm_jax
+
+    d = tmp_path / "copy"
+    shutil.copytree(built / "e5", d)
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "median"}))
+    with pytest.raises(UserError, match=r"pooling_mode='median' is not supported"):
+        xlm_jax.load(d)
+    m = xlm_jax.load(built / "e5")
+    with pytest.raises(UserError, match=r"prompt_name='doc': this model's prompts are .*query"):
+        m.embed("x", prompt_name="doc")
+    with pytest.raises(UserError, match=r"give one of them"):
+        m.embed("x", prompt="q: ", prompt_name="query")
