@@ -202,3 +202,35 @@ def test_load_refuses_unsupported_pooling_and_bad_prompts(built, tmp_path):
         m.embed("x", prompt_name="doc")
     with pytest.raises(UserError, match=r"give one of them"):
         m.embed("x", prompt="q: ", prompt_name="query")
+
+
+# ------------------------------------------------------------------ convert --to sentence-transformers
+
+
+def test_convert_to_sentence_transformers(built, tmp_path, capsys):
+    import xlm_jax
+    from xlm_jax import convert as C
+    from xlm_jax.workflows.convert import convert
+
+    orbax = tmp_path / "orbax"
+    convert(built / "hf", orbax, to="orbax")  # our checkpoint, its sentencepiece.bpe.model beside it
+    out = tmp_path / "st"
+    C.main([str(orbax), str(out), "--to", "sentence-transformers", "--pooling", "cls", "--normalize",
+            "--max-seq-length", "16"])
+    assert "-> sentence-transformers" in capsys.readouterr().out
+    cfg = read_sentence_transformers(out)
+    assert (cfg.pooling, cfg.normalize, cfg.max_seq_length) == ("cls", True, 16)
+    ref = theirs(out, TEXTS)
+    np.testing.assert_allclose(xlm_jax.load(out).embed(TEXTS), ref, atol=1e-5)
+    # Short texts (under 16 tokens): the source model's CLS vectors.
+    np.testing.assert_allclose(xlm_jax.load(orbax, tokenizer=built / "src" / "sentencepiece.bpe.model").embed(
+        TEXTS[:3], pooling="cls"), ref[:3], atol=1e-5)
+    # A sentence-transformers source keeps its pooling, length and prompts.
+    e5 = tmp_path / "e5"
+    C.main([str(built / "e5"), str(e5), "--to", "sentence-transformers"])
+    np.testing.assert_allclose(theirs(e5, TEXTS, "query"), theirs(built / "e5", TEXTS, "query"), atol=1e-5)
+    # Bad input: one error line, exit 2, nothing written.
+    with pytest.raises(SystemExit) as exit_:
+        C.main([str(orbax), str(tmp_path / "bad"), "--to", "sentence-transformers", "--max-seq-length", "4096"])
+    assert exit_.value.code == 2 and "--max-seq-length 4096: the model has 128 positions" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
