@@ -234,3 +234,28 @@ def test_convert_to_sentence_transformers(built, tmp_path, capsys):
         C.main([str(orbax), str(tmp_path / "bad"), "--to", "sentence-transformers", "--max-seq-length", "4096"])
     assert exit_.value.code == 2 and "--max-seq-length 4096: the model has 128 positions" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_beir_retrieval_with_a_sentence_transformers_directory(built, tmp_path):
+    # evaluate retrieval --data on an e5-style directory: queries with "query: ", documents with "passage: ", as
+    # SentenceTransformer.encode with those prompt names, then the same metrics.
+    import xlm_jax
+    from xlm_jax.tasks.retrieval_metrics import evaluate_scores
+    from xlm_jax.workflows.evaluate import run_beir
+
+    docs = {f"d{i}": t for i, t in enumerate(TEXTS + ["chien maison", "page save document"])}
+    queries = {"q1": "le chat", "q2": "open file", "q3": "datei drucken"}
+    qrels = {"q1": {"d2": 1}, "q2": {"d0": 1, "d5": 2}, "q3": {"d1": 1}}
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in docs.items()))
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n"
+                                                    for k, v in queries.items()))
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{g}\n" for q, r in qrels.items() for d, g in r.items()))
+    _, result = run_beir(str(built / "e5"), None, str(tmp_path), load=xlm_jax.load)
+    q = theirs(built / "e5", list(queries.values()), "query")
+    d = theirs(built / "e5", list(docs.values()), "passage")
+    q, d = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (q, d))
+    expected = evaluate_scores(q @ d.T, list(queries), list(docs), qrels, (1, 10, 100))
+    for key in ("ndcg@10", "mrr@10", "recall@1", "recall@10", "map"):
+        assert result[key] == pytest.approx(expected[key], abs=1e-6), key
