@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 st = pytest.importorskip("sentence_transformers")
 
 import tiny_setup  # noqa: E402
-from xlm_jax.convert import export_hf, load_any  # noqa: E402
+from xlm_jax.workflows.convert import export_hf, load_any  # noqa: E402
 from xlm_jax.core.errors import UserError  # noqa: E402
 from xlm_jax.data.tokenizer_files import load_tokenizer  # noqa: E402
 from xlm_jax.models.sentence_transformers import (SentenceEmbeddingConfig, read_sentence_transformers,  # noqa: E402
@@ -168,3 +168,94 @@ def test_config_refusals():
         SentenceEmbeddingConfig(transformer_path="../x")
     with pytest.raises(UserError, match=r"several modes must come in the order"):
         write_sentence_transformers("/nonexistent", SentenceEmbeddingConfig(pooling=("mean", "cls")), 8)
+
+
+# ------------------------------------------------------------------ xlm_jax.load of a sentence-transformers directory
+
+
+@pytest.mark.parametrize("case", ["e5-query", "e5-passage", "e5-none", "e5-prompt", "bge"])
+def test_load_embed_equals_sentence_transformers(built, case):
+    import xlm_jax
+
+    name, _, prompt = case.partition("-")
+    m = xlm_jax.load(built / name)
+    assert m.sentence is not None and m.sentence.pooling == ("cls" if name == "bge" else "mean")
+    if prompt == "prompt":  # a literal prompt, as SentenceTransformer.encode(prompt=...)
+        got = m.embed(TEXTS, prompt="query: ")
+        ref = st.SentenceTransformer(str(built / name), device="cpu").encode(TEXTS, prompt="query: ")
+    else:
+        prompt = None if prompt in ("", "none") else prompt
+        got, ref = m.embed(TEXTS, prompt_name=prompt), theirs(built / name, TEXTS, prompt)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_load_refuses_unsupported_pooling_and_bad_prompts(built, tmp_path):
+    import xlm_jax
+
+    d = tmp_path / "copy"
+    shutil.copytree(built / "e5", d)
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "median"}))
+    with pytest.raises(UserError, match=r"pooling_mode='median' is not supported"):
+        xlm_jax.load(d)
+    m = xlm_jax.load(built / "e5")
+    with pytest.raises(UserError, match=r"prompt_name='doc': this model's prompts are .*query"):
+        m.embed("x", prompt_name="doc")
+    with pytest.raises(UserError, match=r"give one of them"):
+        m.embed("x", prompt="q: ", prompt_name="query")
+
+
+# ------------------------------------------------------------------ convert --to sentence-transformers
+
+
+def test_convert_to_sentence_transformers(built, tmp_path, capsys):
+    import xlm_jax
+    from xlm_jax import convert as C
+    from xlm_jax.workflows.convert import convert
+
+    orbax = tmp_path / "orbax"
+    convert(built / "hf", orbax, to="orbax")  # our checkpoint, its sentencepiece.bpe.model beside it
+    out = tmp_path / "st"
+    C.main([str(orbax), str(out), "--to", "sentence-transformers", "--pooling", "cls", "--normalize",
+            "--max-seq-length", "16"])
+    assert "-> sentence-transformers" in capsys.readouterr().out
+    cfg = read_sentence_transformers(out)
+    assert (cfg.pooling, cfg.normalize, cfg.max_seq_length) == ("cls", True, 16)
+    ref = theirs(out, TEXTS)
+    np.testing.assert_allclose(xlm_jax.load(out).embed(TEXTS), ref, atol=1e-5)
+    # Short texts (under 16 tokens): the source model's CLS vectors.
+    np.testing.assert_allclose(xlm_jax.load(orbax, tokenizer=built / "src" / "sentencepiece.bpe.model").embed(
+        TEXTS[:3], pooling="cls"), ref[:3], atol=1e-5)
+    # A sentence-transformers source keeps its pooling, length and prompts.
+    e5 = tmp_path / "e5"
+    C.main([str(built / "e5"), str(e5), "--to", "sentence-transformers"])
+    np.testing.assert_allclose(theirs(e5, TEXTS, "query"), theirs(built / "e5", TEXTS, "query"), atol=1e-5)
+    # Bad input: one error line, exit 2, nothing written.
+    with pytest.raises(SystemExit) as exit_:
+        C.main([str(orbax), str(tmp_path / "bad"), "--to", "sentence-transformers", "--max-seq-length", "4096"])
+    assert exit_.value.code == 2 and "--max-seq-length 4096: the model has 128 positions" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_beir_retrieval_with_a_sentence_transformers_directory(built, tmp_path):
+    # evaluate retrieval --data on an e5-style directory: queries with "query: ", documents with "passage: ", as
+    # SentenceTransformer.encode with those prompt names, then the same metrics.
+    import xlm_jax
+    from xlm_jax.tasks.retrieval_metrics import evaluate_scores
+    from xlm_jax.workflows.evaluate import run_beir
+
+    docs = {f"d{i}": t for i, t in enumerate(TEXTS + ["chien maison", "page save document"])}
+    queries = {"q1": "le chat", "q2": "open file", "q3": "datei drucken"}
+    qrels = {"q1": {"d2": 1}, "q2": {"d0": 1, "d5": 2}, "q3": {"d1": 1}}
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in docs.items()))
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n"
+                                                    for k, v in queries.items()))
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{g}\n" for q, r in qrels.items() for d, g in r.items()))
+    _, result = run_beir(str(built / "e5"), None, str(tmp_path), load=xlm_jax.load)
+    q = theirs(built / "e5", list(queries.values()), "query")
+    d = theirs(built / "e5", list(docs.values()), "passage")
+    q, d = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (q, d))
+    expected = evaluate_scores(q @ d.T, list(queries), list(docs), qrels, (1, 10, 100))
+    for key in ("ndcg@10", "mrr@10", "recall@1", "recall@10", "map"):
+        assert result[key] == pytest.approx(expected[key], abs=1e-6), key

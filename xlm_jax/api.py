@@ -22,10 +22,13 @@ import numpy as np
 
 from xlm_jax.core.errors import UserError, check_choice, check_range
 from xlm_jax.data.tokenizer import Tokenizer, _check_texts, pad_rows
+from xlm_jax.data.tokenizer_files import load_tokenizer, tokenizer_file
 from xlm_jax.models.config import ModelConfig
+from xlm_jax.models.sentence_transformers import SentenceEmbeddingConfig, prompt_length, read_sentence_transformers
 from xlm_jax.models.xlm import XLMForMaskedLM
 from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_examples, encode_token_examples, \
     n_specials, ner, qa, word_predictions
+from xlm_jax.tasks.contrastive import pool as pool_states
 from xlm_jax.training.checkpoint import resolve, restore_params
 from xlm_jax.workflows.convert import load_any, orbax_tokenizer_files
 from xlm_jax.workflows.evaluate import cosine_matrix
@@ -216,6 +219,8 @@ class LoadedModel:
     source: str = ""
     tokenizer_note: str = ""  # why there is no tokenizer, for the error of a text method
     batch_size: int = 32
+    # A sentence-transformers directory's pooling, normalisation, max length and prompts (what `embed` uses).
+    sentence: SentenceEmbeddingConfig | None = None
 
     def __post_init__(self):
         self.model = XLMForMaskedLM(self.config)
@@ -249,19 +254,16 @@ class LoadedModel:
     def _pooled(self):
         last = self.config.num_layers - 1
 
-        def pooled(params, ids, mask, langs, index: int, pooling: str):
+        def pooled(params, ids, mask, langs, index: int, pooling, skip_first: int = 0):
             if index == last:  # the final LayerNorm of pre-LN models belongs to the last layer
                 states = self.model.apply({"params": params}, ids, mask, None, langs)
             else:
                 _, every = self.model.apply({"params": params}, ids, mask, None, langs, output_all_layers=True)
                 states = every[index]
-            states = states.astype(jnp.float32)
-            if pooling == "cls":
-                return states[:, 0]
-            weights = mask[..., None].astype(jnp.float32)
-            return (states * weights).sum(1) / weights.sum(1)
+            # sentence-transformers' Pooling: "mean" over the real tokens, "cls" the first one, ...
+            return pool_states(states, mask, pooling, skip_first=skip_first)
 
-        return jax.jit(pooled, static_argnums=(4, 5))
+        return jax.jit(pooled, static_argnums=(4, 5, 6))
 
     @functools.cached_property
     def _mask_probs(self):
@@ -404,42 +406,86 @@ class LoadedModel:
 
     # ------------------------------------------------------------------------------------ text methods
 
-    def pool_ids(self, rows: list[list[int]], layer_index: int, pooling: str = "mean",
-                 lang_ids: list[int] | None = None, batch_size: int | None = None) -> np.ndarray:
-        """Pooled states of framed id rows (each at most max_positions ids): float32 [N, hidden]. `layer_index`
-        is 0-based; "mean" averages the real tokens (XTREME's retrieval protocol), "cls" takes the first token.
-        The batching behind `embed` and `xlm_jax.evaluate.embed_sentences` (`batch_size` defaults to the
-        model's)."""
+    def pool_ids(self, rows: list[list[int]], layer_index: int, pooling: str | tuple[str, ...] = "mean",
+                 lang_ids: list[int] | None = None, batch_size: int | None = None, skip_first: int = 0) -> np.ndarray:
+        """Pooled states of framed id rows (each at most max_positions ids): float32 [N, hidden] ([N, modes ·
+        hidden] for a tuple of modes). `layer_index` is 0-based; `pooling` a mode of sentence-transformers'
+        Pooling (`xlm_jax.tasks.contrastive.pool`): "mean" averages the real tokens (XTREME's retrieval
+        protocol), "cls" takes the first token; `skip_first` positions (a prompt's tokens) are left out. The
+        batching behind `embed` and `xlm_jax.evaluate.embed_sentences` (`batch_size` defaults to the model's)."""
         if not rows:
             return np.zeros((0, self.config.hidden_size), np.float32)
         lang_ids = lang_ids if lang_ids is not None else [0] * len(rows)
 
         def call(ids, mask, langs, _):
             return self._pooled(self.params, jnp.asarray(ids), jnp.asarray(mask),
-                                None if langs is None else jnp.asarray(langs), layer_index, pooling)
+                                None if langs is None else jnp.asarray(langs), layer_index, pooling, skip_first)
 
         return np.stack(self._batched(rows, lang_ids, call, batch_size)).astype(np.float32)
 
-    def embed(self, texts, layer: int = -1, pooling: str = "mean", normalize: bool = True, lang=None) -> np.ndarray:
+    def embed(self, texts, layer: int = -1, pooling: str | None = None, normalize: bool | None = None, lang=None,
+              *, prompt: str | None = None, prompt_name: str | None = None) -> np.ndarray:
         """Sentence embeddings: float32 NumPy [N, hidden] (a single str counts as a list of one).
 
         `layer` counts from 1 (first layer) or from the top when negative (default -1, the last); `pooling`
         "mean" averages the states of the real tokens (specials included, padding not: XTREME's protocol, as
         `evaluate retrieval`), "cls" takes the first token's state (`<s>`; unpooled, not trained for anything
-        unless fine-tuned); `normalize` scales each row to unit L2 norm. Raises UserError for an empty list,
-        items that are not str, an unknown pooling, a layer outside 1..L / -1..-L, or a bad / missing lang."""
-        self._need_tokenizer("embed")
+        unless fine-tuned); `normalize` scales each row to unit L2 norm. `prompt` is prepended to every text
+        (e5's "query: "); `prompt_name` picks one of a sentence-transformers directory's prompts.
+
+        Defaults: mean pooling, normalised, no prompt, texts cut to the model's positions (with a warning) --
+        except for a sentence-transformers directory (`xlm_jax.load` of one sets `self.sentence`), where they
+        are the directory's: its pooling mode, Normalize module, max_seq_length (longer texts cut silently, as
+        `SentenceTransformer.encode` cuts them), default prompt, lower-casing and include_prompt, so that the
+        vectors equal `SentenceTransformer(dir).encode(texts, prompt_name=..., prompt=...)`.
+
+        Raises UserError for an empty list, items that are not str, an unknown pooling, a layer outside
+        1..L / -1..-L, a bad / missing lang, both prompt and prompt_name, a prompt that is not a str, or a
+        prompt_name the model does not have (naming its prompts)."""
+        tok = self._need_tokenizer("embed")
         items, _ = _as_list(texts, "texts")
-        check_choice("pooling", pooling, POOLINGS)
+        if pooling is not None:
+            check_choice("pooling", pooling, POOLINGS)
         index = layer_index(layer, self.config.num_layers)
         langs = self._langs(lang, len(items))
-        enc = self._encode(items, langs)
-        out = self.pool_ids(enc.ids, index, pooling, enc.lang_ids)
+        text_prompt = self._prompt(prompt, prompt_name)
+        st = self.sentence
+        if st is None:
+            enc = self._encode([text_prompt + t for t in items], langs)
+            out = self.pool_ids(enc.ids, index, pooling or "mean", enc.lang_ids)
+            normalize = True if normalize is None else normalize
+        else:
+            # As sentence-transformers' encode: prompt + text, lower-cased when the directory says so, cut to
+            # max_seq_length (capped at the model's positions); a left-out prompt is skipped by the pooling.
+            text_prompt = text_prompt.lower() if st.do_lower_case else text_prompt
+            prepared = [text_prompt + (t.lower() if st.do_lower_case else t) for t in items]
+            limit = min(st.max_seq_length or self.config.max_positions, self.config.max_positions)
+            batch = tok.batch_encode(prepared, limit)
+            rows = [r[:int(m.sum())].tolist() for r, m in zip(batch["input_ids"], batch["attention_mask"])]
+            skip = 0 if st.include_prompt else prompt_length(tok, text_prompt)
+            out = self.pool_ids(rows, index, pooling or st.pooling, None, skip_first=skip)
+            normalize = st.normalize if normalize is None else normalize
         if normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
-    def similarity(self, texts_a, texts_b, layer: int = -1, pooling: str = "mean", lang=None,
+    def _prompt(self, prompt, prompt_name) -> str:
+        """The text to prepend: `prompt`, the sentence-transformers prompt `prompt_name`, or the directory's
+        default prompt ("" when there is none)."""
+        if prompt is not None and prompt_name is not None:
+            raise UserError(f"prompt={prompt!r:.40} and prompt_name={prompt_name!r}: give one of them")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise UserError(f"prompt={prompt!r:.40}: expected a str to prepend to every text, e.g. 'query: '")
+            return prompt
+        if self.sentence is None:
+            if prompt_name is not None:
+                raise UserError(f"prompt_name={prompt_name!r}: this model has no named prompts (only a "
+                                "sentence-transformers directory has them); pass the text itself, prompt='query: '")
+            return ""
+        return self.sentence.prompt(prompt_name)
+
+    def similarity(self, texts_a, texts_b, layer: int = -1, pooling: str | None = None, lang=None,
                    lang_b=None) -> np.ndarray:
         """Cosine similarity of every text of `texts_a` with every text of `texts_b`: float32 [len(a), len(b)],
         from `embed` (`lang_b` defaults to `lang`). Raises what `embed` raises."""
@@ -448,7 +494,7 @@ class LoadedModel:
         b = self.embed(texts_b, layer, pooling, lang=lang_b)
         return cosine_matrix(a, b).astype(np.float32)
 
-    def retrieve(self, queries, candidates, k: int = 1, layer: int = -1, pooling: str = "mean", lang=None,
+    def retrieve(self, queries, candidates, k: int = 1, layer: int = -1, pooling: str | None = None, lang=None,
                  lang_b=None) -> tuple[np.ndarray, np.ndarray]:
         """The `k` candidates most similar to each query (cosine of `embed`s): (indices int64 [Q, k] into
         `candidates`, scores float32 [Q, k]), best first. Raises UserError for k outside 1..len(candidates) and
@@ -673,6 +719,10 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
     - a fine-tuning output directory, its best/ or a step in it: the best checkpoint with its task head and
       labels (`m.task`; tokenizer: the one finetune_config.json records);
     - a `python -m xlm_jax.convert` output (tokenizer: the sentencepiece.bpe.model / tokenizer.model in it);
+    - a sentence-transformers directory (modules.json: Transformer → Pooling → (Normalize), as multilingual-e5 /
+      BGE-M3 are published): its transformer with `m.sentence` (`SentenceEmbeddingConfig`: pooling,
+      normalisation, max_seq_length, prompts), which `m.embed` follows; a pooling mode or module xlm_jax does
+      not support is refused, naming it;
     - a Hugging Face directory (tokenizer: its sentencepiece.bpe.model), a fairseq XLM-R model.pt (tokenizer:
       sentencepiece.bpe.model beside it), or an original XLM .pth (no tokenizer: XLM uses Moses + fastBPE; the
       array methods work on ids), converted in memory by `xlm_jax.workflows.convert.load_any`.
@@ -689,6 +739,7 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
         raise UserError(f"{path}: no such file or directory (give a run directory, a fine-tuning output, a convert "
                         "output, a Hugging Face directory, a fairseq model.pt or an XLM .pth)")
     task, note, found = None, "", None
+    sentence = read_sentence_transformers(p) if (p / "modules.json").is_file() else None
     if is_task_checkpoint(p):
         _, params, config, task = load_task_model(p)
         found, note = finetune_tokenizer(p.absolute())
@@ -696,7 +747,10 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
         try:
             resolve(p)
         except UserError:
-            params, config, info = load_any(p)
+            params, config, info = load_any(p / sentence.transformer_path if sentence else p)
+            if sentence and sentence.embedding_dimension not in (None, config.hidden_size):
+                raise UserError(f"{p}: its pooling config says embedding dimension {sentence.embedding_dimension} "
+                                f"but the transformer's hidden size is {config.hidden_size}")
             if info.kind == "xlm":
                 note = XLM_NO_TOKENIZER
             else:
@@ -715,4 +769,11 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
         tok, note = _load_tokenizer(tokenizer, config, auto=False), ""
     elif found is not None:
         tok = _load_tokenizer(found, config, auto=True)
-    return LoadedModel(config, jax.tree_util.tree_map(jnp.asarray, params), tok, task, str(path), note)
+    if sentence is not None and tok is None and tokenizer is None and tokenizer_file(info.path) is not None:
+        # sentence-transformers 6 / transformers 5 save only tokenizer.json: read it as load_tokenizer does.
+        tok, note = load_tokenizer(info.path), ""
+        if len(tok) > config.vocab_size:
+            raise UserError(f"tokenizer {tok.path} has {len(tok)} ids but the model's vocabulary has "
+                            f"{config.vocab_size}: they do not belong together")
+    return LoadedModel(config, jax.tree_util.tree_map(jnp.asarray, params), tok, task, str(path), note,
+                       sentence=sentence)

@@ -1,9 +1,11 @@
-"""Checkpoint interop: `python -m xlm_jax.convert SRC DST [--to orbax|hf] [--architecture ARCH]`.
+"""Checkpoint interop: `python -m xlm_jax.convert SRC DST [--to orbax|hf|sentence-transformers] [--architecture ARCH]`.
 
 SRC: an xlm_jax (orbax) checkpoint, a Hugging Face directory, a fairseq XLM-R `model.pt` or an original XLM `.pth`
 (detected in that order). `--to orbax` (default unless SRC is ours) writes `DST/0/{params,model_config}`; `--to hf`
 writes `DST/config.json` + `DST/model.safetensors` for transformers; the tokenizer files found next to SRC come
-along. DST is written to a temporary sibling directory and renamed into place. Bad input (flags, an unreadable or
+along. `--to sentence-transformers` writes the encoder with a pooling config (`--pooling mean|cls|...`,
+`--normalize`, `--max-seq-length`; a sentence-transformers SRC keeps its own, prompts included) that
+`SentenceTransformer(DST)` loads with the vectors `xlm_jax.load(DST).embed` gives. DST is written to a temporary sibling directory and renamed into place. Bad input (flags, an unreadable or
 refused source, a DST holding other files without --force) prints one `error:` line and exits 2.
 
 This module is the command only; the library (the format readers, `load_any`, `export_hf`, `convert`, the pickle
@@ -12,9 +14,10 @@ allow-list) is `xlm_jax.workflows.convert`.
 
 from __future__ import annotations
 
-from xlm_jax.core.errors import ArgumentParser, exit_on_user_error, positive_int
+from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, positive_int
 from xlm_jax.models import hf_mapping
-from xlm_jax.workflows.convert import convert
+from xlm_jax.models.sentence_transformers import POOLING_MODES
+from xlm_jax.workflows.convert import ST_FORMAT, convert, convert_sentence_transformers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +27,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("src", help="HF directory, fairseq model.pt, XLM .pth, or an xlm_jax checkpoint")
     parser.add_argument("dst", help="output directory: new, empty, or an earlier output of convert (replaced)")
-    parser.add_argument("--to", choices=("orbax", "hf"), help="output format (default: orbax, or hf if SRC is ours)")
+    parser.add_argument("--to", choices=("orbax", "hf", ST_FORMAT),
+                        help="output format (default: orbax, or hf if SRC is ours)")
+    parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
+                        help="--to sentence-transformers: pooling mode (default mean, or SRC's)")
+    parser.add_argument("--normalize", action="store_true", default=None,
+                        help="--to sentence-transformers: unit-length embeddings (a Normalize module)")
+    parser.add_argument("--max-seq-length", type=positive_int, default=None,
+                        help="--to sentence-transformers: tokens per input (default: SRC's, or the model's positions)")
     parser.add_argument("--architecture", choices=hf_mapping.HF_ARCHITECTURES,
                         help="HF architecture to write (a bare ...Model drops the LM head)")
     parser.add_argument("--force", action="store_true",
@@ -33,6 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-heads", type=positive_int, help="attention heads, for checkpoints that do not record them")
     args = parser.parse_args(argv)
     with exit_on_user_error():
+        if args.to == ST_FORMAT:
+            if args.architecture:
+                raise UserError("--architecture: a sentence-transformers model holds the bare encoder")
+            line = convert_sentence_transformers(args.src, args.dst, pooling=args.pooling, normalize=args.normalize,
+                                                 max_seq_length=args.max_seq_length, force=args.force,
+                                                 vocab_size=args.vocab_size, num_heads=args.num_heads)
+            print(line)
+            return
+        if args.pooling or args.normalize or args.max_seq_length:
+            raise UserError("--pooling / --normalize / --max-seq-length are for --to sentence-transformers")
         line = convert(args.src, args.dst, to=args.to, architecture=args.architecture, force=args.force,
                        vocab_size=args.vocab_size, num_heads=args.num_heads)
     print(line)

@@ -18,7 +18,21 @@ anything else needs --force). Data files take an optional `LANG:` prefix (see
 (xx → en nearest neighbour) and BUCC 2018 mining P / R / F1 with ratio-margin scoring; they print JSON and
 write it to --out when given (a new file; --force replaces one).
 
-`retrieval` embeds two line-aligned files (line i of A translates line i of B) as the mean of layer K's states
+    python -m xlm_jax.evaluate retrieval --checkpoint CKPT [--tokenizer T.model] --data BEIR_DIR [--split test]
+                                         [--query-lang X --corpus-lang en] [--query-prompt P --corpus-prompt P]
+                                         [--backend auto|faiss|numpy] [--out FILE.json [--force]]
+
+`retrieval` with --data reads a BEIR / MTEB directory (corpus.jsonl, queries.jsonl, qrels/{split}.tsv), embeds
+queries and documents (a sentence-transformers directory as `SentenceTransformer.encode` does: its pooling, length
+and "query" / "passage" prompts; any other checkpoint as below), ranks each query's top 100 documents by exact
+cosine nearest neighbours (faiss when installed, else blocked NumPy) and prints a table of nDCG@10, MRR@10,
+Recall@1/10/100 and MAP (pytrec_eval's definitions, `xlm_jax.tasks.retrieval_metrics`); --out writes the JSON.
+Queries in one language and a corpus in another (--query-lang / --corpus-lang) is cross-lingual retrieval. A
+qrels line naming an id absent from the corpus or queries (or any other bad line) is one `error:` line naming the
+file, line and value, before the model is loaded and with nothing written. --tokenizer defaults to the one found
+with the checkpoint.
+
+`retrieval` with --src-file / --tgt-file embeds two line-aligned files (line i of A translates line i of B) as the mean of layer K's states
 over the real tokens (XTREME's protocol; K counts layers from 1, negative from the top, default the last),
 retrieves each sentence's nearest neighbour on the other side by cosine similarity, and prints JSON with
 P@1 in both directions. Any xlm_jax checkpoint works: pretrained (MLM / TLM) or fine-tuned.
@@ -34,7 +48,7 @@ import json
 import sys
 
 from xlm_jax.api import load
-from xlm_jax.core.errors import ArgumentParser, arg_range, exit_on_user_error, positive_int
+from xlm_jax.core.errors import ArgumentParser, UserError, arg_range, exit_on_user_error, positive_int
 from xlm_jax.tasks import min_len
 from xlm_jax.workflows import evaluate as W
 from xlm_jax.workflows.evaluate import cosine_matrix, embed_sentences, retrieval_scores, run_task_eval  # noqa: F401
@@ -44,6 +58,7 @@ from xlm_jax.workflows.loading import TASK_FILE, TaskInfo  # noqa: F401
 run_retrieval = functools.partial(W.run_retrieval, load=load)
 run_tatoeba = functools.partial(W.run_tatoeba, load=load)
 run_bucc = functools.partial(W.run_bucc, load=load)
+run_beir = functools.partial(W.run_beir, load=load)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,13 +73,26 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--force", action="store_true", help="write into --out even if it holds files evaluate did not "
                    "write (results.md / results.json are replaced, other files kept)")
     t.add_argument("--batch-size", type=positive_int, default=64)
-    r = sub.add_parser("retrieval", help="sentence retrieval P@1 on line-aligned files (Tatoeba / BUCC style)")
+    r = sub.add_parser("retrieval", help="ranked retrieval on a BEIR / MTEB directory (--data: nDCG@10, MRR@10, "
+                       "Recall@k, MAP), or P@1 on line-aligned files (--src-file / --tgt-file)")
     r.add_argument("--checkpoint", required=True)
-    r.add_argument("--tokenizer", required=True)
-    r.add_argument("--src-file", required=True)
-    r.add_argument("--tgt-file", required=True)
-    r.add_argument("--src-lang", default=None)
-    r.add_argument("--tgt-lang", default=None)
+    r.add_argument("--tokenizer", default=None, help="default: the tokenizer found with the checkpoint")
+    r.add_argument("--data", default=None, help="BEIR / MTEB directory: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    r.add_argument("--split", default="test", help="qrels split of --data (default test)")
+    r.add_argument("--src-file", default=None, help="line-aligned mode: line i translates line i of --tgt-file")
+    r.add_argument("--tgt-file", default=None)
+    r.add_argument("--src-lang", "--query-lang", dest="src_lang", default=None,
+                   help="language of --src-file (or of the queries of --data)")
+    r.add_argument("--tgt-lang", "--corpus-lang", dest="tgt_lang", default=None,
+                   help="language of --tgt-file (or of the corpus of --data)")
+    r.add_argument("--query-prompt", default=None, help="--data: text prepended to every query (default: a "
+                   "sentence-transformers model's \"query\" prompt, if it has one)")
+    r.add_argument("--corpus-prompt", default=None, help="--data: text prepended to every document (default: its "
+                   "\"passage\" or \"document\" prompt)")
+    r.add_argument("--backend", choices=("auto", "faiss", "numpy"), default="auto",
+                   help="--data: nearest neighbours by faiss if installed (auto), or blocked NumPy products")
+    r.add_argument("--out", default=None, help="--data: also write the JSON result to this file (must be new)")
+    r.add_argument("--force", action="store_true", help="replace an existing --out file")
     r.add_argument("--layer", type=int, default=-1, help="layer to pool (1..L, negative from the top; default -1)")
     r.add_argument("--max-len", type=arg_range(min_len("xlmr", False)), default=128,
                    help="tokens per sentence, specials included (capped at the model's positions)")
@@ -100,7 +128,19 @@ def main(argv: list[str] | None = None) -> None:
                 result = run_bucc(args.checkpoint, args.tokenizer, args.data, tune_split=args.tune_split,
                                   test_split=args.test_split, k=args.k, **common)
             print(json.dumps(result, indent=2))
+        elif args.command == "retrieval" and args.data is not None:
+            if args.src_file or args.tgt_file:
+                raise UserError("--data (a BEIR directory) and --src-file / --tgt-file (line-aligned files) are two "
+                                "modes: give one")
+            table, _ = run_beir(args.checkpoint, args.tokenizer, args.data, args.split, args.src_lang, args.tgt_lang,
+                                args.layer, args.max_len, args.batch_size, args.backend, args.query_prompt,
+                                args.corpus_prompt, args.out, args.force)
+            print(table)
         elif args.command == "retrieval":
+            if not (args.src_file and args.tgt_file):
+                raise UserError("retrieval needs --data BEIR_DIR, or both --src-file and --tgt-file (line-aligned)")
+            if args.out:
+                raise UserError("--out is for --data (BEIR) retrieval; line-aligned retrieval prints its JSON")
             result = run_retrieval(args.checkpoint, args.tokenizer, args.src_file, args.tgt_file, args.src_lang,
                                    args.tgt_lang, args.layer, args.max_len, args.batch_size)
             print(json.dumps(result, indent=2))

@@ -49,6 +49,8 @@ from xlm_jax.core.errors import UserError, check_range
 from xlm_jax.core.textfiles import read_text
 from xlm_jax.models import hf_mapping
 from xlm_jax.models.config import ModelConfig
+from xlm_jax.models.sentence_transformers import (POOLING_MODES, SentenceEmbeddingConfig, read_sentence_transformers,
+                                                  write_sentence_transformers)
 from xlm_jax.models.xlm import XLMForMaskedLM, init_params
 from xlm_jax.training import checkpoint
 
@@ -526,3 +528,64 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
     arch = outputs.write_atomically(dst, write, "convert")
     return (f"converted {info.kind} checkpoint {src} ({arch}, {info.num_params:,} parameters) "
             f"-> {'xlm_jax orbax' if to == 'orbax' else 'Hugging Face'} {dst}")
+
+
+# ------------------------------------------------------------------------------- sentence-transformers
+
+ST_FORMAT = "sentence-transformers"
+
+
+def convert_sentence_transformers(src: str | Path, dst: str | Path, *, pooling: str | None = None,
+                                  normalize: bool | None = None, max_seq_length: int | None = None,
+                                  force: bool = False, vocab_size: int | None = None,
+                                  num_heads: int | None = None) -> str:
+    """SRC -> a sentence-transformers model directory DST (`convert --to sentence-transformers`); returns the
+    one-line summary.
+
+    SRC: anything `load_any` reads, or a sentence-transformers directory (modules.json; its pooling,
+    normalisation, max_seq_length and prompts are kept unless overridden). DST holds, in the v2–v5 layout every
+    sentence-transformers version reads (`xlm_jax.models.sentence_transformers.write_sentence_transformers`):
+    the encoder as a bare Hugging Face model in the root (config.json + model.safetensors; an LM or task head is
+    left out), modules.json, 1_Pooling/config.json (`pooling`, default "mean"), 2_Normalize when `normalize`
+    (default False), sentence_bert_config.json (`max_seq_length`, default the model's max_positions),
+    config_sentence_transformers.json (prompts), and the tokenizer files found with SRC (a `tokenizer.model` as
+    `sentencepiece.bpe.model`, the name transformers' XLMRobertaTokenizer reads). `SentenceTransformer(DST)`
+    then encodes as `xlm_jax.load(DST).embed` does. Written atomically (nothing on failure).
+
+    Raises UserError for an unknown pooling mode, a max_seq_length < 1 or above the model's positions, a
+    source without tokenizer files, and what `load_any` / `outputs.check_dir` refuse."""
+    src, dst = Path(src), Path(dst)
+    if pooling is not None and pooling not in POOLING_MODES:
+        raise UserError(f"--pooling {pooling!r}: valid modes are {', '.join(POOLING_MODES)}")
+    if max_seq_length is not None:
+        check_range("--max-seq-length", max_seq_length, 1, integer=True)
+    base = read_sentence_transformers(src) if (src / "modules.json").is_file() else SentenceEmbeddingConfig()
+    model_src = src / base.transformer_path
+    detect(model_src)
+    outputs.check_dir(dst, "convert", force=force)
+    outputs.check_overlap(dst, src)
+    params, cfg, info = load_any(model_src, vocab_size=vocab_size, num_heads=num_heads)
+    length = max_seq_length or base.max_seq_length or cfg.max_positions
+    if length > cfg.max_positions:
+        raise UserError(f"--max-seq-length {length}: the model has {cfg.max_positions} positions (max_positions)")
+    if not info.tokenizer_files:
+        raise UserError(f"{src}: no tokenizer files found with it ({', '.join(TOKENIZER_FILES)}); "
+                        "SentenceTransformer needs one")
+    config = dataclasses.replace(base, pooling=base.pooling if pooling is None else pooling,
+                                 normalize=base.normalize if normalize is None else normalize,
+                                 max_seq_length=length, transformer_path="", embedding_dimension=None)
+    encoder = {k: v for k, v in params.items() if k == "encoder"}
+    arch = default_architecture(cfg, with_head=False)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for f in info.tokenizer_files:
+            name = Path(f).name
+            shutil.copy2(f, tmp / ("sentencepiece.bpe.model" if name == "tokenizer.model" else name))
+        write_sentence_transformers(tmp, config, cfg.hidden_size)
+        export_hf(encoder, cfg, tmp, arch)
+
+    outputs.write_atomically(dst, write, "convert")
+    return (f"converted {info.kind} checkpoint {src} ({arch}, {_num_params(encoder):,} parameters) -> "
+            f"sentence-transformers {dst} (pooling {config.pooling}{', normalized' if config.normalize else ''}, "
+            f"max_seq_length {length})")

@@ -1,6 +1,7 @@
 """Evaluation workflows: a fine-tuned checkpoint on task data (per-language tables, any `Task`), and zero-shot
-sentence retrieval, Tatoeba and BUCC (`xlm_jax.tasks.mining`) on mean-pooled layer states. The command is
-`python -m xlm_jax.evaluate` (its docstring describes the protocols)."""
+sentence retrieval, Tatoeba and BUCC (`xlm_jax.tasks.mining`) on mean-pooled layer states, and ranked retrieval
+on a BEIR / MTEB directory (`run_beir`: nDCG@10, MRR@10, Recall@k, MAP by `xlm_jax.tasks.retrieval_metrics`).
+The command is `python -m xlm_jax.evaluate` (its docstring describes the protocols)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from xlm_jax.data import packing
 from xlm_jax.data.tokenizer import Tokenizer, check_max_len, truncate_pair
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.tasks import InputProtocol, Task, check_layout_max_len, mining, read_all, results_table  # noqa: F401
+from xlm_jax.tasks.retrieval_metrics import evaluate_rankings, read_beir
 from xlm_jax.training.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
 from xlm_jax.workflows.loading import TASK_FILE, TaskInfo, find_task_checkpoint, layer_index, load_task_model
 
@@ -176,13 +178,20 @@ def read_lines(path: str | Path) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def load_embedder(checkpoint: str, tokenizer_path: str, load: Callable):
+def load_embedder(checkpoint: str, tokenizer_path: str | None, load: Callable):
     """-> (model, Tokenizer) for retrieval, the model from `load(path, tokenizer=False)` (`xlm_jax.load`, which
     the `evaluate` command passes in: this layer does not import the notebook API): a pretraining run, a
-    checkpoint, or a fine-tuning run directory (its best checkpoint). UserError when the tokenizer has more ids
+    checkpoint, or a fine-tuning run directory (its best checkpoint). `tokenizer_path` None: the tokenizer that
+    `load` finds with the checkpoint (UserError when there is none). UserError when the tokenizer has more ids
     than the model's vocabulary."""
     if (Path(checkpoint) / "best" / TASK_FILE).is_file():  # a fine-tuning run directory: its best checkpoint
         checkpoint = str(Path(checkpoint) / "best")
+    if tokenizer_path is None:
+        model = load(checkpoint)
+        if model.tokenizer is None:
+            raise UserError(f"{checkpoint}: no tokenizer found with the checkpoint ({model.tokenizer_note}); "
+                            "pass --tokenizer")
+        return model, model.tokenizer
     model = load(checkpoint, tokenizer=False)  # --tokenizer is the one to use, whatever lies beside the checkpoint
     tokenizer = Tokenizer.load(tokenizer_path)
     if len(tokenizer) > model.config.vocab_size:
@@ -213,6 +222,76 @@ def run_retrieval(checkpoint: str, tokenizer_path: str, src_file: str, tgt_file:
     out = retrieval_scores(a, b)
     return {"src_file": str(src_file), "tgt_file": str(tgt_file), "src_lang": src_lang, "tgt_lang": tgt_lang,
             "layer": layer, **out}
+
+
+BEIR_K = (1, 10, 100)  # the cut-offs computed; the ranking is the top max(BEIR_K) documents of each query
+BEIR_METRICS = (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10"), ("recall@1", "R@1"), ("recall@10", "R@10"),
+                ("recall@100", "R@100"), ("map", "MAP@100"))
+
+
+def _prompt_name(model, names: Sequence[str]) -> str | None:
+    """The first of `names` among a sentence-transformers model's prompts (as MTEB picks "query" for queries and
+    "passage" / "document" for the corpus), else None (its default prompt)."""
+    prompts = model.sentence.prompts if getattr(model, "sentence", None) is not None else {}
+    return next((n for n in names if n in prompts), None)
+
+
+def embed_texts(model, tokenizer, texts: Sequence[str], lang: str | None, prompt: str | None,
+                prompt_names: Sequence[str], layer: int, max_len: int, batch_size: int) -> np.ndarray:
+    """[N, D] float32 embeddings for retrieval. A sentence-transformers model (`model.sentence`) with its own
+    tokenizer embeds as `SentenceTransformer.encode` does (its pooling, max_seq_length, prompts: `prompt` if
+    given, else the first of `prompt_names` it has); any other model gives `embed_sentences` of
+    prompt + text (mean of layer `layer`'s states)."""
+    if getattr(model, "sentence", None) is not None and tokenizer is model.tokenizer:
+        model.batch_size = batch_size
+        name = None if prompt is not None else _prompt_name(model, prompt_names)
+        return model.embed(list(texts), layer, lang=lang, normalize=True, prompt=prompt, prompt_name=name)
+    return embed_sentences(model, tokenizer, [(prompt or "") + t for t in texts], lang, layer, max_len, batch_size)
+
+
+def beir_table(result: dict) -> str:
+    """The markdown table of a `run_beir` result (metrics x 100, two decimals)."""
+    head = ["split", "queries", "documents"] + [label for _, label in BEIR_METRICS]
+    row = [result["split"], str(result["queries"]), str(result["documents"])] + [
+        f"{100 * result[key]:.2f}" for key, _ in BEIR_METRICS]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(row) + " |"])
+
+
+def run_beir(checkpoint: str, tokenizer_path: str | None, data_dir: str, split: str = "test",
+             query_lang: str | None = None, corpus_lang: str | None = None, layer: int = -1, max_len: int = 128,
+             batch_size: int = 32, backend: str = "auto", query_prompt: str | None = None,
+             corpus_prompt: str | None = None, out: str | None = None, force: bool = False, *,
+             load: Callable) -> tuple[str, dict]:
+    """Dense retrieval on a BEIR / MTEB directory (`corpus.jsonl`, `queries.jsonl`, `qrels/{split}.tsv`; read and
+    checked by `xlm_jax.tasks.retrieval_metrics.read_beir` before the model is loaded) -> (markdown table,
+    result dict). Queries (with qrels) and documents ("title text") are embedded by `embed_texts` (queries in
+    query_lang, documents in corpus_lang: cross-lingual retrieval is the same run with another language on each
+    side), each query's top 100 documents found by exact cosine nearest neighbours (`mining.knn`: faiss when
+    installed, else blocked NumPy), and scored as BEIR / pytrec_eval do: nDCG@10, MRR@10, Recall@1/10/100, MAP
+    (over the top-100 ranking, BEIR's `map` of a top-100 run). `out` (JSON; new, or replaced with `force`) is
+    written only when everything succeeded. Raises UserError for bad ranges, a bad --out, and what read_beir
+    refuses (file, line, value)."""
+    _check_embed_args(max_len, batch_size)
+    _check_out(out, force)
+    if not Path(data_dir).is_dir():
+        raise UserError(f"{data_dir}: no such directory (expected a BEIR directory: corpus.jsonl, queries.jsonl, "
+                        "qrels/{split}.tsv)")
+    data = read_beir(data_dir, split)
+    query_ids, query_texts = data.evaluated_queries()
+    if not query_ids:
+        raise UserError(f"{data_dir}: no query of queries.jsonl has judgements in qrels/{split}.tsv")
+    doc_ids, doc_texts = data.doc_texts()
+    model, tokenizer = load_embedder(checkpoint, tokenizer_path, load)
+    common = dict(layer=layer, max_len=max_len, batch_size=batch_size)
+    q = embed_texts(model, tokenizer, query_texts, query_lang, query_prompt, ("query",), **common)
+    d = embed_texts(model, tokenizer, doc_texts, corpus_lang, corpus_prompt, ("passage", "document"), **common)
+    _, top = mining.knn(q, d, max(BEIR_K), backend=backend)
+    rankings = {qid: [doc_ids[j] for j in row] for qid, row in zip(query_ids, top)}
+    metrics = evaluate_rankings(rankings, data.qrels, BEIR_K)
+    result = {"task": "beir", "data": str(data_dir), "split": split, "checkpoint": str(checkpoint), "layer": layer,
+              "query_lang": query_lang, "corpus_lang": corpus_lang, "queries": metrics["queries"],
+              "documents": len(doc_ids), **{key: metrics[key] for key, _ in BEIR_METRICS}}
+    return beir_table(result), _finish(result, out)
 
 
 def _model_lang(model, lang: str) -> str | None:
