@@ -694,6 +694,7 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
             resolve(p)
         except UserError:
             params, config, info = load_any(p)
+            task = info.task  # a fine-tuned Hugging Face model (...ForSequenceClassification, ...): its head's task
             if info.kind == "xlm":
                 note = XLM_NO_TOKENIZER
             else:
