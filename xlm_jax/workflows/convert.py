@@ -3,7 +3,8 @@ read any supported checkpoint into our parameters (`load_any`), write ours as a 
 and convert SRC into DST (`convert`).
 
 SRC is detected (`detect`), in this order:
-  (d) an xlm_jax (orbax) checkpoint: anything `checkpoint.resolve` accepts;
+  (d) an xlm_jax (orbax) checkpoint: anything `checkpoint.resolve` accepts; a fine-tuning output directory means
+      its best checkpoint (`loading.fine_tuned_checkpoint`), whose task.json gives the head's task and labels;
   (a) a Hugging Face directory: `config.json` + `model.safetensors` (or a sharded `model.safetensors.index.json`,
       or `pytorch_model.bin[.index.json]`; safetensors preferred when both exist);
   (b) a fairseq XLM-R `model.pt` (or a directory holding one): `{"model": state_dict, "args"|"cfg": ...}`;
@@ -21,6 +22,11 @@ Output of `convert`: `to="orbax"` (default unless SRC is ours) writes `DST/0/{pa
 `save_pretrained` does, so `AutoModelForMaskedLM.from_pretrained(DST)` reports nothing missing or unexpected) and
 copies tokenizer files found next to SRC. Everything is written to a temporary sibling directory first and renamed
 into place, so a failure leaves no half-written DST.
+
+A fine-tuned model (params {encoder, classifier} with its `TaskInfo`) is exported as transformers' class with
+that head (`hf_mapping.HEAD_ARCHITECTURES`), `id2label` / `label2id` and the task record `xlm_jax_task`; an HF
+directory of such a class is read back with its head and labels (`SourceInfo.task`). Dropping a head (a bare
+`architecture`) is reported in `SourceInfo.note`, which `convert` prints.
 
 A source without an LM head (XLMRobertaModel, XLMModel, or `architecture` naming one) gives an encoder-only
 checkpoint (no `lm_head` subtree); exporting it writes the bare architecture. HF `XLMRobertaModel` carries an
