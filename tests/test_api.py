@@ -188,7 +188,10 @@ def test_converted_hf_sequence_classifier(tmp_path):
     transformers.XLMRobertaForSequenceClassification(hf_cfg).save_pretrained(tmp_path / "hf")
     m = xlm_jax.load(tmp_path / "hf")
     assert m.config.max_positions == POSITIONS
-    _refused(lambda: m.mlm_logits(_ids(m)), "no masked-LM head", "encoder only", "hidden_states", "layer_states")
+    # The head comes along (issue 20): the task and labels of the HF classifier, not the encoder alone.
+    assert (m.task.task, m.task.labels) == ("classification", ("LABEL_0", "LABEL_1", "LABEL_2"))
+    _refused(lambda: m.mlm_logits(_ids(m)), "no masked-LM head", "fine-tuned classifier head", "hidden_states",
+             "layer_states", "predict(texts)")
     _refused(lambda: m.hidden_states(_ids(m, 1, 65)), "65 real tokens", "64 positions")
     _refused(lambda: m.hidden_states(np.full((1, 4), 99)), "input_ids[0, 0] = 99", "[0, 98]")
     ids = _ids(m, 1, POSITIONS)

@@ -751,6 +751,7 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
             if sentence and sentence.embedding_dimension not in (None, config.hidden_size):
                 raise UserError(f"{p}: its pooling config says embedding dimension {sentence.embedding_dimension} "
                                 f"but the transformer's hidden size is {config.hidden_size}")
+            task = info.task  # a fine-tuned Hugging Face model (...ForSequenceClassification, ...): its head's task
             if info.kind == "xlm":
                 note = XLM_NO_TOKENIZER
             else:

@@ -1,7 +1,9 @@
 """Checkpoint interop: `python -m xlm_jax.convert SRC DST [--to orbax|hf|sentence-transformers] [--architecture ARCH]`.
 
 SRC: an xlm_jax (orbax) checkpoint, a Hugging Face directory, a fairseq XLM-R `model.pt` or an original XLM `.pth`
-(detected in that order). `--to orbax` (default unless SRC is ours) writes `DST/0/{params,model_config}`; `--to hf`
+(detected in that order); a fine-tuning output directory means its best checkpoint (OUT/best), whose task head
+goes to Hugging Face as `...ForSequenceClassification` / `...ForTokenClassification` / `...ForQuestionAnswering`
+with its labels (`id2label`), and to orbax with its task.json. `--to orbax` (default unless SRC is ours) writes `DST/0/{params,model_config}`; `--to hf`
 writes `DST/config.json` + `DST/model.safetensors` for transformers; the tokenizer files found next to SRC come
 along. `--to sentence-transformers` writes the encoder with a pooling config (`--pooling mean|cls|...`,
 `--normalize`, `--max-seq-length`; a sentence-transformers SRC keeps its own, prompts included) that
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seq-length", type=positive_int, default=None,
                         help="--to sentence-transformers: tokens per input (default: SRC's, or the model's positions)")
     parser.add_argument("--architecture", choices=hf_mapping.HF_ARCHITECTURES,
-                        help="HF architecture to write (a bare ...Model drops the LM head)")
+                        help="HF architecture to write (default: the source's; a bare ...Model drops the LM or task head, "
+                             "saying so)")
     parser.add_argument("--force", action="store_true",
                         help="replace DST even if it holds files convert did not write (they are deleted)")
     parser.add_argument("--vocab-size", type=positive_int, help="refuse a checkpoint whose vocabulary has another size")

@@ -115,11 +115,34 @@ def xlm_table(cfg: ModelConfig, base: str = "transformer.", with_head: bool = Tr
     return table
 
 
+def _linear(ours: tuple[str, ...], hf: str) -> list[Entry]:
+    return [Entry(ours + ("kernel",), f"{hf}.weight", _DENSE), Entry(ours + ("bias",), f"{hf}.bias", _DENSE)]
+
+
+def task_head_table(cfg: ModelConfig, kind: str) -> list[Entry]:
+    """The task head of a fine-tuned model (`xlm_jax.models.xlm`'s heads, params under "classifier") -> the HF
+    names of transformers' `...ForSequenceClassification` (XLM-R: `classifier.dense` + `classifier.out_proj`; XLM:
+    `sequence_summary.summary`), `...ForTokenClassification` (`classifier`) and `...ForQuestionAnswering` /
+    `XLMForQuestionAnsweringSimple` (`qa_outputs`)."""
+    head = ("classifier",)
+    if kind == "span":
+        return _linear(head + ("qa_outputs",), "qa_outputs")
+    if kind == "token":
+        return _linear(head + ("out_proj",), "classifier")
+    if cfg.family == "xlm":
+        return _linear(head + ("out_proj",), "sequence_summary.summary")
+    return _linear(head + ("dense",), "classifier.dense") + _linear(head + ("out_proj",), "classifier.out_proj")
+
+
 def table_for(cfg: ModelConfig, architecture: str) -> list[Entry]:
     with_head = architecture.endswith("ForMaskedLM") or architecture.endswith("WithLMHeadModel")
+    kind = head_kind(architecture)
+    prefixed = with_head or kind is not None
     if cfg.family == "xlm":
-        return xlm_table(cfg, "transformer." if with_head else "", with_head)
-    return xlmr_table(cfg, "roberta." if with_head else "", with_head)
+        table = xlm_table(cfg, "transformer." if prefixed else "", with_head)
+    else:
+        table = xlmr_table(cfg, "roberta." if prefixed else "", with_head)
+    return table + (task_head_table(cfg, kind) if kind else [])
 
 
 def _to_ours(w: np.ndarray, kind: str, leaf: str, cfg: ModelConfig) -> np.ndarray:
@@ -222,7 +245,7 @@ def params_to_hf(params: dict, cfg: ModelConfig, architecture: str) -> dict[str,
         base = "transformer." if "transformer.embeddings.weight" in state else ""
         if cfg.sinusoidal_positions:
             state[f"{base}position_embeddings.weight"] = sinusoidal_table(cfg.num_position_rows, cfg.hidden_size)
-        if base:
+        if "pred_layer.proj.bias" in state:
             state["pred_layer.proj.weight"] = state["transformer.embeddings.weight"]
     elif "lm_head.bias" in state:
         state["lm_head.decoder.weight"] = state["roberta.embeddings.word_embeddings.weight"]
@@ -245,7 +268,7 @@ def params_to_state(params: dict, table: list[Entry], cfg: ModelConfig) -> dict[
 
 # ----------------------------------------------------------------------------------------------- configs
 
-HF_ARCHITECTURES = (
+LM_ARCHITECTURES = (
     "XLMRobertaForMaskedLM",
     "XLMRobertaModel",
     "XLMRobertaXLForMaskedLM",
@@ -253,6 +276,28 @@ HF_ARCHITECTURES = (
     "XLMWithLMHeadModel",
     "XLMModel",
 )
+# transformers' classes of fine-tuned models, by class prefix and our head kind (`xlm_jax.models.families.HEADS`).
+HEAD_ARCHITECTURES: dict[str, dict[str, str]] = {
+    prefix: {"sequence": f"{prefix}ForSequenceClassification", "token": f"{prefix}ForTokenClassification",
+             "span": f"{prefix}ForQuestionAnswering" + ("Simple" if prefix == "XLM" else "")}
+    for prefix in ("XLMRoberta", "XLMRobertaXL", "XLM")
+}
+HF_ARCHITECTURES = LM_ARCHITECTURES + tuple(a for heads in HEAD_ARCHITECTURES.values() for a in heads.values())
+
+
+def class_prefix(cfg: ModelConfig) -> str:
+    """"XLMRobertaXL" (pre-LN XLM-R), "XLMRoberta" or "XLM": how transformers' class names of `cfg` begin."""
+    return ("XLMRobertaXL" if cfg.pre_layer_norm else "XLMRoberta") if cfg.family == "xlmr" else "XLM"
+
+
+def head_architecture(cfg: ModelConfig, kind: str) -> str:
+    """transformers' class of `cfg`'s model with a task head of `kind` ("sequence", "token", "span")."""
+    return HEAD_ARCHITECTURES[class_prefix(cfg)][kind]
+
+
+def head_kind(architecture: str) -> str | None:
+    """The task head kind ("sequence", "token", "span") of a fine-tuned model's class; None for the others."""
+    return next((k for heads in HEAD_ARCHITECTURES.values() for k, a in heads.items() if a == architecture), None)
 
 
 def hf_config_to_model_config(hf: dict[str, Any], source: str) -> tuple[ModelConfig, str]:
@@ -260,7 +305,7 @@ def hf_config_to_model_config(hf: dict[str, Any], source: str) -> tuple[ModelCon
     archs = hf.get("architectures") or []
     model_type = hf.get("model_type")
     arch = archs[0] if archs else {"xlm-roberta": "XLMRobertaForMaskedLM", "xlm-roberta-xl": "XLMRobertaXLForMaskedLM", "xlm": "XLMWithLMHeadModel"}.get(model_type, "")
-    known_heads = {a.replace("ForMaskedLM", "").replace("WithLMHeadModel", "").replace("Model", "") for a in HF_ARCHITECTURES}
+    known_heads = {a.replace("ForMaskedLM", "").replace("WithLMHeadModel", "").replace("Model", "") for a in LM_ARCHITECTURES}
     family_of = {"xlm-roberta": "xlmr", "xlm-roberta-xl": "xlmr", "xlm": "xlm"}
     if model_type not in family_of:
         raise UserError(
@@ -382,6 +427,32 @@ def model_config_to_hf_config(cfg: ModelConfig, architecture: str) -> dict[str, 
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
     }
+
+
+def head_config(cfg: ModelConfig, architecture: str, labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config.json keys of a fine-tuned model's head (none for other architectures): `id2label` /
+    `label2id` (which give transformers' `num_labels`) of a sequence or token classifier; for QA transformers'
+    default two outputs (start, end); for `XLMForSequenceClassification` the `summary_*` keys that make its
+    `XLMSequenceSummary` ours: first token -> dropout -> linear to the labels."""
+    kind = head_kind(architecture)
+    out: dict[str, Any] = {}
+    if kind in ("sequence", "token"):
+        out["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        out["label2id"] = {label: i for i, label in enumerate(labels)}
+    if kind == "sequence" and cfg.family == "xlm":
+        out |= {"summary_type": "first", "summary_use_proj": True, "summary_proj_to_labels": True,
+                "summary_activation": None, "summary_first_dropout": cfg.dropout, "summary_last_dropout": 0.0}
+    return out
+
+
+def hf_labels(hf: dict[str, Any], kind: str) -> tuple[str, ...]:
+    """The labels of a fine-tuned HF model's config.json, in id order (`id2label`; transformers' LABEL_i when
+    absent, sized by `num_labels`, default 2)."""
+    id2label = hf.get("id2label") or {}
+    n = len(id2label) or int(hf.get("num_labels", 2))
+    if kind == "span":
+        return ("start", "end")
+    return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n))
 
 
 def check_xlm_intermediate(cfg: ModelConfig, source: str) -> None:

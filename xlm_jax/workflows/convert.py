@@ -3,7 +3,8 @@ read any supported checkpoint into our parameters (`load_any`), write ours as a 
 and convert SRC into DST (`convert`).
 
 SRC is detected (`detect`), in this order:
-  (d) an xlm_jax (orbax) checkpoint: anything `checkpoint.resolve` accepts;
+  (d) an xlm_jax (orbax) checkpoint: anything `checkpoint.resolve` accepts; a fine-tuning output directory means
+      its best checkpoint (`loading.fine_tuned_checkpoint`), whose task.json gives the head's task and labels;
   (a) a Hugging Face directory: `config.json` + `model.safetensors` (or a sharded `model.safetensors.index.json`,
       or `pytorch_model.bin[.index.json]`; safetensors preferred when both exist);
   (b) a fairseq XLM-R `model.pt` (or a directory holding one): `{"model": state_dict, "args"|"cfg": ...}`;
@@ -21,6 +22,11 @@ Output of `convert`: `to="orbax"` (default unless SRC is ours) writes `DST/0/{pa
 `save_pretrained` does, so `AutoModelForMaskedLM.from_pretrained(DST)` reports nothing missing or unexpected) and
 copies tokenizer files found next to SRC. Everything is written to a temporary sibling directory first and renamed
 into place, so a failure leaves no half-written DST.
+
+A fine-tuned model (params {encoder, classifier} with its `TaskInfo`) is exported as transformers' class with
+that head (`hf_mapping.HEAD_ARCHITECTURES`), `id2label` / `label2id` and the task record `xlm_jax_task`; an HF
+directory of such a class is read back with its head and labels (`SourceInfo.task`). Dropping a head (a bare
+`architecture`) is reported in `SourceInfo.note`, which `convert` prints.
 
 A source without an LM head (XLMRobertaModel, XLMModel, or `architecture` naming one) gives an encoder-only
 checkpoint (no `lm_head` subtree); exporting it writes the bare architecture. HF `XLMRobertaModel` carries an
@@ -47,12 +53,14 @@ from safetensors.numpy import save_file
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import UserError, check_range
 from xlm_jax.core.textfiles import read_text
-from xlm_jax.models import hf_mapping
+from xlm_jax.models import families, hf_mapping
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.models.sentence_transformers import (POOLING_MODES, SentenceEmbeddingConfig, read_sentence_transformers,
                                                   write_sentence_transformers)
 from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+from xlm_jax.tasks import get_task
 from xlm_jax.training import checkpoint
+from xlm_jax.workflows.loading import FINETUNE_CONFIG, TASK_FILE, TaskInfo, fine_tuned_checkpoint
 
 TOKENIZER_FILES = (
     "sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -65,13 +73,16 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 @dataclasses.dataclass(frozen=True)
 class SourceInfo:
-    """What `load_any` found: `kind` is one of "orbax", "hf", "fairseq", "xlm"."""
+    """What `load_any` found: `kind` is one of "orbax", "hf", "fairseq", "xlm"; `task` the task (labels) of a
+    fine-tuned model's head, None without one; `note` what was left out (a head), "" when nothing."""
 
     kind: str
     path: str
     architecture: str
     num_params: int
     tokenizer_files: tuple[str, ...] = ()
+    task: TaskInfo | None = None
+    note: str = ""
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -289,9 +300,10 @@ def _xlm(ckpt: dict, source: str, num_heads: int | None) -> tuple[dict, dict[str
 
 # ----------------------------------------------------------------------------------------------- loading
 
-def param_shapes(cfg: ModelConfig) -> dict:
-    """Our parameter shapes for `cfg`, without allocating anything."""
-    model = XLMForMaskedLM(cfg)
+def param_shapes(cfg: ModelConfig, kind: str | None = None, num_labels: int = 2) -> dict:
+    """Our parameter shapes for `cfg` (with a task head of `kind` and `num_labels` outputs: {encoder,
+    classifier}; else the masked LM's {encoder, lm_head}), without allocating anything."""
+    model = families.task_model(cfg, kind, num_labels) if kind else XLMForMaskedLM(cfg)
     abstract = jax.eval_shape(lambda key: nn.unbox(init_params(model, key)), jax.random.key(0))
     return jax.tree_util.tree_map(lambda x: tuple(x.shape), abstract)
 
@@ -322,15 +334,19 @@ def check_architecture(architecture: str, cfg: ModelConfig, source: str) -> None
     if architecture not in hf_mapping.HF_ARCHITECTURES:
         raise UserError(f"{source}: unknown architecture {architecture!r}; valid: "
                         f"{', '.join(hf_mapping.HF_ARCHITECTURES)}")
-    family = ("XLMRobertaXL" if cfg.pre_layer_norm else "XLMRoberta") if cfg.family == "xlmr" else "XLM"
+    family = hf_mapping.class_prefix(cfg)
     valid = ([f"{family}ForMaskedLM", f"{family}Model"] if cfg.family == "xlmr"
-             else ["XLMWithLMHeadModel", "XLMModel"])
+             else ["XLMWithLMHeadModel", "XLMModel"]) + list(hf_mapping.HEAD_ARCHITECTURES[family].values())
     if architecture not in valid:
         raise UserError(f"{source}: architecture {architecture} does not fit this model "
                         f"(family {cfg.family}, pre_layer_norm={cfg.pre_layer_norm}); valid: {', '.join(valid)}")
 
 
-def default_architecture(cfg: ModelConfig, with_head: bool = True) -> str:
+def default_architecture(cfg: ModelConfig, with_head: bool = True, kind: str | None = None) -> str:
+    """transformers' class for `cfg`: with a task head of `kind` ("sequence", "token", "span") its fine-tuned
+    class (`XLMRobertaForSequenceClassification`, ...), else the masked LM (`with_head`) or the bare encoder."""
+    if kind:
+        return hf_mapping.head_architecture(cfg, kind)
     if cfg.family == "xlm":
         return "XLMWithLMHeadModel" if with_head else "XLMModel"
     base = "XLMRobertaXL" if cfg.pre_layer_norm else "XLMRoberta"
@@ -347,7 +363,8 @@ def _from_hf_state(hf_cfg: dict, state: dict[str, np.ndarray], source: str, voca
         raise UserError(f"{source}: malformed model configuration (config.json): {e}") from None
     hf_mapping.check_xlm_intermediate(cfg, source)
     state = _strip_base_prefix(state, arch)
-    shapes = param_shapes(cfg)
+    kind = hf_mapping.head_kind(arch)
+    shapes = param_shapes(cfg, kind, len(hf_mapping.hf_labels(hf_cfg, kind)) if kind else 2)
     word_key = next(e.hf for e in hf_mapping.table_for(cfg, arch) if e.ours[-2] == "word_embeddings")
     if vocab_size is not None and vocab_size != cfg.vocab_size:
         got = state[word_key].shape if word_key in state else (cfg.vocab_size, cfg.hidden_size)
@@ -398,6 +415,7 @@ def detect(src: str | Path) -> tuple[str, Path]:
     path = Path(src)
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
+    path, _ = fine_tuned_checkpoint(path)  # a fine-tuning output: its best checkpoint, as xlm_jax.load reads it
     if _is_orbax(path):
         return "orbax", path
     if path.is_file() and path.name in ("config.json", "model.safetensors", "model.safetensors.index.json"):
@@ -413,10 +431,11 @@ def detect(src: str | Path) -> tuple[str, Path]:
         if path.name.startswith("pytorch_model") and (path.parent / "config.json").is_file():
             return "hf", path.parent
         return "pickle", path
+    near = next((d for d in (path, path.parent) if (d / FINETUNE_CONFIG).is_file() and (d / "best").is_dir()), None)
     raise UserError(
         f"{src}: not a recognised checkpoint; expected an xlm_jax checkpoint (<step>/params), a Hugging Face "
         f"directory (config.json + model.safetensors or pytorch_model.bin), a fairseq XLM-R model.pt or an "
-        f"original XLM .pth"
+        f"original XLM .pth" + (f"; the fine-tuned model here is {near / 'best'}" if near else "")
     )
 
 
@@ -433,12 +452,19 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
     kind, path = detect(src)
     source = str(path)
     tokenizer_files: tuple[str, ...] = ()
+    task, note = None, ""
     if kind == "orbax":
         params, cfg = checkpoint.restore_params(path)
         if vocab_size is not None:
             hf_mapping.check_shape("encoder/embeddings/word_embeddings/embedding (--vocab-size)",
                                    (cfg.vocab_size, cfg.hidden_size), (vocab_size, cfg.hidden_size), source)
-        arch = default_architecture(cfg, "lm_head" in params)
+        if "classifier" in params:
+            task = fine_tuned_checkpoint(path)[1]
+            if task is None:  # a head whose labels nothing records: it cannot be exported faithfully
+                params = {k: v for k, v in params.items() if k != "classifier"}
+                note = (f"left out the classifier head of {source}: no {TASK_FILE} records its task and labels "
+                        "(fine-tuning writes one next to OUT/best)")
+        arch = default_architecture(cfg, "lm_head" in params, task.spec.kind if task else None)
         tokenizer_files = orbax_tokenizer_files(path)
     elif kind == "hf":
         try:
@@ -450,6 +476,10 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
                             "Face model configuration)")
         state = _read_hf_weights(path)
         params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size)
+        task = _hf_task(hf_cfg, arch, cfg)
+        named = (hf_cfg.get("architectures") or [arch])[0]
+        if named != arch and hf_mapping.head_kind(arch) is None and "For" in str(named):
+            note = f"{named}'s head has no xlm_jax counterpart: read the encoder only ({arch})"
         tokenizer_files = _tokenizer_files(path)
     else:
         ckpt = torch_load(path)
@@ -471,33 +501,94 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
         tokenizer_files = _tokenizer_files(path.parent)
     if architecture is not None:
         check_architecture(architecture, cfg, source)
+        want = hf_mapping.head_kind(architecture)
         if _is_bare(architecture):
-            params = {k: v for k, v in params.items() if k != "lm_head"}
-        elif "lm_head" not in params:
+            if task is not None:
+                note = (f"left out the {task.task} head (labels {', '.join(task.labels)}): {architecture} is the "
+                        f"encoder alone; --architecture {arch} keeps it")
+            params, task = {k: v for k, v in params.items() if k not in ("lm_head", "classifier")}, None
+        elif want is not None and (task is None or task.spec.kind != want):
+            has = f"a {task.task} head ({arch})" if task else f"no task head ({arch})"
+            raise UserError(f"{source}: --architecture {architecture} needs a fine-tuned {want} head, but the "
+                            f"checkpoint has {has}; use {arch}")
+        elif want is None and "lm_head" not in params:
+            keep = f"{arch} (keeps the {task.task} head) or " if task else ""
             raise UserError(f"{source}: --architecture {architecture} needs an LM head, but the checkpoint "
-                            f"({arch}) has none; use {default_architecture(cfg, False)}")
+                            f"({arch}) has none; use {keep}{default_architecture(cfg, False)}")
         arch = architecture
-    info = SourceInfo(kind, source, arch, _num_params(params), tokenizer_files)
+    info = SourceInfo(kind, source, arch, _num_params(params), tokenizer_files, task, note)
     return params, cfg, info
+
+
+def _hf_task(hf_cfg: dict, arch: str, cfg: ModelConfig) -> TaskInfo | None:
+    """The task of a fine-tuned HF model (None for other classes): the one `export_hf` recorded
+    (`xlm_jax_task`), else by head kind: sequence -> task classification (xnli / pawsx when `finetuning_task`
+    names one and the labels are its own), token -> ner, span -> qa; labels from `id2label`."""
+    kind = hf_mapping.head_kind(arch)
+    if kind is None:
+        return None
+    labels = hf_mapping.hf_labels(hf_cfg, kind)
+    max_len = min(cfg.max_positions, 512)
+    record = hf_cfg.get("xlm_jax_task")
+    if isinstance(record, dict):
+        try:
+            info = TaskInfo(str(record["task"]), labels, int(record.get("max_len", max_len)),
+                            dict(record.get("options") or {}))
+            if info.spec.kind == kind:
+                return info
+        except (KeyError, TypeError, ValueError, UserError):
+            pass
+    name = {"sequence": "classification", "token": "ner", "span": "qa"}[kind]
+    named = hf_cfg.get("finetuning_task")
+    if kind == "sequence" and named in ("xnli", "pawsx") and get_task(named).labels == labels:
+        name = named
+    return TaskInfo(name, labels, max_len)
 
 
 # ----------------------------------------------------------------------------------------------- writing
 
-def export_hf(params: dict, config: ModelConfig, out_dir: str | Path, architecture: str | None = None) -> str:
-    """Writes `out_dir/config.json` + `out_dir/model.safetensors` for transformers; returns the architecture."""
+def export_hf(params: dict, config: ModelConfig, out_dir: str | Path, architecture: str | None = None,
+              task: TaskInfo | None = None) -> str:
+    """Writes `out_dir/config.json` + `out_dir/model.safetensors` for transformers; returns the architecture.
+
+    `params` {encoder, lm_head} gives the masked LM (`XLMRobertaForMaskedLM`, ...), {encoder} the bare encoder,
+    {encoder, classifier} a fine-tuned model with its head: `task` (its TaskInfo: `xlm_jax.load(...).task`, or
+    `task.json` of a fine-tuning output) picks the class (`XLMRobertaForSequenceClassification` /
+    `...ForTokenClassification` / `...ForQuestionAnswering`, XLM: `XLMForSequenceClassification` /
+    `XLMForTokenClassification` / `XLMForQuestionAnsweringSimple`) and gives config.json's `id2label` /
+    `label2id`, `finetuning_task` and `xlm_jax_task` (task, labels, max_len, options: read back by `load_any`).
+    `architecture` overrides the class; a bare `...Model` leaves any head out. Raises UserError for a head
+    without `task`, a class that does not fit the params, or an XLM FFN width other than 4 x hidden."""
+    kind = task.spec.kind if task is not None else None
+    if "classifier" in params and task is None and not (architecture and _is_bare(architecture)):
+        raise UserError(f"{out_dir}: these params hold a task head (classifier) but no task was given: pass "
+                        f"task= (its TaskInfo, with the labels) or architecture={default_architecture(config, False)} "
+                        "to write the encoder alone")
+    if kind is not None and "classifier" not in params:
+        raise UserError(f"{out_dir}: task {task.task} was given but these params have no classifier head")
     with_head = "lm_head" in params
-    arch = architecture or default_architecture(config, with_head)
+    arch = architecture or default_architecture(config, with_head, kind)
     check_architecture(arch, config, str(out_dir))
-    if not _is_bare(arch) and not with_head:
+    want = hf_mapping.head_kind(arch)
+    if want is not None and want != kind:
+        has = f"a {task.task} ({kind}) head" if task else "no task head"
+        raise UserError(f"{out_dir}: {arch} needs a {want} head but these params have {has}; "
+                        f"use {default_architecture(config, with_head, kind)}")
+    if want is None and not _is_bare(arch) and not with_head:
         raise UserError(f"{out_dir}: {arch} needs an LM head but these params have none; "
-                        f"use {default_architecture(config, False)}")
+                        f"use {default_architecture(config, False, kind)}")
     hf_mapping.check_xlm_intermediate(config, str(out_dir))
     state = hf_mapping.params_to_hf(params, config, arch)
     state = {k: v for k, v in state.items() if k not in TIED_HF_KEYS}
+    hf_config = hf_mapping.model_config_to_hf_config(config, arch)
+    if want is not None:
+        hf_config |= hf_mapping.head_config(config, arch, task.labels)
+        hf_config |= {"finetuning_task": task.task, "xlm_jax_task": {"task": task.task, "labels": list(task.labels),
+                                                                      "max_len": task.max_len, "options": task.options}}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(hf_mapping.model_config_to_hf_config(config, arch), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     return arch
 
 
@@ -522,12 +613,17 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
             shutil.copy2(f, tmp / ("sentencepiece.bpe.model" if to == "hf" and name == "tokenizer.model" else name))
         if to == "orbax":
             checkpoint.save_params(tmp, params, cfg, step=0)
+            if info.task is not None:  # the head's task and labels: DST is a fine-tuned checkpoint, like OUT/best
+                (tmp / TASK_FILE).write_text(info.task.to_json())
             return info.architecture
-        return export_hf(params, cfg, tmp, info.architecture)
+        return export_hf(params, cfg, tmp, info.architecture, info.task)
 
     arch = outputs.write_atomically(dst, write, "convert")
-    return (f"converted {info.kind} checkpoint {src} ({arch}, {info.num_params:,} parameters) "
-            f"-> {'xlm_jax orbax' if to == 'orbax' else 'Hugging Face'} {dst}")
+    head = f", {info.task.task} head" if info.task is not None else ""
+    labels = f" [{', '.join(info.task.labels)}]" if info.task is not None and info.task.spec.kind != "span" else ""
+    return (f"converted {info.kind} checkpoint {src} ({arch}{head}{labels}, {info.num_params:,} parameters) "
+            f"-> {'xlm_jax orbax' if to == 'orbax' else 'Hugging Face'} {dst}"
+            + (f"\nnote: {info.note}" if info.note else ""))
 
 
 # ------------------------------------------------------------------------------- sentence-transformers

@@ -60,15 +60,17 @@ from xlm_jax.training.optim import OptimizerConfig, check_adamw, make_optimizer
 from xlm_jax.training.sharding import MeshConfig, batch_size_multiple, check_mesh_sizes, make_mesh
 from xlm_jax.training.step import abstract_boxed, all_finite, first_non_finite, make_step, state_shardings
 from xlm_jax.workflows.evaluate import evaluate_features, make_predict_fn
-from xlm_jax.workflows.loading import FINETUNE_CONFIG, TASK_FILE, TaskInfo, task_model
+from xlm_jax.workflows.loading import FINETUNE_CONFIG, TASK_FILE, TaskInfo, fine_tuned_checkpoint, task_model
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
+INIT_HEADS = ("keep", "fresh")  # init_head=: reuse the checkpoint's task head when its labels match / a new head
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     task: str = "xnli"  # xnli | pawsx | classification | ner | qa
-    init: str = ""  # orbax checkpoint: ours, or converted (python -m xlm_jax.convert)
+    init: str = ""  # orbax checkpoint: ours, or converted (python -m xlm_jax.convert); a fine-tuning output: its best
+    init_head: str = "keep"  # keep: reuse init's task head when its labels are this task's (else refuse) | fresh
     tokenizer: str = ""  # SentencePiece model
     out: str = "runs/finetune"
     train: tuple[str, ...] = ()  # data files, optionally LANG:PATH
@@ -119,6 +121,7 @@ class FinetuneConfig:
         check_fields(self)
         spec = get_task(self.task)
         check_choice("protocol", self.protocol, PROTOCOLS)
+        check_choice("init_head", self.init_head, INIT_HEADS)
         if self.labels and spec.labels:
             raise UserError(f"labels={list(self.labels)}: task {spec.name} has a fixed label set "
                             f"({', '.join(spec.labels)}); leave labels empty")
@@ -164,9 +167,15 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> FinetuneConf
 # ------------------------------------------------------------------------------------------ parameters
 
 
-def init_from_checkpoint(path: str, spec: Task, labels: Sequence[str], rng, overrides: dict) -> tuple[dict, ModelConfig, str]:
-    """-> (params {"encoder", "classifier"} as NumPy, config, message). The encoder comes from the checkpoint; the
-    head is kept when the checkpoint already has one of the right shape, else freshly initialised."""
+def init_from_checkpoint(path: str, spec: Task, labels: Sequence[str], rng, overrides: dict,
+                         init_head: str = "keep") -> tuple[dict, ModelConfig, str]:
+    """-> (params {"encoder", "classifier"} as NumPy, config, message). `path`: a checkpoint, or a fine-tuning
+    output (its best checkpoint, `loading.fine_tuned_checkpoint`). The encoder comes from the checkpoint; its task
+    head is kept (init_head="keep") only when its recorded labels (task.json) are `labels`, same names in the same
+    order, for the same head kind, and its shapes fit; otherwise (no head, or init_head="fresh") a new head is
+    initialised from `rng`. Raises UserError when the checkpoint's head has other labels and init_head="keep",
+    naming both label lists and init_head=fresh."""
+    path, old_task = fine_tuned_checkpoint(path)
     params, config = restore_params(path)
     if "encoder" not in params:
         raise UserError(f"{path}: no 'encoder' parameters (top-level keys: {sorted(params)}); not an xlm_jax checkpoint")
@@ -175,10 +184,26 @@ def init_from_checkpoint(path: str, spec: Task, labels: Sequence[str], rng, over
     dummy = jnp.zeros((1, 4, config.hidden_size), jnp.float32)
     fresh = jax.tree.map(np.asarray, nn.unbox(head.init({"params": rng}, dummy, True)["params"]))
     old = params.get("classifier")
-    if old is not None and jax.tree.structure(old) == jax.tree.structure(fresh) and all(
-        a.shape == b.shape for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(fresh))
-    ):
-        return {"encoder": params["encoder"], "classifier": old}, config, "kept the checkpoint's classifier head"
+    if old is not None and init_head == "fresh":
+        what = "has a task head" + (f" ({old_task.task}: {', '.join(old_task.labels)})" if old_task else "")
+        message = f"the checkpoint {what}: init_head=fresh: initialised a new {spec.name} head with {len(labels)} labels"
+        return {"encoder": params["encoder"], "classifier": fresh}, config, message
+    if old is not None and old_task is not None and (old_task.labels != tuple(labels) or old_task.spec.kind != spec.kind):
+        raise UserError(
+            f"init={path}: its {old_task.task} head has labels [{', '.join(old_task.labels)}] but task {spec.name} here "
+            f"has labels [{', '.join(labels)}]; a task head is reused only for the same labels in the same order "
+            f"(and head kind): set init_head=fresh to start a new {spec.name} head on its encoder"
+            + ("" if spec.labels or set(labels) != set(old_task.labels)
+               else f", or labels=[{','.join(old_task.labels)}] to keep the checkpoint's order"))
+    same = old is not None and jax.tree.structure(old) == jax.tree.structure(fresh) and all(
+        a.shape == b.shape for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(fresh)))
+    if same:
+        why = (f"its labels [{', '.join(old_task.labels)}] are this task's" if old_task is not None else
+               "its labels are not recorded (no task.json); init_head=fresh starts a new one")
+        return {"encoder": params["encoder"], "classifier": old}, config, f"kept the checkpoint's classifier head ({why})"
+    if old is not None and old_task is None and init_head == "keep":
+        raise UserError(f"init={path}: its task head (labels not recorded: no task.json) does not fit task {spec.name} "
+                        f"with {len(labels)} labels; set init_head=fresh to start a new head on its encoder")
     what = "has no classifier head" if old is None else "has a classifier head of another shape"
     message = f"the checkpoint {what}: initialised a new {spec.name} head with {len(labels)} labels"
     return {"encoder": params["encoder"], "classifier": fresh}, config, message
@@ -339,7 +364,8 @@ def load_model(cfg: FinetuneConfig, spec: Task, labels: Sequence[str], tokenizer
         overrides.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
     if cfg.dtype:
         overrides["dtype"] = cfg.dtype
-    params, config, message = init_from_checkpoint(cfg.init, spec, labels, jax.random.key(cfg.seed), overrides)
+    params, config, message = init_from_checkpoint(cfg.init, spec, labels, jax.random.key(cfg.seed), overrides,
+                                                   cfg.init_head)
     log(message)
     if len(tokenizer) > config.vocab_size:
         raise UserError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} ids, more than the model's vocab_size="

@@ -85,6 +85,21 @@ def is_task_checkpoint(p: Path) -> bool:
     return any((d / TASK_FILE).is_file() for d in (p / "best", p, p.parent))
 
 
+def fine_tuned_checkpoint(path: str | Path) -> tuple[Path, TaskInfo | None]:
+    """What `convert` and `finetune init=` read for a path: a fine-tuning output directory means its best
+    checkpoint (`OUT/best`), as for `xlm_jax.load`; its best/ or a step in it, the same with its task; anything
+    else is returned as given -> (checkpoint path, its TaskInfo or None). Raises UserError for a fine-tuning output
+    that has no best checkpoint yet, naming the path that will hold it."""
+    p = Path(path)
+    if is_task_checkpoint(p):
+        return find_task_checkpoint(p)
+    if (p / FINETUNE_CONFIG).is_file():
+        raise UserError(f"{path}: a fine-tuning output without a best checkpoint ({p / 'best'} does not exist: "
+                        "fine-tuning writes it at its first validation, or at its end without valid data); give "
+                        f"{p / 'best'} once it exists")
+    return p, None
+
+
 def finetune_tokenizer(path: Path) -> tuple[Path | None, str]:
     """The tokenizer a fine-tuning run recorded in OUT/finetune_config.json -> (path or None, why not)."""
     for out in [path, *path.parents][:3]:
