@@ -301,9 +301,10 @@ def test_ctrl_c_from_outside_saves_and_a_second_signal_ends_at_once(setup, tmp_p
     assert "SIGINT: stopped after step" in out_text and "Traceback" not in err and "KeyboardInterrupt" not in err
     step = int(out_text.split("SIGINT: stopped after step ")[1].split(";")[0])
     assert sorted(p.name for p in (out / "resume").iterdir()) == [str(step)]
-    saved = digest(out / "resume")
+    saved = digest(out / "resume" / str(step))
 
-    # Resumed, then two signals at once: the second ends the process (no checkpoint), the first one's is kept.
+    # Resumed, then two signals at once: the second ends the process at once (if it lands during the first one's
+    # save, that save is left a temporary directory orbax never renamed), and the complete checkpoint is kept.
     proc, seen = _start(argv), []
     _wait_for(proc, f"step {step + 1}/200", seen)
     proc.send_signal(signal.SIGTERM)
@@ -311,4 +312,6 @@ def test_ctrl_c_from_outside_saves_and_a_second_signal_ends_at_once(setup, tmp_p
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGTERM
-    assert digest(out / "resume") == saved
+    assert [p.name for p in (out / "resume").iterdir() if p.name.isdigit()] == [str(step)]
+    assert digest(out / "resume" / str(step)) == saved
+    assert F.finetune_resume.resume_step(out) == step  # what a re-run resumes from

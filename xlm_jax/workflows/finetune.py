@@ -614,6 +614,8 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
                 results[split], preds = evaluate(split, sel.params)
                 if task.prediction_file is not None:
                     predictions[split] = task.prediction_file(splits[split], preds)
+        if stop is not None and stop.signum is not None:  # during the last scoring: stopped all the same
+            stop_and_save(out, sel.steps, sel.state, config, sel.meta, stop.signum, log)
     run = write_results(out, cfg, task, sel, train, results, lambda r: task.table(r, cfg.train_lang),
                         **report.finetune_record(feats, labels, options))
     if task.prediction_file is not None:
