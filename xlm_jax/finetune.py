@@ -17,7 +17,10 @@ per-language table (average last) is printed and written to `OUT/results.md` and
 new, empty or an earlier fine-tuning output (a pretraining run directory is refused, unless --force).
 
 Exit codes: 0 done; 2 bad input (config, data, OUT); 3 the loss, a gradient or the parameters became NaN / inf
-(training stops; nothing is saved after the last good evaluation, whose checkpoint the error names).
+(training stops; nothing is saved after the last good evaluation, whose checkpoint the error names); 130 / 143
+stopped by SIGINT / SIGTERM after saving the state to OUT/resume/<step> (a second signal ends at once). Re-running
+the same command resumes from it to the same result as an uninterrupted run; on a finished OUT it trains nothing
+and shows the stored results (`xlm_jax.workflows.finetune_resume`).
 
 Optimisation: AdamW with linear warm-up (`warmup_ratio` of the steps) and linear decay (`xlm_jax.training.optim`), a
 separate head learning rate (`head_lr`), and layer-wise learning-rate decay (`layer_decay` < 1): layer l of L
@@ -40,6 +43,7 @@ import sys
 from pathlib import Path
 
 from xlm_jax.core.errors import ArgumentParser, NonFiniteError, exit_on_user_error
+from xlm_jax.training.signals import Stopped
 from xlm_jax.workflows.finetune import FINETUNE_CONFIG, FinetuneConfig, RunResult, finetune, load_config  # noqa: F401
 
 
@@ -62,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {err}; fine-tuning stopped. The last good checkpoint is {err.last_good or 'none'} "
                   "(nothing later was saved). Lower lr, raise warmup_ratio or check the data.", file=sys.stderr)
             sys.exit(3)
+        except Stopped as err:  # SIGINT / SIGTERM in the loop: the state is saved and named (stdout)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside the loop (reading the data, building the model)
+            print("SIGINT: stopped before the first step; nothing was saved", file=sys.stderr)
+            sys.exit(130)
     print(result.markdown)
     print(f"best step {result.best_step}; results in {cfg.out}/results.md and results.json")
 

@@ -16,7 +16,10 @@ per-language table (average last) is printed and written to `OUT/results.md` and
 new, empty or an earlier fine-tuning output (a pretraining run directory is refused, unless --force).
 
 Exit codes: 0 done; 2 bad input (config, data, OUT); 3 the loss, a gradient or the parameters became NaN / inf
-(training stops; nothing is saved after the last good evaluation, whose checkpoint the error names).
+(training stops; nothing is saved after the last good evaluation, whose checkpoint the error names); 130 / 143
+stopped by SIGINT / SIGTERM after saving the state to OUT/resume/<step> (a second signal ends at once). Re-running
+the same command resumes from it to the same result as an uninterrupted run; on a finished OUT it trains nothing
+and shows the stored results (`xlm_jax.workflows.finetune_resume`).
 
 Optimisation: AdamW with linear warm-up (`warmup_ratio` of the steps) and linear decay (`xlm_jax.training.optim`), a
 separate head learning rate (`head_lr`), and layer-wise learning-rate decay (`layer_decay` < 1): layer l of L
@@ -58,7 +61,9 @@ from xlm_jax.tasks.base import task_loss  # noqa: F401  (the classification / NE
 from xlm_jax.training.checkpoint import restore_params, save_params
 from xlm_jax.training.optim import OptimizerConfig, check_adamw, make_optimizer
 from xlm_jax.training.sharding import MeshConfig, batch_size_multiple, check_mesh_sizes, make_mesh
+from xlm_jax.training.signals import StopSignals, Stopped
 from xlm_jax.training.step import abstract_boxed, all_finite, first_non_finite, make_step, state_shardings
+from xlm_jax.workflows import finetune_resume
 from xlm_jax.workflows.evaluate import evaluate_features, make_predict_fn
 from xlm_jax.workflows.loading import FINETUNE_CONFIG, TASK_FILE, TaskInfo, fine_tuned_checkpoint, task_model
 
@@ -399,7 +404,8 @@ def claim_out(cfg: FinetuneConfig, out: Path, force: bool) -> None:
 class Selection:
     """What `train_and_select` returns: the selected parameters (placed with the run's parameter shardings),
     their step and validation score (-inf without valid data), the validation history, the steps run and
-    whether patience stopped the run."""
+    whether patience stopped the run; `state` and `meta` (the train state after the last step and
+    `finetune_resume.selection_meta`) let a signal during the final evaluation save it."""
 
     params: Any
     step: int
@@ -407,13 +413,15 @@ class Selection:
     history: list
     steps: int
     stopped_early: bool
+    state: Any = None
+    meta: dict | None = None
 
 
 def train_and_select(cfg: FinetuneConfig, out: Path, state: dict, train_step: Callable, batch: Callable[[int], dict],
                      evaluate_valid: Callable[[Any], dict] | None, total: int, eval_every: int, config: ModelConfig,
                      info: TaskInfo, params_shardings: Any, log=print,
                      lang_entry: Callable[[dict], Any] = lambda scores: scores["score"], acc_label: str = "acc",
-                     score_label: str = "") -> Selection:
+                     score_label: str = "", stop: StopSignals | None = None, resume: dict | None = None) -> Selection:
     """The fine-tuning loop shared by every task: `total` steps of `train_step(state, batch(step), rng)` (step
     from 1), a line in OUT/log.jsonl every cfg.log_every steps, validation every `eval_every` steps and at the
     last: `evaluate_valid(params)` -> {lang: {"score", ...}} (None: no valid data), scored by `select_score`;
@@ -421,10 +429,19 @@ def train_and_select(cfg: FinetuneConfig, out: Path, state: dict, train_step: Ca
     Without valid data the last step is the model. `lang_entry` turns one language's scores into its history
     entry; `acc_label` and `score_label` word the printed lines ("acc", "" -> "span acc", " F1").
 
+    `resume` (`finetune_resume.restore`'s meta: "step", the selection, "best_params") continues a stopped run
+    after its step; `state` is then the restored one. After each step, once `stop` has seen SIGINT / SIGTERM, the
+    state and the selection are saved to OUT/resume/<step> (`finetune_resume.save`), one line names it, and
+    `Stopped` is raised (the command exits 128 + signum).
+
     Raises NonFiniteError (before anything later is logged or saved) once the loss, a gradient norm or the
     parameters become NaN / inf; its `last_good` names the best checkpoint saved before (or None)."""
-    history, best_score, best_step, bad, stopped_early = [], -math.inf, 0, 0, False
-    best_params = None
+    resume = resume or {}
+    start = int(resume.get("step", 0))
+    history = list(resume.get("history", []))
+    best_score, best_step = resume.get("best_score", -math.inf), int(resume.get("best_step") or 0)
+    bad, stopped_early = int(resume.get("bad", 0)), bool(resume.get("stopped_early", False))
+    best_params = resume.get("best_params")
     dropout_rng = jax.random.fold_in(jax.random.key(cfg.seed), 1)
     first_bad = jnp.asarray(-1, jnp.int32)  # on device: the first step whose loss / gradient norm was NaN / inf
 
@@ -437,15 +454,20 @@ def train_and_select(cfg: FinetuneConfig, out: Path, state: dict, train_step: Ca
         if not bool(all_finite(state["params"])):
             raise NonFiniteError(step, "the parameters contain NaN / inf", last_good)
 
-    start = time.perf_counter()
-    with open(out / "log.jsonl", "w") as logfile:
-        for step in range(1, total + 1):
+    def meta() -> dict:
+        return finetune_resume.selection_meta(history, best_score, best_step, bad, stopped_early)
+
+    start_time = time.perf_counter()
+    finetune_resume.keep_log(out, start)
+    step = start
+    with open(out / "log.jsonl", "a") as logfile:
+        for step in range(start + 1, total + 1) if not stopped_early else ():
             state, metrics = train_step(state, batch(step), dropout_rng)
             first_bad = first_non_finite(first_bad, metrics, jnp.asarray(step, jnp.int32))
             if step % cfg.log_every == 0 or step == total:
                 finite_or_raise(step)
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                record = {"step": step, **m, "elapsed_s": round(time.perf_counter() - start, 2)}
+                record = {"step": step, **m, "elapsed_s": round(time.perf_counter() - start_time, 2)}
                 logfile.write(json.dumps(record) + "\n")
                 log(f"step {step}/{total} loss {m['loss']:.4f} {acc_label} {m['accuracy']:.3f} lr {m['lr']:.2e}")
             if evaluate_valid is not None and (step % eval_every == 0 or step == total):
@@ -468,13 +490,25 @@ def train_and_select(cfg: FinetuneConfig, out: Path, state: dict, train_step: Ca
                         log(f"early stop at step {step}: no improvement in {bad} evaluations (best step {best_step})")
                         break
             logfile.flush()
+            if stop is not None and stop.signum is not None:
+                finite_or_raise(step)
+                stop_and_save(out, step, state, config, meta(), stop.signum, log)
     steps_done = step
     if best_params is None:  # no valid data: the last step is the model
         finite_or_raise(steps_done)
         best_params, best_step = jax.device_get(state["params"]), steps_done
         save_best(out, best_params, config, info, steps_done)
     return Selection(jax.device_put(best_params, params_shardings), best_step, best_score, history, steps_done,
-                     stopped_early)
+                     stopped_early, state, meta())
+
+
+def stop_and_save(out: Path, step: int, state: dict, config: ModelConfig, meta: dict, signum: int, log) -> None:
+    """After SIGINT / SIGTERM: saves the state and selection of `step` to OUT/resume/<step>, says so in one line,
+    and raises `Stopped(signum)`."""
+    path = finetune_resume.save(out, step, state, config, meta)
+    log(f"{Stopped(signum).name}: stopped after step {step}; checkpoint {path} saved. Re-run the same command to "
+        "resume.")
+    raise Stopped(signum)
 
 
 def write_results(out: Path, cfg: FinetuneConfig, spec: Task, sel: Selection, train: list, results: dict,
@@ -491,6 +525,17 @@ def write_results(out: Path, cfg: FinetuneConfig, spec: Task, sel: Selection, tr
     return RunResult(sel.step, sel.score, sel.stopped_early, sel.steps, markdown, table, sel.history)
 
 
+def completed_run(out: Path, log) -> RunResult:
+    """The RunResult of a finished output (`finetune_resume.plan` said "complete"), from its results files."""
+    table, markdown = finetune_resume.stored_results(out)
+    history, best_step = table.get("history", []), table.get("best_step")
+    best_score = next((h["score"] for h in history if h.get("step") == best_step), -math.inf)
+    log(f"{out} is complete ({table.get('steps')} steps, best step {best_step}): nothing to train; its results are "
+        f"in {out / 'results.md'} and results.json (to fine-tune again: choose another out=, or delete {out})")
+    return RunResult(best_step, best_score, bool(table.get("stopped_early")), table.get("steps"), markdown, table,
+                     history)
+
+
 def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     """Fine-tunes and evaluates as `cfg` says; returns the run's results (also written to `cfg.out`; a task with a
     `prediction_file` (qa) also writes OUT/predictions.json, per split and language).
@@ -498,7 +543,12 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     Raises UserError for bad input, before any training: among others when `cfg.out` is not new, empty or an
     earlier fine-tuning output (unless `force`: then the fine-tuning files are written into it, others kept), or
     cannot be written. Raises NonFiniteError when the loss, a gradient norm or the parameters become NaN / inf;
-    nothing is saved after that step, and `.last_good` names the best checkpoint saved before it (or None)."""
+    nothing is saved after that step, and `.last_good` names the best checkpoint saved before it (or None).
+
+    Stop and resume (`xlm_jax.workflows.finetune_resume`): on SIGINT / SIGTERM (main thread only) the state after
+    the step in hand is saved to OUT/resume/<step> and `Stopped` is raised (`.exit_code` 130 / 143); the same
+    config on the same OUT resumes from it to the result of an uninterrupted run (another config is a UserError),
+    and on a finished OUT returns its stored results without training."""
     if not cfg.init:
         raise UserError("init= is required: an xlm_jax checkpoint (python -m xlm_jax.train, or python -m xlm_jax.convert)")
     if not cfg.tokenizer:
@@ -507,6 +557,10 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
         raise UserError("train= is required: one or more data files (LANG:PATH to set their language)")
     task = get_task(cfg.task)
     out = outputs.check_dir(cfg.out, "finetune", force=force, legacy=FINETUNE_CONFIG)
+    todo = (finetune_resume.plan(cfg, out, FINETUNE_CONFIG, log)  # resume, complete or fresh (finetune_resume)
+            if outputs.owner(out, {"finetune": FINETUNE_CONFIG}) == "finetune" else "fresh")
+    if todo == "complete":
+        return completed_run(out, log)
     tokenizer = Tokenizer.load(cfg.tokenizer)
     options = task.options(cfg)
     task.check_max_len(cfg.max_len, "xlm", options)  # the leaner layout's minimum; the checkpoint's comes below
@@ -540,12 +594,19 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
         pack_rows = packed_rows_needed(train_feats, plan, pack_len, cfg.pack_segments)
         pack_rows = -(-pack_rows // multiple) * multiple
     optimizer = build_optimizer(cfg, params, config, total)
-    state, shardings = setup_state(params, model, optimizer, mesh)
+    resumed = None
+    if todo == "resume":  # the state of the stopped run, checked before anything is written
+        state, shardings, resumed = finetune_resume.restore(out, config, model, optimizer, mesh)
+        log(f"resuming from step {resumed['step']} ({out / finetune_resume.RESUME_DIR / str(resumed['step'])})")
+    else:
+        state, shardings = setup_state(params, model, optimizer, mesh)
     train_step = make_step(task.loss(model), optimizer, mesh, shardings)
     predict = make_predict_fn(model.clone(config=config.replace(dropout=0.0, attention_dropout=0.0)), mesh,
                               shardings["params"], logits=task.logits)
 
     claim_out(cfg, out, force)
+    if todo == "fresh":
+        finetune_resume.start_fresh(out)
     before, after = task.report.describe(train_feats, labels)
     log(f"{task.name}: {len(train)} training {task.noun} ({before}{cfg.protocol}), {len(valid)} valid, {len(test)} "
         f"test; {total} steps of {cfg.batch_size}{after}")
@@ -566,19 +627,26 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
                                  pack_segments=cfg.pack_segments, pack_len=cfg.pack_len)
 
     report = task.report
-    sel = train_and_select(cfg, out, state, train_step, batch, (lambda p: evaluate("valid", p)[0]) if valid else None,
-                           total, eval_every, config, info, shardings["params"], log, lang_entry=report.history_entry,
-                           acc_label=report.acc_label, score_label=report.score_label)
     results, predictions = {}, {}
-    for split in ("valid", "test"):
-        if splits[split]:
-            results[split], preds = evaluate(split, sel.params)
-            if task.prediction_file is not None:
-                predictions[split] = task.prediction_file(splits[split], preds)
+    with finetune_resume.signals() as stop:  # SIGINT / SIGTERM: save after the step in hand (finetune_resume)
+        sel = train_and_select(cfg, out, state, train_step, batch,
+                               (lambda p: evaluate("valid", p)[0]) if valid else None, total, eval_every, config,
+                               info, shardings["params"], log, lang_entry=report.history_entry,
+                               acc_label=report.acc_label, score_label=report.score_label, stop=stop, resume=resumed)
+        for split in ("valid", "test"):
+            if splits[split]:
+                if stop is not None and stop.signum is not None:  # training is done: its final state is saved
+                    stop_and_save(out, sel.steps, sel.state, config, sel.meta, stop.signum, log)
+                results[split], preds = evaluate(split, sel.params)
+                if task.prediction_file is not None:
+                    predictions[split] = task.prediction_file(splits[split], preds)
+        if stop is not None and stop.signum is not None:  # during the last scoring: stopped all the same
+            stop_and_save(out, sel.steps, sel.state, config, sel.meta, stop.signum, log)
     run = write_results(out, cfg, task, sel, train, results, lambda r: task.table(r, cfg.train_lang),
                         **report.finetune_record(feats, labels, options))
     if task.prediction_file is not None:
         (out / "predictions.json").write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
+    finetune_resume.finished(out)
     for split in ("valid", "test"):
         note = report.note(feats[split], split, max_len, options) if split in feats else None
         if note:
