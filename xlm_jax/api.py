@@ -27,6 +27,7 @@ from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_
 from xlm_jax.training.checkpoint import resolve, restore_params
 from xlm_jax.workflows.convert import load_any
 from xlm_jax.workflows.evaluate import cosine_matrix
+from xlm_jax.workflows.saving import save_model
 from xlm_jax.workflows.tokenizer_check import Found, checkpoint_tokenizer, open_tokenizer
 from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, finetune_tokenizer, is_task_checkpoint,  # noqa: F401
                                        layer_index, load_task_model, task_model)
@@ -288,6 +289,17 @@ class LoadedModel:
             return module.apply({"params": params}, ids, mask, None, langs).astype(jnp.float32)
 
         return jax.jit(logits)
+
+    def save(self, directory, format: str = "xlm_jax", force: bool = False) -> Path:
+        """Writes this model, with its tokenizer (and a fine-tuned model's task head and labels), to `directory`
+        -> its Path. format="xlm_jax": our checkpoint layout, as `python -m xlm_jax.convert --to orbax` writes it;
+        format="hf": a Hugging Face directory (config.json, model.safetensors, sentencepiece.bpe.model or
+        tokenizer.json) that transformers' AutoModel / AutoTokenizer read. `xlm_jax.load(directory)` gives the
+        same outputs back. `directory` must be new, empty or an earlier `save` / `convert` output (another
+        non-empty directory only with force=True); it is written beside and renamed into place, so a failure
+        leaves what was there unchanged. Raises UserError for a bad format or directory, and for
+        format="hf" of a fine-tuned model when task heads cannot be exported (`xlm_jax.workflows.saving`)."""
+        return save_model(directory, self.params, self.config, self.tokenizer, self.task, format, force)
 
     def compiled_shapes(self) -> int:
         """How many input shapes the text methods' jitted functions have compiled so far (all of them

@@ -61,7 +61,14 @@ def checkpoint_tokenizer(path: str | Path) -> Found:
     p = Path(path).absolute()
     if is_task_checkpoint(p):
         found, note, sha = finetune_tokenizer_record(p)
-        return Found(found, sha, note)
+        if found is None:  # a fine-tuned checkpoint saved elsewhere (`LoadedModel.save`): the files beside it
+            try:
+                found = _pick(orbax_tokenizer_files(p / "best" if (p / "best").is_dir() else p))
+            except UserError:
+                found = None
+            if found is not None:
+                sha = str((read_run_record(found.parent) or {}).get("sha256", ""))
+        return Found(found, sha, "" if found else note)
     try:
         resolve(p)
     except UserError:
@@ -104,10 +111,10 @@ def open_tokenizer(given, found: Found, config: ModelConfig, where: str):
     return tok
 
 
-def copy_tokenizer(tok, out: Path) -> str:
-    """Copies the tokenizer `tok` was loaded from into the directory `out` (a SentencePiece model as
-    tokenizer.model; a tokenizer.json with its tokenizer_config.json / special_tokens_map.json) -> the copy's
-    name, relative to `out`."""
+def copy_tokenizer(tok, out: Path, spm_name: str = SPM_COPY) -> str:
+    """Copies the tokenizer `tok` was loaded from into the directory `out` (a SentencePiece model as `spm_name`,
+    tokenizer.model by default, sentencepiece.bpe.model for a Hugging Face directory; a tokenizer.json with its
+    tokenizer_config.json / special_tokens_map.json) -> the copy's name, relative to `out`."""
     src = Path(tok.path)
     if isinstance(tok, HFTokenizer):
         _copy(src, out / TOKENIZER_JSON)
@@ -115,8 +122,8 @@ def copy_tokenizer(tok, out: Path) -> str:
             if (src.parent / name).is_file():
                 _copy(src.parent / name, out / name)
         return TOKENIZER_JSON
-    _copy(src, out / SPM_COPY)
-    return SPM_COPY
+    _copy(src, out / spm_name)
+    return spm_name
 
 
 def _copy(src: Path, dst: Path) -> None:
