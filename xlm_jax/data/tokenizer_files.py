@@ -6,8 +6,8 @@ PATH may be
 - a directory holding one of them: `sentencepiece.bpe.model`, else `tokenizer.model`, else `tokenizer.json`.
 
 When a directory holds both a SentencePiece model and a tokenizer.json, the SentencePiece model is preferred:
-- a training run directory holds `tokenizer.model` beside a `tokenizer.json` that is training's record of its
-  tokenizer (sha256, path), not a Hugging Face tokenizer;
+- a training run directory written before the record was renamed `tokenizer_record.json` holds `tokenizer.model`
+  beside a `tokenizer.json` that is training's record of its tokenizer (sha256, path), not a Hugging Face tokenizer;
 - the sha256 that preprocessed data, run records and fine-tuning configs hold is the `.model`'s, and vocabulary
   extension (`xlm_jax.data.vocab`), continued pretraining's dict.txt check and the fairseq layout read the
   SentencePiece model itself (`tok.sp`);
