@@ -372,6 +372,8 @@ def init_tokenizer(cfg: FinetuneConfig):
     try:
         found = checkpoint_tokenizer(cfg.init)
     except UserError:  # init itself is refused with its own message when it is loaded
+        if not cfg.tokenizer:
+            raise
         found = Found(None)
     if cfg.tokenizer:
         return load_tokenizer(cfg.tokenizer), found
