@@ -277,3 +277,20 @@ def test_save_refuses_a_foreign_directory_and_bad_formats(env, tmp_path):
     assert not (tmp_path / "new").exists()
     m.save(foreign, force=True)
     assert xlm_jax.load(foreign).tokenizer is not None
+
+
+def test_run_record_is_read_under_both_names_and_never_from_a_hf_tokenizer(env, tmp_path):
+    from xlm_jax.data.tokenizer_files import read_run_record
+    from xlm_jax.workflows.convert import _tokenizer_files
+
+    new, old, hf, none = (tmp_path / n for n in ("new", "old", "hf", "none"))
+    for d in (new, old, hf, none):
+        d.mkdir()
+    (new / "tokenizer_record.json").write_text(json.dumps({"sha256": "a" * 64, "path": "x"}))
+    (old / "tokenizer.json").write_text(json.dumps({"sha256": "b" * 64, "path": "x"}))
+    (hf / "tokenizer.json").write_text(json.dumps({"model": {"type": "Unigram", "vocab": []}, "sha256": "c"}))
+    (none / "tokenizer_record.json").write_text("{not json")
+    assert read_run_record(new)["sha256"] == "a" * 64 and read_run_record(old)["sha256"] == "b" * 64
+    assert read_run_record(hf) is None and read_run_record(none) is None
+    # An old run's record is never exported as a Hugging Face tokenizer; a real tokenizer.json is.
+    assert _tokenizer_files(old) == () and _tokenizer_files(hf) == (str(hf / "tokenizer.json"),)
