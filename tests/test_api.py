@@ -264,7 +264,8 @@ def outputs(tmp_path_factory):
     run = d / "run"
     save_params(run / "checkpoints", params, cfg, step=5)
     shutil.copy(tok, run / "tokenizer.model")
-    xcfg = get_model_config("xlm_tiny").replace(bos_token_id=0, pad_token_id=1, eos_token_id=2, unk_token_id=3)
+    xcfg = get_model_config("xlm_tiny").replace(bos_token_id=0, pad_token_id=1, eos_token_id=2, unk_token_id=3,
+                                                mask_token_id=61)  # the tokenizer's ids (62, <mask> last)
     xparams = nn.unbox(jax.jit(lambda key: init_params(XLMForMaskedLM(xcfg), key))(jax.random.key(1)))
     xrun = d / "xlm_run"
     save_params(xrun / "checkpoints", jax.tree_util.tree_map(np.asarray, xparams), xcfg, step=3)

@@ -197,7 +197,7 @@ COMMANDS = {
     "data.tfds_source": ("replace", _tfds, ["mono"]),
     "data.synth": ("replace", _synth, ["manifest.json", "train"]),
     "convert": ("replace", _convert, ["config.json", "model.safetensors"]),
-    "train": ("into", _train, ["config.yaml", "checkpoints", "metrics.jsonl", "tokenizer.json"]),
+    "train": ("into", _train, ["config.yaml", "checkpoints", "metrics.jsonl", "tokenizer_record.json"]),
     "finetune": ("into", _finetune, ["best", "results.json", "finetune_config.json"]),
     "evaluate": ("into", _evaluate, ["results.md", "results.json"]),
     "bench": ("into", _bench, ["bench.json"]),

@@ -361,7 +361,7 @@ def test_resume_on_data_from_another_tokenizer_is_refused(corpus, tmp_path):
     other = _with_tokenizer(corpus, tmp_path / "data_b", "b" * 64, "/tokenizers/b.model")
     run_dir = tmp_path / "run"
     assert run(first, run_dir, "train.stop_at=3") == 0
-    assert json.loads((run_dir / "tokenizer.json").read_text())["sha256"] == "a" * 64
+    assert json.loads((run_dir / "tokenizer_record.json").read_text())["sha256"] == "a" * 64
     before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     with pytest.raises(UserError) as err:
         run(other, run_dir)

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from xlm_jax.core.errors import UserError, check_choice, check_range
+from xlm_jax.data.hf_tokenizer import HFTokenizer
 from xlm_jax.data.tokenizer import Tokenizer, _check_texts, pad_rows
-from xlm_jax.data.tokenizer_files import load_tokenizer, tokenizer_file
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.models.sentence_transformers import SentenceEmbeddingConfig, prompt_length, read_sentence_transformers
 from xlm_jax.models.xlm import XLMForMaskedLM
@@ -29,9 +29,11 @@ from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_
     n_specials, ner, qa, word_predictions
 from xlm_jax.tasks.contrastive import pool as pool_states
 from xlm_jax.training.checkpoint import resolve, restore_params
-from xlm_jax.workflows.convert import load_any, orbax_tokenizer_files
+from xlm_jax.workflows.convert import load_any
 from xlm_jax.workflows.evaluate import cosine_matrix
-from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, finetune_tokenizer, is_task_checkpoint,  # noqa: F401
+from xlm_jax.workflows.save_model import save_model
+from xlm_jax.workflows.tokenizer_check import Found, checkpoint_tokenizer, open_tokenizer
+from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, is_task_checkpoint,  # noqa: F401
                                        layer_index, load_task_model, task_model)
 
 
@@ -290,6 +292,17 @@ class LoadedModel:
             return module.apply({"params": params}, ids, mask, None, langs).astype(jnp.float32)
 
         return jax.jit(logits)
+
+    def save(self, directory, format: str = "xlm_jax", force: bool = False) -> Path:
+        """Writes this model, with its tokenizer (and a fine-tuned model's task head and labels), to `directory`
+        -> its Path. format="xlm_jax": our checkpoint layout, as `python -m xlm_jax.convert --to orbax` writes it;
+        format="hf": a Hugging Face directory (config.json, model.safetensors, sentencepiece.bpe.model or
+        tokenizer.json) that transformers' AutoModel / AutoTokenizer read. `xlm_jax.load(directory)` gives the
+        same outputs back. `directory` must be new, empty or an earlier `save` / `convert` output (another
+        non-empty directory only with force=True); it is written beside and renamed into place, so a failure
+        leaves what was there unchanged; format="hf" of a fine-tuned model writes transformers' class with its head
+        and `id2label` (`xlm_jax.workflows.save_model`). Raises UserError for a bad format or directory."""
+        return save_model(directory, self.params, self.config, self.tokenizer, self.task, format, force)
 
     def compiled_shapes(self) -> int:
         """How many input shapes the text methods' jitted functions have compiled so far (all of them
@@ -557,7 +570,7 @@ class LoadedModel:
             fills = []
             for p in probs[: n_masks[r]]:
                 best = np.argsort(-p, kind="stable")[:top_k]
-                fills.append([Fill(tok.sp.id_to_piece(int(candidates[b]) - 1), tok.decode([int(candidates[b])]),
+                fills.append([Fill(tok.id_to_piece(int(candidates[b])), tok.decode([int(candidates[b])]),
                                    float(p[b]), int(candidates[b])) for b in best])
             out.append(fills)
         return out[0] if single else out
@@ -685,51 +698,43 @@ class LoadedModel:
 
 # ------------------------------------------------------------------------------------------------ loading
 
-TOKENIZER_NAMES = ("tokenizer.model", "sentencepiece.bpe.model")  # ours (train copies it into RUN) and XLM-R's
+TOKENIZER_NAMES = ("tokenizer.model", "sentencepiece.bpe.model", "tokenizer.json")  # ours, XLM-R's, Hugging Face's
 XLM_NO_TOKENIZER = ("an original XLM checkpoint: its text is tokenized with Moses and fastBPE (codes + vocab "
                     "files), which xlm_jax does not run, so no tokenizer can be carried")
 
 
-def _load_tokenizer(tokenizer, config: ModelConfig, auto: bool):
-    if isinstance(tokenizer, Tokenizer):
-        tok = tokenizer
-    elif isinstance(tokenizer, str | Path) and str(tokenizer).strip():
-        try:
-            tok = Tokenizer.load(tokenizer)
-        except UserError as err:
-            if auto:
-                raise UserError(f"{err} (found next to the checkpoint; pass tokenizer=PATH to use another)") from None
-            raise
-    else:
-        raise UserError(f"tokenizer={tokenizer!r:.60}: give the path of a SentencePiece model (str or Path) or an "
-                        "xlm_jax.Tokenizer")
-    if len(tok) > config.vocab_size:
-        raise UserError(f"tokenizer {tok.path} has {len(tok)} ids but the model's vocabulary has {config.vocab_size} "
-                        "(config.vocab_size): they do not belong together (a model may have more rows than its "
-                        "tokenizer has ids, never fewer)")
-    return tok
+def _load_tokenizer(tokenizer, config: ModelConfig, found: Found | None = None, where: str = "load"):
+    """`tokenizer` (a path, a Tokenizer / HFTokenizer; None: the checkpoint's own, `found`) checked against the
+    model (`xlm_jax.workflows.tokenizer_check.open_tokenizer`)."""
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer | HFTokenizer | str | Path):
+        raise UserError(f"tokenizer={tokenizer!r:.60}: give the path of a SentencePiece model or a Hugging Face "
+                        "tokenizer.json (str or Path), or an xlm_jax.Tokenizer")
+    return open_tokenizer(tokenizer, found or Found(None), config, where)
 
 
 def load(path: str | Path, tokenizer=None) -> LoadedModel:
     """Loads any checkpoint xlm_jax writes or reads, with its tokenizer when it has one:
 
-    - a pretraining run directory (its latest checkpoint; tokenizer RUN/tokenizer.model), a checkpoints
-      directory or one step directory;
+    - a pretraining run directory (its latest checkpoint), a checkpoints directory, one step directory or the
+      run's best/ (tokenizer: RUN/tokenizer.model);
     - a fine-tuning output directory, its best/ or a step in it: the best checkpoint with its task head and
-      labels (`m.task`; tokenizer: the one finetune_config.json records);
-    - a `python -m xlm_jax.convert` output (tokenizer: the sentencepiece.bpe.model / tokenizer.model in it);
+      labels (`m.task`; tokenizer: the copy in the output, else the one finetune_config.json records);
+    - a `python -m xlm_jax.convert` output or `LoadedModel.save` directory (tokenizer: the one in it);
     - a sentence-transformers directory (modules.json: Transformer → Pooling → (Normalize), as multilingual-e5 /
       BGE-M3 are published): its transformer with `m.sentence` (`SentenceEmbeddingConfig`: pooling,
       normalisation, max_seq_length, prompts), which `m.embed` follows; a pooling mode or module xlm_jax does
       not support is refused, naming it;
-    - a Hugging Face directory (tokenizer: its sentencepiece.bpe.model), a fairseq XLM-R model.pt (tokenizer:
-      sentencepiece.bpe.model beside it), or an original XLM .pth (no tokenizer: XLM uses Moses + fastBPE; the
-      array methods work on ids), converted in memory by `xlm_jax.workflows.convert.load_any`.
+    - a Hugging Face directory (tokenizer: its sentencepiece.bpe.model, else its tokenizer.json, as
+      transformers 5 saves it), a fairseq XLM-R model.pt (tokenizer: sentencepiece.bpe.model beside it), or an
+      original XLM .pth (no tokenizer: XLM uses Moses + fastBPE; the array methods work on ids), converted in
+      memory by `xlm_jax.workflows.convert.load_any`.
 
-    `tokenizer` (a SentencePiece model path or a Tokenizer) replaces the one found; `tokenizer=False` carries
-    none (for a checkpoint whose tokenizer file is broken, when only the array methods are wanted). Raises UserError when `path`
-    is not a non-empty path or names nothing readable, when the tokenizer cannot be read, or when the tokenizer
-    has more ids than the model's vocabulary (naming both sizes)."""
+    `tokenizer` (a SentencePiece model or tokenizer.json path, a Tokenizer or HFTokenizer) replaces the one
+    found; `tokenizer=False` carries none (for a checkpoint whose tokenizer file is broken, when only the array
+    methods are wanted). Raises UserError when `path` is not a non-empty path or names nothing readable, when
+    the tokenizer cannot be read, or when it does not fit the model (more ids than the model's vocabulary, or
+    special tokens at other ids: `xlm_jax.data.tokenizer.check_tokenizer_fits`, naming both); warns
+    (UserWarning) when the checkpoint recorded its tokenizer's sha256 and the given one's differs."""
     if not isinstance(path, str | Path) or not str(path).strip():
         raise UserError(f"load(path): path must be a non-empty str or pathlib.Path of a checkpoint, got "
                         f"{type(path).__name__} {path!r:.60}")
@@ -737,11 +742,10 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
     if not p.exists():
         raise UserError(f"{path}: no such file or directory (give a run directory, a fine-tuning output, a convert "
                         "output, a Hugging Face directory, a fairseq model.pt or an XLM .pth)")
-    task, note, found = None, "", None
+    task, note = None, ""
     sentence = read_sentence_transformers(p) if (p / "modules.json").is_file() else None
     if is_task_checkpoint(p):
         _, params, config, task = load_task_model(p)
-        found, note = finetune_tokenizer(p.absolute())
     else:
         try:
             resolve(p)
@@ -753,27 +757,14 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
             task = info.task  # a fine-tuned Hugging Face model (...ForSequenceClassification, ...): its head's task
             if info.kind == "xlm":
                 note = XLM_NO_TOKENIZER
-            else:
-                found = next((Path(f) for f in info.tokenizer_files if Path(f).name in TOKENIZER_NAMES), None)
-                if found is None:
-                    note = f"no {' or '.join(TOKENIZER_NAMES)} next to {info.path}"
         else:
             params, config = restore_params(p)
-            found = next((Path(f) for f in orbax_tokenizer_files(p) if Path(f).name in TOKENIZER_NAMES), None)
-            if found is None:
-                note = f"no {' or '.join(TOKENIZER_NAMES)} in {p} or its run directory"
+    found = Found(None, "", note) if note else checkpoint_tokenizer(p / sentence.transformer_path if sentence else p)
     tok = None
     if tokenizer is False:
         note = "loaded with tokenizer=False"
-    elif tokenizer is not None:
-        tok, note = _load_tokenizer(tokenizer, config, auto=False), ""
-    elif found is not None:
-        tok = _load_tokenizer(found, config, auto=True)
-    if sentence is not None and tok is None and tokenizer is None and tokenizer_file(info.path) is not None:
-        # sentence-transformers 6 / transformers 5 save only tokenizer.json: read it as load_tokenizer does.
-        tok, note = load_tokenizer(info.path), ""
-        if len(tok) > config.vocab_size:
-            raise UserError(f"tokenizer {tok.path} has {len(tok)} ids but the model's vocabulary has "
-                            f"{config.vocab_size}: they do not belong together")
+    else:
+        tok = _load_tokenizer(tokenizer, config, found, f"load({path})")
+        note = "" if tok is not None else (note or found.note)
     return LoadedModel(config, jax.tree_util.tree_map(jnp.asarray, params), tok, task, str(path), note,
                        sentence=sentence)

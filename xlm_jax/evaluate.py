@@ -1,7 +1,7 @@
 """Evaluation of fine-tuned checkpoints (per-language tables) and zero-shot sentence retrieval.
 
-    python -m xlm_jax.evaluate task --checkpoint RUN_DIR --tokenizer T.model --data FILE… [--out DIR]
-    python -m xlm_jax.evaluate retrieval --checkpoint CKPT --tokenizer T.model --src-file A --tgt-file B
+    python -m xlm_jax.evaluate task --checkpoint RUN_DIR [--tokenizer T.model] --data FILE… [--out DIR]
+    python -m xlm_jax.evaluate retrieval --checkpoint CKPT [--tokenizer T.model] --src-file A --tgt-file B
                                          [--src-lang en --tgt-lang fr] [--layer K] [--max-len 128]
 
 `task` rebuilds the model from a fine-tuning run's best checkpoint (`RUN_DIR/best`, whose `task.json` names the
@@ -10,8 +10,8 @@ task and its labels) and prints the per-language table (accuracy, or seqeval ent
 anything else needs --force). Data files take an optional `LANG:` prefix (see
 `xlm_jax.tasks.base`).
 
-    python -m xlm_jax.evaluate tatoeba --checkpoint CKPT --tokenizer T.model --data DIR [--langs de fr …]
-    python -m xlm_jax.evaluate bucc --checkpoint CKPT --tokenizer T.model --data DIR [--langs de fr …] [--k 4]
+    python -m xlm_jax.evaluate tatoeba --checkpoint CKPT [--tokenizer T.model] --data DIR [--langs de fr …]
+    python -m xlm_jax.evaluate bucc --checkpoint CKPT [--tokenizer T.model] --data DIR [--langs de fr …] [--k 4]
                                     [--tune-split sample] [--test-split test]
 
 `tatoeba` and `bucc` read the released layouts and score as XTREME does (`xlm_jax.tasks.mining`): Tatoeba accuracy
@@ -37,6 +37,10 @@ over the real tokens (XTREME's protocol; K counts layers from 1, negative from t
 retrieves each sentence's nearest neighbour on the other side by cosine similarity, and prints JSON with
 P@1 in both directions. Any xlm_jax checkpoint works: pretrained (MLM / TLM) or fine-tuned.
 
+Every subcommand reads the checkpoint's own tokenizer (the copy its output holds) unless --tokenizer names another,
+which is refused when its size or special ids do not fit the model (and warned about when the checkpoint recorded
+another sha256): the same check `xlm_jax.load` makes.
+
 This module is the command (arguments -> `xlm_jax.workflows.evaluate`); `retrieval`, `tatoeba` and `bucc`
 load their model with the notebook API's `xlm_jax.load`.
 """
@@ -54,6 +58,9 @@ from xlm_jax.workflows import evaluate as W
 from xlm_jax.workflows.evaluate import cosine_matrix, embed_sentences, retrieval_scores, run_task_eval  # noqa: F401
 from xlm_jax.workflows.loading import TASK_FILE, TaskInfo  # noqa: F401
 
+TOKENIZER_HELP = ("a SentencePiece .model or tokenizer.json (default: the checkpoint's own); another is checked "
+                  "against the model")
+
 # The embedding workflows load their model with the notebook API (this layer's `xlm_jax.load`).
 run_retrieval = functools.partial(W.run_retrieval, load=load)
 run_tatoeba = functools.partial(W.run_tatoeba, load=load)
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("task", help="evaluate a fine-tuned checkpoint on task data, per language")
     t.add_argument("--checkpoint", required=True, help="fine-tuning run directory (or its best/ directory)")
-    t.add_argument("--tokenizer", required=True)
+    t.add_argument("--tokenizer", default=None, help=TOKENIZER_HELP)
     t.add_argument("--data", nargs="+", required=True, help="data files, optionally LANG:PATH")
     t.add_argument("--out", default=None, help="directory for results.md / results.json: new, empty, or an "
                    "earlier --out of evaluate")
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("retrieval", help="ranked retrieval on a BEIR / MTEB directory (--data: nDCG@10, MRR@10, "
                        "Recall@k, MAP), or P@1 on line-aligned files (--src-file / --tgt-file)")
     r.add_argument("--checkpoint", required=True)
-    r.add_argument("--tokenizer", default=None, help="default: the tokenizer found with the checkpoint")
+    r.add_argument("--tokenizer", default=None, help=TOKENIZER_HELP)
     r.add_argument("--data", default=None, help="BEIR / MTEB directory: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
     r.add_argument("--split", default="test", help="qrels split of --data (default test)")
     r.add_argument("--src-file", default=None, help="line-aligned mode: line i translates line i of --tgt-file")
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                                  "--tune-split)")):
         m = sub.add_parser(name, help=help_)
         m.add_argument("--checkpoint", required=True, help="pretraining run, checkpoint, or fine-tuning run")
-        m.add_argument("--tokenizer", required=True)
+        m.add_argument("--tokenizer", default=None, help=TOKENIZER_HELP)
         m.add_argument("--data", required=True, help="directory of the released files")
         m.add_argument("--langs", nargs="+", default=None, help="default: every language found in --data")
         m.add_argument("--layer", type=int, default=-1, help="layer to pool (1..L, negative from the top; default -1)")

@@ -1,7 +1,7 @@
 """Cross-lingual fine-tuning: XNLI, PAWS-X, generic classification, NER and extractive QA (`xlm_jax.tasks.qa`), with
 per-language results.
 
-    python -m xlm_jax.finetune configs/finetune_xnli.yaml init=CKPT tokenizer=T.model out=runs/xnli [key=value …]
+    python -m xlm_jax.finetune configs/finetune_xnli.yaml init=CKPT [tokenizer=T.model] out=runs/xnli [key=value …]
 
 Protocols (`protocol=`):
 - zero_shot (default): train on the `train_lang` (English) examples only, evaluate on every language present in

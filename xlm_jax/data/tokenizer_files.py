@@ -6,8 +6,8 @@ PATH may be
 - a directory holding one of them: `sentencepiece.bpe.model`, else `tokenizer.model`, else `tokenizer.json`.
 
 When a directory holds both a SentencePiece model and a tokenizer.json, the SentencePiece model is preferred:
-- a training run directory holds `tokenizer.model` beside a `tokenizer.json` that is training's record of its
-  tokenizer (sha256, path), not a Hugging Face tokenizer;
+- a training run directory written before the record was renamed `tokenizer_record.json` holds `tokenizer.model`
+  beside a `tokenizer.json` that is training's record of its tokenizer (sha256, path), not a Hugging Face tokenizer;
 - the sha256 that preprocessed data, run records and fine-tuning configs hold is the `.model`'s, and vocabulary
   extension (`xlm_jax.data.vocab`), continued pretraining's dict.txt check and the fairseq layout read the
   SentencePiece model itself (`tok.sp`);
@@ -26,6 +26,8 @@ from xlm_jax.core.errors import UserError
 from xlm_jax.data.hf_tokenizer import TOKENIZER_JSON, HFTokenizer, is_hf_tokenizer_json, read_json
 from xlm_jax.data.tokenizer import Tokenizer, TokenizerLike
 
+RUN_RECORD = "tokenizer_record.json"  # a pretraining run's record of its tokenizer: sha256, path, data
+LEGACY_RUN_RECORD = "tokenizer.json"  # its name before: it clashed with Hugging Face's tokenizer.json
 SPM_NAMES = ("sentencepiece.bpe.model", "tokenizer.model")  # XLM-R's name first, then ours (train copies it into RUN)
 VALID = ("a SentencePiece PATH.model, a Hugging Face tokenizer.json, or a directory holding sentencepiece.bpe.model, "
          "tokenizer.model or tokenizer.json")
@@ -88,3 +90,21 @@ def load_tokenizer(path, lowercase_and_strip_accents: bool = False) -> Tokenizer
     if p.suffix == ".json":
         return HFTokenizer.load(p, lowercase_and_strip_accents)
     return Tokenizer.load(p, lowercase_and_strip_accents)
+
+
+def read_run_record(directory: str | os.PathLike) -> dict | None:
+    """A pretraining run directory's tokenizer record ({"sha256", "path", "data"}): RUN/tokenizer_record.json, or
+    for runs written before, RUN/tokenizer.json when it is that record (not a Hugging Face tokenizer.json);
+    None when there is none or it cannot be read."""
+    d = Path(directory)
+    for name in (RUN_RECORD, LEGACY_RUN_RECORD):
+        path = d / name
+        if not path.is_file() or (name == LEGACY_RUN_RECORD and path.stat().st_size >= 1 << 16):
+            continue
+        try:
+            data = read_json(path, "a tokenizer record")
+        except UserError:
+            continue
+        if isinstance(data, dict) and not is_hf_tokenizer_json(data) and "sha256" in data:
+            return data
+    return None

@@ -47,7 +47,7 @@ import orbax.checkpoint as ocp
 import yaml
 
 from xlm_jax.core.errors import UserError
-from xlm_jax.data.tokenizer import Tokenizer
+from xlm_jax.data.tokenizer import Tokenizer, check_tokenizer_fits
 from xlm_jax.models.vocab_extension import extend_embeddings
 from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, to_dict as model_to_dict
 from xlm_jax.pretrain.config import check_positions
@@ -363,6 +363,10 @@ def prepare(cfg, run_dir: Path) -> Start:
                 raise UserError(f"the tokenizer {tok.path} has {len(tok)} ids but the checkpoint {where} has a "
                                 f"vocabulary of {start.config.vocab_size}: they must be the same vocabulary")
             _check_specials(tok, start.config, where)
+            if given is not None and own is not None and len(given) == len(own):
+                # The one check every tokenizer given with a checkpoint goes through: here only its sha256
+                # warning (another file with the same ids may still split text differently).
+                check_tokenizer_fits(given, start.config.vocab_size, f"model.init_from={where}", sha256=own.sha256)
     check_overrides(cfg, start.config, where)
     if longest > start.config.max_positions:
         raise UserError(f"sequences of {longest} tokens (train.seq_len / data.tlm_seq_len) exceed the "

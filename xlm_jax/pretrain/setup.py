@@ -28,6 +28,7 @@ from xlm_jax.core.errors import UserError
 from xlm_jax.data.batches import BatchSource, DataConfig
 from xlm_jax.data.corpus import PreprocessedCorpus
 from xlm_jax.data.tokenizer import file_sha256
+from xlm_jax.data.tokenizer_files import RUN_RECORD, read_run_record
 from xlm_jax.models.config import ModelConfig, to_dict as model_to_dict
 from xlm_jax.pretrain import adapt
 from xlm_jax.pretrain.config import TrainConfig, check_batch_split, flat_keys, to_dict, to_yaml
@@ -39,7 +40,7 @@ from xlm_jax.training.flops import peak_flops_override
 from xlm_jax.training.step import abstract_state, init_state
 
 INIT_STREAM = 0x7FFFFFFF  # fold_in(key(seed), INIT_STREAM) initialises; step k's dropout uses fold_in(key(seed), k)
-TOKENIZER_RECORD = "tokenizer.json"  # the run's tokenizer (sha256, path): resuming on other ids is refused
+TOKENIZER_RECORD = RUN_RECORD  # tokenizer_record.json: the run's tokenizer (sha256, path); resuming on other ids is refused
 
 
 @dataclasses.dataclass
@@ -194,7 +195,7 @@ def write_run_files(run: Run) -> None:
     source = run.start_from.tokenizer if run.start_from.tokenizer is not None else Path(tok["path"])
     if (not start or not tokenizer_copy.is_file()) and Path(source).is_file():
         shutil.copyfile(source, tokenizer_copy)
-    if not start or not (run_dir / TOKENIZER_RECORD).is_file():
+    if not start or read_run_record(run_dir) is None:
         outputs.write_json(run_dir / TOKENIZER_RECORD, {"sha256": tok.get("sha256", ""),
                                                          "path": tok.get("path", ""), "data": str(run.data_dir)})
 
@@ -236,11 +237,13 @@ def is_train_run(directory: Path) -> bool:
 
 def check_same_tokenizer(run_dir: Path, corpus: PreprocessedCorpus) -> None:
     """Refuses to resume a run on data preprocessed with another tokenizer (the ids would mean other pieces).
-    The run's tokenizer is RUN_DIR/tokenizer.json, or for runs from before that record, RUN_DIR/tokenizer.model."""
+    The run's tokenizer is RUN_DIR/tokenizer_record.json (RUN_DIR/tokenizer.json for runs written before it was
+    renamed), or for runs from before that record, RUN_DIR/tokenizer.model."""
     ours = corpus.manifest["tokenizer"]
-    record, copy = run_dir / TOKENIZER_RECORD, run_dir / "tokenizer.model"
-    if record.is_file():
-        theirs = json.loads(record.read_text())
+    copy = run_dir / "tokenizer.model"
+    record = read_run_record(run_dir)
+    if record is not None:
+        theirs = record
     elif copy.is_file():
         theirs = {"sha256": file_sha256(copy), "path": str(copy)}
     else:

@@ -53,6 +53,7 @@ from safetensors.numpy import save_file
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import UserError, check_range
 from xlm_jax.core.textfiles import read_text
+from xlm_jax.data.tokenizer_files import _is_tokenizer, read_run_record
 from xlm_jax.models import families, hf_mapping
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.models.sentence_transformers import (POOLING_MODES, SentenceEmbeddingConfig, read_sentence_transformers,
@@ -60,7 +61,8 @@ from xlm_jax.models.sentence_transformers import (POOLING_MODES, SentenceEmbeddi
 from xlm_jax.models.xlm import XLMForMaskedLM, init_params
 from xlm_jax.tasks import get_task
 from xlm_jax.training import checkpoint
-from xlm_jax.workflows.loading import FINETUNE_CONFIG, TASK_FILE, TaskInfo, fine_tuned_checkpoint
+from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, TaskInfo, fine_tuned_checkpoint, finetune_tokenizer,
+                                       is_task_checkpoint)
 
 TOKENIZER_FILES = (
     "sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -387,19 +389,43 @@ def _num_params(params: dict) -> int:
 
 
 def _tokenizer_files(directory: Path, run_dir: bool = False) -> tuple[str, ...]:
-    # A training run directory's tokenizer.json is training's record of its tokenizer (sha256, path), not a
-    # Hugging Face fast tokenizer: copied into an export, transformers would fail to read it.
-    names = [f for f in TOKENIZER_FILES if not (run_dir and f == "tokenizer.json")]
+    # A training run directory's tokenizer record (tokenizer_record.json; tokenizer.json in runs written before
+    # it was renamed) is not a Hugging Face fast tokenizer: copied into an export, transformers would fail to
+    # read it. `run_dir` is kept for callers; the record is told apart by its contents.
+    names = [f for f in TOKENIZER_FILES if not (f == "tokenizer.json" and read_run_record(directory) is not None
+                                                and not _is_hf_tokenizer(directory / f))]
     return tuple(str(directory / f) for f in names if (directory / f).is_file())
+
+
+def _is_hf_tokenizer(path: Path) -> bool:
+    try:
+        return path.is_file() and _is_tokenizer(path)
+    except UserError:
+        return False
 
 
 def orbax_tokenizer_files(path: str | Path) -> tuple[str, ...]:
     """Tokenizer files of an xlm_jax checkpoint: in the directory given, else in its checkpoints directory, else
-    in the run directory above `checkpoints/` (where training copies tokenizer.model)."""
+    in the run directory above `checkpoints/` or `best/` (where training copies tokenizer.model, and fine-tuning
+    its tokenizer), else the tokenizer a fine-tuning output written before that copy recorded."""
     path = Path(path)
     directory, _ = checkpoint.resolve(path)
-    places = [path, directory] + ([directory.parent] if directory.name == "checkpoints" else [])
-    return next((files for d in places if (files := _tokenizer_files(d, run_dir=(d / "checkpoints").is_dir()))), ())
+    places = [path, directory] + ([directory.parent] if directory.name in ("checkpoints", "best") else [])
+    found = next((files for d in places if (files := _tokenizer_files(d, run_dir=(d / "checkpoints").is_dir()))), ())
+    if not found and is_task_checkpoint(path.absolute()):
+        recorded, _ = finetune_tokenizer(path.absolute())
+        if recorded is not None:
+            found = (str(recorded),)
+    return found
+
+
+def source_tokenizer_files(path: str | Path) -> tuple[str, ...]:
+    """Tokenizer files next to a Hugging Face directory, a fairseq model.pt or an XLM .pth (what `load_any`
+    carries as `SourceInfo.tokenizer_files`), without reading the weights."""
+    kind, p = detect(path)
+    if kind == "orbax":
+        return orbax_tokenizer_files(p)
+    return _tokenizer_files(p if kind == "hf" else p.parent)
 
 
 def _is_orbax(path: Path) -> bool:

@@ -19,12 +19,13 @@ from xlm_jax.core import outputs
 from xlm_jax.core.errors import UserError, check_range
 from xlm_jax.core.textfiles import open_text
 from xlm_jax.data import packing
-from xlm_jax.data.tokenizer import Tokenizer, check_max_len, truncate_pair
+from xlm_jax.data.tokenizer import check_max_len, truncate_pair
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.tasks import InputProtocol, Task, check_layout_max_len, mining, read_all, results_table  # noqa: F401
 from xlm_jax.tasks.retrieval_metrics import evaluate_rankings, read_beir
 from xlm_jax.training.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
 from xlm_jax.workflows.loading import TASK_FILE, TaskInfo, find_task_checkpoint, layer_index, load_task_model
+from xlm_jax.workflows.tokenizer_check import checkpoint_tokenizer, open_tokenizer
 
 
 # ----------------------------------------------------------------------------------------- predictions
@@ -179,25 +180,18 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def load_embedder(checkpoint: str, tokenizer_path: str | None, load: Callable):
-    """-> (model, Tokenizer) for retrieval, the model from `load(path, tokenizer=False)` (`xlm_jax.load`, which
+    """-> (model, tokenizer) for retrieval, from `load(path, tokenizer=tokenizer_path)` (`xlm_jax.load`, which
     the `evaluate` command passes in: this layer does not import the notebook API): a pretraining run, a
-    checkpoint, or a fine-tuning run directory (its best checkpoint). `tokenizer_path` None: the tokenizer that
-    `load` finds with the checkpoint (UserError when there is none). UserError when the tokenizer has more ids
-    than the model's vocabulary."""
+    checkpoint, or a fine-tuning run directory (its best checkpoint). `tokenizer_path` None: the checkpoint's own.
+    UserError when the tokenizer does not fit the model (`check_tokenizer_fits`, as `load` checks it) or when
+    none is given and the checkpoint has none."""
     if (Path(checkpoint) / "best" / TASK_FILE).is_file():  # a fine-tuning run directory: its best checkpoint
         checkpoint = str(Path(checkpoint) / "best")
-    if tokenizer_path is None:
-        model = load(checkpoint)
-        if model.tokenizer is None:
-            raise UserError(f"{checkpoint}: no tokenizer found with the checkpoint ({model.tokenizer_note}); "
-                            "pass --tokenizer")
-        return model, model.tokenizer
-    model = load(checkpoint, tokenizer=False)  # --tokenizer is the one to use, whatever lies beside the checkpoint
-    tokenizer = Tokenizer.load(tokenizer_path)
-    if len(tokenizer) > model.config.vocab_size:
-        raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids but the model's vocabulary has "
-                        f"{model.config.vocab_size}: they do not belong together")
-    return model, tokenizer
+    model = load(checkpoint, tokenizer=tokenizer_path or None)
+    if model.tokenizer is None:
+        raise UserError(f"{checkpoint} has no tokenizer ({model.tokenizer_note}): pass --tokenizer PATH (a "
+                        "SentencePiece .model or a tokenizer.json)")
+    return model, model.tokenizer
 
 
 def _check_embed_args(max_len: int, batch_size: int) -> None:
@@ -379,10 +373,11 @@ def _is_evaluate_output(directory: Path) -> bool:
     return (directory / "results.json").is_file() and not (directory / "finetune_config.json").is_file()
 
 
-def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out: str | None = None,
+def run_task_eval(checkpoint: str, tokenizer_path: str | None, data: Sequence[str], out: str | None = None,
                   batch_size: int = 64, split_name: str = "test", force: bool = False) -> tuple[str, dict]:
     """-> (markdown table, results dict) of a fine-tuned checkpoint on `data` (its task reads, encodes and
-    scores them). `out`, when given, must be new, empty or an earlier `evaluate` output (else UserError, unless
+    scores them) with `tokenizer_path` (None: the checkpoint's own; another is refused with UserError when it does
+    not fit the model: `check_tokenizer_fits`, as `xlm_jax.load` checks it). `out`, when given, must be new, empty or an earlier `evaluate` output (else UserError, unless
     `force`: then results.md / results.json (and a task's predictions.json) are written into it, other files
     kept)."""
     check_range("batch_size", batch_size, 1, integer=True)
@@ -393,11 +388,12 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
     examples = read_all(task, data, "evaluation")
     if not examples:
         raise UserError(f"no examples in {', '.join(data)}")
-    tokenizer = Tokenizer.load(tokenizer_path)
     model, params, config, info = load_task_model(checkpoint)
-    if len(tokenizer) > config.vocab_size:
-        raise UserError(f"tokenizer {tokenizer_path} has {len(tokenizer)} ids, more than the model's vocab_size="
-                        f"{config.vocab_size}: they do not belong together")
+    found = checkpoint_tokenizer(checkpoint)
+    tokenizer = open_tokenizer(tokenizer_path or None, found, config, f"evaluate task --checkpoint {checkpoint}")
+    if tokenizer is None:
+        raise UserError(f"{checkpoint} has no tokenizer ({found.note}): pass --tokenizer PATH (the SentencePiece "
+                        ".model or tokenizer.json it was fine-tuned with)")
     mesh = make_mesh(MeshConfig())
     replicated = NamedSharding(mesh, PartitionSpec())
     shardings = jax.tree.map(lambda _: replicated, params)

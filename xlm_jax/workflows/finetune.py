@@ -52,7 +52,7 @@ import optax
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import NonFiniteError, UserError, check_choice, check_fields, check_range
 from xlm_jax.data.packing import check_packing
-from xlm_jax.data.tokenizer import Tokenizer
+from xlm_jax.data.tokenizer_files import load_tokenizer
 from xlm_jax.models.config import ModelConfig, check_dtype
 from xlm_jax.training.settings import MAX_SEED, check_batch_split, load_dataclass
 from xlm_jax.tasks import (InputProtocol, Task, check_layout_max_len, get_task, packed_rows_needed, read_all,
@@ -66,6 +66,7 @@ from xlm_jax.training.step import abstract_boxed, all_finite, first_non_finite, 
 from xlm_jax.workflows import finetune_resume
 from xlm_jax.workflows.evaluate import evaluate_features, make_predict_fn
 from xlm_jax.workflows.loading import FINETUNE_CONFIG, TASK_FILE, TaskInfo, fine_tuned_checkpoint, task_model
+from xlm_jax.workflows.tokenizer_check import Found, check_fits, checkpoint_tokenizer, copy_tokenizer
 
 PROTOCOLS = ("zero_shot", "translate_train_all")
 INIT_HEADS = ("keep", "fresh")  # init_head=: reuse the checkpoint's task head when its labels match / a new head
@@ -76,7 +77,7 @@ class FinetuneConfig:
     task: str = "xnli"  # xnli | pawsx | classification | ner | qa
     init: str = ""  # orbax checkpoint: ours, or converted (python -m xlm_jax.convert); a fine-tuning output: its best
     init_head: str = "keep"  # keep: reuse init's task head when its labels are this task's (else refuse) | fresh
-    tokenizer: str = ""  # SentencePiece model
+    tokenizer: str = ""  # SentencePiece .model or tokenizer.json; "": the init checkpoint's own
     out: str = "runs/finetune"
     train: tuple[str, ...] = ()  # data files, optionally LANG:PATH
     valid: tuple[str, ...] = ()
@@ -358,12 +359,14 @@ def check_select_on(cfg: FinetuneConfig, valid: list, noun: str = "examples") ->
 
 
 def load_model(cfg: FinetuneConfig, spec: Task, labels: Sequence[str], tokenizer, log,
-               check_max_len: Callable[[int, str], None]) -> tuple[dict, ModelConfig, nn.Module, int]:
+               check_max_len: Callable[[int, str], None], tokenizer_sha256: str = ""
+               ) -> tuple[dict, ModelConfig, nn.Module, int]:
     """The checkpoint `cfg.init` with `spec`'s head (`init_from_checkpoint`, cfg.dropout / cfg.dtype applied)
     -> (params as NumPy, model config, task model, max_len); the head is initialised from cfg.seed. max_len is cfg.max_len capped at
     the model's positions, checked by `check_max_len(max_len, family)` against the checkpoint's input layout.
-    Raises UserError when the checkpoint is not ours, does not match its own config, or has fewer ids than the
-    tokenizer."""
+    Raises UserError when the checkpoint is not ours, does not match its own config, or does not fit the tokenizer
+    (`check_tokenizer_fits`: fewer rows than the tokenizer's ids, special tokens at other ids; a sha256 other than
+    `tokenizer_sha256`, the one the checkpoint recorded, only warns)."""
     overrides: dict[str, Any] = {}
     if cfg.dropout >= 0:
         overrides.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
@@ -372,9 +375,7 @@ def load_model(cfg: FinetuneConfig, spec: Task, labels: Sequence[str], tokenizer
     params, config, message = init_from_checkpoint(cfg.init, spec, labels, jax.random.key(cfg.seed), overrides,
                                                    cfg.init_head)
     log(message)
-    if len(tokenizer) > config.vocab_size:
-        raise UserError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} ids, more than the model's vocab_size="
-                        f"{config.vocab_size}: they do not belong together")
+    check_fits(tokenizer, config, f"finetune init={cfg.init}", tokenizer_sha256)
     max_len = min(cfg.max_len, config.max_positions)
     check_max_len(max_len, config.family)
     model = task_model(config, spec, len(labels))
@@ -392,6 +393,39 @@ def plan_steps(cfg: FinetuneConfig, n_train: int) -> tuple[Any, int, int, int]:
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     return mesh, multiple, total, cfg.eval_every or steps_per_epoch
+
+
+def init_tokenizer(cfg: FinetuneConfig):
+    """-> (the tokenizer to fine-tune with, what `init`'s checkpoint records of its own): `cfg.tokenizer`, else
+    the copy the init checkpoint holds (a run directory's tokenizer.model, a fine-tuning output's copy, a
+    converted or Hugging Face directory's tokenizer files). Raises UserError when neither exists or the file
+    cannot be read; whether it fits the model is checked when the model is loaded (`load_model`)."""
+    try:
+        found = checkpoint_tokenizer(cfg.init)
+    except UserError:  # init itself is refused with its own message when it is loaded
+        if not cfg.tokenizer:
+            raise
+        found = Found(None)
+    if cfg.tokenizer:
+        return load_tokenizer(cfg.tokenizer), found
+    if found.file is None:
+        raise UserError(f"tokenizer= is required: init={cfg.init} holds no tokenizer ({found.note or 'none found'});"
+                        " give the SentencePiece .model or tokenizer.json it was trained with")
+    try:
+        return load_tokenizer(found.file), found
+    except UserError as err:
+        raise UserError(f"{err} (found with init={cfg.init}; pass tokenizer=PATH to use another)") from None
+
+
+def record_tokenizer(out: Path, tokenizer) -> None:
+    """Copies the tokenizer into OUT (so that the output carries it, from any working directory) and records, in
+    OUT/finetune_config.json, the copy's name relative to OUT (`tokenizer`), its sha256 and the file it came from
+    (`tokenizer_source`, absolute)."""
+    name = copy_tokenizer(tokenizer, out)
+    record = json.loads((out / FINETUNE_CONFIG).read_text())
+    record.update(tokenizer=name, tokenizer_sha256=tokenizer.sha256,
+                  tokenizer_source=str(Path(tokenizer.path).absolute()))
+    outputs.atomic_write_text(out / FINETUNE_CONFIG, json.dumps(record, indent=2))
 
 
 def claim_out(cfg: FinetuneConfig, out: Path, force: bool) -> None:
@@ -551,8 +585,6 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     and on a finished OUT returns its stored results without training."""
     if not cfg.init:
         raise UserError("init= is required: an xlm_jax checkpoint (python -m xlm_jax.train, or python -m xlm_jax.convert)")
-    if not cfg.tokenizer:
-        raise UserError("tokenizer= is required: a SentencePiece model (python -m xlm_jax.tokenizer train)")
     if not cfg.train:
         raise UserError("train= is required: one or more data files (LANG:PATH to set their language)")
     task = get_task(cfg.task)
@@ -561,7 +593,7 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
             if outputs.owner(out, {"finetune": FINETUNE_CONFIG}) == "finetune" else "fresh")
     if todo == "complete":
         return completed_run(out, log)
-    tokenizer = Tokenizer.load(cfg.tokenizer)
+    tokenizer, found = init_tokenizer(cfg)
     options = task.options(cfg)
     task.check_max_len(cfg.max_len, "xlm", options)  # the leaner layout's minimum; the checkpoint's comes below
 
@@ -574,7 +606,8 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
         task.check_labels(examples, labels)
     check_select_on(cfg, valid, task.noun)
     params, config, model, max_len = load_model(
-        cfg, task, labels, tokenizer, log, lambda max_len, family: task.check_max_len(max_len, family, options))
+        cfg, task, labels, tokenizer, log, lambda max_len, family: task.check_max_len(max_len, family, options),
+        found.sha256)
     info = TaskInfo(task.name, labels, max_len, options)
 
     protocol = InputProtocol.from_config(config)
@@ -607,6 +640,7 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     claim_out(cfg, out, force)
     if todo == "fresh":
         finetune_resume.start_fresh(out)
+    record_tokenizer(out, tokenizer)
     before, after = task.report.describe(train_feats, labels)
     log(f"{task.name}: {len(train)} training {task.noun} ({before}{cfg.protocol}), {len(valid)} valid, {len(test)} "
         f"test; {total} steps of {cfg.batch_size}{after}")

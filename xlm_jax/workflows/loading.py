@@ -100,21 +100,35 @@ def fine_tuned_checkpoint(path: str | Path) -> tuple[Path, TaskInfo | None]:
     return p, None
 
 
-def finetune_tokenizer(path: Path) -> tuple[Path | None, str]:
-    """The tokenizer a fine-tuning run recorded in OUT/finetune_config.json -> (path or None, why not)."""
+def finetune_tokenizer_record(path: Path) -> tuple[Path | None, str, str]:
+    """The tokenizer of the fine-tuning output holding `path` (OUT, OUT/best or a step in it) -> (file or None,
+    the sha256 OUT/finetune_config.json records ("" when none), why there is no file).
+
+    The output's own copy (`tokenizer`: its name relative to OUT, with `tokenizer_sha256`) is read first; outputs
+    written before the copy record the path given at fine-tuning time, resolved against OUT, then as an absolute
+    path or relative to the working directory."""
     for out in [path, *path.parents][:3]:
         record = out / FINETUNE_CONFIG
         if record.is_file():
             try:
-                recorded = json.loads(record.read_text())["tokenizer"]
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                return None, f"{record} cannot be read ({type(err).__name__}: {err})"
-            for candidate in (Path(recorded), out / recorded):
+                data = json.loads(record.read_text())
+                recorded = data["tokenizer"]
+                sha = str(data.get("tokenizer_sha256", "") or "")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                return None, f"{record} cannot be read ({type(err).__name__}: {err})", ""
+            source = str(data.get("tokenizer_source", "") or "")
+            for candidate in (out / recorded, Path(recorded), *([Path(source)] if source else [])):
                 if recorded and candidate.is_file():
-                    return candidate, ""
-            return None, f"the fine-tuning run used the tokenizer {recorded!r}, which no longer exists"
-    return None, f"no {FINETUNE_CONFIG} found next to the checkpoint"
+                    return candidate.absolute(), "", sha
+            return None, (f"the fine-tuning run used the tokenizer {source or recorded!r}, which no longer exists "
+                          f"(and {out} holds no copy of it)"), sha
+    return None, f"no {FINETUNE_CONFIG} found next to the checkpoint", ""
 
+
+def finetune_tokenizer(path: Path) -> tuple[Path | None, str]:
+    """`finetune_tokenizer_record` without the sha256 -> (file or None, why not)."""
+    found, note, _ = finetune_tokenizer_record(path)
+    return found, note
 
 
 def layer_index(layer, num_layers: int, name: str = "layer") -> int:
