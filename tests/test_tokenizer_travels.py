@@ -100,7 +100,7 @@ def test_run_record_old_name_is_read_and_sha256_compared(env, tmp_path):
 
 def test_finetune_output_carries_its_tokenizer_from_any_directory(env, finetuned, tmp_path, monkeypatch):
     record = json.loads((finetuned / "finetune_config.json").read_text())
-    assert record["tokenizer"] == "tokenizer.model" and record["tokenizer_sha256"] == env["sha"]
+    assert record["tokenizer_copy"] == "tokenizer.model" and record["tokenizer_sha256"] == env["sha"]
     assert Path(record["tokenizer_source"]).is_absolute()
     assert (finetuned / "tokenizer.model").read_bytes() == env["tok"].read_bytes()
     monkeypatch.chdir(tmp_path)  # another working directory: the relative "t.model" given no longer resolves

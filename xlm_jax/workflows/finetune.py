@@ -419,11 +419,12 @@ def init_tokenizer(cfg: FinetuneConfig):
 
 def record_tokenizer(out: Path, tokenizer) -> None:
     """Copies the tokenizer into OUT (so that the output carries it, from any working directory) and records, in
-    OUT/finetune_config.json, the copy's name relative to OUT (`tokenizer`), its sha256 and the file it came from
-    (`tokenizer_source`, absolute)."""
+    OUT/finetune_config.json, the copy's name relative to OUT (`tokenizer_copy`), its sha256 and the file it came
+    from (`tokenizer_source`, absolute). The config's own `tokenizer` stays as given, so that a re-run of the same
+    command is recognised as the same config (resume, complete)."""
     name = copy_tokenizer(tokenizer, out)
     record = json.loads((out / FINETUNE_CONFIG).read_text())
-    record.update(tokenizer=name, tokenizer_sha256=tokenizer.sha256,
+    record.update(tokenizer_copy=name, tokenizer_sha256=tokenizer.sha256,
                   tokenizer_source=str(Path(tokenizer.path).absolute()))
     outputs.atomic_write_text(out / FINETUNE_CONFIG, json.dumps(record, indent=2))
 

@@ -104,7 +104,7 @@ def finetune_tokenizer_record(path: Path) -> tuple[Path | None, str, str]:
     """The tokenizer of the fine-tuning output holding `path` (OUT, OUT/best or a step in it) -> (file or None,
     the sha256 OUT/finetune_config.json records ("" when none), why there is no file).
 
-    The output's own copy (`tokenizer`: its name relative to OUT, with `tokenizer_sha256`) is read first; outputs
+    The output's own copy (`tokenizer_copy`: its name relative to OUT, with `tokenizer_sha256`) is read first; outputs
     written before the copy record the path given at fine-tuning time, resolved against OUT, then as an absolute
     path or relative to the working directory."""
     for out in [path, *path.parents][:3]:
@@ -112,7 +112,7 @@ def finetune_tokenizer_record(path: Path) -> tuple[Path | None, str, str]:
         if record.is_file():
             try:
                 data = json.loads(record.read_text())
-                recorded = data["tokenizer"]
+                recorded = data.get("tokenizer_copy") or data["tokenizer"]
                 sha = str(data.get("tokenizer_sha256", "") or "")
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
                 return None, f"{record} cannot be read ({type(err).__name__}: {err})", ""
