@@ -383,6 +383,9 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
          api(f"m = xlm_jax.load({f['ft']!r})\nprint(m.predict_tokens([['the', 'file']]))"), 2),
         ("api", "xlm_jax.load(tokenizer=) a file that is not a SentencePiece model",
          api(f"m = xlm_jax.load({f['ckpt']!r}, tokenizer={f['a_file']!r})\nprint(m.embed('the file'))"), 2),
+        # 8. issue 20's smaller kinds (each exits 2 before any work, naming what was found)
+        ("config", "bench --device gpu on a machine without a GPU (refused before any worker)",
+         bench + ["--device", "gpu"], 2),
     ]
 
 
