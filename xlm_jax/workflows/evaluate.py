@@ -326,7 +326,8 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
     scores, feats, predictions = evaluate_examples(model, params, config, info, tokenizer, examples, mesh, shardings,
                                                    batch_size)
     markdown, table = task.table({split_name: scores})
-    table.update(task=info.task, checkpoint=str(checkpoint), **task.report.eval_record(feats, info.options))
+    table.update(task=info.task, checkpoint=str(checkpoint), max_len=info.max_len,
+                 **task.report.eval_record(feats, info.options))
     if out:
         out_dir = outputs.claim_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
         outputs.atomic_write_text(out_dir / "results.md", markdown + "\n")
