@@ -386,6 +386,12 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
         # 8. issue 20's smaller kinds (each exits 2 before any work, naming what was found)
         ("config", "bench --device gpu on a machine without a GPU (refused before any worker)",
          bench + ["--device", "gpu"], 2),
+        ("file", "evaluate task: a SQuAD JSON given to a classification checkpoint (names the format)",
+         ev + ["task", "--checkpoint", f["ft"], "--tokenizer", f["tok"], "--data", f["squad_train"]], 2),
+        ("file", "finetune task=ner on a classification TSV (names the format, not a label)",
+         ft[:3] + ["task=ner"] + ft[4:] + [f"out={u}/ft", f"train=[{f['wide_tsv']}]"], 2),
+        ("file", "finetune task=qa on a classification TSV (names the format)",
+         qa + [f"out={u}/ft", f"train=[{f['wide_tsv']}]"], 2),
     ]
 
 

@@ -311,7 +311,7 @@ def run_task_eval(checkpoint: str, tokenizer_path: str, data: Sequence[str], out
         outputs.check_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
     _, info = find_task_checkpoint(checkpoint)  # its task says how to read the data: read (and check) it first
     task = info.spec
-    examples = read_all(task, data, "evaluation")
+    examples = read_all(task, data, "evaluation", owner="this checkpoint's task")
     if not examples:
         raise UserError(f"no examples in {', '.join(data)}")
     tokenizer = Tokenizer.load(tokenizer_path)
