@@ -392,6 +392,8 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
          ft[:3] + ["task=ner"] + ft[4:] + [f"out={u}/ft", f"train=[{f['wide_tsv']}]"], 2),
         ("file", "finetune task=qa on a classification TSV (names the format)",
          qa + [f"out={u}/ft", f"train=[{f['wide_tsv']}]"], 2),
+        ("config", "train mesh.data=3 on one device (names the devices needed and found, then the batch)",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", "mesh.data=3"], 2),
     ]
 
 

@@ -40,7 +40,7 @@ from xlm_jax.data.tokenizer import MIN_PIECES
 from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, get_model_config
 from xlm_jax.training.optim import OptimizerConfig
 from xlm_jax.training.settings import MAX_SEED, check_batch_split, flatten, load_dataclass, to_dict
-from xlm_jax.training.sharding import MeshConfig
+from xlm_jax.training.sharding import MeshConfig, check_mesh_devices
 
 _MODEL_FIELD_TYPES = typing.get_type_hints(ModelConfig)
 
@@ -238,7 +238,13 @@ class TrainConfig:
         if not self.model.init_from:  # else the checkpoint's positions count (xlm_jax.pretrain.adapt checks it up front)
             check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
         if -1 not in (self.mesh.data, self.mesh.fsdp):  # else the device count decides, known at start-up
-            check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
+            try:
+                check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
+            except UserError as err:
+                # The mesh against the devices first: one this machine cannot hold is named as such (the backend
+                # starts only on this error path, which ends the run before any worker process is forked).
+                check_mesh_devices(self.mesh, also=str(err))
+                raise
 
 
 def check_positions(longest: int, model: ModelConfig) -> None:
