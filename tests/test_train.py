@@ -602,3 +602,18 @@ def test_steps_change_note_and_config_changes():
     assert config_changes({"data.dir": "/d", "train.steps": 4}, {"data.dir": "/d", "train.steps": 6}) == \
         ["train.steps: 4 -> 6"]
     assert config_changes({}, {"train.steps": 6}) == []
+
+
+@pytest.mark.parametrize("objectives, weight", [([], "1"), (["data.objectives.tlm=0.5"], "0.5"),
+                                                (["data.objectives={tlm: 2}"], "2")])
+def test_tlm_on_data_without_parallel_pairs_names_the_directory_and_the_key(objectives, weight, tmp_path, capsys):
+    data = tmp_path / "mono_only"
+    write_synthetic(data, n_langs=2, n_tokens=2000, n_pairs=0, vocab_size=200, seed=0)
+    with pytest.raises(SystemExit) as exit_:
+        train_main([a for a in tiny(data, tmp_path / "run") if not a.startswith("data.objectives")] + objectives)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"data.objectives.tlm={weight}: the TLM objective is enabled, but the data directory {data} has no " \
+           "parallel pairs" in err, err
+    assert "turn it off with data.objectives.tlm=0" in err and "data.para_pairs is not set" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
