@@ -186,7 +186,7 @@ def _evaluate(inputs, out):
 
 
 def _bench(inputs, out):
-    from xlm_jax.bench import main
+    from xlm_jax.bench.__main__ import main
 
     return main, ["--smoke", "--out", out]
 
@@ -211,7 +211,7 @@ RUNS = ["preprocess", "data.gettext", "data.tfds_source", "data.synth", "convert
 @pytest.fixture
 def fake_backends(monkeypatch):
     """tfds without TensorFlow; bench without its framework workers (its own tests run those)."""
-    from xlm_jax import bench
+    from xlm_jax.bench import __main__ as bench
     from xlm_jax.data import tfds_source
 
     examples = [{"text": b"_START_ARTICLE_\nTitel\n_START_PARAGRAPH_\nEin Satz._NEWLINE_Noch einer."}] * 3
@@ -225,8 +225,8 @@ def fake_backends(monkeypatch):
         return {"config": config.name, "frameworks": {fw: {"train_tokens_per_s": 1.0} for fw in settings.sides}}
 
     monkeypatch.setattr(bench, "run_config", run_config)
-    monkeypatch.setattr(bench, "format_table", lambda results: "table")
-    monkeypatch.setattr(bench, "plot", lambda results, path: Path(path).write_bytes(b"png"))
+    monkeypatch.setattr(bench, "format_table", lambda results, smoke=False: "table")
+    monkeypatch.setattr(bench, "plot", lambda results, path, smoke=False: Path(path).write_bytes(b"png"))
 
 
 @pytest.fixture
