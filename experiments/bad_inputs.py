@@ -383,6 +383,17 @@ def cases(f: dict[str, str], u: str) -> list[tuple[str, str, list[str], int]]:
          api(f"m = xlm_jax.load({f['ft']!r})\nprint(m.predict_tokens([['the', 'file']]))"), 2),
         ("api", "xlm_jax.load(tokenizer=) a file that is not a SentencePiece model",
          api(f"m = xlm_jax.load({f['ckpt']!r}, tokenizer={f['a_file']!r})\nprint(m.embed('the file'))"), 2),
+        # 8. issue 20's smaller kinds (each exits 2 before any work, naming what was found)
+        ("config", "bench --device gpu on a machine without a GPU (refused before any worker)",
+         bench + ["--device", "gpu"], 2),
+        ("file", "evaluate task: a SQuAD JSON given to a classification checkpoint (names the format)",
+         ev + ["task", "--checkpoint", f["ft"], "--tokenizer", f["tok"], "--data", f["squad_train"]], 2),
+        ("file", "finetune task=ner on a classification TSV (names the format, not a label)",
+         ft[:3] + ["task=ner"] + ft[4:] + [f"out={u}/ft", f"train=[{f['wide_tsv']}]"], 2),
+        ("file", "finetune task=qa on a classification TSV (names the format)",
+         qa + [f"out={u}/ft", f"train=[{f['wide_tsv']}]"], 2),
+        ("config", "train mesh.data=3 on one device (names the devices needed and found, then the batch)",
+         train + [f"run_dir={u}/run", f"data.dir={f['pre']}", "mesh.data=3"], 2),
     ]
 
 

@@ -14,6 +14,7 @@ from xlm_jax.bench.jax_side import JaxWorker
 from xlm_jax.bench.report import derive, format_table, new_record
 from xlm_jax.bench.torch_side import TorchWorker
 from xlm_jax.bench.workload import CONFIGS, BenchConfig, hf_labels, make_batch
+from xlm_jax.core.errors import UserError
 from xlm_jax.models.config import to_dict
 from xlm_jax.training.flops import model_flops_per_token
 
@@ -248,3 +249,56 @@ def test_breakdown_runs_for_both_sides_and_is_printed(tmp_path):
     for fw in workers:
         line = next(x for x in table.splitlines() if f"breakdown {fw} (ms; step" in x)
         assert all(f"{part} " in line for part in parts) and "LM head + loss = " in line and "% of the forward" in line
+
+
+@pytest.mark.parametrize("argv", [["--device", "gpu"], ["--device", "gpu", "--smoke"],
+                                  ["--device", "gpu", "--configs", "tiny", "--sides", "jax"]])
+def test_device_gpu_without_a_gpu_exits_2_naming_the_devices_before_any_worker(argv, capsys, monkeypatch, tmp_path):
+    import xlm_jax.bench.__main__ as bench_main
+
+    monkeypatch.setattr(bench_main, "probe_devices", lambda need_torch: {"jax": ["cpu (cpu)"], **(
+        {"torch": ["cpu"]} if need_torch else {})})
+    monkeypatch.setattr(bench_main, "run_config", lambda *a, **k: pytest.fail("a worker was started"))
+    assert _exit_code(argv + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device gpu: no GPU for jax") and err.count("\n") == 1, err
+    assert "jax found cpu (cpu)" in err and "--device cpu" in err and "starting" not in err
+    assert ("torch found cpu" in err) == ("--sides" not in argv)
+    assert not (tmp_path / "out").exists()  # refused before --out is claimed
+
+
+def test_check_gpu_accepts_gpus_and_names_the_side_without_one():
+    from xlm_jax.bench.__main__ import check_gpu
+
+    check_gpu(("jax", "torch_eager"), {"jax": ["cuda (NVIDIA H100)"], "torch": ["cuda (NVIDIA H100)"]})
+    with pytest.raises(UserError, match=r"no GPU for torch .*torch found cpu"):
+        check_gpu(("jax", "torch_eager"), {"jax": ["cuda (NVIDIA H100)"], "torch": ["cpu"]})
+    with pytest.raises(UserError, match=r"no GPU for jax .*jax found none \(RuntimeError"):
+        check_gpu(("jax",), {"jax": ["none (RuntimeError: no backend)"]})
+
+
+@pytest.mark.slow
+def test_device_gpu_probe_on_this_machine_in_a_subprocess():
+    """The real probe (no monkeypatching): on a machine without a GPU the command refuses in seconds, exit 2."""
+    from xlm_jax.bench.harness import missing_gpu, probe_devices
+
+    found = probe_devices(need_torch=False)
+    if not missing_gpu(found):
+        pytest.skip(f"this machine has a GPU: {found}")
+    proc = subprocess.run([sys.executable, "-m", "xlm_jax.bench", "--device", "gpu", "--sides", "jax"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --device gpu: no GPU"), proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_smoke_table_says_it_is_not_a_measurement():
+    record = new_record(CONFIGS["smoke"], seed=0)
+    record["frameworks"] = {fw: {"train_step_s_all": [t], "infer_step_s_all": [t]}
+                            for fw, t in (("jax", 0.004), ("torch_eager", 1.0))}
+    derive(record)
+    smoke = format_table([record], smoke=True)
+    assert smoke.splitlines()[0].startswith("SMOKE RUN:") and "NOT a measurement" in smoke.splitlines()[0]
+    ratio_line = next(x for x in smoke.splitlines() if "ratio jax/torch_eager" in x)
+    assert "250.00x" in ratio_line and ratio_line.endswith("(smoke run: not a measurement)")
+    plain = format_table([record])
+    assert "SMOKE" not in plain and "not a measurement" not in plain

@@ -87,3 +87,30 @@ def test_api_functions_check_the_same_ranges(tmp_path):
     with pytest.raises(UserError, match="--vocab-size=2"):
         train_tokenizer([str(tmp_path)], 2, str(tmp_path / "t.model"))
     assert not (tmp_path / "out").exists() and not (tmp_path / "t.model").exists()
+
+
+def test_finetune_help_config_lists_every_key_with_its_default_and_type():
+    import ast
+    import dataclasses
+    import subprocess
+    import sys
+
+    from xlm_jax.training.settings import to_dict, type_name
+    from xlm_jax.workflows.finetune import FinetuneConfig
+
+    proc = subprocess.run([sys.executable, "-m", "xlm_jax.finetune", "--help-config"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    shown = {}
+    for line in proc.stdout.splitlines():
+        key, _, rest = line.partition(" = ")
+        value, _, kind = rest.partition("  (")
+        shown[key] = (ast.literal_eval(value), kind.split(")", 1)[0])
+    default = FinetuneConfig()
+    fields = dataclasses.fields(FinetuneConfig)
+    assert list(shown) == [f.name for f in fields]
+    hints = __import__("typing").get_type_hints(FinetuneConfig)
+    for f in fields:
+        assert shown[f.name] == (to_dict(getattr(default, f.name)), type_name(hints[f.name])), f.name
+    assert shown["train"] == ([], "list of str") and shown["lr"] == (2e-5, "float") and shown["pack"] == (True, "bool")
+    assert "# -1: the checkpoint's" in next(line for line in proc.stdout.splitlines() if line.startswith("dropout ="))

@@ -147,3 +147,28 @@ def test_embed_sentences_checks_max_len_and_batch_size(tiny):
     with pytest.raises(UserError, match="batch_size=0"):
         E.embed_sentences(model, tok, ["le chat"], batch_size=0)
     assert E.embed_sentences(model, tok, ["le chat ouvrir fichier"], max_len=3).shape == (1, 64)
+
+
+def test_evaluate_task_truncation_note_names_the_max_len(tiny, tmp_path, capsys):
+    """The note about cut inputs names the checkpoint's max_len (it printed `max_len=` with a blank value), and
+    results.json records it."""
+    from xlm_jax import finetune
+
+    d = tmp_path
+    train = tiny_setup.write_jsonl(d / "train.jsonl", tiny_setup.task_examples("fr", 8, 0))
+    finetune.main(["task=classification", f"init={tiny['ckpt']}", f"tokenizer={tiny['tok']}", f"train=[{train}]",
+                   f"out={d / 'ft'}", "max_steps=1", "batch_size=8", "max_len=8", "log_every=1", "train_lang=fr"])
+    capsys.readouterr()
+    words = tiny_setup.WORDS["fr"]
+    for n_long, n_short in ((1, 2), (3, 0)):
+        rows = [{"text": " ".join(words * 3), "label": "file", "lang": "fr"}] * n_long + \
+            [{"text": words[0], "label": "other", "lang": "fr"}] * n_short
+        data = tiny_setup.write_jsonl(d / f"test{n_long}.jsonl", rows)
+        out = d / f"eval{n_long}"
+        E.main(["task", "--checkpoint", str(d / "ft"), "--tokenizer", tiny["tok"], "--data", str(data),
+                "--out", str(out)])
+        err = capsys.readouterr().err
+        assert f"note: {n_long} inputs were longer than max_len=8 and were truncated" in err, err
+        assert "max_len= " not in err
+        record = json.loads((out / "results.json").read_text())
+        assert record["max_len"] == 8 and record["truncated"] == n_long

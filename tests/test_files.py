@@ -652,3 +652,40 @@ def test_gettext_names_unreadable_catalogs(tmp_path, capsys):
     line = exit_2(main, [tmp_path / "out", "--locale-dirs", tmp_path / "loc", "--workers", 1], capsys)
     assert "3 of them unreadable" in line and "x.mo" in line
     assert not (tmp_path / "out").exists() and snapshot(tmp_path / "loc") == before
+
+
+MISLEADING = {  # checkpoint task, data file, what it is (issue 20 item 8: these said "not valid JSON", "label 'lang'")
+    "squad_to_classification": ("classification", "squad.json",
+                                '{"data": [{"title": "t", "paragraphs": [{"context": "a b", "qas": []}]}]}',
+                                r"SQuAD-format JSON .*\(for task qa\)"),
+    "tsv_to_ner": ("ner", "train.tsv", "text\tlabel\tlang\nOpen the file\tfile\ten\n",
+                   r"classification TSV / CSV .*\(for task classification\)"),
+    "conll_to_xnli": ("xnli", "de.txt", "Köln B-LOC\nist O\n", r"CoNLL / WikiANN .*\(for task ner\)"),
+    "xnli_to_qa": ("qa", "dev.tsv", XNLI_HEADER + "\n" + _xnli_row() + "\n", r"XNLI 1\.0 TSV .*\(for task xnli\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISLEADING))
+def test_evaluate_task_names_what_a_file_of_another_task_is(case, base, tmp_path, capsys):
+    from xlm_jax.evaluate import TASK_FILE, TaskInfo, main
+
+    task, name, content, pattern = MISLEADING[case]
+    run = tmp_path / "run"
+    shutil.copytree(base["ckpt"], run / "best")
+    (run / "best" / TASK_FILE).write_text(TaskInfo(task, T.get_task(task).labels or ("O", "B-LOC"), 32).to_json())
+    path = _data_file(tmp_path / "data", name, content)
+    before = snapshot(tmp_path / "data")
+    line = exit_2(main, ["task", "--checkpoint", run, "--tokenizer", base["tok"], "--data", path], capsys)
+    assert re.search(rf"{name}: this looks like a {pattern}; this checkpoint's task {task} reads ", line), line
+    assert snapshot(tmp_path / "data") == before
+
+
+def test_finetune_names_what_a_file_of_another_task_is(base, tmp_path, capsys):
+    from xlm_jax.finetune import main
+
+    task, name, content, pattern = MISLEADING["tsv_to_ner"]
+    path = _data_file(tmp_path / "data", name, content)
+    line = exit_2(main, [f"task={task}", f"init={base['ckpt']}", f"tokenizer={base['tok']}", f"out={tmp_path / 'out'}",
+                         f"train=[{path}]"], capsys)
+    assert re.search(rf"this looks like a {pattern}; task=ner reads CoNLL", line), line
+    assert not (tmp_path / "out").exists()

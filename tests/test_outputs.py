@@ -225,8 +225,8 @@ def fake_backends(monkeypatch):
         return {"config": config.name, "frameworks": {fw: {"train_tokens_per_s": 1.0} for fw in settings.sides}}
 
     monkeypatch.setattr(bench, "run_config", run_config)
-    monkeypatch.setattr(bench, "format_table", lambda results: "table")
-    monkeypatch.setattr(bench, "plot", lambda results, path: Path(path).write_bytes(b"png"))
+    monkeypatch.setattr(bench, "format_table", lambda results, smoke=False: "table")
+    monkeypatch.setattr(bench, "plot", lambda results, path, smoke=False: Path(path).write_bytes(b"png"))
 
 
 @pytest.fixture

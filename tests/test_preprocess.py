@@ -107,3 +107,50 @@ def test_heldout_split_deterministic():
     assert first == [heldout_split(l, 0.05, 0.05) for l in reversed(lines)][::-1]
     assert 150 < first.count("valid") < 350 and 150 < first.count("test") < 350
     assert all(heldout_split(l, 0.0, 0.0) == "train" for l in lines[:10])
+
+
+FORK_AFTER_JAX = """
+import os, sys, warnings
+warnings.simplefilter("error")  # Python 3.12+'s "multi-threaded, use of fork()" DeprecationWarning fails the run
+import jax
+jax.numpy.zeros(3).block_until_ready()  # the backend runs its threads now, as in a training process
+def no_fork():
+    raise AssertionError("os.fork() called after JAX started its threads")
+os.fork = no_fork
+from xlm_jax.core.processes import start_method, thread_count
+from xlm_jax.data.preprocess import preprocess_corpus
+assert thread_count() > 1 and start_method() == "spawn", (thread_count(), start_method())
+m = preprocess_corpus(sys.argv[1], sys.argv[2], sys.argv[3], max_len=64, workers=2)
+print("sentences", sum(s["sentences"] for s in m["splits"]["train"]["mono"].values()))
+"""
+
+
+def test_preprocessing_after_jax_started_never_forks(setup, tmp_path):
+    """No fork after JAX has started threads (issue 20: model.init_from with a new corpus printed Python's
+    os.fork() deadlock warning): the pool is spawned, the output equals a single-threaded process's."""
+    corpus, model, _ = setup
+    proc = subprocess.run([sys.executable, "-c", FORK_AFTER_JAX, str(corpus), str(model), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fork" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr[-3000:]
+    forked = preprocess_corpus(corpus, model, tmp_path / "forked", max_len=64, workers=2)  # no JAX threads here
+    assert proc.stdout.split()[-1] == str(sum(s["sentences"] for s in forked["splits"]["train"]["mono"].values()))
+    for name in ("de", "en"):
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / "train" / "mono" / f"{name}.ids.npy"),
+                                      np.load(tmp_path / "forked" / "train" / "mono" / f"{name}.ids.npy"))
+
+
+def test_worker_pool_forks_only_a_single_threaded_process():
+    import threading
+
+    from xlm_jax.core.processes import start_method, thread_count
+
+    before = thread_count()
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert thread_count() == before + 1 and start_method() == "spawn"
+    finally:
+        stop.set()
+        t.join()

@@ -95,3 +95,37 @@ def test_initialize_distributed_is_a_noop_or_rejects_partial_settings(monkeypatc
         initialize_distributed()
     with pytest.raises(UserError, match="process_id=5"):
         initialize_distributed("127.0.0.1:1234", 2, 5)
+
+
+class _Device:
+    def __init__(self, kind):
+        self.device_kind = kind
+
+
+@pytest.mark.parametrize("mesh, n, words", [
+    (dict(data=3), 1, ["mesh data=3 x fsdp=1 x tensor=1 needs 3 devices, but 1 is available (1 x cpu)"]),
+    (dict(data=2, fsdp=2), 2, ["needs 4 devices, but 2 are available (2 x cpu)"]),
+    (dict(data=-1, tensor=2), 1, ["the fixed axes need a multiple of 2 devices, but the 1 available (1 x cpu)"]),
+    (dict(data=-1, fsdp=3), 8, ["need a multiple of 3 devices, but the 8 available (8 x cpu) are not divisible"]),
+])
+def test_a_mesh_the_devices_cannot_hold_names_what_it_needs_and_what_was_found(mesh, n, words):
+    from xlm_jax.training.sharding import check_mesh_devices
+
+    with pytest.raises(UserError) as err:
+        check_mesh_devices(MeshConfig(**mesh), [_Device("cpu")] * n, also="a batch note")
+    for word in words + ["(also: a batch note)"]:
+        assert word in str(err.value), str(err.value)
+    check_mesh_devices(MeshConfig(data=2, fsdp=2), [_Device("H100")] * 4)  # fits: nothing raised
+
+
+def test_mesh_data_3_on_one_device_is_refused_for_its_devices_before_the_batch_size():
+    """Issue 20: mesh.data=3 on one device was refused with advice about train.batch_size alone."""
+    from xlm_jax.pretrain.config import load_config
+
+    assert jax.device_count() == 1
+    for overrides in (["mesh.data=3"], ["mesh.data=3", "train.batch_size=4"], ["mesh.data=1", "mesh.fsdp=2", "train.batch_size=5"]):
+        with pytest.raises(UserError) as err:
+            load_config(None, overrides)
+        message = str(err.value)
+        assert message.startswith("mesh data=") and "devices, but 1 is available (1 x " in message, message
+        assert "(also: train.batch_size=" in message and "multiple of" in message, message

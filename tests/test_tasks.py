@@ -214,3 +214,61 @@ def test_tfds_field_mapping_without_tensorflow():
 
 
 # tfds itself (missing extra, mock data on the real builders): tests/test_tfds_source.py
+
+
+# A file plainly in another task's format is refused before it is read, naming what it looks like (issue 20: a
+# SQuAD JSON given to a classifier said "not valid JSON"; a classification TSV given to NER "label 'lang' is not in
+# the label set").
+def _squad(path: Path, indent) -> Path:
+    data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "the file is open", "qas": [
+        {"id": "q1", "question": "what is open?", "answers": [{"text": "the file", "answer_start": 0}]}]}]}]}
+    path.write_text(__import__("json").dumps(data, indent=indent))
+    return path
+
+
+KNOWN_FILES = {  # name -> (path builder, its format's words, the task that reads it)
+    "squad_indented": (lambda d: _squad(d / "squad.json", 1), "SQuAD-format JSON", "qa"),
+    "squad_one_line": (lambda d: _squad(d / "squad_train.json", None), "SQuAD-format JSON", "qa"),
+    "xnli_tsv": (lambda d: FIX / "xnli.dev.tsv", "XNLI 1.0 TSV", "xnli"),
+    "xnli_mt_tsv": (lambda d: MT / "multinli.train.de.tsv", "XNLI-MT TSV", "xnli"),
+    "conll": (lambda d: FIX / "conll_en.txt", "CoNLL / WikiANN", "ner"),
+    "wikiann": (lambda d: FIX / "wikiann_test.txt", "CoNLL / WikiANN", "ner"),
+    "classification_tsv": (lambda d: FIX / "classify.tsv", "classification TSV", "classification"),
+    "classification_tsv_no_lang": (lambda d: FIX / "bad_label.tsv", "classification TSV", "classification"),
+    "classification_jsonl": (lambda d: FIX / "classify.jsonl", "classification JSONL", "classification"),
+    "mnli_jsonl": (lambda d: FIX / "multinli_train.jsonl", "MultiNLI JSONL", "xnli"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_FILES))
+@pytest.mark.parametrize("task", ["xnli", "pawsx", "classification", "ner", "qa"])
+def test_a_file_of_another_tasks_format_is_named_for_what_it_is(name, task, tmp_path):
+    build, words, owner = KNOWN_FILES[name]
+    path = build(tmp_path)
+    before = path.read_bytes()
+    spec = T.get_task(task)
+    if T.sniff_formats(path) & set(spec.formats):
+        T.read_file(spec, str(path))  # a format this task reads: read as before
+        return
+    with pytest.raises(UserError) as err:
+        T.read_file(spec, str(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}: this looks like a {words}"), message
+    assert f"(for task {owner}); task={task} reads " in message, message
+    for key in spec.formats:
+        assert T.FILE_FORMATS[key][0] in message
+    assert path.read_bytes() == before
+
+
+def test_sniffing_keeps_each_readers_own_files_and_errors(tmp_path):
+    # Each fixture is recognised as the format it is, and its task reads it.
+    for name, (build, _, owner) in KNOWN_FILES.items():
+        path = build(tmp_path)
+        found = T.sniff_formats(path)
+        assert any(T.FILE_FORMATS[k][1] == owner for k in found), (name, found)
+        assert T.read_file(T.get_task(owner), str(path)), name
+    # Unknown or broken content is left to the reader's own message.
+    for content in ("", "\n\n", "hello world\n", "premise\thypothesis\tlabel\n", "\x00\x01\x02"):
+        (tmp_path / "x.txt").write_text(content)
+        assert T.sniff_formats(tmp_path / "x.txt") == set(), content
+    assert T.sniff_formats(tmp_path / "missing.txt") == set()

@@ -556,3 +556,64 @@ def test_two_processes_train_like_one(corpus, tmp_path):
     assert fpt[0][1:] == pytest.approx(fpt[1][1:], rel=1e-6)
     for a, b in zip(params_of(tmp_path / "two"), params_of(tmp_path / "one")):
         np.testing.assert_array_equal(a, b)
+
+
+def test_resume_is_quiet_and_a_changed_step_count_is_logged(corpus, tmp_path):
+    """Resuming with the same command prints neither orbax's "Metadata file does not exist" nor a "config changed"
+    line; train.progress=false prints each interval's loss line; raising train.steps on a finished run logs the
+    old and new totals and the learning rate it re-stretches (issue 20)."""
+    run_dir = tmp_path / "run"
+    args = tiny(corpus, run_dir, "train.steps=4", "checkpoint.every=2", "train.eval_every=0", "train.log_every=2",
+                "optimizer.warmup_steps=1")
+
+    def run_cli(*extra):
+        out, err = cli(*args, *extra).communicate(timeout=300)
+        return out + err
+
+    first = run_cli("train.stop_at=2")
+    assert "step 2/4: loss " in first and ", lr " in first, first  # progress=false: the interval's line
+    assert "Metadata file does not exist" not in first
+    again = run_cli("train.stop_at=2")  # the same command: resumes at 2 (nothing to train)
+    assert "resuming from step 2" in again, again
+    assert "Metadata file does not exist" not in again and "config changed" not in again, again
+    assert "train.steps changed" not in again
+    longer = run_cli("train.stop_at=2", "train.steps=6")
+    assert "config changed since the last run: train.steps: 4 -> 6" in longer, longer
+    assert "note: train.steps changed from 4 to 6 since the last run; the linear learning-rate schedule is " \
+           "re-stretched to decay over 6 steps instead of 4: at step 2 the learning rate goes from 0.002 to 0.0024" \
+           in longer, longer
+    assert "data.dir" not in longer.split("config changed since the last run:")[1].splitlines()[0]
+
+
+def test_steps_change_note_and_config_changes():
+    from xlm_jax.pretrain.setup import config_changes, steps_change_note
+    from xlm_jax.training.optim import OptimizerConfig, make_schedule
+
+    opt = OptimizerConfig(lr=1e-3, warmup_steps=10)
+    note = steps_change_note(150, 300, 150, opt)
+    expected_old, expected_new = float(make_schedule(opt, 150)(150)), float(make_schedule(opt, 300)(150))
+    assert note == (f"note: train.steps changed from 150 to 300 since the last run; the linear learning-rate schedule "
+                    f"is re-stretched to decay over 300 steps instead of 150: at step 150 the learning rate goes from "
+                    f"{expected_old:.3g} to {expected_new:.3g}")
+    assert "from 300 to 200" in steps_change_note(300, 200, 150, opt)  # lowered: logged too
+    assert steps_change_note(150, 150, 150, opt) is None and steps_change_note(None, 150, 150, opt) is None
+    assert "does not depend on it" in steps_change_note(150, 300, 150, OptimizerConfig(schedule="constant"))
+    assert config_changes({"data.dir": "/d", "train.steps": 4}, {"data.dir": "/d", "train.steps": 4}) == []
+    assert config_changes({"data.dir": "/d", "train.steps": 4}, {"data.dir": "/d", "train.steps": 6}) == \
+        ["train.steps: 4 -> 6"]
+    assert config_changes({}, {"train.steps": 6}) == []
+
+
+@pytest.mark.parametrize("objectives, weight", [([], "1"), (["data.objectives.tlm=0.5"], "0.5"),
+                                                (["data.objectives={tlm: 2}"], "2")])
+def test_tlm_on_data_without_parallel_pairs_names_the_directory_and_the_key(objectives, weight, tmp_path, capsys):
+    data = tmp_path / "mono_only"
+    write_synthetic(data, n_langs=2, n_tokens=2000, n_pairs=0, vocab_size=200, seed=0)
+    with pytest.raises(SystemExit) as exit_:
+        train_main([a for a in tiny(data, tmp_path / "run") if not a.startswith("data.objectives")] + objectives)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"data.objectives.tlm={weight}: the TLM objective is enabled, but the data directory {data} has no " \
+           "parallel pairs" in err, err
+    assert "turn it off with data.objectives.tlm=0" in err and "data.para_pairs is not set" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()

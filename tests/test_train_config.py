@@ -290,3 +290,43 @@ def test_train_refuses_bad_values_before_any_work(tmp_path, monkeypatch, capsys)
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
     assert list(cache.iterdir()) == [] and not run_dir.exists()
+
+
+def _help_config_model_defaults() -> tuple[str, dict, dict]:
+    """--help-config's output, parsed: (default base, the model.<field> defaults, {base: its differing fields})."""
+    import ast
+    import re
+    import subprocess
+    import sys
+
+    text = subprocess.run([sys.executable, "-m", "xlm_jax.train", "--help-config"], capture_output=True, text=True,
+                          check=True, timeout=120).stdout
+    defaults, per_base, base = {}, {}, None
+    for line in text.splitlines():
+        if line.startswith("model.base = "):
+            base = ast.literal_eval(line.split(" = ", 1)[1])
+        elif line.startswith("model.base="):
+            name, _, rest = line[len("model.base="):].partition(": ")
+            # "k=v, k=v": each value a Python literal; split at ", name=" boundaries.
+            parts = re.split(r", (?=[a-z_]+=)", rest) if rest else []
+            per_base[name] = {k: ast.literal_eval(v) for k, v in (p.split("=", 1) for p in parts)}
+        elif line.startswith("model.") and " = " in line and not line.startswith("model.init_from"):
+            key, value = line[len("model."):].split(" = ", 1)
+            defaults[key] = ast.literal_eval(value.removesuffix(" (from the data)"))
+    return base, defaults, per_base
+
+
+def test_help_config_model_defaults_are_the_ones_each_base_resolves_to():
+    """Every shown model default is the one used: for the default run and for every named model.base (naming
+    xlm_tiny gave dropout 0.1 while --help-config showed 0.0)."""
+    from xlm_jax.models.config import NAMED_CONFIGS, to_dict
+
+    base, defaults, per_base = _help_config_model_defaults()
+    fields = set(to_dict(load_config(None, ["data.dir=d"]).model.resolve()))
+    assert base == "xlmr_tiny" and set(defaults) == fields
+    assert set(per_base) == set(NAMED_CONFIGS) - {base}
+    for name in NAMED_CONFIGS:
+        resolved = to_dict(load_config(None, ["data.dir=d", f"model.base={name}"]).model.resolve())
+        shown = {**defaults, **per_base.get(name, {})}
+        assert shown == {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items()}, name
+    assert per_base["xlm_tiny"]["dropout"] == 0.1 and defaults["dropout"] == 0.0

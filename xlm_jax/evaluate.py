@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             markdown, table = run_task_eval(args.checkpoint, args.tokenizer, args.data, args.out, args.batch_size,
                                             force=args.force)
             if table["truncated"]:
-                print(f"note: {table['truncated']} inputs were longer than max_len={table.get('max_len', '')} and were truncated",
+                print(f"note: {table['truncated']} inputs were longer than max_len={table['max_len']} and were truncated",
                       file=sys.stderr)
             print(markdown)
 

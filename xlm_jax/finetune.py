@@ -2,6 +2,7 @@
 per-language results.
 
     python -m xlm_jax.finetune configs/finetune_xnli.yaml init=CKPT [tokenizer=T.model] out=runs/xnli [key=value …]
+    python -m xlm_jax.finetune --help-config      # every key, its default and type
 
 Protocols (`protocol=`):
 - zero_shot (default): train on the `train_lang` (English) examples only, evaluate on every language present in
@@ -43,18 +44,28 @@ import sys
 from pathlib import Path
 
 from xlm_jax.core.errors import ArgumentParser, NonFiniteError, exit_on_user_error
+from xlm_jax.training.settings import describe_dataclass
 from xlm_jax.training.signals import Stopped
 from xlm_jax.workflows.finetune import FINETUNE_CONFIG, FinetuneConfig, RunResult, finetune, load_config  # noqa: F401
+
+
+def describe() -> str:
+    """Every fine-tuning key with its default, type and meaning (--help-config)."""
+    return "\n".join(describe_dataclass(FinetuneConfig()))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m xlm_jax.finetune", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", help="YAML config (configs/finetune_*.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--help-config", action="store_true", help="print every config key with its default and type")
     parser.add_argument("--force", action="store_true",
                         help="write into out= even if it holds files fine-tuning did not write (its best/, logs and "
                              "results are replaced, other files kept)")
     args = parser.parse_intermixed_args(argv)  # flags (--force) may come between key=value overrides
+    if args.help_config:
+        print(describe())
+        return
     config_path, overrides = args.config, list(args.overrides)
     if config_path and "=" in config_path and not Path(config_path).exists():
         config_path, overrides = None, [config_path] + overrides

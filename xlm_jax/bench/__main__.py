@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from xlm_jax.bench.harness import RunSettings, machine_info, run_config, worker_main
-from xlm_jax.bench.report import DESCRIPTIONS, format_table, json_default, plot
+from xlm_jax.bench.harness import RunSettings, machine_info, missing_gpu, probe_devices, run_config, worker_main
+from xlm_jax.bench.report import DESCRIPTIONS, SMOKE_NOTE, format_table, json_default, plot
 from xlm_jax.bench.workload import CONFIGS, FRAMEWORKS, versions
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, positive_int, unknown_name
@@ -82,6 +82,17 @@ def parse_sides(text: str | None, torch_compile: str, smoke: bool) -> tuple[str,
     return tuple(fw for fw in FRAMEWORKS if fw in names)
 
 
+def check_gpu(sides: tuple[str, ...], found: dict[str, list[str]] | None = None) -> None:
+    """Raises UserError, naming the devices found, when JAX (or PyTorch, for a torch side) sees no GPU: a
+    `--device gpu` run must stop here, before any worker starts, not after every worker has failed."""
+    found = found if found is not None else probe_devices(need_torch=any(s != "jax" for s in sides))
+    missing = missing_gpu(found)
+    if missing:
+        seen = "; ".join(f"{fw} found {', '.join(devices)}" for fw, devices in found.items())
+        raise UserError(f"--device gpu: no GPU for {' and '.join(missing)} on this machine ({seen}); "
+                        "run with --device cpu, or on a machine with a CUDA GPU")
+
+
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = args.threads or available
@@ -106,6 +117,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     settings = RunSettings(steps=steps, repeats=repeats, warmup=warmup, device=args.device, threads=threads,
                            torch_compile="torch_compile" in sides, breakdown=not (args.no_breakdown or args.smoke),
                            sides=sides)
+    if args.device == "gpu":
+        check_gpu(sides)
     out_dir = outputs.claim_dir(args.out, "bench", force=args.force, legacy="bench.json") if args.out else None
     results = []
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -121,11 +134,12 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         "settings": dataclasses.asdict(settings),
         "versions": versions(("jax", "jaxlib", "flax", "optax", "torch", "transformers")),
         "descriptions": DESCRIPTIONS, "results": results,
+        **({"note": SMOKE_NOTE} if args.smoke else {}),
     }
-    print(format_table(results))
+    print(format_table(results, smoke=args.smoke))
     if out_dir:
         outputs.atomic_write_text(out_dir / "bench.json", json.dumps(report, indent=2, default=json_default))
-        plot(results, out_dir / "bench.png")
+        plot(results, out_dir / "bench.png", smoke=args.smoke)
         print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     failed = [f"{r['config']}/{fw}" for r in results for fw in settings.sides if fw != "torch_compile"
               if not r["frameworks"].get(fw, {}).get("train_tokens_per_s")]

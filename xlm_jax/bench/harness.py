@@ -156,6 +156,43 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
+_DEVICE_PROBE = """
+import json
+found = {}
+try:
+    import jax
+    found["jax"] = sorted({f"{d.platform} ({d.device_kind})" for d in jax.devices()})
+except Exception as e:  # a broken plugin is reported as what JAX found
+    found["jax"] = [f"none ({type(e).__name__}: {e})"[:200]]
+if NEED_TORCH:
+    try:
+        import torch
+        found["torch"] = [f"cuda ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())] or ["cpu"]
+    except Exception as e:
+        found["torch"] = [f"none ({type(e).__name__}: {e})"[:200]]
+print(json.dumps(found))
+"""
+
+
+def probe_devices(need_torch: bool, timeout: float = 120.0) -> dict[str, list[str]]:
+    """The devices JAX (and, with `need_torch`, PyTorch) find on this machine, e.g. {"jax": ["cpu (cpu)"],
+    "torch": ["cpu"]}: probed in a short child process with JAX_PLATFORMS unset, so that the parent never holds an
+    accelerator (nor its preallocated memory) that the workers will need."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    code = _DEVICE_PROBE.replace("NEED_TORCH", str(bool(need_torch)))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, IndexError, json.JSONDecodeError) as e:
+        return {"jax": [f"none (the device probe failed: {type(e).__name__})"]}
+
+
+def missing_gpu(found: dict[str, list[str]]) -> list[str]:
+    """The frameworks in `found` (from `probe_devices`) that have no GPU."""
+    return [fw for fw, devices in found.items()
+            if not any(d.startswith(("cuda", "gpu", "rocm")) for d in devices)]
+
+
 def worker_env(framework: str, device: str, threads: int) -> dict[str, str]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)

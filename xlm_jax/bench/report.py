@@ -73,10 +73,16 @@ def _fmt(x, spec: str, scale: float = 1.0) -> str:
     return "-" if x is None else format(x * scale, spec)
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
+SMOKE_NOTE = ("--smoke: a check that every side runs (tiny shapes, one timed step, no compile), NOT a measurement; "
+              "its speeds and ratios mean nothing")
+
+
+def format_table(results: list[dict[str, Any]], smoke: bool = False) -> str:
+    """The printed table; with `smoke`, a title line and a note at every ratio say the figures are no measurement."""
     head = (f"{'config':<11} {'side':<14} {'train tok/s':>11} {'step ms':>9} {'first s':>8} {'peak MiB':>9} "
             f"{'TFLOP/s':>8} {'MFU':>6} {'infer tok/s':>12} {'eval loss':>9}")
-    lines = [head, "-" * len(head)]
+    lines = ([f"SMOKE RUN: {SMOKE_NOTE}"] if smoke else []) + [head, "-" * len(head)]
+    not_measured = " (smoke run: not a measurement)" if smoke else ""
     for rec in results:
         for fw, e in rec["frameworks"].items():
             mem = e.get("memory", {})
@@ -94,7 +100,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
         lines.append(f"{'':<11} ratio jax/torch_eager: train {_fmt(r.get('train_jax_over_torch_eager'), '.2f')}x, "
                      f"inference {_fmt(r.get('infer_jax_over_torch_eager'), '.2f')}x; jax/torch_masked (the same "
                      f"work): train {_fmt(r.get('train_jax_over_torch_masked'), '.2f')}x; jax/torch_compile: train "
-                     f"{_fmt(r.get('train_jax_over_torch_compile'), '.2f')}x")
+                     f"{_fmt(r.get('train_jax_over_torch_compile'), '.2f')}x{not_measured}")
         for fw in ("jax", "torch_eager", "torch_masked"):
             b = rec["frameworks"].get(fw, {}).get("breakdown_s")
             if b and "error" not in b:
@@ -108,8 +114,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Bar charts of training and inference tokens/s, one column per configuration, written to `path` (PNG)."""
+def plot(results: list[dict[str, Any]], path: Path, smoke: bool = False) -> None:
+    """Bar charts of training and inference tokens/s, one column per configuration, written to `path` (PNG); with
+    `smoke`, the title says the figures are no measurement."""
     import matplotlib  # a plotting backend is chosen before pyplot loads; the workers never need it
 
     matplotlib.use("Agg")
@@ -128,7 +135,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                          fontsize=9)
             ax.set_ylabel("tokens / s")
             ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle("xlm_jax vs HF transformers: MLM tokens/s (higher is better)")
+    fig.suptitle("xlm_jax vs HF transformers: MLM tokens/s (higher is better)"
+                 + ("\nSMOKE RUN: not a measurement" if smoke else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

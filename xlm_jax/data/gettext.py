@@ -48,10 +48,10 @@ import time
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
-from multiprocessing import Pool
 from pathlib import Path
 
 from xlm_jax.core import outputs
+from xlm_jax.core.processes import worker_pool
 from xlm_jax.core.errors import ArgumentParser, UserError, check_range, exit_on_user_error, positive_int
 
 DEFAULT_LOCALE_DIRS = ("/usr/share/locale", "/usr/share/locale-langpack", "/usr/local/share/locale")
@@ -298,7 +298,7 @@ def build_gettext_corpus(
         )
     workers = workers or os.cpu_count() or 1
     if workers > 1:
-        with Pool(workers) as pool:
+        with worker_pool(workers) as pool:  # no fork once JAX runs threads: see core.processes
             results = pool.map(_read_catalog, catalogs, chunksize=16)
     else:
         results = [_read_catalog(c) for c in catalogs]

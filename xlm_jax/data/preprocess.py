@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from xlm_jax.core import outputs
+from xlm_jax.core.processes import worker_pool
 from xlm_jax.data.corpus import SPLITS, PreprocessedCorpus, RawSource, read_lines, scan_corpus
 from xlm_jax.data.heldout import HeldOutSplit
 from xlm_jax.core.errors import ArgumentParser, UserError, check_range, exit_on_user_error, fraction, positive_int
@@ -233,9 +234,8 @@ def preprocess_corpus(
     pool = None
     try:
         if workers > 1:
-            from multiprocessing import Pool
-
-            pool = Pool(workers, initializer=_init_worker, initargs=(tok.path, lowercase_and_strip_accents))
+            # No fork once JAX runs threads (preprocessing from inside a training process): see core.processes.
+            pool = worker_pool(workers, initializer=_init_worker, initargs=(tok.path, lowercase_and_strip_accents))
         else:
             _init_worker(tok.path, lowercase_and_strip_accents)
         heldout = HeldOutSplit(valid_fraction, test_fraction) if flat else None

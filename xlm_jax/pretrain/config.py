@@ -40,7 +40,7 @@ from xlm_jax.data.tokenizer import MIN_PIECES
 from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, get_model_config
 from xlm_jax.training.optim import OptimizerConfig
 from xlm_jax.training.settings import MAX_SEED, check_batch_split, flatten, load_dataclass, to_dict
-from xlm_jax.training.sharding import MeshConfig
+from xlm_jax.training.sharding import MeshConfig, check_mesh_devices
 
 _MODEL_FIELD_TYPES = typing.get_type_hints(ModelConfig)
 
@@ -238,7 +238,13 @@ class TrainConfig:
         if not self.model.init_from:  # else the checkpoint's positions count (xlm_jax.pretrain.adapt checks it up front)
             check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
         if -1 not in (self.mesh.data, self.mesh.fsdp):  # else the device count decides, known at start-up
-            check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
+            try:
+                check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)
+            except UserError as err:
+                # The mesh against the devices first: one this machine cannot hold is named as such (the backend
+                # starts only on this error path, which ends the run before any worker process is forked).
+                check_mesh_devices(self.mesh, also=str(err))
+                raise
 
 
 def check_positions(longest: int, model: ModelConfig) -> None:
@@ -269,12 +275,41 @@ def flat_keys(d: Mapping) -> dict[str, Any]:
     return flatten(d, whole=_WHOLE)
 
 
+# The ModelConfig fields a run takes from its data (the tokenizer's vocabulary and special ids, the languages).
+DATA_MODEL_FIELDS = ("vocab_size", "bos_token_id", "pad_token_id", "eos_token_id", "unk_token_id", "mask_token_id",
+                     "langs", "n_langs")
+
+
+def model_defaults(base: str | None = None) -> dict[str, Any]:
+    """The ModelConfig a run uses for `model.base=base` with no other model.* key (None: the default run's base and
+    its overrides), as plain data: what --help-config shows and `ModelSection.resolve` gives (the fields of
+    DATA_MODEL_FIELDS are then replaced by the data's)."""
+    section = TrainConfig().model
+    if base is not None:
+        section = section.with_mapping({"base": base}, "model.")
+    return flat_keys(to_dict(section.resolve()))
+
+
 def describe() -> str:
-    """Every key with its default (for --help-config)."""
+    """Every key with its default (for --help-config). The model.* defaults are those of the resolved ModelConfig:
+    the default run's, then, per named model.base, the fields in which that base differs (naming another base
+    drops the default run's overrides)."""
     lines = []
     for key, value in flat_keys(to_dict(TrainConfig())).items():
-        lines.append(f"{key} = {value!r}")
+        if not key.startswith("model.") or key == "model.base":
+            lines.append(f"{key} = {value!r}")
     lines.append("model.init_from = '' (a checkpoint to start from; see xlm_jax.pretrain.adapt)")
-    lines.append("model.<any ModelConfig field>: " + ", ".join(sorted(_MODEL_FIELD_TYPES)))
+    default_base = TrainConfig().model.base
+    defaults = model_defaults()
+    lines.append(f"# model.<field>: the default run's (model.base={default_base} with its overrides); fields marked "
+                 "(from the data) are set from the tokenizer and languages of the data")
+    for key, value in defaults.items():
+        lines.append(f"model.{key} = {value!r}{' (from the data)' if key in DATA_MODEL_FIELDS else ''}")
+    lines.append("# another model.base drops those overrides and takes that base's own values; where they differ "
+                 "from the list above:")
+    for base in NAMED_CONFIGS:
+        if base == default_base:
+            continue
+        diff = {k: v for k, v in model_defaults(base).items() if defaults.get(k) != v}
+        lines.append(f"model.base={base}: " + ", ".join(f"{k}={v!r}" for k, v in diff.items()))
     return "\n".join(lines)
-

@@ -82,6 +82,14 @@ def make_data_config(cfg: TrainConfig, corpus: PreprocessedCorpus) -> DataConfig
     stream = any(objectives.get(o, 0) > 0 for o in ("mlm", "clm"))
     mono = tuple(d.mono_langs) or (tuple(corpus.mono_langs("train")) if stream else ())
     pairs = tuple(d.para_pairs) or tuple("-".join(p) for p in corpus.para_pairs("train"))
+    # Named here, where the data directory and the config keys are known (DataConfig's own check knows neither).
+    for objective, found, what, key in (("tlm", pairs, "parallel pairs (train/para/)", "data.para_pairs"),
+                                        ("mlm", mono, "monolingual text (train/mono/)", "data.mono_langs"),
+                                        ("clm", mono, "monolingual text (train/mono/)", "data.mono_langs")):
+        if objectives.get(objective, 0) > 0 and not found:
+            raise UserError(f"data.objectives.{objective}={objectives[objective]:g}: the {objective.upper()} objective "
+                            f"is enabled, but the data directory {corpus.dir} has no {what} and {key} is not set; "
+                            f"turn it off with data.objectives.{objective}=0, or use data that has them")
     return DataConfig(
         **recipe, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size, objectives=objectives,
         mono_langs=mono, para_pairs=pairs if objectives.get("tlm", 0) > 0 else (), seed=cfg.seed,

@@ -153,7 +153,11 @@ class Interval:
                       padding_share=padding_share(_all_processes(self.batches)),
                       elapsed_s=time.perf_counter() - self.run.wall_start)
         self.writer.write(step, "train", values)
-        self.bar.set_postfix(progress_figures(values, self.n_dev))
+        figures = progress_figures(values, self.n_dev)
+        self.bar.set_postfix(figures)
+        if not self.run.cfg.train.progress:  # no bar to carry the figures: the interval's line goes to the log
+            self.run.log(f"step {step}/{self.run.steps}: " + ", ".join(f"{k} {v}" for k, v in figures.items())
+                         + f", lr {values['lr']:.3g}")
         self._reset()
 
 

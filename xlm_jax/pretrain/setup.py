@@ -165,25 +165,23 @@ def setup_run(cfg: TrainConfig, force: bool) -> Run:
 
 def write_run_files(run: Run) -> None:
     """RUN_DIR/config.yaml (resolved: the data directory and the whole model config; on resume the changed keys
-    are logged), RUN_DIR/tokenizer.model and the tokenizer record `check_same_tokenizer` reads."""
+    are logged, resolved value against resolved value, and a changed train.steps with what it does to the
+    learning-rate schedule), RUN_DIR/tokenizer.model and the tokenizer record `check_same_tokenizer` reads."""
     cfg, run_dir, start, log = run.cfg, run.run_dir, run.start, run.log
     previous = run_dir / "config.yaml"
+    doc = resolved_config(run)
     if previous.is_file() and start:
         try:
             old = flat_keys(yaml.safe_load(previous.read_text(encoding="utf-8")) or {})
         except (yaml.YAMLError, ValueError, AttributeError, TypeError) as err:  # damaged: rewritten below
             old = {}
             log(f"note: {previous} was unreadable ({type(err).__name__}); it is written again")
-        new = flat_keys(to_dict(cfg))
-        changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
-        if changed and old:
+        changed = config_changes(old, flat_keys(doc))
+        if changed:
             log("config changed since the last run: " + "; ".join(changed))
-    resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(run.data_dir)))
-    model_section = {"base": cfg.model.base, **({"init_from": cfg.model.init_from} if cfg.model.init_from else {}),
-                     **{k: v for k, v in model_to_dict(run.model_cfg).items()}}
-    text = to_yaml(resolved)
-    doc = yaml.safe_load(text)
-    doc["model"] = model_section
+        note = steps_change_note(old.get("train.steps"), run.steps, start, cfg.optimizer)
+        if note:
+            log(note)
     previous.write_text(f"# resolved config; re-run: python -m xlm_jax.train {previous}\n"
                         + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
     # The run directory is self-contained for notebooks: xlm_jax.load(RUN_DIR) + RUN_DIR/tokenizer.model.
@@ -198,6 +196,44 @@ def write_run_files(run: Run) -> None:
     if not start or read_run_record(run_dir) is None:
         outputs.write_json(run_dir / TOKENIZER_RECORD, {"sha256": tok.get("sha256", ""),
                                                          "path": tok.get("path", ""), "data": str(run.data_dir)})
+
+
+def resolved_config(run: Run) -> dict:
+    """What config.yaml holds: the config with data.dir resolved to the data directory used and the model section
+    the whole resolved ModelConfig (with base and init_from)."""
+    cfg = run.cfg
+    resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(run.data_dir)))
+    doc = yaml.safe_load(to_yaml(resolved))
+    doc["model"] = {"base": cfg.model.base, **({"init_from": cfg.model.init_from} if cfg.model.init_from else {}),
+                    **model_to_dict(run.model_cfg)}
+    return yaml.safe_load(yaml.safe_dump(doc, sort_keys=False))  # as a later run reads it back: lists, not tuples
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """`key: old -> new` for each dotted key whose resolved value differs (both from `flat_keys` of a resolved
+    config: an unset data.dir resolved to the same directory is no change); [] when `old` is empty (unreadable)."""
+    if not old:
+        return []
+    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+
+
+def steps_change_note(old_steps: Any, new_steps: int, start: int, opt_cfg) -> str | None:
+    """The log line of a resumed run whose train.steps changed (None when it did not): the learning-rate schedule
+    is laid over train.steps, so a new total re-stretches its decay; the line names both totals and the learning
+    rate at the resumed step under each."""
+    if not isinstance(old_steps, int) or old_steps == new_steps or old_steps < 1:
+        return None
+    if opt_cfg.schedule not in ("linear", "polynomial", "cosine"):
+        effect = f"the {opt_cfg.schedule} learning-rate schedule does not depend on it"
+    else:
+        try:
+            lr_old = f"{float(make_schedule(opt_cfg, old_steps)(start)):.3g}"
+        except UserError:  # the old total no longer fits today's warm-up: name the new rate alone
+            lr_old = "?"
+        lr_new = float(make_schedule(opt_cfg, new_steps)(start))
+        effect = (f"the {opt_cfg.schedule} learning-rate schedule is re-stretched to decay over {new_steps} steps "
+                  f"instead of {old_steps}: at step {start} the learning rate goes from {lr_old} to {lr_new:.3g}")
+    return f"note: train.steps changed from {old_steps} to {new_steps} since the last run; {effect}"
 
 
 def log_summary(run: Run) -> None:

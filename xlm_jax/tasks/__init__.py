@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 from xlm_jax.core.errors import UserError
-from xlm_jax.tasks.base import (IGNORE_INDEX, Encoded, InputProtocol, Task, TaskSpec, check_layout_max_len,
-                                make_batch, make_packed_batch, min_len, n_specials, packed_rows_needed, pad_width,
-                                padded_rows, read_all, resolve_labels, results_table, split_lang_prefix)
+from xlm_jax.tasks.base import (FILE_FORMATS, IGNORE_INDEX, Encoded, InputProtocol, Task, TaskSpec, check_layout_max_len,
+                                check_file_format, make_batch, make_packed_batch, min_len, n_specials, packed_rows_needed, pad_width,
+                                padded_rows, read_all, resolve_labels, results_table, sniff_formats, split_lang_prefix)
 from xlm_jax.tasks.classification import (CLASSIFICATION, PAWSX, PAWSX_LABELS, XNLI, XNLI_COLUMNS, XNLI_LABELS,
                                           XNLI_MT_COLUMNS, Example, encode_sequence_examples, tfds_pawsx_example,
                                           tfds_xnli_examples)
@@ -28,12 +28,12 @@ from xlm_jax.tasks.qa import QA
 from xlm_jax.tasks.tfds import TFDS_TASKS, load_tfds, tfds_pair_sentences
 
 __all__ = [
-    "CLASSIFICATION", "IGNORE_INDEX", "NER", "PAWSX", "PAWSX_LABELS", "QA", "TASKS", "TFDS_TASKS", "WIKIANN_LABELS",
+    "CLASSIFICATION", "FILE_FORMATS", "IGNORE_INDEX", "NER", "PAWSX", "PAWSX_LABELS", "QA", "TASKS", "TFDS_TASKS", "WIKIANN_LABELS",
     "XNLI", "XNLI_COLUMNS", "XNLI_LABELS", "XNLI_MT_COLUMNS", "Encoded", "Example", "InputProtocol", "Task",
-    "TaskSpec", "TokenExample", "check_labels", "check_layout_max_len", "encode_sequence_examples",
+    "TaskSpec", "TokenExample", "check_file_format", "check_labels", "check_layout_max_len", "encode_sequence_examples",
     "encode_token_examples", "entity_scores", "get_task", "load_tfds", "make_batch", "make_packed_batch", "min_len",
     "n_specials", "packed_rows_needed", "pad_width", "padded_rows", "read_all", "read_file", "read_files",
-    "resolve_labels", "results_table", "split_lang_prefix", "tfds_pair_sentences", "tfds_pawsx_example",
+    "resolve_labels", "results_table", "sniff_formats", "split_lang_prefix", "tfds_pair_sentences", "tfds_pawsx_example",
     "tfds_wikiann_example", "tfds_xnli_examples", "word_predictions",
 ]
 
@@ -51,6 +51,7 @@ def read_file(task: Task, spec: str) -> list:
     """The examples of one data file (`LANG:PATH` or `PATH`), read by `task.read`. Raises UserError naming the
     file (and the line) when it is missing, not UTF-8 text, malformed for its format, or holds no example."""
     lang, path = split_lang_prefix(spec)
+    check_file_format(task, Path(path))
     return task.read(Path(path), lang)
 
 

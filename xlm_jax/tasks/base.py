@@ -119,7 +119,8 @@ class Task:
       predictions.json (None: none is written);
     - `report` how fine-tuning and evaluation word it (`Report`);
     - `text_method` the notebook API's method for this head and what it answers; `noun` what an example is called
-      in messages."""
+      in messages; `formats` the known file formats (`FILE_FORMATS`) `read` accepts: a file that is plainly one of
+      another task's is refused by `check_file_format` before it is read, naming what it looks like."""
 
     name: str
     kind: str
@@ -147,6 +148,7 @@ class Task:
     report: Report | None = dataclasses.field(default=None, repr=False, compare=False)
     text_method: tuple[str, str] = ("predict(texts)", "one label per text")
     noun: str = "examples"
+    formats: tuple[str, ...] = ()  # keys of FILE_FORMATS this task's `read` accepts (a file of another: refused)
 
     def __post_init__(self):
         # The encoding tasks' defaults (classification, NER): Encoded rows, padded or packed batches.
@@ -248,11 +250,86 @@ def _text(x: Any) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
-def read_all(task: Task, specs: Sequence[str], purpose: str = "training") -> list:
-    """The examples of several `LANG:PATH` / `PATH` files (`task.read` each)."""
+# The data-file formats the tasks read, by key: (what a message calls it, the task that reads it). Tasks list the
+# keys they accept in `Task.formats`; `sniff_formats` recognises each from the start of a file.
+FILE_FORMATS: dict[str, tuple[str, str]] = {
+    "squad_json": ("SQuAD-format JSON (SQuAD / XQuAD / MLQA / TyDi QA)", "qa"),
+    "xnli_tsv": ("XNLI 1.0 TSV (gold_label, sentence1, sentence2 columns)", "xnli"),
+    "xnli_mt_tsv": ("XNLI-MT TSV (premise, hypo, label)", "xnli"),
+    "mnli_jsonl": ("MultiNLI JSONL (gold_label, sentence1, sentence2)", "xnli"),
+    "pawsx_tsv": ("PAWS-X TSV (id, sentence1, sentence2, label)", "pawsx"),
+    "classification_tsv": ("classification TSV / CSV (text, label columns)", "classification"),
+    "classification_jsonl": ("classification JSONL (text, label fields)", "classification"),
+    "conll": ("CoNLL / WikiANN (token ... BIO-tag per line)", "ner"),
+}
+_BIO = re.compile(r"O|[BIES]-\S+")
+_SNIFF_BYTES = 1 << 16
+
+
+def sniff_formats(path: Path) -> set[str]:
+    """The `FILE_FORMATS` keys whose signature the start of the file at `path` shows (empty: none, or the file is
+    unreadable, which its reader then reports): a JSON object with "data" and "paragraphs" (SQuAD), a first JSON
+    line with the fields of MultiNLI or classification JSONL, a first line naming a TSV format's columns, or first
+    token lines that each end in a BIO tag (CoNLL). Never raises."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff")
+    except OSError:
+        return set()
+    found: set[str] = set()
+    lines = [line for line in head.splitlines() if line.strip()][:8]
+    if not lines:
+        return found
+    if head.lstrip().startswith("{"):
+        if re.search(r'"data"\s*:', head) and re.search(r'"paragraphs"\s*:', head):
+            found.add("squad_json")
+        try:
+            first = json.loads(lines[0])
+        except ValueError:
+            first = None
+        if isinstance(first, dict):
+            if {"gold_label", "sentence1", "sentence2"} <= first.keys():
+                found.add("mnli_jsonl")
+            if {"text", "label"} <= first.keys():
+                found.add("classification_jsonl")
+        return found
+    header = _cells(lines[0])
+    if {"gold_label", "sentence1", "sentence2"} <= set(header):
+        found.add("xnli_tsv")
+    if tuple(header) == ("premise", "hypo", "label"):
+        found.add("xnli_mt_tsv")
+    if header[:4] == ["id", "sentence1", "sentence2", "label"]:
+        found.add("pawsx_tsv")
+    if {"text", "label"} <= set(header) or {"text", "label"} <= set(next(csv.reader(lines[:1]), [])):
+        found.add("classification_tsv")
+    tokens = [line.split() for line in lines if not line.startswith("-DOCSTART-")]
+    if tokens and all(len(t) >= 2 and _BIO.fullmatch(t[-1]) for t in tokens[:-1] or tokens):
+        found.add("conll")  # the last line of the head may be cut: it does not count when there are others
+    return found
+
+
+def check_file_format(task: Task, path: Path, owner: str = "") -> None:
+    """UserError when the file at `path` is plainly in a known format that `task` does not read (a SQuAD JSON
+    given to a classifier, a classification TSV given to NER), naming the format, the task that reads it and the
+    formats `task` reads. `owner` words whose task it is ("this checkpoint's task"; default "task=")."""
+    if not task.formats:
+        return
+    found = sniff_formats(path)
+    if not found or found & set(task.formats):
+        return
+    key = next(k for k in FILE_FORMATS if k in found)
+    what, reader = FILE_FORMATS[key]
+    reads = " or ".join(FILE_FORMATS[k][0] for k in task.formats)
+    whose = f"{owner} {task.name}" if owner else f"task={task.name}"
+    raise UserError(f"{path}: this looks like a {what} file (for task {reader}); {whose} reads {reads}")
+
+
+def read_all(task: Task, specs: Sequence[str], purpose: str = "training", owner: str = "") -> list:
+    """The examples of several `LANG:PATH` / `PATH` files (`task.read` each, after `check_file_format`)."""
     out: list = []
     for spec in specs:
         lang, path = split_lang_prefix(spec)
+        check_file_format(task, path, owner)
         out += task.read(path, lang, purpose)
     return out
 

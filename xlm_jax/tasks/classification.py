@@ -282,8 +282,17 @@ def accuracy_by_lang(examples, enc: Encoded, preds: Sequence[int], labels: Seque
             for lang, rows in by_lang.items()}
 
 
+# The FILE_FORMATS each classification task reads (`detect_format`): xnli a .jsonl only as MultiNLI's, pawsx and
+# classification as text / label JSONL; only xnli recognises XNLI's headers.
+FORMATS = {
+    "xnli": ("xnli_tsv", "xnli_mt_tsv", "mnli_jsonl", "pawsx_tsv", "classification_tsv"),
+    "pawsx": ("pawsx_tsv", "classification_tsv", "classification_jsonl"),
+    "classification": ("classification_tsv", "classification_jsonl"),
+}
+
+
 def make_task(name: str, pair: bool, labels: tuple[str, ...]) -> Task:
-    return Task(name, "sequence", pair, labels, "accuracy", read=reader(name),
+    return Task(name, "sequence", pair, labels, "accuracy", read=reader(name), formats=FORMATS[name],
                 loss=lambda model: task_loss(model, False), check_labels=check_labels, features=encode, packed_batch=packed(False),
                 token_level=False, predictions=predictions, score=accuracy_by_lang,
                 text_method=("predict(texts)", "one label per text"))

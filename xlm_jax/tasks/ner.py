@@ -183,7 +183,7 @@ def f1_by_lang(examples: Sequence[TokenExample], enc: Encoded, preds: Sequence[l
             for lang, rows in by_lang.items()}
 
 
-NER = Task("ner", "token", False, (), "f1", read=read,
+NER = Task("ner", "token", False, (), "f1", read=read, formats=("conll",),
            loss=lambda model: task_loss(model, True), check_labels=check_labels, features=encode, packed_batch=packed(True), token_level=True,
            predictions=predictions, score=f1_by_lang,
            text_method=("predict_tokens(list of word lists)", "one label per word"))

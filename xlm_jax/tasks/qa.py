@@ -520,7 +520,7 @@ REPORT = Report(
     history_entry=lambda v: {"exact_match": v["exact_match"], "f1": v["f1"]}, acc_label="span acc",
     score_label=" F1")
 
-QA = Task("qa", "span", True, ("start", "end"), "em_f1", read=_read, loss=span_task_loss, options=_options,
+QA = Task("qa", "span", True, ("start", "end"), "em_f1", read=_read, formats=("squad_json",), loss=span_task_loss, options=_options,
           check_max_len=_check_max_len, features=_features, batch=make_batch, packed_batch=None, token_level=True,
           logits=True, predictions=_predictions, score=lambda examples, feats, preds, labels: score(examples, preds),
           table=results_table, prediction_file=predictions_by_lang,

@@ -39,6 +39,19 @@ from xlm_jax.core.errors import UserError
 
 PARAMS = "params"
 MODEL_CONFIG = "model_config"
+
+
+class _QuietMissingStepMetadata(logging.Filter):
+    """orbax warns "Metadata file does not exist" whenever it reads a step directory without its optional
+    `_CHECKPOINT_METADATA` file, which every resume, `restore_params` and `latest_step` may do: nothing is wrong
+    (orbax goes on without it), so the warning is dropped; orbax's other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and str(record.msg).startswith("Metadata file does not exist")
+                    and "orbax" in record.pathname)
+
+
+logging.getLogger("absl").addFilter(_QuietMissingStepMetadata())
 _ARRAY_TYPES = ("jax.Array", "np.ndarray")
 _READ_BLOCK_ELEMENTS = 1 << 26  # arrays are verified in slices of at most this many elements (bounded memory)
 

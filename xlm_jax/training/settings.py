@@ -180,3 +180,49 @@ def flatten(d: Mapping, prefix: str = "", whole: Sequence[str] = ()) -> dict[str
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+# ---- --help-config ----------------------------------------------------------------------------------------------
+
+
+def type_name(hint: Any) -> str:
+    """A field's type as a user writes its value: int, float, str, bool, list of str, mapping of str to float."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list, Sequence, typing.Sequence) and args:
+        return f"list of {type_name(args[0])}"
+    if _is_mapping_hint(hint) and args:
+        return f"mapping of {type_name(args[0])} to {type_name(args[1])}"
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(type_name(a) for a in args)
+    return getattr(hint, "__name__", str(hint))
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The trailing `# comment` of each field in `cls`'s source (empty where the source is not available)."""
+    import inspect  # only --help-config reads source
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comments = {}
+    for line in source.splitlines():
+        name, sep, rest = line.strip().partition(":")
+        if sep and name.isidentifier() and "#" in rest and "=" in rest.split("#", 1)[0]:
+            comments[name] = rest.split("#", 1)[1].strip()
+    return comments
+
+
+def describe_dataclass(default: Any, prefix: str = "") -> list[str]:
+    """`key = default  (type)  # the field's comment` for every field of the dataclass instance `default`, nested
+    sections as dotted keys (a custom section: its `field_types()` keys with their types) — the lines of a
+    command's --help-config."""
+    hints, comments, lines = typing.get_type_hints(type(default)), _field_comments(type(default)), []
+    for f in dataclasses.fields(default):
+        value, key = getattr(default, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not _custom(value):
+            lines += describe_dataclass(value, f"{key}.")
+            continue
+        note = f"  # {comments[f.name]}" if f.name in comments else ""
+        lines.append(f"{key} = {to_dict(value)!r}  ({type_name(hints[f.name])}){note}")
+    return lines

@@ -62,22 +62,47 @@ class MeshConfig:
         check_fields(self, "mesh.")
         check_mesh_sizes({f"mesh.{axis}": getattr(self, axis) for axis in MESH_AXES})
 
-    def shape(self, n_devices: int) -> tuple[int, int, int]:
+    def shape(self, n_devices: int, found: str = "") -> tuple[int, int, int]:
+        """(data, fsdp, tensor) over `n_devices`; UserError naming the devices the mesh needs and those found
+        (`found`: what they are, e.g. "1 x cpu") when they do not match."""
         sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        seen = f" ({found})" if found else ""
         fill = [k for k, v in sizes.items() if v == -1]
         known = math.prod(v for v in sizes.values() if v != -1)
         if fill:
             if n_devices % known:
                 raise UserError(
-                    f"mesh {sizes}: {n_devices} devices are not divisible by the fixed axes' product {known}"
+                    f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} x tensor={sizes['tensor']}: the fixed axes "
+                    f"need a multiple of {known} devices, but the {n_devices} available{seen} are not divisible by "
+                    f"the fixed axes' product {known}"
                 )
             sizes[fill[0]] = n_devices // known
         if math.prod(sizes.values()) != n_devices:
             raise UserError(
-                f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} x tensor={sizes['tensor']} = "
-                f"{math.prod(sizes.values())} devices, but {n_devices} are available; set one axis to -1 to fill"
+                f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} x tensor={sizes['tensor']} needs "
+                f"{math.prod(sizes.values())} devices, but {n_devices} {'is' if n_devices == 1 else 'are'} "
+                f"available{seen}; set one axis to -1 to fill"
             )
         return sizes["data"], sizes["fsdp"], sizes["tensor"]
+
+
+def check_mesh_devices(cfg: MeshConfig, devices=None, also: str = "") -> None:
+    """UserError naming the devices the mesh `cfg` needs and the devices found (`devices`, default
+    jax.devices(): starts the backend) when they do not fit it; `also` is appended (a batch that would not divide
+    over the mesh either)."""
+    devices = list(jax.devices() if devices is None else devices)
+    try:
+        cfg.shape(len(devices), describe_devices(devices))
+    except UserError as err:
+        raise UserError(f"{err}" + (f" (also: {also})" if also else "")) from None
+
+
+def describe_devices(devices) -> str:
+    """What the devices are, for messages: "1 x cpu", "8 x NVIDIA H100 80GB HBM3"."""
+    kinds: dict[str, int] = {}
+    for d in devices:
+        kinds[d.device_kind] = kinds.get(d.device_kind, 0) + 1
+    return ", ".join(f"{n} x {kind}" for kind, n in kinds.items()) or "none"
 
 
 def check_mesh_sizes(sizes: dict[str, int]) -> None:
@@ -100,7 +125,7 @@ def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
         grid = np.empty(len(devices), dtype=object)
         grid[:] = devices
         return Mesh(grid.reshape(cfg.shape(len(devices))), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
-    shape = cfg.shape(jax.device_count())
+    shape = cfg.shape(jax.device_count(), describe_devices(jax.devices()))
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 

@@ -385,7 +385,7 @@ def run_task_eval(checkpoint: str, tokenizer_path: str | None, data: Sequence[st
         outputs.check_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
     _, info = find_task_checkpoint(checkpoint)  # its task says how to read the data: read (and check) it first
     task = info.spec
-    examples = read_all(task, data, "evaluation")
+    examples = read_all(task, data, "evaluation", owner="this checkpoint's task")
     if not examples:
         raise UserError(f"no examples in {', '.join(data)}")
     model, params, config, info = load_task_model(checkpoint)
@@ -401,7 +401,8 @@ def run_task_eval(checkpoint: str, tokenizer_path: str | None, data: Sequence[st
     scores, feats, predictions = evaluate_examples(model, params, config, info, tokenizer, examples, mesh, shardings,
                                                    batch_size)
     markdown, table = task.table({split_name: scores})
-    table.update(task=info.task, checkpoint=str(checkpoint), **task.report.eval_record(feats, info.options))
+    table.update(task=info.task, checkpoint=str(checkpoint), max_len=info.max_len,
+                 **task.report.eval_record(feats, info.options))
     if out:
         out_dir = outputs.claim_dir(out, "evaluate", force=force, legacy=_is_evaluate_output)
         outputs.atomic_write_text(out_dir / "results.md", markdown + "\n")
