@@ -185,6 +185,19 @@ def test_resume_is_bit_identical(corpus, straight, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_prefetch_off_gives_the_same_run_and_leaves_no_thread(corpus, straight, tmp_path):
+    """`straight` ran with the default train.prefetch=2 (batch k+1 built in a thread while step k runs); building
+    every batch between steps gives the same metrics and parameters, bit for bit, and no producer thread lives on."""
+    import threading
+
+    synchronous = tmp_path / "sync"
+    assert run(corpus, synchronous, "train.prefetch=0") == 0
+    assert train_records(synchronous) == train_records(straight)
+    for a, b in zip(params_of(straight), params_of(synchronous), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not [t for t in threading.enumerate() if t.name == "prefetch"]
+
+
 def test_metrics_past_the_checkpoint_are_dropped_on_resume(corpus, straight, tmp_path):
     cut = tmp_path / "cut"
     assert run(corpus, cut, "train.stop_at=7") == 0

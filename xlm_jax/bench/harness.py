@@ -213,7 +213,7 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
     cpus = sorted(os.sched_getaffinity(0))[: settings.threads] if hasattr(os, "sched_getaffinity") else None
     base = {
         "config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
-        "device": settings.device, "threads": settings.threads, "cpus": cpus, "seed": settings.seed,
+        "layout": cfg.layout, "device": settings.device, "threads": settings.threads, "cpus": cpus, "seed": settings.seed,
         "max_steps": settings.steps * settings.repeats + settings.warmup + 1,
     }
     frameworks = list(settings.sides)

@@ -16,9 +16,9 @@ import optax
 
 from xlm_jax.bench.workload import (ARCH, LR, TOTAL_STEPS, WARMUP_STEPS, hf_labels, make_batch, rss_mb, spec_config,
                                    timed_loop, versions)
+from xlm_jax.models import families
 from xlm_jax.models.config import from_dict
 from xlm_jax.models.hf_mapping import params_to_hf
-from xlm_jax.models.xlm import XLMForMaskedLM
 from xlm_jax.training import optim, sharding
 from xlm_jax.training import step as step_lib
 from xlm_jax.training.flops import peak_flops
@@ -39,7 +39,7 @@ class JaxWorker:
         self.mesh = sharding.make_mesh(sharding.MeshConfig(data=1), devices=[device])
         self.opt_cfg = optim.OptimizerConfig(lr=LR, warmup_steps=WARMUP_STEPS)
         self.tx = optim.make_optimizer(self.opt_cfg, TOTAL_STEPS)
-        self.model = XLMForMaskedLM(cfg)
+        self.model = families.masked_lm(cfg)  # XLMForMaskedLM for the XLM families
         batch = make_batch(spec_config(spec), spec["seed"])
         self.np_batch = batch
         t0 = time.perf_counter()
@@ -56,8 +56,8 @@ class JaxWorker:
         return nn.unbox(self.state["params"])
 
     def export_weights(self, path: str) -> dict[str, Any]:
-        params = jax.device_get(self._params())
-        np.savez(path, **params_to_hf(params, self.cfg, ARCH))
+        if self.cfg.family in ("xlm", "xlmr"):  # the PyTorch sides are XLMRobertaForMaskedLM; others run jax alone
+            np.savez(path, **params_to_hf(jax.device_get(self._params()), self.cfg, ARCH))
         # Through the project's eval step (mesh + logical rules): a bare eager `apply` before the first train step
         # made the later trace of the train step fail inside flax (kernel_init_wrap's sharding constraint).
         sums = step_lib.make_eval_step(self.cfg, self.mesh, self.state_shardings)(self.state["params"],
@@ -93,19 +93,20 @@ class JaxWorker:
         if not hasattr(self, "_encode"):
             model = self.model
 
-            def encode(params, ids, attention):
-                return model.apply({"params": params}, ids, attention)
+            def encode(params, ids, attention, segment_ids=None):
+                return model.apply({"params": params}, ids, attention, segment_ids=segment_ids)
 
             self._encode = jax.jit(encode)
         return self._encode
 
     def infer(self, steps: int) -> dict[str, Any]:
         encode, params = self._encode_fn(), self._params()
-        ids, attention = self.batch["mlm"]["input_ids"], self.batch["mlm"]["attention_mask"]
+        b = self.batch["mlm"]
+        args = (params, b["input_ids"], b["attention_mask"], b.get("segment_ids"))
         t0 = time.perf_counter()
-        jax.block_until_ready(encode(params, ids, attention))
+        jax.block_until_ready(encode(*args))
         first = time.perf_counter() - t0
-        per_step = timed_loop(lambda _: encode(params, ids, attention), steps, jax.block_until_ready)
+        per_step = timed_loop(lambda _: encode(*args), steps, jax.block_until_ready)
         return {"step_s": per_step, "first_step_s": first}
 
     def memory(self) -> dict[str, Any]:
@@ -123,7 +124,8 @@ class JaxWorker:
         def full_logits_loss(p, b, rng):
             # HF's way: logits at every position, loss over the labelled ones.
             logits = model.apply({"params": p}, b["input_ids"], b["attention_mask"], b["positions"], b["langs"],
-                                 deterministic=False, rngs={"dropout": rng}, method=XLMForMaskedLM.mlm_logits)
+                                 deterministic=False, rngs={"dropout": rng}, segment_ids=b.get("segment_ids"),
+                                 method="mlm_logits")
             labels = jnp.asarray(hf_labels(self.np_batch))
             weights = (labels >= 0).astype(jnp.float32)
             return summarize(cross_entropy(logits, jnp.maximum(labels, 0), weights))[0]
@@ -133,7 +135,7 @@ class JaxWorker:
 
         def encoder(p, b, rng):
             return model.apply({"params": p}, b["input_ids"], b["attention_mask"], b["positions"], b["langs"],
-                               deterministic=False, rngs={"dropout": rng})
+                               deterministic=False, rngs={"dropout": rng}, segment_ids=b.get("segment_ids"))
 
         grads = jax.jit(jax.grad(masked_loss))(params, batch, key)
         opt_state = self.state["opt_state"]

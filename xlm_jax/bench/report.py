@@ -19,6 +19,7 @@ def new_record(cfg: BenchConfig, seed: int) -> dict[str, Any]:
     for every side), counted by `xlm_jax.training.flops.batch_work` as the trainer counts its own."""
     work = batch_work(cfg.model, {"mlm": make_batch(cfg, seed)})
     return {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
+            "layout": cfg.layout,
             "tokens_per_step": cfg.tokens_per_step, "real_tokens_per_step": work.real_tokens,
             "predicted_tokens_per_step": work.predicted, "flops_per_step": work.flops,
             "flops_per_token": work.flops_per_token, "frameworks": {}}

@@ -53,6 +53,16 @@ class TorchWorker:
             "attention_mask": torch.from_numpy(np_batch["attention_mask"].astype(np.int64)).to(self.dev),
             "labels": torch.from_numpy(hf_labels(np_batch)).to(self.dev),
         }
+        if "segment_ids" in np_batch:
+            # Packed rows: HF takes a ready 4-D boolean mask [B, 1, T, T] as is (True = may attend; block-diagonal,
+            # as xlm_jax.models.xlm.segment_mask) and explicit position ids restarting per example (XLM-R's rows of
+            # the position table: padding_idx + 1 + p, padding_idx on padding).
+            seg = torch.from_numpy(np_batch["segment_ids"]).to(self.dev)
+            self.inputs["attention_mask"] = (seg[:, :, None] == seg[:, None, :])[:, None]
+            pad = cfg.pad_token_id
+            rows = np.where(np_batch["attention_mask"] > 0, np_batch["positions"] + pad + 1, pad)
+            self.inputs["position_ids"] = torch.from_numpy(rows.astype(np.int64)).to(self.dev)
+        self.encoder_inputs = {k: v for k, v in self.inputs.items() if k != "labels"}
         # torch_masked: the flat [B * T] indices of the predicted positions and their targets (fairseq's
         # `masked_tokens`); only these rows of the hidden states reach the LM head.
         rows, slots = np.nonzero(np_batch["mlm_weights"] > 0)
@@ -83,8 +93,7 @@ class TorchWorker:
         with self.autocast():
             if not self.masked_head:
                 return model(**self.inputs).loss
-            hidden = model.roberta(input_ids=self.inputs["input_ids"],
-                                   attention_mask=self.inputs["attention_mask"]).last_hidden_state
+            hidden = model.roberta(**self.encoder_inputs).last_hidden_state
             hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.masked_index)
             logits = model.lm_head(hidden)
             return self.torch.nn.functional.cross_entropy(logits.float(), self.masked_targets)
@@ -134,12 +143,11 @@ class TorchWorker:
     def infer(self, steps: int) -> dict[str, Any]:
         torch = self.torch
         encoder = self.model.roberta
-        ids, attention = self.inputs["input_ids"], self.inputs["attention_mask"]
         encoder.eval()
 
         def one(_):
             with torch.inference_mode(), self.autocast():
-                return encoder(input_ids=ids, attention_mask=attention).last_hidden_state
+                return encoder(**self.encoder_inputs).last_hidden_state
 
         t0 = time.perf_counter()
         one(0)
@@ -156,11 +164,9 @@ class TorchWorker:
         return out
 
     def breakdown(self, steps: int) -> dict[str, Any]:
-        ids, attention = self.inputs["input_ids"], self.inputs["attention_mask"]
-
         def encoder(_):
             with self.autocast():
-                return self.model.roberta(input_ids=ids, attention_mask=attention).last_hidden_state
+                return self.model.roberta(**self.encoder_inputs).last_hidden_state
 
         def forward_backward(_):
             loss = self._forward()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from xlm_jax.data.masking import MaskConfig, mask_tokens, noise_width
+from xlm_jax.data.packing import first_fit, pack
 from xlm_jax.models.config import ModelConfig, from_dict, get_model_config
 
 ARCH = "XLMRobertaForMaskedLM"
@@ -28,6 +29,9 @@ class BenchConfig:
     batch: int
     seq_len: int
     devices: tuple[str, ...]  # where this configuration is run by default
+    # Rows of the batch (`make_batch`): "full" (every row one full-length example), "padded" (one example of
+    # random length a row, padding after it) or "packed" (examples of the same length law packed by segment ids).
+    layout: str = "full"
 
     @property
     def tokens_per_step(self) -> int:
@@ -54,25 +58,70 @@ CONFIGS: dict[str, BenchConfig] = {
 }
 
 
+LAYOUTS = ("full", "padded", "packed")
+PACK_SEGMENTS = 16  # most examples a packed row may hold
+
+
+def example_lengths(rng: np.random.Generator, n: int, seq_len: int) -> np.ndarray:
+    """Lengths (special tokens included) of `n` examples of the padded / packed layouts: uniform in
+    [max(4, seq_len // 8), seq_len], a mean of ~56 % of the row (sentence-pair data, not full-length streams)."""
+    return rng.integers(max(4, seq_len // 8), seq_len + 1, size=n)
+
+
+def _examples(rng: np.random.Generator, lengths, m: ModelConfig) -> list[np.ndarray]:
+    # Below <mask> as the full rows (XLM-R: 4 .. V-2); above it where <mask> is a low id (mmBERT's Gemma specials).
+    low, high = (4, m.mask_id) if m.mask_id > 4 else (m.mask_id + 1, m.vocab_size)
+    out = []
+    for n in lengths:
+        ids = rng.integers(low, high, size=int(n), dtype=np.int64)
+        ids[0], ids[-1] = m.bos_token_id, m.eos_token_id
+        out.append(ids)
+    return out
+
+
 def make_batch(cfg: BenchConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """One MLM batch in the data contract's layout: full rows `<s> w... </s>`, masked 15 % (80/10/10)."""
+    """One MLM batch in the data contract's layout, masked 15 % (80/10/10), by `cfg.layout`: "full" rows
+    `<s> w... </s>`; "padded": one example `<s> w... </s>` of `example_lengths` a row, then <pad>; "packed": such
+    examples packed first-fit decreasing (`xlm_jax.data.packing`) into the rows, with `segment_ids` (1, 2, ... a row,
+    0 on padding) and positions restarting per example. Ids are uniform random over the vocabulary."""
     m = cfg.model
     rng = np.random.default_rng(seed)
     b, t = cfg.batch, cfg.seq_len
-    ids = rng.integers(4, m.mask_id, size=(b, t), dtype=np.int64)
-    ids[:, 0], ids[:, -1] = m.bos_token_id, m.eos_token_id
-    attention = np.ones((b, t), np.int32)
+    extra = {}
+    if cfg.layout == "full":
+        ids = rng.integers(4, m.mask_id, size=(b, t), dtype=np.int64)
+        ids[:, 0], ids[:, -1] = m.bos_token_id, m.eos_token_id
+        attention = np.ones((b, t), np.int32)
+        positions = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy()
+    elif cfg.layout == "padded":
+        examples = _examples(rng, example_lengths(rng, b, t), m)
+        ids = np.full((b, t), m.pad_token_id, np.int64)
+        for r, ex in enumerate(examples):
+            ids[r, :len(ex)] = ex
+        attention = (np.arange(t)[None, :] < np.array([len(e) for e in examples])[:, None]).astype(np.int32)
+        positions = (np.arange(t, dtype=np.int32)[None, :] * attention).astype(np.int32)
+    elif cfg.layout == "packed":
+        # Enough examples for first-fit decreasing to fill the b rows it keeps (its first rows are the fullest).
+        n = int(np.ceil(b * t / (0.56 * t) * 1.5)) + PACK_SEGMENTS
+        examples = _examples(rng, example_lengths(rng, n, t), m)
+        rows = first_fit([len(e) for e in examples], t, PACK_SEGMENTS)[:b]
+        packed = pack(examples, rows, t, PACK_SEGMENTS, m.pad_token_id, n_rows=b)
+        ids, attention, positions = packed["input_ids"].astype(np.int64), packed["attention_mask"], packed["positions"]
+        extra = {"segment_ids": packed["segment_ids"]}
+    else:
+        raise ValueError(f"layout={cfg.layout!r}: valid layouts are {', '.join(LAYOUTS)}")
     mask_cfg = MaskConfig(vocab_size=m.vocab_size, mask_id=m.mask_id)
     masked = mask_tokens(ids, attention, rng.random((b, noise_width(t, mask_cfg.mask_prob))), mask_cfg)
     return {
         "input_ids": masked["input_ids"],
         "attention_mask": attention,
-        "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy(),
+        "positions": positions,
         "langs": np.zeros((b, t), np.int32),
         "mlm_positions": masked["mlm_positions"],
         "mlm_targets": masked["mlm_targets"],
         "mlm_weights": masked["mlm_weights"],
         "example_lang": np.zeros((b,), np.int32),
+        **extra,
     }
 
 
@@ -86,7 +135,8 @@ def hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
 
 def spec_config(spec: dict[str, Any]) -> BenchConfig:
     """The configuration a worker's spec describes (the parent sends the model as a dict)."""
-    return BenchConfig(spec["config"], from_dict(spec["model"]), spec["batch"], spec["seq_len"], ())
+    return BenchConfig(spec["config"], from_dict(spec["model"]), spec["batch"], spec["seq_len"], (),
+                       spec.get("layout", "full"))
 
 
 # ------------------------------------------------------------------------------------- timing and memory

@@ -180,6 +180,9 @@ class TrainSection:
     eval_batches: int = 2  # held-out batches per language per validation (0 = the whole split)
     eval_langs: tuple[str, ...] = ()  # () = every MLM language that has a valid split
     progress: bool = True  # tqdm progress bar (process 0)
+    # Host batches built ahead in a background thread while the device steps (xlm_jax.data.prefetch); 0 = each
+    # batch built between steps. The batches are the same either way (a pure function of seed and step).
+    prefetch: int = 2
     # What the optimizer updates: all | embeddings (word embeddings + LM-head bias) | parameter-path regexes
     # (`xlm_jax.pretrain.adapt.trainable_mask`); the rest stays bit-identical and has no optimizer moments.
     trainable: tuple[str, ...] = ("all",)
@@ -192,6 +195,7 @@ class TrainSection:
         check_range("train.stop_at", self.stop_at, 1, self.steps, integer=True, also={0: "train.steps"})
         check_range("train.eval_every", self.eval_every, 0, integer=True)
         check_range("train.eval_batches", self.eval_batches, 0, integer=True)
+        check_range("train.prefetch", self.prefetch, 0, integer=True)
         if self.batch_size % self.grad_accum:
             raise UserError(f"train.batch_size={self.batch_size} is not divisible by train.grad_accum={self.grad_accum}")
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import NonFiniteError
 from xlm_jax.data.batches import BatchSource
+from xlm_jax.data.prefetch import Prefetcher
 from xlm_jax.pretrain.config import TrainConfig
 from xlm_jax.pretrain.setup import Run, fmt_count, log_summary, setup_run
 from xlm_jax.training.metrics import MetricsWriter, read_metrics
@@ -57,11 +58,12 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
                disable=not (run.lead and cfg.train.progress), file=sys.stderr)
     interval = Interval(run, writer, bar)
     step, exit_code = run.start, 0
-    with StopSignals() as stop, QuietOrbaxErrors(run.run_dir) as quiet:
+    batches = Prefetcher(run.source.batch, run.start, run.stop_step, cfg.train.prefetch)  # batch k+1 while step k runs
+    with batches, StopSignals() as stop, QuietOrbaxErrors(run.run_dir) as quiet:
         quiet.closing = (writer.close, run.mngr.close, run.best_mngr.close if run.best_mngr is not None else None)
         try:
             for step in range(run.start + 1, run.stop_step + 1):
-                host_batch = run.source.batch(step - 1)
+                host_batch = batches.get(step - 1)
                 run.state, metrics = train_step(run.state, global_batch(run.mesh, host_batch), run.key)
                 bar.update(1)
                 interval.add(step, metrics, host_batch)
