@@ -43,7 +43,7 @@ import numpy as np
 
 from xlm_jax.core.errors import UserError
 from xlm_jax.core.textfiles import read_text
-from xlm_jax.data.tokenizer import _check_text, check_max_len, strip_accents_lower
+from xlm_jax.data.tokenizer import _check_text, check_max_len
 from xlm_jax.tasks import qa_metrics
 from xlm_jax.tasks.base import InputProtocol, Report, Task, head_loss, n_specials, padded_rows, split_lang_prefix
 from xlm_jax.tasks.base import results_table as one_metric_table
@@ -159,41 +159,11 @@ def read_files(specs: Sequence[str], purpose: str = "training") -> list[QAExampl
 # ---------------------------------------------------------------------------------------------- features
 
 
-def _normalized_with_map(tokenizer, text: str) -> tuple[str, np.ndarray]:
-    """`tokenizer.normalize(text)` and, for each of its characters (plus one past the end), the index of the
-    original character it came from. XLM's lowercase + accent stripping is applied character by character so that
-    the map exists; the rare context rules of str.lower (Greek final sigma) are not applied."""
-    if not getattr(tokenizer, "lowercase_and_strip_accents", False):
-        return text, np.arange(len(text) + 1)
-    pieces = [strip_accents_lower(ch) for ch in text]
-    index = np.repeat(np.arange(len(text)), [len(p) for p in pieces])
-    return "".join(pieces), np.append(index, len(text))
-
-
-def _spm_protos(sp, texts: list[str]) -> list:
-    try:  # sentencepiece >= 0.2.1: 'proto'; 0.2.0 only has 'immutable_proto' (same fields)
-        return sp.encode(texts, out_type="proto")
-    except (ValueError, TypeError):
-        return sp.encode(texts, out_type="immutable_proto")
-
-
 def encode_with_offsets(tokenizer, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per text: (fairseq ids int32 [n], character spans int32 [n, 2] into the *original* text), from
-    SentencePiece's piece offsets. Special-token strings in the text stay text. A piece with an empty surface
-    (a lone "▁" before the first character) has an empty span (begin == end)."""
-    out = []
-    normalized = [_normalized_with_map(tokenizer, t) for t in texts]
-    for (norm, index), proto in zip(normalized, _spm_protos(tokenizer.sp, [n for n, _ in normalized])):
-        # Piece offsets are UTF-8 byte offsets: map bytes -> characters of the normalised text -> original text.
-        lengths = [len(ch.encode("utf-8")) for ch in norm]
-        byte_to_char = np.append(np.repeat(np.arange(len(norm)), lengths), len(norm))
-        ids = tokenizer._fairseq_ids([p.id for p in proto.pieces])
-        spans = np.zeros((len(ids), 2), np.int32)
-        for i, p in enumerate(proto.pieces):
-            b, e = byte_to_char[p.begin], byte_to_char[p.end]
-            spans[i] = (index[b], index[e - 1] + 1) if e > b else (index[b], index[b])
-        out.append((ids, spans))
-    return out
+    """Per text: (ids int32 [n], character spans int32 [n, 2] into the *original* text): the tokenizer's own
+    `encode_with_offsets` (SentencePiece piece offsets, or a tokenizer.json's offsets), special-token strings kept
+    as text; a piece with an empty surface has an empty span (begin == end)."""
+    return tokenizer.encode_with_offsets(list(texts))
 
 
 @dataclasses.dataclass
