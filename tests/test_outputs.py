@@ -413,11 +413,12 @@ def test_preprocess_refuses_to_overwrite_its_inputs_even_with_force(inputs, tmp_
 
 
 def test_a_full_disk_while_writing_a_one_go_output_leaves_the_old_one(inputs, tmp_path, capsys, monkeypatch):
-    from xlm_jax.data import preprocess
+    from xlm_jax.data import preprocess  # the library, whose _save fails below
+    from xlm_jax.preprocess import main  # the command
 
     out = tmp_path / "pre"
     argv = [inputs["corpus"], "--tokenizer", inputs["tok"], "--out", out, "--workers", "1"]
-    assert call(preprocess.main, argv, capsys)[0] == 0
+    assert call(main, argv, capsys)[0] == 0
     before = snapshot(out)
     (inputs["corpus"] / "mono" / "en.txt").touch()  # a changed input: the output is rebuilt
 
@@ -425,7 +426,7 @@ def test_a_full_disk_while_writing_a_one_go_output_leaves_the_old_one(inputs, tm
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(preprocess, "_save", full)
-    code, err = call(preprocess.main, argv, capsys)
+    code, err = call(main, argv, capsys)
     assert code == 2, err
     assert f"{out}: could not write the output" in err and "No space left on device" in err and "free" in err
     assert snapshot(out) == before
