@@ -184,8 +184,11 @@ def _qa_checkpoint(d, tok, name: str, max_query_len: int = 12):
     import dataclasses
 
     cfg = get_model_config(name)
-    if name == "xlm_tiny":  # the tiny tokenizer's ids are fairseq's layout
-        cfg = cfg.replace(bos_token_id=0, pad_token_id=1, eos_token_id=2, unk_token_id=3)
+    if name == "xlm_tiny":  # the tiny tokenizer's ids are fairseq's layout (<mask> last)
+        from xlm_jax.data.tokenizer import Tokenizer
+
+        cfg = cfg.replace(bos_token_id=0, pad_token_id=1, eos_token_id=2, unk_token_id=3,
+                          mask_token_id=Tokenizer.load(tok).mask_id)
     info = TaskInfo("qa", ("start", "end"), 48, {"doc_stride": 16, "max_query_len": max_query_len, "n_best": 20,
                                                  "max_answer_length": 30})
     params = nn.unbox(jax.jit(lambda key: init_params(task_model(cfg, info.spec, 2), key))(jax.random.key(3)))

@@ -80,8 +80,9 @@ def test_training_data_with_fewer_than_two_labels_is_refused(tmp_path):
 
     one = tiny_setup.write_jsonl(tmp_path / "one.jsonl", [e for e in tiny_setup.task_examples("en", 8, 0)
                                                           if e["label"] == "file"])
-    jsonl = tiny_setup.write_jsonl(tmp_path / "cls.jsonl", tiny_setup.task_examples("en", 8, 0))
-    for task, path in (("classification", one), ("ner", jsonl)):  # a JSONL read as CoNLL: one "label"
+    conll = tmp_path / "one.conll"  # every word tagged O
+    conll.write_text("".join(f"{w}\tO\n" for w in ("Open", "the", "file")) + "\n" + "Save\tO\nit\tO\n")
+    for task, path in (("classification", one), ("ner", conll)):
         spec = T.get_task(task)
         examples = T.read_files(spec, [str(path)])
         with pytest.raises(UserError, match=rf"the {task} training data has 1 label.*at least 2"):
