@@ -60,7 +60,7 @@ import numpy as np
 from xlm_jax.core.errors import UserError
 from xlm_jax.models.config import EncoderDecoderConfig, ModelConfig
 from xlm_jax.models.xlm import (
-    _REMAT_POLICIES, MLP, Embeddings, Encoder, LMHead, _dense, _dtype, attend, default_positions, layer_norm,
+    MLP, Embeddings, Encoder, LMHead, _dense, _dtype, attend, default_positions, layer_norm, layer_stack,
 )
 
 Array = jax.Array
@@ -154,20 +154,7 @@ class Decoder(nn.Module):
     config: ModelConfig
 
     def _stack(self, deterministic: bool):
-        cfg = self.config
-        layer_cls = DecoderLayer
-        if cfg.remat_policy != "none":
-            layer_cls = nn.remat(DecoderLayer, policy=_REMAT_POLICIES[cfg.remat_policy],
-                                 prevent_cse=not cfg.scan_layers)
-        stack = nn.scan(
-            layer_cls,
-            variable_axes={"params": 0},
-            split_rngs={"params": True, "dropout": True},
-            length=cfg.num_layers,
-            unroll=1 if cfg.scan_layers else cfg.num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )
-        return stack(cfg, deterministic, name="layers")
+        return layer_stack(DecoderLayer, self.config, deterministic)
 
     @nn.compact
     def __call__(

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from xlm_jax.models import layers
 from xlm_jax.models.config import ModelConfig
-from xlm_jax.models.xlm import Embed, _dense, _dtype, activation_fn
+from xlm_jax.models.xlm import Embed, _dense, _dtype, activation_fn, layer_stack
 
 Array = jax.Array
 
@@ -111,7 +111,7 @@ class Encoder(nn.Module):
         x = Embeddings(cfg, name="embeddings")(input_ids)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed_act"))
         context = {"positions": positions, "mask": mask}
-        stack = layers.layer_stack(Layer, cfg, deterministic, output_all_layers)
+        stack = layer_stack(Layer, cfg, deterministic, output_all_layers)
         (x, _), states = stack((x, context), jnp.arange(cfg.num_layers))
         x = layers.norm(cfg, "final_norm")(x)
         return (x, states) if output_all_layers else x

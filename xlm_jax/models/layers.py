@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from xlm_jax.models.config import ModelConfig
-from xlm_jax.models.xlm import (_REMAT_POLICIES, _dense, _dtype, _ones, _zeros, activation_fn, segment_mask,
+from xlm_jax.models.xlm import (_dense, _dtype, _ones, _zeros, activation_fn, segment_mask,
                                 segment_positions)
 
 Array = jax.Array
@@ -155,26 +155,6 @@ class GatedMLP(nn.Module):
         h = activation_fn(cfg.activation)(h0) * h1
         h = nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
         return _dense(cfg, f, d, ("mlp",), ("embed",), "wo", kernel_init=self.out_init, **kw)(h)
-
-
-# ---------------------------------------------------------------------------------------------- the stack
-
-def layer_stack(layer_cls: type[nn.Module], cfg: ModelConfig, deterministic: bool, output_states: bool = False,
-                name: str = "layers"):
-    """`layer_cls(cfg, deterministic, output_states)` scanned over cfg.num_layers (params stacked on a leading
-    `layers` axis, remat by cfg.remat_policy, unrolled when cfg.scan_layers is False), called as
-    stack(carry, jnp.arange(L)) -> (carry, per-layer outputs)."""
-    if cfg.remat_policy != "none":
-        layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
-    stack = nn.scan(
-        layer_cls,
-        variable_axes={"params": 0},
-        split_rngs={"params": True, "dropout": True},
-        length=cfg.num_layers,
-        unroll=1 if cfg.scan_layers else cfg.num_layers,
-        metadata_params={nn.PARTITION_NAME: "layers"},
-    )
-    return stack(cfg, deterministic, output_states, name=name)
 
 
 # ------------------------------------------------------------------------------------------------ pooling

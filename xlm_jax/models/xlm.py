@@ -290,25 +290,29 @@ _REMAT_POLICIES = {
 }
 
 
+def layer_stack(layer_cls: type[nn.Module], cfg: ModelConfig, *layer_args, name: str = "layers"):
+    """`layer_cls(cfg, *layer_args)` scanned over cfg.num_layers: params stacked on a leading `layers` axis, remat
+    by cfg.remat_policy, unrolled when cfg.scan_layers is False. Every family's encoder and the decoder use it."""
+    if cfg.remat_policy != "none":
+        layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+    stack = nn.scan(
+        layer_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        length=cfg.num_layers,
+        unroll=1 if cfg.scan_layers else cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return stack(cfg, *layer_args, name=name)
+
+
 class Encoder(nn.Module):
     """Embeddings and the layer stack; returns the last hidden states (and every layer's when asked)."""
 
     config: ModelConfig
 
     def _stack(self, deterministic: bool, output_states: bool):
-        cfg = self.config
-        layer_cls = Layer
-        if cfg.remat_policy != "none":
-            layer_cls = nn.remat(Layer, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
-        stack = nn.scan(
-            layer_cls,
-            variable_axes={"params": 0},
-            split_rngs={"params": True, "dropout": True},
-            length=cfg.num_layers,
-            unroll=1 if cfg.scan_layers else cfg.num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )
-        return stack(cfg, deterministic, output_states, name="layers")
+        return layer_stack(Layer, self.config, deterministic, output_states)
 
     @nn.compact
     def __call__(
