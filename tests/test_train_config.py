@@ -179,6 +179,9 @@ BAD_VALUES = [
     ("train.eval_every=-1", ["train.eval_every=-1", ">= 0"]),
     ("train.eval_batches=-2", ["train.eval_batches=-2", ">= 0"]),
     ("train.log_every=0", ["train.log_every=0", ">= 1"]),
+    ("train.prefetch=-1", ["train.prefetch=-1", ">= 0"]),
+    ("train.prefetch=1.5", ["train.prefetch=1.5"]),
+    ("model.lm_head_chunk=-1", ["model.lm_head_chunk=-1", ">= 1", "or 0"]),
     # optimizer.*
     ("optimizer.lr=0", ["optimizer.lr=0.0", "> 0"]),
     ("optimizer.lr=-1e-4", ["optimizer.lr=-0.0001", "> 0"]),
@@ -281,7 +284,9 @@ def test_train_refuses_bad_values_before_any_work(tmp_path, monkeypatch, capsys)
     cache.mkdir()
     monkeypatch.setenv("XLM_JAX_CACHE", str(cache))
     for override, words in [("model.num_heads=0", "model.num_heads=0"), ("model.dtype=fp16", "model.dtype='fp16'"),
-                            ("data.objectives={mlm: -1.0}", "data.objectives.mlm=-1.0")]:
+                            ("data.objectives={mlm: -1.0}", "data.objectives.mlm=-1.0"),
+                            ("train.prefetch=-1", "train.prefetch=-1"),
+                            ("model.lm_head_chunk=-8", "model.lm_head_chunk=-8")]:
         start = time.perf_counter()
         with pytest.raises(SystemExit) as exit_info:
             train.main([override, f"run_dir={run_dir}"])
