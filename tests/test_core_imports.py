@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("torch", "tensorflow", "tensorflow_datasets", "transformers", "keras")
 
 SCRIPT = r"""
-import importlib, importlib.metadata as md, json, pkgutil, re, sys, tempfile
+import importlib, importlib.metadata as md, importlib.util, json, pkgutil, re, sys, tempfile
 from pathlib import Path
 
 
@@ -56,13 +56,28 @@ blocked = {top for top, dists in md.packages_distributions().items()
 
 
 class NotACoreDependency:
+    # Stands in for every finder, so that a blocked package is not found at all, as on a core install: an import
+    # raises ModuleNotFoundError and a probe (`importlib.util.find_spec("tensorflow")`, which etils' epath makes
+    # under orbax) answers None instead of raising.
+    def __init__(self, finders):
+        self.finders = finders
+
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in blocked:
-            raise ModuleNotFoundError(f"No module named {name!r} (installed, but not a core dependency of xlm_jax)")
+            return None
+        for finder in self.finders:
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                return spec
         return None
 
+    def invalidate_caches(self):
+        for finder in self.finders:
+            getattr(finder, "invalidate_caches", lambda: None)()
 
-sys.meta_path.insert(0, NotACoreDependency())
+
+sys.meta_path[:] = [NotACoreDependency(list(sys.meta_path))]
+assert importlib.util.find_spec("torch") is None
 assert "torch" in blocked and "transformers" in blocked and "seqeval" not in blocked, sorted(blocked)[:50]
 
 import numpy as np
