@@ -18,6 +18,7 @@ from xlm_jax.models.decoder import EncoderDecoder, init_from_mlm, init_params
 from xlm_jax.models.decoding import beam_search, greedy_decode, start_token
 from xlm_jax.models.xlm import XLMForMaskedLM
 from xlm_jax.models.xlm import init_params as init_mlm_params
+from xlm_jax.training import checkpoint
 
 LANGS = ("de", "en", "fr")
 SMALL = dict(vocab_size=40, hidden_size=32, num_heads=4, intermediate_size=128, max_positions=32, dropout=0.0,
@@ -130,6 +131,16 @@ def test_config_round_trip():
         encoder_decoder_from_dict({"encoder": {}, "decoder": {"num_layer": 2}})
     with pytest.raises(UserError, match="missing decoder"):
         encoder_decoder_from_dict({"encoder": {}})
+
+
+def test_an_encoder_decoder_checkpoint_round_trips(tmp_path):
+    """The MT checkpoint format: `save_params` with an encoder–decoder config, read back by `restore_params`."""
+    cfg, _, params = _setup("xlm")
+    checkpoint.save_params(tmp_path / "mt", params, cfg)
+    restored, restored_cfg = checkpoint.restore_params(tmp_path / "mt")
+    assert restored_cfg == cfg and checkpoint.load_model_config(tmp_path / "mt") == cfg
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(restored)):
+        np.testing.assert_array_equal(np.asarray(a), b, err_msg=jax.tree_util.keystr(path))
 
 
 def test_config_refuses_mismatched_hidden_sizes():

@@ -419,3 +419,15 @@ def encoder_decoder_from_dict(d: dict[str, Any]) -> EncoderDecoderConfig:
     if missing:
         raise UserError(f"encoder-decoder config: missing {missing[0]}")
     return EncoderDecoderConfig(from_dict(d["encoder"], "encoder"), from_dict(d["decoder"], "decoder"))
+
+
+def any_config_to_dict(config: ModelConfig | EncoderDecoderConfig) -> dict[str, Any]:
+    """Plain data of an encoder's or an encoder–decoder's config (what checkpoints store as `model_config`)."""
+    return encoder_decoder_to_dict(config) if isinstance(config, EncoderDecoderConfig) else to_dict(config)
+
+
+def any_config_from_dict(d: dict[str, Any]) -> ModelConfig | EncoderDecoderConfig:
+    """Inverse of `any_config_to_dict`: an object with exactly the keys `encoder` and `decoder` is an
+    encoder–decoder (no `ModelConfig` field has either name). Raises UserError on unknown or missing keys."""
+    return encoder_decoder_from_dict(d) if {"encoder", "decoder"} & set(d) else from_dict(d)
+

@@ -34,7 +34,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from xlm_jax.models.config import ModelConfig, from_dict, to_dict
+from xlm_jax.models.config import EncoderDecoderConfig, ModelConfig, any_config_from_dict, any_config_to_dict
 from xlm_jax.core.errors import UserError
 
 PARAMS = "params"
@@ -134,12 +134,15 @@ def resolve(path: str | Path) -> tuple[Path, int]:
     return p, steps[-1]
 
 
-def save_params(directory: str | Path, params: Any, config: ModelConfig, step: int = 0) -> Path:
-    """Synchronously writes params + model config as `directory/<step>` (used by convert)."""
+def save_params(directory: str | Path, params: Any, config: ModelConfig | EncoderDecoderConfig, step: int = 0
+                ) -> Path:
+    """Synchronously writes params + model config as `directory/<step>` (used by convert). An encoder–decoder's
+    params are `{"encoder": ..., "decoder": ...}` (`models.decoder.EncoderDecoder`) and its config is stored as
+    `{"encoder": {...}, "decoder": {...}}`; `load_model_config` / `restore_params` give it back."""
     params = jax.tree_util.tree_map(np.asarray, params)
     with manager(directory) as mngr:
         mngr.save(step, args=ocp.args.Composite(
-            **{PARAMS: ocp.args.StandardSave(params), MODEL_CONFIG: ocp.args.JsonSave(to_dict(config))}
+            **{PARAMS: ocp.args.StandardSave(params), MODEL_CONFIG: ocp.args.JsonSave(any_config_to_dict(config))}
         ))
         mngr.wait_until_finished()
     return Path(directory) / str(step)
@@ -154,17 +157,17 @@ def _read_json(step_dir: Path, path: Path) -> Any:
         raise DamagedCheckpoint(step_dir, f"{path.relative_to(step_dir)} is not valid JSON ({err})") from None
 
 
-def load_model_config(path: str | Path) -> ModelConfig:
+def load_model_config(path: str | Path) -> ModelConfig | EncoderDecoderConfig:
     directory, step = resolve(path)
     return _read_model_config(directory / str(step))
 
 
-def _read_model_config(step_dir: Path) -> ModelConfig:
+def _read_model_config(step_dir: Path) -> ModelConfig | EncoderDecoderConfig:
     raw = _read_json(step_dir, step_dir / MODEL_CONFIG / "metadata")
     try:
         if not isinstance(raw, dict):
             raise TypeError(f"a JSON {type(raw).__name__}, not an object")
-        return from_dict(raw)
+        return any_config_from_dict(raw)
     except Exception as err:  # noqa: BLE001 - unknown keys (a UserError), malformed fields: not what we wrote
         raise DamagedCheckpoint(step_dir, f"{MODEL_CONFIG}/metadata is not a model configuration ({err})") from None
 
