@@ -61,7 +61,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, force: bool = F
         ax.plot(*series(train, f"{obj}/accuracy"), label=obj)
     ax.set_title("masked-token accuracy")
     ax.set_xlabel("step")
-    ax.legend()
+    if objectives:
+        ax.legend()
     ax = axes[1, 0]
     if valid:
         langs = sorted({k.split("/", 1)[1] for r in valid for k in r if k.startswith("loss/")})
