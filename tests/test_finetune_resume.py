@@ -21,6 +21,7 @@ from test_finetune import _ner_sentences
 from test_qa import squad_file
 
 from xlm_jax.finetune import main as finetune_main
+from xlm_jax.training import checkpoint as ckpt_lib
 from xlm_jax.training.checkpoint import restore_params
 from xlm_jax.workflows import finetune as F
 
@@ -269,8 +270,8 @@ main(sys.argv[1:])
 """
 
 
-def _start(argv: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+def _start(argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, "-c", DRIVER, *argv], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -303,13 +304,16 @@ def test_ctrl_c_from_outside_saves_and_a_second_signal_ends_at_once(setup, tmp_p
     assert sorted(p.name for p in (out / "resume").iterdir()) == [str(step)]
     saved = digest(out / "resume" / str(step))
 
-    # Resumed, then two signals at once: the second ends the process at once (if it lands during the first one's
-    # save, that save is left a temporary directory orbax never renamed), and the complete checkpoint is kept.
-    proc, seen = _start(argv), []
+    # Resumed, then signals in quick succession: the first is taken, a later one ends the process at once (it lands
+    # during the first one's save, held open 3 s by the test hook, which is left a temporary directory orbax never
+    # renamed), and the complete checkpoint is kept. Signals are repeated until the process ends: two that arrive
+    # while the main thread is inside one XLA call reach Python's handler as one.
+    proc, seen = _start(argv, env={ckpt_lib.SAVE_DELAY_ENV: "3"}), []
     _wait_for(proc, f"step {step + 1}/200", seen)
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline:
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGTERM
     assert [p.name for p in (out / "resume").iterdir() if p.name.isdigit()] == [str(step)]
