@@ -113,6 +113,16 @@ def test_resume_at_a_phase_boundary_is_exact(corpus, tmp_path, capsys):
     assert ckpt_lib.load_model_config(straight).rope_theta == 160000.0
 
 
+def test_mmbert_configs_start_with_their_command_and_load():
+    for name in ("mmbert_tiny", "mmbert_base"):
+        path = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
+        assert path.read_text().startswith(f"# python -m xlm_jax.train configs/{name}.yaml"), name
+        cfg = load_config(path)
+        assert [p.mask_prob for p in cfg.phases.phases] == [0.3, 0.15, 0.05], name  # the paper's (config: 0.25)
+        assert [p.temperature for p in cfg.phases.phases] == [0.7, 0.5, 0.3], name
+        assert cfg.optimizer.schedule == "wsd", name
+
+
 def test_single_phase_configs_are_unchanged():
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "default.yaml")
     assert cfg.phases.phases == () and cfg.optimizer.schedule == "linear"
@@ -135,6 +145,9 @@ BAD = {
     "rope_on_xlmr": (["model.base=xlmr_tiny", "model.local_window=128", "model.rope_theta=10000"],
                      "phases.two.rope_theta=160000: model.family='xlmr' has no RoPE"),
     "too_long": (["phases.two.seq_len=100"], "exceed model.max_positions=64"),
+    "wsd_too_long": (["optimizer.decay_steps=7"], "optimizer.decay_steps=7 exceed train.steps=8"),
+    "wsd_no_decay": (["optimizer.decay_steps=0"], "optimizer.decay_steps=0"),
+    "decay_not_wsd": (["optimizer.schedule=linear"], "only schedule=wsd"),
 }
 
 
