@@ -479,3 +479,38 @@ class _PairData:
     def buckets(self, lengths: list[int]) -> list[np.ndarray]:
         which = np.searchsorted(np.asarray(lengths), self.total, side="left")
         return [self.valid[which == j] for j in range(len(lengths))]
+
+
+class PhasedBatchSource:
+    """The batches of a run in phases (a masking-rate / temperature / language / row-length schedule): update k's
+    batch is `sources[i].batch(k)` for the phase i with starts[i] <= k < starts[i + 1], so batches stay a pure
+    function of (seed, step, process) and a run resumed anywhere, across a phase boundary too, gets the same ones.
+
+    `sources`: one `BatchSource` per phase (its DataConfig carries the phase's values; `langs` must be the same in
+    all, so language ids do not move); `mono_langs`: the run's MLM / CLM languages (a superset of every phase's):
+    each stream batch's `example_lang` is re-indexed into it, so the per-language metrics keep their names across
+    phases. `eval_source` serves `valid_batches` (held-out batches do not change with the phase)."""
+
+    def __init__(self, sources: Sequence[BatchSource], starts: Sequence[int], mono_langs: Sequence[str],
+                 eval_source: BatchSource):
+        if len(sources) != len(starts) or list(starts) != sorted(starts) or starts[0] != 0:
+            raise ValueError(f"starts={list(starts)}: one increasing start per source, the first 0")
+        self.sources, self.starts, self.eval_source = list(sources), list(starts), eval_source
+        self.cfg = eval_source.cfg
+        index = {lang: i for i, lang in enumerate(mono_langs)}
+        self._remap = [np.array([index[lang] for lang in s.cfg.mono_langs], np.int32) for s in self.sources]
+
+    def phase(self, step: int) -> int:
+        """The phase of update `step` (0-based: the batch `batch(step)` builds)."""
+        return int(np.searchsorted(self.starts, step, side="right")) - 1
+
+    def batch(self, step: int) -> dict[str, dict[str, np.ndarray]]:
+        i = self.phase(step)
+        out = self.sources[i].batch(step)
+        for name in ("mlm", "clm"):
+            if name in out:
+                out[name]["example_lang"] = self._remap[i][out[name]["example_lang"]]
+        return out
+
+    def valid_batches(self, lang: str, split: str = "valid", batch_size: int | None = None):
+        return self.eval_source.valid_batches(lang, split=split, batch_size=batch_size)

@@ -88,7 +88,11 @@ class Attention(nn.Module):
         if cfg.global_attn_every_n == 1:
             out = global_attention(q, k, v)
         else:
-            out = jax.lax.cond(is_global, global_attention, local_attention, q, k, v)
+            # Each branch is rematerialised: differentiating a lax.cond keeps the residuals of both branches in
+            # every layer of the scan (JAX joins them), so the local layers would store the global branch's T x T
+            # probabilities too. Checkpointed, a branch keeps only its inputs, and the backward pass recomputes
+            # the branch taken: local layers stay linear in T (experiments/long_context.py, docs/long_context.md).
+            out = jax.lax.cond(is_global, jax.checkpoint(global_attention), jax.checkpoint(local_attention), q, k, v)
         out = _dense(cfg, (cfg.num_heads, cfg.head_dim), d, ("heads", "kv"), ("embed",), "out",
                      use_bias=cfg.use_bias, kernel_init=init["out"])(out)
         return nn.Dropout(cfg.attention_dropout)(out, deterministic=deterministic)

@@ -12,6 +12,10 @@ Sections (every field below is a valid key; `python -m xlm_jax.train --help-conf
     optimizer.*                   `xlm_jax.training.optim.OptimizerConfig`
     mesh.data / fsdp / tensor     `xlm_jax.training.sharding.MeshConfig` (-1 = fill with the remaining devices)
     checkpoint.*                  cadence, how many to keep, keep-best
+    phases.<name>.*               optional training phases (mmBERT's recipe: configs/mmbert_*.yaml): per phase its
+                                  steps [start, end) and what changes from the previous one: the masking rate, the
+                                  language-sampling temperature, the languages (a curriculum), the row length and
+                                  the RoPE bases (`Phase`). {} = one phase with the sections' values (as before).
 
 Values are parsed with `yaml.safe_load` (so `train.steps=100` is an int, `data.mono_langs=[en, fr]` a list,
 `data.objectives={mlm: 1, tlm: 1}` a mapping) and checked against the field's type: a wrong type or an unknown
@@ -26,6 +30,7 @@ keeps the two equal).
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +42,7 @@ import yaml
 from xlm_jax.core.errors import UserError, check_fields, check_range, check_value, unknown_name
 from xlm_jax.data.batches import MIN_SEQ_LEN, check_recipe, check_tlm_budget
 from xlm_jax.data.tokenizer import MIN_PIECES
-from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, get_model_config
+from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ROPE_FAMILIES, ModelConfig, get_model_config
 from xlm_jax.training.optim import OptimizerConfig
 from xlm_jax.training.settings import MAX_SEED, check_batch_split, flatten, load_dataclass, to_dict
 from xlm_jax.training.sharding import MeshConfig, check_mesh_devices
@@ -214,6 +219,108 @@ class CheckpointSection:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One training phase: the updates [start, end) (update k builds the batch of step k + 1) and what changes at
+    its start. An unset (null) field keeps the previous phase's value (the first phase: the data / train / model
+    sections'). mmBERT (Marone et al. 2025): masking 30 % -> 15 % -> 5 % (its released config: 25 % first),
+    temperature 0.7 -> 0.5 -> 0.3, 60 -> 110 -> 1833 languages, rows 1024 -> 8192, RoPE θ 10k -> 160k."""
+
+    name: str
+    start: int
+    end: int
+    mask_prob: float | None = None  # MLM / TLM masking rate, in (0, 1)
+    temperature: float | None = None  # language sampling p_i ∝ n_i^τ (data.lang_alpha_mono / _para), in (0, 1]
+    langs: tuple[str, ...] | None = None  # the MLM languages of this phase (a curriculum adds languages)
+    top_langs: int | None = None  # or: the N languages of the corpus with the most training text
+    seq_len: int | None = None  # MLM row length (train.seq_len)
+    rope_theta: float | None = None  # RoPE base of the global layers (model.rope_theta; RoPE families only)
+    local_rope_theta: float | None = None  # RoPE base of ModernBERT's local layers (model.local_rope_theta)
+
+    def __post_init__(self):
+        key = f"phases.{self.name}."
+        check_fields(self, key)
+        check_range(f"{key}start", self.start, 0, integer=True)
+        check_range(f"{key}end", self.end, 1, integer=True)
+        if self.mask_prob is not None:
+            check_range(f"{key}mask_prob", self.mask_prob, 0, 1, low_open=True, high_open=True)
+        if self.temperature is not None:
+            check_range(f"{key}temperature", self.temperature, 0, 1, low_open=True)
+        if self.top_langs is not None:
+            check_range(f"{key}top_langs", self.top_langs, 1, integer=True)
+            if self.langs is not None:
+                raise UserError(f"{key}langs and {key}top_langs: give one of them (a list of languages, or how many "
+                                "of the corpus's largest)")
+        if self.langs is not None and not self.langs:
+            raise UserError(f"{key}langs=[]: a phase needs at least one language (null keeps the previous phase's)")
+        if self.seq_len is not None:
+            check_range(f"{key}seq_len", self.seq_len, MIN_SEQ_LEN, integer=True)
+        for name in ("rope_theta", "local_rope_theta"):
+            if getattr(self, name) is not None:
+                check_range(f"{key}{name}", getattr(self, name), 0, low_open=True)
+
+
+_PHASE_FIELD_TYPES = {k: v for k, v in typing.get_type_hints(Phase).items() if k != "name"}
+
+
+@dataclass(frozen=True)
+class PhasesSection:
+    """`phases: {<name>: {start, end, ...}, ...}` in order (YAML keeps a mapping's order); `phases.<name>.<field>=v`
+    on the command line. Empty: the run is one phase (the data / train / model sections' values)."""
+
+    phases: tuple[Phase, ...] = ()
+
+    # ---- `xlm_jax.training.settings`' custom-section methods ----
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        return {}  # keys are phase names (each a mapping of Phase fields)
+
+    def with_mapping(self, raw: Mapping, prefix: str) -> PhasesSection:
+        merged = {p.name: {k: v for k, v in to_dict(p).items() if k != "name"} for p in self.phases}
+        for name, fields in raw.items():
+            if not isinstance(fields, Mapping):
+                raise UserError(f"{prefix}{name}={fields!r}: expected a mapping like {{start: 0, end: 100, "
+                                "mask_prob: 0.3}")
+            merged[str(name)] = {**merged.get(str(name), {}), **fields}
+        phases = []
+        for name, fields in merged.items():
+            values = {}
+            for key, value in fields.items():
+                if key not in _PHASE_FIELD_TYPES:
+                    raise unknown_name("config key", str(key), sorted(_PHASE_FIELD_TYPES), f"{prefix}{name}.")
+                values[key] = check_value(f"{prefix}{name}.{key}", value, _PHASE_FIELD_TYPES[key])
+            for key in ("start", "end"):
+                if key not in values:
+                    raise UserError(f"{prefix}{name}.{key} is missing: every phase gives its updates as start (first) "
+                                    "and end (one past the last)")
+            phases.append(Phase(name=str(name), **values))
+        return PhasesSection(tuple(phases))
+
+    def to_plain(self) -> dict[str, Any]:
+        return {p.name: {k: to_dict(v) for k, v in dataclasses.asdict(p).items() if k != "name" and v is not None}
+                for p in self.phases}
+
+
+def check_phases(phases: Sequence[Phase], steps: int) -> None:
+    """Phases must tile [0, train.steps) in order: the first starts at 0, each ends after it starts and the next
+    starts where it ends (no overlap, no gap, never backwards), the last ends at train.steps."""
+    if not phases:
+        return
+    if phases[0].start != 0:
+        raise UserError(f"phases.{phases[0].name}.start={phases[0].start}: the first phase starts at 0")
+    for prev, phase in zip((None, *phases), phases):
+        if phase.end <= phase.start:
+            raise UserError(f"phases.{phase.name}: end={phase.end} <= start={phase.start}: a phase goes forwards "
+                            "(end > start)")
+        if prev is not None and phase.start != prev.end:
+            what = "overlaps" if phase.start < prev.end else "leaves a gap after"
+            raise UserError(f"phases.{phase.name}.start={phase.start} {what} phases.{prev.name} (end={prev.end}): "
+                            f"each phase starts where the previous one ends (start={prev.end})")
+    if phases[-1].end != steps:
+        raise UserError(f"phases.{phases[-1].name}.end={phases[-1].end}: the last phase ends at train.steps={steps}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     run_dir: str = "runs/default"
     seed: int = 0
@@ -225,6 +332,7 @@ class TrainConfig:
     )
     mesh: MeshConfig = field(default_factory=MeshConfig)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    phases: PhasesSection = field(default_factory=PhasesSection)
 
     def __post_init__(self):
         """Each section checks its own fields; here the values that depend on two sections."""
@@ -239,8 +347,16 @@ class TrainConfig:
         # Every model.* override is checked now, not after the data is prepared. A corpus prepared by the run
         # has data.vocab_size pieces + <pad> (fairseq's offset) + <mask>; a given data.dir's is not known yet.
         model = self.model.provisional(None if self.data.dir else self.data.vocab_size + 2)
+        phases = self.phases.phases
+        check_phases(phases, self.train.steps)
         if not self.model.init_from:  # else the checkpoint's positions count (xlm_jax.pretrain.adapt checks it up front)
-            check_positions(max(self.train.seq_len, tlm_len if tlm_on else 0), model)
+            check_positions(max([self.train.seq_len, tlm_len if tlm_on else 0]
+                                + [p.seq_len for p in phases if p.seq_len]), model)
+        for phase in phases:
+            for name in ("rope_theta", "local_rope_theta"):
+                if getattr(phase, name) is not None and self.model.base and model.family not in ROPE_FAMILIES:
+                    raise UserError(f"phases.{phase.name}.{name}={getattr(phase, name):g}: model.family="
+                                    f"{model.family!r} has no RoPE (only {' / '.join(ROPE_FAMILIES)})")
         if -1 not in (self.mesh.data, self.mesh.fsdp):  # else the device count decides, known at start-up
             try:
                 check_batch_split(self.train.batch_size, self.mesh.data, self.mesh.fsdp, self.train.grad_accum)

@@ -46,10 +46,9 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     cache's directories, whatever they hold). A failed checkpoint write is a UserError; NaN / inf returns 3."""
     run = setup_run(cfg, force)
     log_summary(run)
-    train_step = make_train_step(run.model_cfg, run.optimizer, run.mesh, run.shardings, run.data_cfg.objectives,
-                                 {o: len(g) for o, g in run.groups.items()}, cfg.train.grad_accum,
-                                 schedule=run.schedule)
-    eval_step = make_eval_step(run.model_cfg, run.mesh, run.shardings) if run.eval_langs else None
+    phase = run.phase_plan.index(run.start)  # of the next update (a run resumed at a boundary starts the next phase)
+    run.model_cfg = run.phase_plan.model_cfgs[phase]
+    train_step, eval_step = make_steps(run, phase)
     writer = MetricsWriter(run.run_dir, resume_step=run.start, enabled=run.lead)
     if run.start >= run.stop_step:
         run.log(f"the run is already at step {run.start} (train.steps={run.steps}, train.stop_at="
@@ -63,6 +62,11 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
         quiet.closing = (writer.close, run.mngr.close, run.best_mngr.close if run.best_mngr is not None else None)
         try:
             for step in range(run.start + 1, run.stop_step + 1):
+                if run.phase_plan.index(step - 1) != phase:  # a new phase: its model configuration (RoPE bases)
+                    phase = run.phase_plan.index(step - 1)
+                    run.model_cfg = run.phase_plan.model_cfgs[phase]
+                    train_step, eval_step = make_steps(run, phase)
+                    run.log(f"step {step}: {run.phase_plan.describe()[phase]}")
                 host_batch = batches.get(step - 1)
                 run.state, metrics = train_step(run.state, global_batch(run.mesh, host_batch), run.key)
                 bar.update(1)
@@ -99,6 +103,17 @@ def train(cfg: TrainConfig, force: bool = False) -> int:
     if run.lead and exit_code == 0:
         finish(run.run_dir, run.wall_start, run.log)
     return exit_code
+
+
+def make_steps(run: Run, phase: int):
+    """(train step, eval step or None) for the model configuration of `phase` (jitted anew: a phase may change the
+    RoPE bases, which are compile-time constants)."""
+    model_cfg = run.phase_plan.model_cfgs[phase]
+    train_step = make_train_step(model_cfg, run.optimizer, run.mesh, run.shardings, run.data_cfg.objectives,
+                                 {o: len(g) for o, g in run.groups.items()}, run.cfg.train.grad_accum,
+                                 schedule=run.schedule)
+    eval_step = make_eval_step(model_cfg, run.mesh, run.shardings) if run.eval_langs else None
+    return train_step, eval_step
 
 
 # ---- the edges: logging, evaluation, checkpoints ---------------------------------------------------------------

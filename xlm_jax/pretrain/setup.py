@@ -30,7 +30,7 @@ from xlm_jax.data.corpus import PreprocessedCorpus
 from xlm_jax.data.tokenizer import file_sha256
 from xlm_jax.data.tokenizer_files import RUN_RECORD, read_run_record
 from xlm_jax.models.config import ModelConfig, to_dict as model_to_dict
-from xlm_jax.pretrain import adapt
+from xlm_jax.pretrain import adapt, phases
 from xlm_jax.pretrain.config import TrainConfig, check_batch_split, flat_keys, to_dict, to_yaml
 from xlm_jax.pretrain.data import eval_languages, group_names, make_data_config, make_model_config, prepare_data
 from xlm_jax.training import checkpoint, saving
@@ -76,6 +76,7 @@ class Run:
     state: dict
     start_from: Any  # adapt.prepare's answer: model.init_from, data.tokenizer
     abstract_params: Any
+    phase_plan: phases.PhasePlan  # per phase: the batch recipe and the model configuration (one phase by default)
 
     def train_meta(self, step: int) -> dict:
         return {"step": step, "seed": self.cfg.seed, "data_position": step,
@@ -111,7 +112,9 @@ def setup_run(cfg: TrainConfig, force: bool) -> Run:
     data_cfg = make_data_config(cfg, corpus)
     model_cfg = (adapt.model_config(start_from, cfg, corpus, data_cfg) if start_from.config is not None
                  else make_model_config(cfg, corpus, data_cfg))
-    source = BatchSource(corpus, data_cfg, jax.process_index(), jax.process_count())
+    # Phases (phases.*): each one's batch recipe and model configuration; data_cfg's MLM languages become the union.
+    phase_plan, data_cfg = phases.plan(cfg, corpus, data_cfg, model_cfg)
+    source = phases.batch_source(phase_plan, corpus, data_cfg, jax.process_index(), jax.process_count())
     groups = group_names(data_cfg)
     eval_langs = eval_languages(cfg, corpus, data_cfg)
 
@@ -138,6 +141,8 @@ def setup_run(cfg: TrainConfig, force: bool) -> Run:
     mngr = checkpoint.manager(ckpt_dir, max_to_keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     best_mngr = checkpoint.manager(run_dir / "best", max_to_keep=1) if cfg.checkpoint.keep_best else None
     start = mngr.latest_step() or 0
+    # The model configuration of the phase the latest checkpoint was trained in (the RoPE bases may change).
+    model_cfg = phase_plan.model_cfgs[phase_plan.of_checkpoint(start)]
     key = jax.random.key(cfg.seed)
     meta = {"best_valid_loss": None, "best_step": None}
     if start:
@@ -157,7 +162,8 @@ def setup_run(cfg: TrainConfig, force: bool) -> Run:
               data_dir=data_dir, corpus=corpus, data_cfg=data_cfg, model_cfg=model_cfg, source=source, groups=groups,
               eval_langs=eval_langs, mesh=mesh, steps=steps, stop_step=stop_step, schedule=schedule,
               optimizer=optimizer, shardings=shardings, ckpt_dir=ckpt_dir, mngr=mngr, best_mngr=best_mngr,
-              start=start, key=key, meta=meta, state=state, start_from=start_from, abstract_params=abstract_params)
+              start=start, key=key, meta=meta, state=state, start_from=start_from, abstract_params=abstract_params,
+              phase_plan=phase_plan)
     if lead:
         write_run_files(run)
     return run
@@ -205,7 +211,7 @@ def resolved_config(run: Run) -> dict:
     resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(run.data_dir)))
     doc = yaml.safe_load(to_yaml(resolved))
     doc["model"] = {"base": cfg.model.base, **({"init_from": cfg.model.init_from} if cfg.model.init_from else {}),
-                    **model_to_dict(run.model_cfg)}
+                    **model_to_dict(run.phase_plan.model_cfgs[0])}  # the first phase's (phases.* lists the changes)
     return yaml.safe_load(yaml.safe_dump(doc, sort_keys=False))  # as a later run reads it back: lists, not tuples
 
 
@@ -223,7 +229,7 @@ def steps_change_note(old_steps: Any, new_steps: int, start: int, opt_cfg) -> st
     rate at the resumed step under each."""
     if not isinstance(old_steps, int) or old_steps == new_steps or old_steps < 1:
         return None
-    if opt_cfg.schedule not in ("linear", "polynomial", "cosine"):
+    if opt_cfg.schedule not in ("linear", "polynomial", "cosine", "wsd"):
         effect = f"the {opt_cfg.schedule} learning-rate schedule does not depend on it"
     else:
         try:
@@ -257,6 +263,9 @@ def log_summary(run: Run) -> None:
     for line in run.start_from.log_lines(run.start == 0) + [adapt.describe_trainable(cfg.train.trainable,
                                                                                      run.abstract_params)]:
         if line:
+            log(line)
+    if len(run.phase_plan.starts) > 1:
+        for line in run.phase_plan.describe():
             log(line)
     log(f"steps: {run.steps} (from {run.start}{f', stopping at {run.stop_step}' if run.stop_step < run.steps else ''}); "
         f"data {run.data_dir}; run dir {run.run_dir}")

@@ -8,7 +8,11 @@ first update uses `warmup_init_lr`, as fairseq and XLM do):
 - "polynomial": the same with `(1 - progress) ** power` (fairseq's polynomial_decay, `power` = its --power);
 - "inverse_sqrt" (XLM's `adam_inverse_sqrt`): linear warm-up from `warmup_init_lr`, then `lr * sqrt(warmup / k)`;
 - "cosine": linear warm-up, then half a cosine from `lr` to `end_lr` at `total_steps`;
-- "constant": linear warm-up, then `lr`.
+- "constant": linear warm-up, then `lr`;
+- "wsd" (warmup–stable–decay, the trapezoid of ModernBERT / mmBERT): linear warm-up, `lr` held until the last
+  `decay_steps` updates, then a decay to `end_lr` shaped by `decay_shape` ("linear", "cosine"); built from optax's
+  own schedules (`optax.join_schedules` of `linear_schedule`, `constant_schedule` and `linear_schedule` /
+  `cosine_decay_schedule`).
 
 Weight decay is decoupled (AdamW, scaled by the learning rate as in PyTorch). Biases and LayerNorm parameters
 are never decayed; token / language / type embeddings are decayed when `decay_embeddings`, the learned position
@@ -26,17 +30,20 @@ import optax
 
 from xlm_jax.core.errors import UserError, check_choice, check_fields, check_range
 
-SCHEDULES = ("linear", "polynomial", "inverse_sqrt", "cosine", "constant")
+SCHEDULES = ("linear", "polynomial", "inverse_sqrt", "cosine", "constant", "wsd")
+DECAY_SHAPES = ("linear", "cosine")
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
     lr: float = 5e-4
-    schedule: str = "linear"  # linear (XLM-R) | polynomial | inverse_sqrt (XLM) | cosine | constant
+    schedule: str = "linear"  # linear (XLM-R) | polynomial | inverse_sqrt (XLM) | cosine | constant | wsd
     warmup_steps: int = 1000
     warmup_init_lr: float = 0.0  # XLM's adam_inverse_sqrt uses 1e-7
     end_lr: float = 0.0
     power: float = 1.0  # polynomial decay exponent
+    decay_steps: int = 0  # wsd: the last N updates decay (the rest after warm-up is stable); other schedules: 0
+    decay_shape: str = "linear"  # wsd: linear | cosine
     b1: float = 0.9
     b2: float = 0.98
     eps: float = 1e-6
@@ -55,12 +62,21 @@ class OptimizerConfig:
         for name in ("warmup_init_lr", "end_lr"):
             check_range(f"optimizer.{name}", getattr(self, name), 0)
         check_range("optimizer.power", self.power, 0, low_open=True)
+        check_choice("optimizer.decay_shape", self.decay_shape, DECAY_SHAPES)
+        if self.schedule == "wsd":
+            check_range("optimizer.decay_steps", self.decay_steps, 1, integer=True)
+        elif self.decay_steps:
+            raise UserError(f"optimizer.decay_steps={self.decay_steps}: only schedule=wsd has a separate decay "
+                            f"(schedule={self.schedule!r} decays over all of train.steps); leave it 0")
 
     def check_steps(self, total_steps: int, key: str = "train.steps") -> None:
         """A decaying schedule needs more steps than its warm-up."""
         if self.schedule not in ("inverse_sqrt", "constant") and total_steps <= self.warmup_steps:
             raise UserError(f"{key}={total_steps} must exceed optimizer.warmup_steps={self.warmup_steps} for "
                             f"schedule={self.schedule!r}")
+        if self.schedule == "wsd" and self.warmup_steps + self.decay_steps > total_steps:
+            raise UserError(f"optimizer.warmup_steps={self.warmup_steps} + optimizer.decay_steps="
+                            f"{self.decay_steps} exceed {key}={total_steps}: warm-up and decay must fit in the run")
 
 
 def check_adamw(cfg: Any, prefix: str = "") -> None:
@@ -78,6 +94,8 @@ def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
     """The learning rate as a function of the number of updates done (jit-friendly)."""
     warmup = cfg.warmup_steps
     cfg.check_steps(total_steps)
+    if cfg.schedule == "wsd":
+        return wsd_schedule(cfg, total_steps)
     decay_steps = max(total_steps - warmup, 1)
 
     def after_warmup(step):
@@ -100,6 +118,23 @@ def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
         return jnp.where(step < warmup, warm, after_warmup(step))
 
     return schedule
+
+
+def wsd_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+    """Warmup–stable–decay from optax's schedules: `warmup_init_lr` -> `lr` linearly over `warmup_steps`, `lr`
+    until `total_steps - decay_steps`, then `lr` -> `end_lr` over `decay_steps` (linear or cosine), `end_lr`
+    after. Source: the trapezoidal schedule of ModernBERT (Warner et al. 2024) and mmBERT (Marone et al. 2025)."""
+    stable_end = total_steps - cfg.decay_steps
+    if cfg.decay_shape == "cosine":
+        decay = optax.cosine_decay_schedule(cfg.lr, cfg.decay_steps, alpha=cfg.end_lr / cfg.lr)
+    else:
+        decay = optax.linear_schedule(cfg.lr, cfg.end_lr, cfg.decay_steps)
+    parts = [optax.constant_schedule(cfg.lr), decay]
+    boundaries = [stable_end]
+    if cfg.warmup_steps:
+        parts.insert(0, optax.linear_schedule(cfg.warmup_init_lr, cfg.lr, cfg.warmup_steps))
+        boundaries.insert(0, cfg.warmup_steps)
+    return optax.join_schedules(parts, boundaries)
 
 
 def _key(entry) -> str:
