@@ -2,7 +2,8 @@
 embeddings whose cosines are the angles' (the positive and its duplicates never chosen, both margins as
 sentence-transformers' `mine_hard_negatives` applies them, k per row, the deep second pass, ties by corpus
 order on both knn backends), the command on a tiny random checkpoint (JSONL and TSV, extra keys kept,
-deterministic), and bad inputs (one `error:` line naming file, line and value; exit 2; nothing written)."""
+deterministic) and on an e5-style sentence-transformers directory (its prompts and pooling, checked against
+`SentenceTransformer.encode`), and bad inputs (one `error:` line naming file, line and value; exit 2; nothing written)."""
 
 import json
 import re
@@ -174,3 +175,50 @@ def test_tsv_row_without_positive_names_file_and_line(tmp_path):
     (tmp_path / "p.tsv").write_text("a\tb\nlonely anchor\n")
     with pytest.raises(UserError, match=r"p\.tsv:2: missing positive.*'lonely anchor'"):
         N.read_pairs(tmp_path / "p.tsv")
+
+
+def test_sentence_transformers_directory_uses_its_prompts_and_pooling(tmp_path, capsys):
+    """An e5-style directory (mean pooling, "query: " / "passage: " prompts): the command's negatives equal those
+    chosen from `SentenceTransformer.encode` vectors (anchors with the query prompt, candidates with the passage
+    prompt)."""
+    import shutil
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    st = pytest.importorskip("sentence_transformers")
+    from sentence_transformers import models
+
+    (tmp_path / "src").mkdir()
+    shutil.copy(tiny_setup.make_tokenizer(tmp_path), tmp_path / "src" / "sentencepiece.bpe.model")
+    tok = transformers.XLMRobertaTokenizer.from_pretrained(str(tmp_path / "src"))
+    torch.manual_seed(0)
+    cfg = transformers.XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=37, max_position_embeddings=130, type_vocab_size=1,
+                                        layer_norm_eps=1e-5)
+    model = transformers.XLMRobertaModel(cfg, add_pooling_layer=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    model.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    e5 = st.SentenceTransformer(modules=[models.Transformer(str(tmp_path / "hf"), max_seq_length=64),
+                                         models.Pooling(32, "mean")],
+                                prompts={"query": "query: ", "passage": "passage: "})
+    e5.save(str(tmp_path / "e5"))
+    w = tiny_setup.WORDS
+    rows = [{"anchor": " ".join(w["en"][i:i + 3]), "positive": " ".join(w["de"][i:i + 3])} for i in range(5)]
+    pairs = tiny_setup.write_jsonl(tmp_path / "pairs.jsonl", rows)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(w["fr"][i:i + 2 + i % 3]) for i in range(8)) + "\n")
+    out = tmp_path / "out.jsonl"
+    C.main(["--checkpoint", str(tmp_path / "e5"), "--pairs", str(pairs), "--corpus", str(corpus), "--out", str(out),
+            "--k", "2", "--relative-margin", "0", "--backend", "numpy"])
+    capsys.readouterr()
+    ref = st.SentenceTransformer(str(tmp_path / "e5"), device="cpu")
+    read, _ = N.read_pairs(pairs)
+    cands = N.candidate_texts(read, N.read_corpus_texts(corpus))
+    a = ref.encode([r["anchor"] for r in rows], prompt_name="query")
+    c = ref.encode(cands, prompt_name="passage")
+    expected, _, _ = N.select_negatives(read, a, c[[cands.index(r["positive"]) for r in rows]], cands, c, 2, 0.0,
+                                        backend="numpy")
+    assert [json.loads(line)["negatives"] for line in out.read_text().splitlines()] == expected
