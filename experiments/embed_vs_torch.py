@@ -138,7 +138,6 @@ def padded_positions(lengths: list[int], batch: int, ours: bool, chars: list[int
 
 def bench_embed(st_dir: Path, texts: list[str], args) -> dict:
     import numpy as np
-    import torch
     from sentence_transformers import SentenceTransformer
 
     import xlm_jax
