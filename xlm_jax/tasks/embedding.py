@@ -136,9 +136,9 @@ def _gettext_prefix(lang: str, spec: str) -> Path:
         build_gettext_corpus(corpus)
     if lang == "en" or not re.fullmatch(r"[a-z]{2,3}(?:_[A-Za-z]+)?", lang):
         raise UserError(f"{spec}: {lang!r} is not a language code of the gettext corpus (en <-> XX pairs)")
-    l1, l2, _ = para_name(lang, "en")
-    prefix = corpus / "para" / f"{l1}-{l2}"
-    if not (prefix.parent / f"{l1}-{l2}.{lang}").is_file():
+    stem, _, _ = para_name(lang, "en")
+    prefix = corpus / "para" / stem
+    if not (prefix.parent / f"{stem}.{lang}").is_file():
         have = sorted(json.loads((corpus / "stats.json").read_text()).get("languages", {}))
         raise UserError(f"{spec}: the gettext corpus {corpus} has no en-{lang} pairs (languages: {', '.join(have)})")
     return prefix
