@@ -94,9 +94,7 @@ def test_the_output_embeds_with_its_trained_pooling_and_converts_to_sentence_tra
     dst = tmp_path / "st"
     from xlm_jax.convert import main as convert_main
 
-    with pytest.raises(SystemExit) as exit_:
-        convert_main([str(run), str(dst), "--to", "sentence-transformers"])
-    assert exit_.value.code in (0, None)
+    convert_main([str(run), str(dst), "--to", "sentence-transformers"])
     pooling = json.loads((dst / "1_Pooling" / "config.json").read_text())
     assert pooling["pooling_mode_cls_token"] and not pooling["pooling_mode_mean_tokens"]
     ref = st.SentenceTransformer(str(dst), device="cpu")
