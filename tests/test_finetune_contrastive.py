@@ -281,3 +281,23 @@ def test_a_bad_tsv_is_one_error_line(setup, tmp_path, capsys):
 ])
 def test_bad_contrastive_keys_are_one_error_line(setup, tmp_path, capsys, extra, message):
     assert message in _bad(setup, tmp_path, capsys, *extra)
+
+
+def test_bad_pair_files_name_the_file_and_line(tmp_path):
+    # A TSV row without its positive; a JSONL positive that is not text; a parallel corpus with an empty line or
+    # files of different lengths.
+    t = tmp_path / "p.tsv"
+    t.write_text("anchor\tpositive\na\tb\nonly an anchor\n")
+    with pytest.raises(UserError, match=rf"{t}:3: 1 tab-separated fields, expected 2 .*a missing field"):
+        E.read(t, None)
+    j = tmp_path / "p.jsonl"
+    j.write_text('{"anchor": "a", "positive": 3}\n')
+    with pytest.raises(UserError, match=rf"{j}:1: field 'positive' is 3, expected a string"):
+        E.read(j, None)
+    (tmp_path / "de-en.de").write_text("eins\n\ndrei\n")
+    (tmp_path / "de-en.en").write_text("one\ntwo\nthree\n")
+    with pytest.raises(UserError, match=rf"de-en\.de:2: empty line"):
+        E.read(Path(f"para:{tmp_path / 'de-en'}"), None)
+    (tmp_path / "de-en.de").write_text("eins\nzwei\n")
+    with pytest.raises(UserError, match=r"de-en\.de has 2 lines but .*de-en\.en has 3"):
+        E.read(Path(f"para:{tmp_path / 'de-en'}"), None)
