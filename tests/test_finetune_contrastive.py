@@ -301,3 +301,27 @@ def test_bad_pair_files_name_the_file_and_line(tmp_path):
     (tmp_path / "de-en.de").write_text("eins\nzwei\n")
     with pytest.raises(UserError, match=r"de-en\.de has 2 lines but .*de-en\.en has 3"):
         E.read(Path(f"para:{tmp_path / 'de-en'}"), None)
+
+
+def test_the_shipped_config_loads_with_its_documented_command():
+    import dataclasses
+    import shlex
+
+    import yaml
+
+    from xlm_jax.workflows import finetune as F
+
+    path = ROOT / "configs" / "finetune_contrastive.yaml"
+    text = path.read_text()
+    cfg = F.load_config(str(path))
+    for key, value in yaml.safe_load(text).items():  # every key is a field and keeps its value
+        got = getattr(cfg, key)
+        got = dataclasses.asdict(got) if dataclasses.is_dataclass(got) else got
+        if isinstance(value, dict):
+            got = {k: list(got[k]) if isinstance(got[k], tuple) else got[k] for k in value}
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
+    command = shlex.split(text.splitlines()[0].lstrip("# "))
+    assert command[:4] == ["python", "-m", "xlm_jax.finetune", "configs/finetune_contrastive.yaml"]
+    documented = F.load_config(str(ROOT / command[3]), command[4:])
+    assert documented.task == "contrastive" and documented.out.startswith("runs/")
+    documented.contrastive.check_batch(documented.batch_size)
