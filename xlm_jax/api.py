@@ -28,6 +28,7 @@ from xlm_jax.models.xlm import XLMForMaskedLM
 from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_examples, encode_token_examples, \
     n_specials, ner, qa, word_predictions
 from xlm_jax.tasks.contrastive import pool as pool_states
+from xlm_jax.tasks.embedding import sentence_config as embedding_sentence_config
 from xlm_jax.training.checkpoint import resolve, restore_params
 from xlm_jax.workflows.convert import load_any
 from xlm_jax.workflows.evaluate import cosine_matrix
@@ -746,6 +747,9 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
     sentence = read_sentence_transformers(p) if (p / "modules.json").is_file() else None
     if is_task_checkpoint(p):
         _, params, config, task = load_task_model(p)
+        if task.spec.kind == "embedding" and not config.has_lang_embeddings:
+            # A contrastive fine-tuning output embeds with its trained pooling, length and prefixes.
+            sentence = embedding_sentence_config(task.options, task.max_len)
     else:
         try:
             resolve(p)

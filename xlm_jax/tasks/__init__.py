@@ -4,6 +4,7 @@ registry: `get_task(name)`.
     xnli, pawsx, classification   `xlm_jax.tasks.classification`   (sequence labels, accuracy)
     ner                           `xlm_jax.tasks.ner`              (BIO tags per word, entity F1)
     qa                            `xlm_jax.tasks.qa`               (answer spans, EM / F1)
+    contrastive                   `xlm_jax.tasks.embedding`        (sentence embeddings, retrieval P@1)
 
 Sentence retrieval and bitext mining (Tatoeba, BUCC) are `xlm_jax.tasks.mining`; tfds readers
 `xlm_jax.tasks.tfds`. Adding a task: one module building a `Task`, one line in `TASKS`. This package also
@@ -25,10 +26,11 @@ from xlm_jax.tasks.classification import (CLASSIFICATION, PAWSX, PAWSX_LABELS, X
 from xlm_jax.tasks.ner import NER, WIKIANN_LABELS, TokenExample, encode_token_examples, entity_scores, \
     tfds_wikiann_example, word_predictions
 from xlm_jax.tasks.qa import QA
+from xlm_jax.tasks.embedding import CONTRASTIVE
 from xlm_jax.tasks.tfds import TFDS_TASKS, load_tfds, tfds_pair_sentences
 
 __all__ = [
-    "CLASSIFICATION", "FILE_FORMATS", "IGNORE_INDEX", "NER", "PAWSX", "PAWSX_LABELS", "QA", "TASKS", "TFDS_TASKS", "WIKIANN_LABELS",
+    "CLASSIFICATION", "CONTRASTIVE", "FILE_FORMATS", "IGNORE_INDEX", "NER", "PAWSX", "PAWSX_LABELS", "QA", "TASKS", "TFDS_TASKS", "WIKIANN_LABELS",
     "XNLI", "XNLI_COLUMNS", "XNLI_LABELS", "XNLI_MT_COLUMNS", "Encoded", "Example", "InputProtocol", "Task",
     "TaskSpec", "TokenExample", "check_file_format", "check_labels", "check_layout_max_len", "encode_sequence_examples",
     "encode_token_examples", "entity_scores", "get_task", "load_tfds", "make_batch", "make_packed_batch", "min_len",
@@ -37,7 +39,7 @@ __all__ = [
     "tfds_wikiann_example", "tfds_xnli_examples", "word_predictions",
 ]
 
-TASKS: dict[str, Task] = {task.name: task for task in (XNLI, PAWSX, CLASSIFICATION, NER, QA)}
+TASKS: dict[str, Task] = {task.name: task for task in (XNLI, PAWSX, CLASSIFICATION, NER, QA, CONTRASTIVE)}
 
 
 def get_task(name: str) -> Task:

@@ -119,7 +119,7 @@ class Task:
       predictions.json (None: none is written);
     - `report` how fine-tuning and evaluation word it (`Report`);
     - `text_method` the notebook API's method for this head and what it answers; `noun` what an example is called
-      in messages; `formats` the known file formats (`FILE_FORMATS`) `read` accepts: a file that is plainly one of
+      in messages; `with_options(options)` the task bound to its options (see `configured`); `formats` the known file formats (`FILE_FORMATS`) `read` accepts: a file that is plainly one of
       another task's is refused by `check_file_format` before it is read, naming what it looks like."""
 
     name: str
@@ -149,6 +149,13 @@ class Task:
     text_method: tuple[str, str] = ("predict(texts)", "one label per text")
     noun: str = "examples"
     formats: tuple[str, ...] = ()  # keys of FILE_FORMATS this task's `read` accepts (a file of another: refused)
+    # A task whose model / loss depend on its options (contrastive: pooling, temperature) returns itself bound to
+    # them; fine-tuning and loading apply it to `options(cfg)` / task.json's options (None: nothing to bind).
+    with_options: Callable[[dict], "Task"] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def configured(self, options: dict) -> "Task":
+        """This task bound to `options` (`with_options`), or itself."""
+        return self if self.with_options is None else self.with_options(options)
 
     def __post_init__(self):
         # The encoding tasks' defaults (classification, NER): Encoded rows, padded or packed batches.

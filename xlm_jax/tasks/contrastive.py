@@ -120,16 +120,35 @@ class ContrastiveConfig:
         multilingual-e5 trained with 0.01). symmetric: also the positive → anchors term, averaged with the
         forward one. matryoshka_dims: embedding prefixes to train (each ≥ 1 and at most the hidden size; () =
         the full embedding only); matryoshka_weights: one weight ≥ 0 per dim (() = 1 each).
+    Fine-tuning (task=contrastive, `xlm_jax.tasks.embedding`) also reads: pooling (a mode of `POOLING_MODES`),
+        normalize (unit-length embeddings from `embed` and the exported model; the loss is cosine either way),
+        query_prefix / passage_prefix (prepended to anchors / to positives and negatives: e5's "query: " /
+        "passage: "), grad_cache_chunk (0 = off; else pairs per GradCache chunk, a divisor of batch_size).
     """
+
+    def check_batch(self, batch_size: int) -> None:
+        """UserError naming the key unless grad_cache_chunk is 0 or divides `batch_size` (so is at most it)."""
+        c = self.grad_cache_chunk
+        if c and (c > batch_size or batch_size % c):
+            divisors = [d for d in range(1, batch_size + 1) if batch_size % d == 0]
+            raise UserError(f"contrastive.grad_cache_chunk={c}: must divide batch_size={batch_size} (valid: 0 = off, "
+                            f"or one of {', '.join(map(str, divisors))})")
 
     temperature: float = 0.05
     symmetric: bool = False
     matryoshka_dims: tuple[int, ...] = ()
     matryoshka_weights: tuple[float, ...] = ()
+    pooling: str = "mean"
+    normalize: bool = True
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    grad_cache_chunk: int = 0
 
     def __post_init__(self):
         check_fields(self, "contrastive.")
         check_range("contrastive.temperature", self.temperature, 0, low_open=True)
+        check_choice("contrastive.pooling", self.pooling, POOLING_MODES)
+        check_range("contrastive.grad_cache_chunk", self.grad_cache_chunk, 0, integer=True, also={0: "off"})
         for i, d in enumerate(self.matryoshka_dims):
             check_range(f"contrastive.matryoshka_dims[{i}]", d, 1, integer=True)
         if len(set(self.matryoshka_dims)) != len(self.matryoshka_dims):
@@ -239,7 +258,8 @@ def _check_chunk(batch: Mapping[str, Any], chunk: int) -> dict[str, int]:
 
 
 def grad_cache_step(embed_fn: EmbedFn, params: Any, batch: Mapping[str, Any], chunk: int,
-                    loss_fn: Callable[[dict[str, Array]], Array], rng: Array | None = None) -> tuple[Array, Any]:
+                    loss_fn: Callable[[dict[str, Array]], Array], rng: Array | None = None, *,
+                    has_aux: bool = False) -> tuple[Array, Any]:
     """Loss and parameter gradients of `loss_fn(embeddings)` on the whole batch, computed GradCache-style.
 
     embed_fn(params, inputs, rng) -> float [n, D]: the embeddings of one chunk of rows (`inputs` is a column of
@@ -253,6 +273,7 @@ def grad_cache_step(embed_fn: EmbedFn, params: Any, batch: Mapping[str, Any], ch
     Chunk c of a column holds its rows c, c + n, c + 2n, ... (n = rows / chunk), so that with the batch sharded
     over the data-parallel devices each chunk spans all of them (the sum over chunks is the same gradient).
 
+    has_aux: loss_fn returns (loss, aux); then the first result is (loss, aux).
     Returns (loss float32 scalar, grads with `params`' structure). The chunks run under `jax.lax.scan`, so one
     chunk's activations are alive at a time (Gao et al. 2021). Raises UserError for a chunk that is < 1, larger
     than a column or does not divide it.
@@ -288,7 +309,7 @@ def grad_cache_step(embed_fn: EmbedFn, params: Any, batch: Mapping[str, Any], ch
         embeddings[name] = from_chunks(e)
 
     # 2. The loss and d loss / d embeddings on the whole batch: the only place the chunks meet.
-    loss, cached = jax.value_and_grad(loss_fn)(embeddings)
+    loss, cached = jax.value_and_grad(loss_fn, has_aux=has_aux)(embeddings)
 
     # 3. Each chunk again, with its VJP fed the cached slice of the embedding gradient.
     grads = jax.tree.map(jnp.zeros_like, params)

@@ -140,12 +140,15 @@ class StepLoss:
     metrics(sums) -> dict of float32 metrics from the summed `sums` (per-step figures such as loss, accuracy).
     select(batch) -> batch: host-side, before the jitted call: the parts of the batch the loss reads, raising
         UserError for a missing one. Default: the batch as given.
+    grad(params, batch, rng, totals) -> (grads, sums): the gradient of `fn` computed another way (GradCache:
+        `xlm_jax.tasks.contrastive.grad_cache_step`), with `fn`'s sums. Default: `jax.grad(fn, has_aux=True)`.
     """
 
     fn: Callable
     totals: Callable
     metrics: Callable
     select: Callable | None = None
+    grad: Callable | None = None
 
 
 def make_step(
@@ -178,7 +181,7 @@ def make_step(
     if grad_accum < 1:
         raise UserError(f"grad_accum={grad_accum}: must be >= 1")
     rows_multiple = batch_size_multiple(mesh) * grad_accum
-    grad_fn = jax.grad(loss.fn, has_aux=True)
+    grad_fn = loss.grad or jax.grad(loss.fn, has_aux=True)
 
     def step_fn(state, batch, rng):
         params = state["params"]

@@ -60,6 +60,7 @@ from xlm_jax.models.sentence_transformers import (POOLING_MODES, SentenceEmbeddi
                                                   write_sentence_transformers)
 from xlm_jax.models.xlm import XLMForMaskedLM, init_params
 from xlm_jax.tasks import get_task
+from xlm_jax.tasks.embedding import sentence_config as embedding_sentence_config
 from xlm_jax.training import checkpoint
 from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, TaskInfo, fine_tuned_checkpoint, finetune_tokenizer,
                                        is_task_checkpoint)
@@ -682,6 +683,10 @@ def convert_sentence_transformers(src: str | Path, dst: str | Path, *, pooling: 
     if max_seq_length is not None:
         check_range("--max-seq-length", max_seq_length, 1, integer=True)
     base = read_sentence_transformers(src) if (src / "modules.json").is_file() else SentenceEmbeddingConfig()
+    if not (src / "modules.json").is_file() and is_task_checkpoint(src):
+        task = fine_tuned_checkpoint(src)[1]
+        if task is not None and task.spec.kind == "embedding":  # a contrastive fine-tuning output: its own pooling
+            base = embedding_sentence_config(task.options, task.max_len)
     model_src = src / base.transformer_path
     detect(model_src)
     outputs.check_dir(dst, "convert", force=force)

@@ -55,9 +55,10 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _row_outputs(result: np.ndarray, j: int, length: int) -> np.ndarray:
-    """Row j of a padded batch's outputs: a scalar ([B] outputs) or its first `length` positions."""
-    return result[j] if result.ndim == 1 else result[j, :length]
+def _row_outputs(result: np.ndarray, j: int, length: int, per_token: bool = True) -> np.ndarray:
+    """Row j of a padded batch's outputs: a scalar ([B] outputs), its first `length` positions, or (not
+    `per_token`: a sentence embedding [B, D]) the whole row."""
+    return result[j] if result.ndim == 1 or not per_token else result[j, :length]
 
 
 def predict_all(task: Task, predict: Callable, params: Any, feats, batch_size: int, max_len: int,
@@ -70,7 +71,7 @@ def predict_all(task: Task, predict: Callable, params: Any, feats, batch_size: i
         rows = order[start:start + batch_size]
         result = np.asarray(predict(params, task.batch(feats, rows, batch_size, max_len, pad_id)))
         for j, r in enumerate(rows):
-            out[r] = _row_outputs(result, j, len(feats.ids[r]))
+            out[r] = _row_outputs(result, j, len(feats.ids[r]), task.kind != "embedding")
     return out
 
 

@@ -58,6 +58,7 @@ from xlm_jax.training.settings import MAX_SEED, check_batch_split, load_dataclas
 from xlm_jax.tasks import (InputProtocol, Task, check_layout_max_len, get_task, packed_rows_needed, read_all,
                            resolve_labels)
 from xlm_jax.tasks.base import task_loss  # noqa: F401  (the classification / NER loss, used by tests)
+from xlm_jax.tasks.contrastive import ContrastiveConfig
 from xlm_jax.training.checkpoint import restore_params, save_params
 from xlm_jax.training.optim import OptimizerConfig, check_adamw, make_optimizer
 from xlm_jax.training.sharding import MeshConfig, batch_size_multiple, check_mesh_sizes, make_mesh
@@ -119,6 +120,8 @@ class FinetuneConfig:
     max_query_len: int = 64  # question pieces kept (0 = all; a longer question is then refused)
     n_best: int = 20  # best start / end logits per window tried as answer spans
     max_answer_length: int = 30  # longest answer, in pieces
+    # task contrastive only (xlm_jax.tasks.embedding): loss, pooling, prefixes, GradCache (ContrastiveConfig)
+    contrastive: ContrastiveConfig = dataclasses.field(default_factory=ContrastiveConfig)
 
     def __post_init__(self):
         """Every field's type and range, before any file is read (UserError naming the key, the value and what
@@ -159,6 +162,8 @@ class FinetuneConfig:
         for name in ("doc_stride", "n_best", "max_answer_length"):
             check_range(name, getattr(self, name), 1, integer=True)
         check_range("max_query_len", self.max_query_len, 0, integer=True, also={0: "no limit"})
+        if spec.kind == "embedding":
+            self.contrastive.check_batch(self.batch_size)
         check_mesh_sizes({"mesh_data": self.mesh_data, "mesh_fsdp": self.mesh_fsdp, "mesh_tensor": self.mesh_tensor})
         if -1 not in (self.mesh_data, self.mesh_fsdp):  # else the device count decides, known at start-up
             check_batch_split(self.batch_size, self.mesh_data, self.mesh_fsdp, key="batch_size")
@@ -186,6 +191,10 @@ def init_from_checkpoint(path: str, spec: Task, labels: Sequence[str], rng, over
     if "encoder" not in params:
         raise UserError(f"{path}: no 'encoder' parameters (top-level keys: {sorted(params)}); not an xlm_jax checkpoint")
     config = config.replace(**overrides) if overrides else config
+    if spec.kind == "embedding":  # an embedding model is the encoder + pooling: no head to keep or initialise
+        dropped = sorted(k for k in params if k != "encoder")
+        return {"encoder": params["encoder"]}, config, ("the checkpoint's encoder" + (
+            f" (left out: {', '.join(dropped)})" if dropped else "") + f"; {spec.name}: no task head")
     head = spec.head(config, len(labels))
     dummy = jnp.zeros((1, 4, config.hidden_size), jnp.float32)
     fresh = jax.tree.map(np.asarray, nn.unbox(head.init({"params": rng}, dummy, True)["params"]))
@@ -589,6 +598,7 @@ def finetune(cfg: FinetuneConfig, log=print, force: bool = False) -> RunResult:
     if not cfg.train:
         raise UserError("train= is required: one or more data files (LANG:PATH to set their language)")
     task = get_task(cfg.task)
+    task = task.configured(task.options(cfg))  # contrastive: its pooling and loss settings
     out = outputs.check_dir(cfg.out, "finetune", force=force, legacy=FINETUNE_CONFIG)
     todo = (finetune_resume.plan(cfg, out, FINETUNE_CONFIG, log)  # resume, complete or fresh (finetune_resume)
             if outputs.owner(out, {"finetune": FINETUNE_CONFIG}) == "finetune" else "fresh")

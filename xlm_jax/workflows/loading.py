@@ -34,7 +34,8 @@ class TaskInfo:
 
     @property
     def spec(self) -> Task:
-        return get_task(self.task)
+        """The task, bound to the recorded options (`Task.configured`: the contrastive pooling and loss)."""
+        return get_task(self.task).configured(self.options)
 
     def to_json(self) -> str:
         return json.dumps({"format": 1, "task": self.task, "labels": list(self.labels), "max_len": self.max_len,
@@ -74,7 +75,7 @@ def find_task_checkpoint(path: str | Path) -> tuple[Path, TaskInfo]:
 def load_task_model(path: str | Path) -> tuple[nn.Module, Any, ModelConfig, TaskInfo]:
     ckpt, info = find_task_checkpoint(path)
     params, config = restore_params(ckpt)
-    if "classifier" not in params:
+    if "classifier" not in params and info.spec.kind != "embedding":  # an embedding model has no head
         raise UserError(f"{ckpt}: the checkpoint has no classifier head although {TASK_FILE} names task {info.task!r}")
     config = config.replace(dropout=0.0, attention_dropout=0.0)
     return task_model(config, info.spec, len(info.labels)), params, config, info
