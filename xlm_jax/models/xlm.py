@@ -22,7 +22,6 @@ shard by a rule table without touching this file.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -61,9 +60,17 @@ def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
     return table
 
 
+def gelu(x: Array) -> Array:
+    """Exact GELU, x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))) (Hendrycks & Gimpel 2016), same shape and dtype
+    as x: the formula of PyTorch's `F.gelu` / HF's "gelu". The same function as `jax.nn.gelu(approximate=False)`
+    (which XLA evaluates through erfc) to ~5e-7 in float32; this erf form costs about half as much on CPU (forward
+    1.8 vs 3.6 ms, gradient 2.9 vs 3.8 ms on [2048, 1024], one core; docs/benchmarks.md, "CPU levers")."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * np.asarray(0.7071067811865476, x.dtype)))
+
+
 def activation_fn(name: str):
-    """"gelu" (exact, erf), "relu" or "silu" (EuroBERT's SwiGLU)."""
-    return {"gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu, "silu": jax.nn.silu}[name]
+    """"gelu" (exact, erf: `gelu`), "relu" or "silu" (EuroBERT's SwiGLU)."""
+    return {"gelu": gelu, "relu": jax.nn.relu, "silu": jax.nn.silu}[name]
 
 
 def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.LayerNorm:
@@ -191,10 +198,15 @@ class Linear(nn.Module):
     kernel_init: Any = None  # an initializer (key, shape, dtype) -> array; None: normal(std)
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array | None) -> Array:
+        """x [..., *in_shape] -> [..., *out_shape]; x None -> (kernel, bias or None) as stored, for a caller that
+        applies several layers' kernels in one product (`SelfAttention`)."""
         axes = self.in_axes + self.out_axes
         init = _init(self.std, axes) if self.kernel_init is None else nn.with_logical_partitioning(self.kernel_init, axes)
         kernel = self.param("kernel", init, self.in_shape + self.out_shape, self.param_dtype)
+        if x is None:
+            bias = self.param("bias", _zeros(self.out_axes), self.out_shape, self.param_dtype) if self.use_bias else None
+            return kernel, bias
         n = len(self.in_shape)
         contract = (tuple(range(x.ndim - n, x.ndim)), tuple(range(n)))
         y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
@@ -221,9 +233,15 @@ class SelfAttention(nn.Module):
         """x: [B, T, D]; mask: bool [B, 1, T or 1, T], True where attention is allowed."""
         cfg = self.config
         d, heads = cfg.hidden_size, (cfg.num_heads, cfg.head_dim)
-        q = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "query")(x)
-        k = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "key")(x)
-        v = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "value")(x)
+        dt = _dtype(cfg.dtype)
+        # One product for q, k and v (a [D, 3, H, Dh] kernel stacked from the three stored ones, so parameters
+        # and checkpoints keep their own query / key / value; the stacked axis is unsharded, so a mesh that
+        # shards heads needs no gather): one larger GEMM instead of three (docs/benchmarks.md, "CPU levers").
+        stored = [_dense(cfg, d, heads, ("embed",), ("heads", "kv"), n)(None) for n in ("query", "key", "value")]
+        kernel = jnp.stack([kernel.astype(dt) for kernel, _ in stored], axis=1)
+        qkv = jax.lax.dot_general(x.astype(dt), kernel, (((x.ndim - 1,), (0,)), ((), ())))  # [B, T, 3, H, Dh]
+        qkv = qkv + jnp.stack([bias.astype(dt) for _, bias in stored])
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         out = attend(cfg, q, k, v, mask, deterministic)
         return _dense(cfg, heads, d, ("heads", "kv"), ("embed",), "out")(out)
 
