@@ -180,6 +180,21 @@ def test_api_refuses_crossed_methods(setup):
         m.translate([], src_lang="en", tgt_lang="fr")
 
 
+def test_saved_translation_model_translates_the_same(setup, tmp_path):
+    """LoadedModel.save round trip (ours and Hugging Face's EncoderDecoderModel layout): the same translations."""
+    m = xlm_jax.load(setup.mt)
+    texts = ["the cat open file", "", "save document"]
+    want = m.translate(texts, src_lang="en", tgt_lang="fr", max_len=10)
+    for fmt in ("xlm_jax", "hf"):
+        again = xlm_jax.load(m.save(tmp_path / fmt, format=fmt))
+        assert again.is_translation and again.config.decoder.langs == LANGS
+        assert again.translate(texts, src_lang="en", tgt_lang="fr", max_len=10) == want
+    # An encoder-decoder is not a sentence encoder.
+    with pytest.raises(UserError, match="encoder-decoder .*--to sentence-transformers needs an encoder"):
+        C.convert_sentence_transformers(setup.mt, tmp_path / "st")
+    assert not (tmp_path / "st").exists()
+
+
 def test_check_translation_for_unnamed_languages():
     cfg, params = _mt("xlmr", 40, langs=())
     with pytest.raises(UserError, match="records no language codes"):

@@ -825,6 +825,9 @@ def convert_sentence_transformers(src: str | Path, dst: str | Path, *, pooling: 
     outputs.check_dir(dst, "convert", force=force)
     outputs.check_overlap(dst, src)
     params, cfg, info = load_any(model_src, vocab_size=vocab_size, num_heads=num_heads)
+    if isinstance(cfg, EncoderDecoderConfig):
+        raise UserError(f"{src}: an encoder-decoder (MT) checkpoint; --to {ST_FORMAT} needs an encoder (an MLM "
+                        "or a fine-tuned encoder); an MT checkpoint goes to --to orbax or --to hf")
     length = max_seq_length or base.max_seq_length or cfg.max_positions
     if length > cfg.max_positions:
         raise UserError(f"--max-seq-length {length}: the model has {cfg.max_positions} positions (max_positions)")
