@@ -406,3 +406,19 @@ def test_parity_with_transformers_encoder_decoder():
         np.testing.assert_array_equal(exported[key], state[key], err_msg=key)
     hf_cfg = hf_seq2seq.hf_seq2seq_config(cfg)
     assert hf_cfg["decoder"]["type_vocab_size"] == 3 and hf_cfg["decoder"]["add_cross_attention"]
+
+
+def test_top_k_by_argmax_equals_lax_top_k():
+    """Beam search's candidate selection (k argmax rounds, fast on XLA's CPU backend) is lax.top_k exactly:
+    values, indices, ties (lower index first) and rows with -inf entries."""
+    from xlm_jax.models.decoding import _top_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        x = rng.integers(-3, 3, (3, 12)).astype(np.float32)  # many ties
+        if trial % 4 == 0:
+            x[:, :9] = -np.inf
+        k = int(rng.integers(1, 7))
+        want, got = jax.lax.top_k(jnp.asarray(x), k), _top_k(jnp.asarray(x), k)
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))

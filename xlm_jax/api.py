@@ -22,7 +22,7 @@ import numpy as np
 from xlm_jax.core.errors import UserError, check_choice, check_range
 from xlm_jax.data.hf_tokenizer import HFTokenizer
 from xlm_jax.data.tokenizer import Tokenizer, _check_texts, pad_rows
-from xlm_jax.models.config import ModelConfig
+from xlm_jax.models.config import EncoderDecoderConfig, ModelConfig
 from xlm_jax.models.sentence_transformers import SentenceEmbeddingConfig, prompt_length, read_sentence_transformers
 from xlm_jax.models.xlm import XLMForMaskedLM
 from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_examples, encode_token_examples, \
@@ -34,6 +34,7 @@ from xlm_jax.workflows.convert import load_any
 from xlm_jax.workflows.evaluate import cosine_matrix
 from xlm_jax.workflows.save_model import save_model
 from xlm_jax.workflows.tokenizer_check import Found, checkpoint_tokenizer, open_tokenizer
+from xlm_jax.workflows.translate import Translator, not_a_translation_model
 from xlm_jax.workflows.loading import (FINETUNE_CONFIG, TASK_FILE, is_task_checkpoint,  # noqa: F401
                                        layer_index, load_task_model, task_model)
 
@@ -225,12 +226,22 @@ class LoadedModel:
     sentence: SentenceEmbeddingConfig | None = None
 
     def __post_init__(self):
-        self.model = XLMForMaskedLM(self.config)
+        # A translation model (EncoderDecoderConfig) answers `translate` only; its model is built by the Translator.
+        self.model = None if self.is_translation else XLMForMaskedLM(self.config)
+
+    @property
+    def is_translation(self) -> bool:
+        """Whether this is an encoder-decoder (machine translation: `translate`) rather than an encoder."""
+        return isinstance(self.config, EncoderDecoderConfig)
 
     def __repr__(self) -> str:
         c = self.config
         tok = (f"tokenizer {self.tokenizer.path} ({len(self.tokenizer)} ids)" if self.tokenizer is not None
                else "no tokenizer")
+        if self.is_translation:
+            e, d = c.encoder, c.decoder
+            return (f"LoadedModel(translation {e.family}, encoder {e.num_layers} + decoder {d.num_layers} layers, "
+                    f"hidden {e.hidden_size}, vocab {e.vocab_size}, langs {list(d.langs) or '-'}, {tok})")
         task = f", task {self.task.task} {list(self.task.labels)}" if self.task is not None else ""
         return (f"LoadedModel({c.family}, {c.num_layers} layers, hidden {c.hidden_size}, vocab {c.vocab_size}, "
                 f"langs {list(c.langs) or '-'}, {tok}{task})")
@@ -319,11 +330,13 @@ class LoadedModel:
 
     def hidden_states(self, input_ids, attention_mask=None, langs=None) -> jax.Array:
         """Last-layer states, [batch, length, hidden] in the config's dtype."""
+        self._need_encoder("hidden_states")
         inputs = self._inputs(input_ids, attention_mask, langs)  # checked before the jitted function is built
         return self._forward(self.params, *inputs, False)
 
     def layer_states(self, input_ids, attention_mask=None, langs=None) -> jax.Array:
         """Every layer's output, [layers, batch, length, hidden] (the last equals `hidden_states`)."""
+        self._need_encoder("layer_states")
         inputs = self._inputs(input_ids, attention_mask, langs)
         last, states = self._forward(self.params, *inputs, True)
         return states.at[-1].set(last)
@@ -331,9 +344,16 @@ class LoadedModel:
     def mlm_logits(self, input_ids, attention_mask=None, langs=None) -> jax.Array:
         """Masked-LM logits at every position, [batch, length, vocab]. Raises UserError for a checkpoint without
         an LM head (a fine-tuned classifier, a converted encoder or ...ForSequenceClassification)."""
+        self._need_encoder("mlm_logits")
         self._need_lm_head("mlm_logits")
         inputs = self._inputs(input_ids, attention_mask, langs)
         return self._logits(self.params, *inputs)
+
+    def _need_encoder(self, method: str) -> None:
+        if self.is_translation:
+            raise UserError(f"{method}: this is a translation model (an encoder-decoder, {self.source or 'in memory'})"
+                            "; its method is translate(texts, src_lang=..., tgt_lang=...). The encoder methods "
+                            "(hidden_states, embed, fill_mask, ...) need a masked LM or a fine-tuned encoder")
 
     def _need_lm_head(self, method: str) -> None:
         if "lm_head" not in self.params:
@@ -417,6 +437,45 @@ class LoadedModel:
                 out[r] = result[j]
         return out
 
+    # ------------------------------------------------------------------------------------ translation
+
+    def check_translate(self, method: str = "translate") -> None:
+        """UserError unless this is an encoder-decoder with a tokenizer (an MLM says what to run first)."""
+        if not self.is_translation:
+            what = ("a fine-tuned encoder with a task head" if self.task is not None else
+                    "a masked LM (an encoder)" if "lm_head" in self.params else "an encoder")
+            raise not_a_translation_model(self.source or "this model", what)
+        self._need_tokenizer(method)
+
+    @functools.cached_property
+    def _translator(self) -> Translator:
+        return Translator(self.config, self.params, self.tokenizer)
+
+    def translate(self, texts, src_lang: str | None = None, tgt_lang: str | None = None, beam: int = 1,
+                  length_penalty: float = 1.0, max_len: int | None = None, batch_size: int | None = None,
+                  early_stopping: bool = False) -> str | list[str]:
+        """Translations of `texts` (a str, or a non-empty list of str: one translation each, in order; an empty or
+        all-blank text gives "") from `src_lang` into `tgt_lang` (codes of `config.decoder.langs`), with an
+        encoder-decoder checkpoint (MT training's output, a converted HF EncoderDecoderModel or XLM MT .pth).
+
+        beam=1: greedy decoding; beam > 1: XLM's beam search, hypotheses scored `sum_logprob / length **
+        length_penalty` (`early_stopping` as XLM's flag); max_len: tokens per translation, start and end included
+        (None: `1.5 * source length + 10`, rounded up to a power of two). Texts longer than the encoder's
+        positions are truncated with a UserWarning. Texts are batched by length in power-of-two shapes (at most
+        `batch_size` rows, default the model's), each shape compiled once (`xlm_jax.workflows.translate`).
+        Raises UserError for a checkpoint that is not an encoder-decoder (naming the MT training command), a
+        missing tokenizer, a language the model lacks, beam < 1, a length_penalty that is not a number, a
+        max_len below 3 or above the decoder's positions."""
+        self.check_translate()
+        items, single = _as_list(texts, "translate(texts)")
+        out, cut = self._translator.translate(items, src_lang, tgt_lang, beam=beam, length_penalty=length_penalty,
+                                              max_len=max_len, batch_size=batch_size or self.batch_size,
+                                              early_stopping=early_stopping)
+        if cut:
+            _warn_caller(f"{cut} of {len(items)} texts were longer than the encoder's "
+                         f"{self.config.encoder.max_positions} positions (special tokens included) and were truncated")
+        return out[0] if single else out
+
     # ------------------------------------------------------------------------------------ text methods
 
     def pool_ids(self, rows: list[list[int]], layer_index: int, pooling: str | tuple[str, ...] = "mean",
@@ -426,6 +485,7 @@ class LoadedModel:
         Pooling (`xlm_jax.tasks.contrastive.pool`): "mean" averages the real tokens (XTREME's retrieval
         protocol), "cls" takes the first token; `skip_first` positions (a prompt's tokens) are left out. The
         batching behind `embed` and `xlm_jax.evaluate.embed_sentences` (`batch_size` defaults to the model's)."""
+        self._need_encoder("pool_ids")
         if not rows:
             return np.zeros((0, self.config.hidden_size), np.float32)
         lang_ids = lang_ids if lang_ids is not None else [0] * len(rows)
@@ -455,6 +515,7 @@ class LoadedModel:
         Raises UserError for an empty list, items that are not str, an unknown pooling, a layer outside
         1..L / -1..-L, a bad / missing lang, both prompt and prompt_name, a prompt that is not a str, or a
         prompt_name the model does not have (naming its prompts)."""
+        self._need_encoder("embed")
         tok = self._need_tokenizer("embed")
         items, _ = _as_list(texts, "texts")
         if pooling is not None:
@@ -502,6 +563,7 @@ class LoadedModel:
                    lang_b=None) -> np.ndarray:
         """Cosine similarity of every text of `texts_a` with every text of `texts_b`: float32 [len(a), len(b)],
         from `embed` (`lang_b` defaults to `lang`). Raises what `embed` raises."""
+        self._need_encoder("similarity")
         lang_b = lang if lang_b is None else lang_b
         a = self.embed(texts_a, layer, pooling, lang=lang)
         b = self.embed(texts_b, layer, pooling, lang=lang_b)
@@ -512,6 +574,7 @@ class LoadedModel:
         """The `k` candidates most similar to each query (cosine of `embed`s): (indices int64 [Q, k] into
         `candidates`, scores float32 [Q, k]), best first. Raises UserError for k outside 1..len(candidates) and
         what `embed` raises."""
+        self._need_encoder("retrieve")
         n = len(candidates) if isinstance(candidates, list | tuple) else 1
         if not isinstance(k, int | np.integer) or isinstance(k, bool) or not 1 <= k <= max(1, n):
             raise UserError(f"k={k!r}: must be an integer in [1, {max(1, n)}] (the number of candidates)")
@@ -534,6 +597,7 @@ class LoadedModel:
         (piece, token, probability, id), most probable first; for a list of str: a list of those, one per text.
         Raises UserError for a text without `<mask>`, a `<mask>` cut off by truncation, top_k outside
         1..(number of candidate pieces), a checkpoint without an LM head, and what `embed` raises."""
+        self._need_encoder("fill_mask")
         tok = self._need_tokenizer("fill_mask")
         self._need_lm_head("fill_mask")
         items, single = _as_list(texts, "texts")
@@ -601,6 +665,7 @@ class LoadedModel:
         str or a (str, str) pair, a list of them for a list. Pair tasks (xnli, pawsx) take (premise,
         hypothesis) pairs, single-text tasks take str. Raises UserError for a checkpoint without a sequence
         head, the wrong kind of item, and what `embed` raises."""
+        self._need_encoder("predict")
         self._need_task("predict", "sequence")
         items, single = _as_list(texts, "texts", pairs=True)
         pair = self.task.spec.pair
@@ -629,6 +694,7 @@ class LoadedModel:
         `xlm_jax.tasks.ner.encode_token_examples`). Words beyond the model's positions are labelled "O" (with a
         warning). Raises UserError for a checkpoint without a token head, an empty list, a sentence that is not
         a list of str (a bare str: split it first), and a bad / missing lang."""
+        self._need_encoder("predict_tokens")
         tok = self._need_task("predict_tokens", "token")
         ner.check_word_lists(sentences)
         langs = self._langs(lang, len(sentences))
@@ -663,6 +729,7 @@ class LoadedModel:
         Raises UserError for a checkpoint without a QA head (naming the method that fits), an empty / blank /
         non-str question or context, lists of different lengths, n_best or max_answer_length not an integer
         >= 1, and a bad / missing lang."""
+        self._need_encoder("answer")
         tok = self._need_task("answer", "span")
         items, single = qa.question_items(question, context)
         if not isinstance(n_best, int | np.integer) or isinstance(n_best, bool) or n_best < 1:
@@ -768,7 +835,9 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
     if tokenizer is False:
         note = "loaded with tokenizer=False"
     else:
-        tok = _load_tokenizer(tokenizer, config, found, f"load({path})")
+        # An encoder-decoder's tokenizer serves both sides: it is checked against the encoder.
+        tok_config = config.encoder if isinstance(config, EncoderDecoderConfig) else config
+        tok = _load_tokenizer(tokenizer, tok_config, found, f"load({path})")
         note = "" if tok is not None else (note or found.note)
     return LoadedModel(config, jax.tree_util.tree_map(jnp.asarray, params), tok, task, str(path), note,
                        sentence=sentence)

@@ -10,6 +10,11 @@ along. `--to sentence-transformers` writes the encoder with a pooling config (`-
 `SentenceTransformer(DST)` loads with the vectors `xlm_jax.load(DST).embed` gives. DST is written to a temporary sibling directory and renamed into place. Bad input (flags, an unreadable or
 refused source, a DST holding other files without --force) prints one `error:` line and exits 2.
 
+Encoder-decoders (machine translation): an original XLM MT `.pth` (`encoder` / `decoder` state dicts, `params`,
+`dico_*`), a Hugging Face `EncoderDecoderModel` directory (XLM-R encoder + `XLMRobertaForCausalLM` decoder with
+cross-attention) or our MT checkpoint is read as one; `--to orbax` writes ours, `--to hf` an `EncoderDecoderModel`
+(XLM-R family only: XLM's encoder-decoder has no transformers class, refused before anything is written).
+
 This module is the command only; the library (the format readers, `load_any`, `export_hf`, `convert`, the pickle
 allow-list) is `xlm_jax.workflows.convert`.
 """

@@ -54,8 +54,10 @@ from xlm_jax.core import outputs
 from xlm_jax.core.errors import UserError, check_range
 from xlm_jax.core.textfiles import read_text
 from xlm_jax.data.tokenizer_files import _is_tokenizer, read_run_record
-from xlm_jax.models import families, hf_mapping
-from xlm_jax.models.config import ModelConfig
+from xlm_jax.models import families, hf_mapping, hf_seq2seq
+from xlm_jax.models.config import EncoderDecoderConfig, ModelConfig
+from xlm_jax.models.decoder import EncoderDecoder
+from xlm_jax.models.decoder import init_params as init_mt_params
 from xlm_jax.models.sentence_transformers import (POOLING_MODES, SentenceEmbeddingConfig, read_sentence_transformers,
                                                   write_sentence_transformers)
 from xlm_jax.models.xlm import XLMForMaskedLM, init_params
@@ -301,6 +303,108 @@ def _xlm(ckpt: dict, source: str, num_heads: int | None) -> tuple[dict, dict[str
     return hf_cfg, hf_state, names
 
 
+# ------------------------------------------------------------------------------- encoder-decoder (MT)
+
+MT_ARCHITECTURE = "EncoderDecoderModel"  # SourceInfo.architecture of every encoder-decoder source
+MT_LANGS_KEY = "xlm_jax_langs"  # config.json key of an exported EncoderDecoderModel: its target-language codes
+
+
+def _is_xlm_mt(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and "model" not in ckpt and "encoder" in ckpt and "decoder" in ckpt
+
+
+def mt_param_shapes(cfg: EncoderDecoderConfig) -> dict:
+    """The `EncoderDecoder` parameter shapes for `cfg` ({encoder, decoder}), without allocating anything."""
+    abstract = jax.eval_shape(lambda key: nn.unbox(init_mt_params(EncoderDecoder(cfg), key)), jax.random.key(0))
+    return jax.tree_util.tree_map(lambda x: tuple(x.shape), abstract)
+
+
+def _check_mt_vocab(cfg: EncoderDecoderConfig, vocab_size: int | None, source: str) -> None:
+    if vocab_size is not None:
+        enc = cfg.encoder
+        hf_mapping.check_shape("encoder/embeddings/word_embeddings/embedding (--vocab-size)",
+                               (enc.vocab_size, enc.hidden_size), (vocab_size, enc.hidden_size), source)
+
+
+def _from_hf_seq2seq(hf_cfg: dict, state: dict[str, np.ndarray], source: str, vocab_size: int | None
+                     ) -> tuple[dict, EncoderDecoderConfig]:
+    """An HF `EncoderDecoderModel` (XLM-R encoder, `XLMRobertaForCausalLM` decoder with cross-attention) -> our
+    params and config. The target-language codes come from config.json's `xlm_jax_langs` (what
+    `export_hf_seq2seq` writes), one per row of the decoder's token-type table; without it the model has
+    `type_vocab_size` unnamed target languages."""
+    try:
+        cfg = hf_seq2seq.hf_seq2seq_config_to_config(hf_cfg, source)
+    except KeyError as e:
+        raise UserError(f"{source}: the encoder-decoder configuration (config.json) lacks the key {e}") from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{source}: malformed encoder-decoder configuration (config.json): {e}") from None
+    langs = hf_cfg.get(MT_LANGS_KEY)
+    if langs:
+        if (not isinstance(langs, list) or not all(isinstance(x, str) for x in langs)
+                or len(langs) != cfg.target_langs):
+            raise UserError(f"{source}: config.json {MT_LANGS_KEY}={langs!r:.80} must list {cfg.target_langs} "
+                            "language codes, one per row of the decoder's token-type table")
+        named = dict(n_langs=len(langs), langs=tuple(langs))
+        cfg = EncoderDecoderConfig(cfg.encoder.replace(**named), cfg.decoder.replace(**named))
+    _check_mt_vocab(cfg, vocab_size, source)
+    params = hf_seq2seq.hf_seq2seq_to_params(state, cfg, mt_param_shapes(cfg), source)
+    return params, cfg
+
+
+def _layer_count(state: dict[str, Any]) -> int:
+    found = {int(m.group(1)) for k in state if (m := re.match(r"attentions\.(\d+)\.", k))}
+    return max(found) + 1 if found else 0
+
+
+def _from_xlm_mt(ckpt: dict, source: str, vocab_size: int | None, num_heads: int | None
+                 ) -> tuple[dict, EncoderDecoderConfig]:
+    """facebookresearch/XLM's MT checkpoint (`{"encoder", "decoder", "params", "dico_*"}`, as its trainer's
+    `save_checkpoint` / `save_model` write it) -> our params and config. The hyperparameters are read as for an
+    XLM MLM `.pth` (`params`: emb_dim, n_heads, n_langs, lang2id, special indices, ...); layer counts from the
+    tensors (`params.n_enc_layers` / `n_dec_layers`), so a stale `n_layers` cannot mislead."""
+    sides = {}
+    for side in ("encoder", "decoder"):
+        state = _to_numpy_state(ckpt[side], f"{source} ({side})")
+        sides[side] = {k.removeprefix("module."): v for k, v in state.items()}
+    p = _namespace_dict(ckpt.get("params"), "params", source)
+    layers = {side: _layer_count(sides[side]) for side in sides}
+    for side, n in layers.items():
+        if n == 0:
+            raise UserError(f"{source}: the {side} state dict holds no layers (attentions.N.*)")
+    # The encoder is an XLM MLM without its prediction head's own weights: read its config as `_xlm` does.
+    enc_state = {k: v for k, v in sides["encoder"].items() if not k.startswith("pred_layer.")}
+    as_mlm = {"model": enc_state, "params": {**p, "n_layers": layers["encoder"]},
+              "dico_id2word": ckpt.get("dico_id2word")}
+    hf_cfg, _, _ = _xlm(as_mlm, source, num_heads)
+    try:
+        encoder, _ = hf_mapping.hf_config_to_model_config(hf_cfg, source)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{source}: malformed XLM params: {e}") from None
+    hf_mapping.check_xlm_intermediate(encoder, source)
+    cfg = EncoderDecoderConfig(encoder, encoder.replace(num_layers=layers["decoder"]))
+    _check_mt_vocab(cfg, vocab_size, source)
+    params = hf_seq2seq.xlm_mt_to_params(sides, cfg, mt_param_shapes(cfg), source)
+    return params, cfg
+
+
+def export_hf_seq2seq(params: dict, config: EncoderDecoderConfig, out_dir: str | Path) -> str:
+    """Writes an encoder-decoder as a Hugging Face `EncoderDecoderModel` directory (config.json +
+    model.safetensors) -> its architecture. `EncoderDecoderModel.from_pretrained(out_dir)` computes our logits
+    (to 1e-4; `decoder_token_type_ids` = the target language id); config.json records the target-language
+    codes under `xlm_jax_langs`, which `load_any` reads back. Only post-LN XLM-R-family models have this layout:
+    UserError otherwise (XLM's encoder-decoder has no transformers class)."""
+    state = hf_seq2seq.params_to_hf_seq2seq(params, config)  # raises UserError for other families
+    hf_config = hf_seq2seq.hf_seq2seq_config(config)
+    if config.decoder.langs:
+        hf_config[MT_LANGS_KEY] = list(config.decoder.langs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    return MT_ARCHITECTURE
+
+
 # ----------------------------------------------------------------------------------------------- loading
 
 def param_shapes(cfg: ModelConfig, kind: str | None = None, num_labels: int = 2) -> dict:
@@ -466,9 +570,35 @@ def detect(src: str | Path) -> tuple[str, Path]:
     )
 
 
+def _encoder_pickle(ckpt: Any, path: Path, source: str, vocab_size: int | None, num_heads: int | None
+                    ) -> tuple[str, dict, ModelConfig, str]:
+    """A fairseq XLM-R model.pt or an original XLM (MLM) .pth -> (kind, params, config, architecture)."""
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        keys = ", ".join(map(str, list(ckpt)[:8])) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise UserError(f"{path}: expected a dict with a 'model' state dict (fairseq model.pt or XLM .pth) or "
+                        f"'encoder' and 'decoder' state dicts (XLM MT .pth); found {keys}")
+    keys = list(ckpt["model"]) if isinstance(ckpt["model"], dict) else []
+    if "params" in ckpt or any(k.removeprefix("module.").startswith("attentions.") for k in keys):
+        kind = "xlm"
+        hf_cfg, state, names = _xlm(ckpt, source, num_heads)
+    elif any(".sentence_encoder." in k for k in keys):
+        kind = "fairseq"
+        hf_cfg, state, names = _fairseq(ckpt, source, num_heads)
+    else:
+        raise UserError(f"{path}: neither a fairseq XLM-R nor an original XLM checkpoint "
+                        f"(first 'model' keys: {', '.join(keys[:5])})")
+    params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size, names)
+    return kind, params, cfg, arch
+
+
 def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int | None = None,
-             architecture: str | None = None) -> tuple[dict, ModelConfig, SourceInfo]:
+             architecture: str | None = None) -> tuple[dict, ModelConfig | EncoderDecoderConfig, SourceInfo]:
     """Any supported checkpoint -> (our params as NumPy arrays, ModelConfig, SourceInfo). Pure apart from reading.
+
+    An encoder-decoder (machine translation) source gives params {encoder, decoder} and an
+    `EncoderDecoderConfig` (`SourceInfo.architecture` = MT_ARCHITECTURE): our MT checkpoints, Hugging Face
+    `EncoderDecoderModel` directories (XLM-R encoder + `XLMRobertaForCausalLM` decoder) and original XLM MT
+    `.pth` files (`encoder` / `decoder` state dicts); callers that need an encoder check the config's type.
 
     `architecture` restricts the import (a bare `...Model` drops the LM head); `vocab_size` is the size the
     caller's tokenizer expects: a checkpoint of another size is refused, naming the tensor and both shapes.
@@ -483,15 +613,17 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
     if kind == "orbax":
         params, cfg = checkpoint.restore_params(path)
         if vocab_size is not None:
+            enc = cfg.encoder if isinstance(cfg, EncoderDecoderConfig) else cfg
             hf_mapping.check_shape("encoder/embeddings/word_embeddings/embedding (--vocab-size)",
-                                   (cfg.vocab_size, cfg.hidden_size), (vocab_size, cfg.hidden_size), source)
+                                   (enc.vocab_size, enc.hidden_size), (vocab_size, enc.hidden_size), source)
         if "classifier" in params:
             task = fine_tuned_checkpoint(path)[1]
             if task is None:  # a head whose labels nothing records: it cannot be exported faithfully
                 params = {k: v for k, v in params.items() if k != "classifier"}
                 note = (f"left out the classifier head of {source}: no {TASK_FILE} records its task and labels "
                         "(fine-tuning writes one next to OUT/best)")
-        arch = default_architecture(cfg, "lm_head" in params, task.spec.kind if task else None)
+        arch = (MT_ARCHITECTURE if isinstance(cfg, EncoderDecoderConfig)
+                else default_architecture(cfg, "lm_head" in params, task.spec.kind if task else None))
         tokenizer_files = orbax_tokenizer_files(path)
     elif kind == "hf":
         try:
@@ -502,30 +634,28 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
             raise UserError(f"{path / 'config.json'}: a JSON {type(hf_cfg).__name__}, expected an object (a Hugging "
                             "Face model configuration)")
         state = _read_hf_weights(path)
-        params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size)
-        task = _hf_task(hf_cfg, arch, cfg)
+        if hf_cfg.get("model_type") == "encoder-decoder":  # an EncoderDecoderModel: our MT checkpoint format
+            params, cfg = _from_hf_seq2seq(hf_cfg, state, source, vocab_size)
+            arch = MT_ARCHITECTURE
+        else:
+            params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size)
+        task = None if isinstance(cfg, EncoderDecoderConfig) else _hf_task(hf_cfg, arch, cfg)
         named = (hf_cfg.get("architectures") or [arch])[0]
         if named != arch and hf_mapping.head_kind(arch) is None and "For" in str(named):
             note = f"{named}'s head has no xlm_jax counterpart: read the encoder only ({arch})"
         tokenizer_files = _tokenizer_files(path)
     else:
         ckpt = torch_load(path)
-        if not isinstance(ckpt, dict) or "model" not in ckpt:
-            keys = ", ".join(map(str, list(ckpt)[:8])) if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise UserError(f"{path}: expected a dict with a 'model' state dict (fairseq model.pt or XLM .pth); "
-                            f"found {keys}")
-        keys = list(ckpt["model"]) if isinstance(ckpt["model"], dict) else []
-        if "params" in ckpt or any(k.removeprefix("module.").startswith("attentions.") for k in keys):
+        if _is_xlm_mt(ckpt):  # facebookresearch/XLM's MT checkpoint: encoder + decoder
             kind = "xlm"
-            hf_cfg, state, names = _xlm(ckpt, source, num_heads)
-        elif any(".sentence_encoder." in k for k in keys):
-            kind = "fairseq"
-            hf_cfg, state, names = _fairseq(ckpt, source, num_heads)
+            params, cfg = _from_xlm_mt(ckpt, source, vocab_size, num_heads)
+            arch = MT_ARCHITECTURE
         else:
-            raise UserError(f"{path}: neither a fairseq XLM-R nor an original XLM checkpoint "
-                            f"(first 'model' keys: {', '.join(keys[:5])})")
-        params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size, names)
+            kind, params, cfg, arch = _encoder_pickle(ckpt, path, source, vocab_size, num_heads)
         tokenizer_files = _tokenizer_files(path.parent)
+    if architecture is not None and isinstance(cfg, EncoderDecoderConfig):
+        raise UserError(f"{source}: --architecture {architecture} is for encoders; an encoder-decoder (MT) "
+                        f"checkpoint is written as {MT_ARCHITECTURE} (leave --architecture out)")
     if architecture is not None:
         check_architecture(architecture, cfg, source)
         want = hf_mapping.head_kind(architecture)
@@ -630,6 +760,12 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
     if to not in ("orbax", "hf"):
         raise UserError(f"--to {to!r}: valid values are 'orbax' and 'hf'")
     params, cfg, info = load_any(src, vocab_size=vocab_size, num_heads=num_heads, architecture=architecture)
+    if to == "hf" and isinstance(cfg, EncoderDecoderConfig):
+        try:  # checked before anything is written
+            hf_seq2seq.hf_seq2seq_tables(cfg)
+        except UserError as e:
+            raise UserError(f"{src}: --to hf: {e}; XLM's encoder-decoder has no transformers class, keep it as "
+                            "xlm_jax (--to orbax)") from None
 
     def write(tmp: Path) -> str:
         # The tokenizer comes along either way, so that `xlm_jax.load(DST)` carries it; transformers'
@@ -643,6 +779,8 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
             if info.task is not None:  # the head's task and labels: DST is a fine-tuned checkpoint, like OUT/best
                 (tmp / TASK_FILE).write_text(info.task.to_json())
             return info.architecture
+        if isinstance(cfg, EncoderDecoderConfig):
+            return export_hf_seq2seq(params, cfg, tmp)
         return export_hf(params, cfg, tmp, info.architecture, info.task)
 
     arch = outputs.write_atomically(dst, write, "convert")
@@ -692,6 +830,9 @@ def convert_sentence_transformers(src: str | Path, dst: str | Path, *, pooling: 
     outputs.check_dir(dst, "convert", force=force)
     outputs.check_overlap(dst, src)
     params, cfg, info = load_any(model_src, vocab_size=vocab_size, num_heads=num_heads)
+    if isinstance(cfg, EncoderDecoderConfig):
+        raise UserError(f"{src}: an encoder-decoder (MT) checkpoint; --to {ST_FORMAT} needs an encoder (an MLM "
+                        "or a fine-tuned encoder); an MT checkpoint goes to --to orbax or --to hf")
     length = max_seq_length or base.max_seq_length or cfg.max_positions
     if length > cfg.max_positions:
         raise UserError(f"--max-seq-length {length}: the model has {cfg.max_positions} positions (max_positions)")

@@ -21,7 +21,7 @@ import numpy as np
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import check_choice
 from xlm_jax.data.tokenizer_files import RUN_RECORD
-from xlm_jax.models.config import ModelConfig
+from xlm_jax.models.config import EncoderDecoderConfig, ModelConfig
 from xlm_jax.training import checkpoint
 from xlm_jax.workflows import convert
 from xlm_jax.workflows.loading import TASK_FILE
@@ -31,8 +31,8 @@ FORMATS = ("xlm_jax", "hf")
 OWNER = "convert"  # the layout is convert's: either may replace the other's output
 
 
-def save_model(directory: str | Path, params: Any, config: ModelConfig, tokenizer=None, task=None,
-               format: str = "xlm_jax", force: bool = False) -> Path:
+def save_model(directory: str | Path, params: Any, config: ModelConfig | EncoderDecoderConfig, tokenizer=None,
+               task=None, format: str = "xlm_jax", force: bool = False) -> Path:
     """Writes the model to `directory` (see the module docstring) -> the directory.
 
     `params`: the parameter tree (JAX or NumPy arrays); `tokenizer`: a Tokenizer / HFTokenizer or None; `task`:
@@ -47,6 +47,9 @@ def save_model(directory: str | Path, params: Any, config: ModelConfig, tokenize
         tmp.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:
             copy_tokenizer(tokenizer, tmp, "sentencepiece.bpe.model" if format == "hf" else "tokenizer.model")
+        if format == "hf" and isinstance(config, EncoderDecoderConfig):
+            convert.export_hf_seq2seq(host, config, tmp)  # an encoder-decoder: transformers' EncoderDecoderModel
+            return
         if format == "hf":
             convert.export_hf(host, config, tmp, task=task)  # a fine-tuned model: the class with its head and labels
             return
