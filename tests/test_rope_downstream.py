@@ -284,3 +284,30 @@ def test_pretrain_bad_model_fields_one_error_line(env, tmp_path, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error:") and words in err[0], err
         assert not run_dir.exists() and not cache.exists()
+
+
+# ------------------------------------------------------------------------------------------------- bench
+
+
+def test_bench_modernbert_same_function_on_both_sides(tmp_path):
+    """bench's ModernBERT configuration: the JAX step and transformers' ModernBertForMaskedLM (all-position logits
+    and head at masked positions only) start from the same weights and give the same eval loss; each side trains."""
+    from xlm_jax.bench.jax_side import JaxWorker
+    from xlm_jax.bench.torch_side import TorchWorker
+    from xlm_jax.bench.workload import CONFIGS, hf_architecture
+    from xlm_jax.models.config import to_dict
+
+    cfg = CONFIGS["smoke_modernbert"]
+    assert hf_architecture(cfg.model) == "ModernBertForMaskedLM"
+    assert CONFIGS["cpu_mmbert"].model.vocab_size == 256000 and CONFIGS["cpu_mmbert"].model.global_attn_every_n == 3
+    base = {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
+            "device": "cpu", "threads": 1, "cpus": None, "seed": 0, "max_steps": 4}
+    weights = str(tmp_path / "w.npz")
+    jax_worker = JaxWorker({**base, "framework": "jax", "weights": None})
+    want = jax_worker.export_weights(weights)["eval_loss"]
+    for fw in ("torch_eager", "torch_masked"):
+        worker = TorchWorker({**base, "framework": fw, "weights": weights})
+        assert not worker.load_report["missing"] and not worker.load_report["unexpected"], worker.load_report
+        assert worker.export_weights("")["eval_loss"] == pytest.approx(want, abs=1e-4)
+        assert np.isfinite(worker.warmup(1)["loss_first"])
+    assert np.isfinite(jax_worker.warmup(1)["loss_first"])
