@@ -21,6 +21,7 @@ import rope_parity as rp  # noqa: E402
 import rope_setup as rs  # noqa: E402
 import tiny_setup  # noqa: E402
 import xlm_jax  # noqa: E402
+from xlm_jax.core.errors import UserError  # noqa: E402
 from xlm_jax.data.hf_tokenizer import HFTokenizer  # noqa: E402
 from xlm_jax.data.tokenizer import Tokenizer  # noqa: E402
 from xlm_jax.models import families  # noqa: E402
@@ -234,13 +235,27 @@ def test_notebook_api_on_converted_directories(converted, family):
         assert len(filled[0]) == 3
 
 
+def _squad(path, n: int):
+    """SQuAD 1.1 json of `n` questions over contexts of the tiny tokenizer.json's words; the answer is the animal."""
+    rows = []
+    for i in range(n):
+        context = ["the cat open file", "le chat ouvrir fichier", "die katze öffnen datei"][i % 3]
+        animal = context.split()[1]
+        answer = {"text": animal, "answer_start": context.index(animal)}
+        rows.append({"context": context, "qas": [{"id": f"q{i}", "question": "what is it", "answers": [answer]}]})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": rows}]}))
+    return path
+
+
 @pytest.mark.parametrize("family,task", [("modernbert", "classification"), ("eurobert", "classification"),
-                                         ("modernbert", "ner")])
+                                         ("modernbert", "ner"), ("eurobert", "qa")])
 def test_finetune_from_a_converted_checkpoint(converted, tmp_path, family, task):
     d, _ = converted[family]
     if task == "classification":
         train_file = tiny_setup.write_jsonl(tmp_path / "train.jsonl", tiny_setup.task_examples("en", 32, 0))
         valid = tiny_setup.write_jsonl(tmp_path / "valid.jsonl", tiny_setup.task_examples("de", 8, 1))
+    elif task == "qa":
+        train_file, valid = _squad(tmp_path / "train.json", 16), _squad(tmp_path / "valid.json", 6)
     else:
         rows = ["the O\ncat B-ANIMAL\nopen O\nfile O\n", "le O\nchat B-ANIMAL\nouvrir O\n"] * 8
         train_file = tmp_path / "en.conll"
@@ -256,12 +271,20 @@ def test_finetune_from_a_converted_checkpoint(converted, tmp_path, family, task)
     assert isinstance(m.tokenizer, HFTokenizer) and m.config.family == family and m.task.task == task
     if task == "classification":
         assert m.predict("the cat open file").label in ("file", "other")
+    elif task == "qa":
+        assert m.answer("what is it", "the cat open file") is not None
     else:
         assert len(m.predict_tokens([["the", "cat", "open"]])[0]) == 3
+    if (family, task) == ("eurobert", "qa"):  # transformers has no EuroBertForQuestionAnswering: said, not guessed
+        with pytest.raises(UserError, match="EuroBertModel"):
+            convert(out, tmp_path / "hf_out", to="hf")
+        assert not (tmp_path / "hf_out").exists()
+        return
     # And the fine-tuned model exports to transformers with its head.
     convert(out, tmp_path / "hf_out", to="hf")
-    auto = (transformers.AutoModelForSequenceClassification if task == "classification"
-            else transformers.AutoModelForTokenClassification)
+    auto = {"classification": transformers.AutoModelForSequenceClassification,
+            "ner": transformers.AutoModelForTokenClassification,
+            "qa": transformers.AutoModelForQuestionAnswering}[task]
     assert type(auto.from_pretrained(str(tmp_path / "hf_out"))).__name__.startswith(rs.PREFIX[family])
 
 

@@ -146,9 +146,10 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
     model's or an encoder with a task head. The word embeddings [V, D] become [V', D] and the LM-head bias [V]
     becomes [V'] (when the tree has an LM head with a bias; a tied output projection needs nothing more). An untied
     projection (EuroBERT: lm_head/decoder/kernel [D, V]) gets its new columns as the embeddings get their new
-    rows (split means; without an LM-head bias the log N offset, and with it the bound below, does not apply). Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from
-    V-1 to V'-1, the last id, as fairseq and Hugging Face expect; each new piece's row is the mean of the base
-    rows of its base split, `<unk>` counting as the mean of all base piece rows (Gee et al. 2022 / Hewitt 2021:
+    rows (split means; without an LM-head bias the log N offset, and with it the bound below, does not apply).
+    Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from V-1 to
+    V'-1, the last id, as fairseq and Hugging Face expect; each new piece's row is the mean of the base rows of
+    its base split, `<unk>` counting as the mean of all base piece rows (Gee et al. 2022 / Hewitt 2021:
     see the module docstring); its bias is the mean of the split's biases minus log N (N = V' - V new pieces),
     which bounds the probability M the extended model puts on the new ids at any position by
     M / (1 - M) <= the mean base probability of the new pieces' split pieces <= 1 (so M <= 1/2; module
