@@ -2,7 +2,7 @@
 attention every 3rd layer and a sliding window elsewhere) against a tiny XLM-R-family model with the same parameter
 count, the same tokens and the same steps, pretrained with MLM on the system's gettext catalogs.
 
-    python experiments/successors_gettext.py WORK_DIR [--langs de fr es] [--steps 300] [--vocab 2000]
+    python experiments/successors_gettext.py WORK_DIR [--langs de fr es] [--steps 150] [--vocab 2000]
 
 Steps (each skipped when its output exists, so a re-run resumes):
 1. corpus, tokenizer, preprocessing as experiments/zero_shot_gettext.py (5 % of the translation groups held out);
@@ -48,9 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("work")
     parser.add_argument("--langs", nargs="+", default=["de", "fr", "es"])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--vocab", type=int, default=2000)
-    parser.add_argument("--finetune-steps", type=int, default=80)
+    parser.add_argument("--finetune-steps", type=int, default=60)
     parser.add_argument("--pairs", type=int, default=300)
     args = parser.parse_args()
     work = Path(args.work).absolute()

@@ -57,10 +57,12 @@ from xlm_jax.training import checkpoint
 from xlm_jax.training.optim import _key
 from xlm_jax.training.step import boxed_abstract_params
 
-# The vocabulary-sized parameters: the word embeddings, the LM-head bias and (EuroBERT, untied) the LM projection.
-# A preset selects those its model has (a pattern of a preset may match nothing; the preset as a whole may not).
-EMBEDDINGS = ("encoder/embeddings/word_embeddings/embedding", "lm_head/bias", "lm_head/decoder")
-PRESETS = {"embeddings": EMBEDDINGS}
+# The vocabulary-sized parameters of the XLM-R / ModernBERT families: the word embeddings and the LM-head bias; the
+# preset adds an untied LM projection (EuroBERT). A preset selects those its model has (a pattern of a preset may
+# match nothing; the preset as a whole may not).
+EMBEDDINGS = ("encoder/embeddings/word_embeddings/embedding", "lm_head/bias")
+UNTIED_PROJECTION = "lm_head/decoder"
+PRESETS = {"embeddings": (*EMBEDDINGS, UNTIED_PROJECTION)}
 FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq Dictionary's first ids, before dict.txt's lines
 
 
