@@ -334,3 +334,14 @@ def test_bench_modernbert_same_function_on_both_sides(tmp_path):
         assert worker.export_weights("")["eval_loss"] == pytest.approx(want, abs=1e-4)
         assert np.isfinite(worker.warmup(1)["loss_first"])
     assert np.isfinite(jax_worker.warmup(1)["loss_first"])
+
+
+@pytest.mark.parametrize("extra, family", [((), "modernbert"), (("model.base=eurobert_tiny",), "eurobert")])
+def test_the_modernbert_config_resolves_to_its_family(extra, family):
+    """configs/modernbert_gettext.yaml (and its EuroBERT variant on its second command line) builds the family."""
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "modernbert_gettext.yaml", list(extra))
+    model = cfg.model.resolve(vocab_size=100, bos_token_id=0, pad_token_id=1, eos_token_id=2, unk_token_id=3,
+                              mask_token_id=99)
+    assert model.family == family and model.num_layers == 3
