@@ -22,9 +22,9 @@ import numpy as np
 from xlm_jax.core.errors import UserError, check_choice, check_range
 from xlm_jax.data.hf_tokenizer import HFTokenizer
 from xlm_jax.data.tokenizer import Tokenizer, _check_texts, pad_rows
+from xlm_jax.models import families
 from xlm_jax.models.config import EncoderDecoderConfig, ModelConfig
 from xlm_jax.models.sentence_transformers import SentenceEmbeddingConfig, prompt_length, read_sentence_transformers
-from xlm_jax.models.xlm import XLMForMaskedLM
 from xlm_jax.tasks import Example, InputProtocol, TokenExample, encode_sequence_examples, encode_token_examples, \
     n_specials, ner, qa, word_predictions
 from xlm_jax.tasks.contrastive import pool as pool_states
@@ -227,7 +227,8 @@ class LoadedModel:
 
     def __post_init__(self):
         # A translation model (EncoderDecoderConfig) answers `translate` only; its model is built by the Translator.
-        self.model = None if self.is_translation else XLMForMaskedLM(self.config)
+        # Otherwise the family's masked LM (XLM / XLM-R, ModernBERT, EuroBERT).
+        self.model = None if self.is_translation else families.masked_lm(self.config)
 
     @property
     def is_translation(self) -> bool:
@@ -259,7 +260,7 @@ class LoadedModel:
     @functools.cached_property
     def _logits(self):
         def logits(params, ids, mask, langs):
-            return self.model.apply({"params": params}, ids, mask, None, langs, method=XLMForMaskedLM.mlm_logits)
+            return self.model.apply({"params": params}, ids, mask, None, langs, method=type(self.model).mlm_logits)
 
         return jax.jit(logits)
 
@@ -282,7 +283,7 @@ class LoadedModel:
     def _mask_probs(self):
         def probs(params, ids, mask, langs, positions):
             logits = self.model.apply({"params": params}, ids, mask, None, langs, positions,
-                                      method=XLMForMaskedLM.logits_at)
+                                      method=type(self.model).logits_at)
             return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
         return jax.jit(probs)

@@ -22,7 +22,7 @@ allow-list) is `xlm_jax.workflows.convert`.
 from __future__ import annotations
 
 from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, positive_int
-from xlm_jax.models import hf_mapping
+from xlm_jax.models import hf_families, hf_mapping
 from xlm_jax.models.sentence_transformers import POOLING_MODES
 from xlm_jax.workflows.convert import ST_FORMAT, convert, convert_sentence_transformers
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="--to sentence-transformers: unit-length embeddings (a Normalize module)")
     parser.add_argument("--max-seq-length", type=positive_int, default=None,
                         help="--to sentence-transformers: tokens per input (default: SRC's, or the model's positions)")
-    parser.add_argument("--architecture", choices=hf_mapping.HF_ARCHITECTURES,
+    parser.add_argument("--architecture", choices=hf_mapping.HF_ARCHITECTURES + hf_families.architectures(),
                         help="HF architecture to write (default: the source's; a bare ...Model drops the LM or task head, "
                              "saying so)")
     parser.add_argument("--force", action="store_true",

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xlm_jax.bench.workload import (ARCH, LR, TOTAL_STEPS, WARMUP_STEPS, hf_labels, make_batch, rss_mb, spec_config,
-                                   timed_loop, versions)
-from xlm_jax.models import families
+from xlm_jax.bench.workload import (LR, TOTAL_STEPS, WARMUP_STEPS, hf_architecture, hf_labels, make_batch, rss_mb,
+                                   spec_config, timed_loop, versions)
+from xlm_jax.models import families, hf_families
 from xlm_jax.models.config import from_dict
 from xlm_jax.models.hf_mapping import params_to_hf
 from xlm_jax.training import optim, sharding
@@ -56,8 +56,10 @@ class JaxWorker:
         return nn.unbox(self.state["params"])
 
     def export_weights(self, path: str) -> dict[str, Any]:
-        if self.cfg.family in ("xlm", "xlmr"):  # the PyTorch sides are XLMRobertaForMaskedLM; others run jax alone
-            np.savez(path, **params_to_hf(jax.device_get(self._params()), self.cfg, ARCH))
+        if path:  # the PyTorch sides' masked LM (workload.hf_architecture) in transformers' names
+            arch, module = hf_architecture(self.cfg), hf_families.module_for(self.cfg.family)
+            to_hf = params_to_hf if module is None else module.params_to_hf
+            np.savez(path, **to_hf(jax.device_get(self._params()), self.cfg, arch))
         # Through the project's eval step (mesh + logical rules): a bare eager `apply` before the first train step
         # made the later trace of the train step fail inside flax (kernel_init_wrap's sharding constraint).
         sums = step_lib.make_eval_step(self.cfg, self.mesh, self.state_shardings)(self.state["params"],

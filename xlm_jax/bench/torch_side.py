@@ -1,4 +1,5 @@
-"""The PyTorch side of the bench: transformers' XLMRobertaForMaskedLM trained as the HF Trainer does (torch_eager,
+"""The PyTorch side of the bench: transformers' XLMRobertaForMaskedLM (ModernBertForMaskedLM / EuroBertForMaskedLM
+for those families: `workload.hf_architecture`) trained as the HF Trainer does (torch_eager,
 torch_compile) or with its LM head at the masked positions only (torch_masked), in a worker process.
 
 torch and transformers are imported only when a `TorchWorker` is built: importing this module loads neither.
@@ -11,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from xlm_jax.bench.workload import (ARCH, LR, TOTAL_STEPS, WARMUP_STEPS, hf_labels, make_batch, rss_mb, spec_config,
-                                   timed_loop, versions)
+from xlm_jax.bench.workload import (LR, TOTAL_STEPS, WARMUP_STEPS, hf_architecture, hf_labels, make_batch, rss_mb,
+                                   spec_config, timed_loop, versions)
+from xlm_jax.models import hf_families
 from xlm_jax.models.config import from_dict
 from xlm_jax.models.hf_mapping import model_config_to_hf_config
 
@@ -31,12 +33,13 @@ class TorchWorker:
         gpu = spec["device"] == "gpu"
         self.dev = torch.device("cuda" if gpu else "cpu")
         cfg = from_dict(spec["model"])
-        hf_cfg = model_config_to_hf_config(cfg, ARCH)
+        arch, module = hf_architecture(cfg), hf_families.module_for(cfg.family)
+        hf_cfg = (model_config_to_hf_config if module is None else module.model_config_to_hf_config)(cfg, arch)
         hf_cfg.pop("architectures")
-        hf_cfg.pop("model_type")
-        config = transformers.XLMRobertaConfig(**hf_cfg, attn_implementation="sdpa")
+        model_type = hf_cfg.pop("model_type")
+        config = transformers.AutoConfig.for_model(model_type, **hf_cfg, attn_implementation="sdpa")
         t0 = time.perf_counter()
-        self.model = transformers.XLMRobertaForMaskedLM(config)
+        self.model = getattr(transformers, arch)(config)
         weights = spec.get("weights")
         if weights:
             with np.load(weights) as f:
@@ -53,6 +56,9 @@ class TorchWorker:
             "attention_mask": torch.from_numpy(np_batch["attention_mask"].astype(np.int64)).to(self.dev),
             "labels": torch.from_numpy(hf_labels(np_batch)).to(self.dev),
         }
+        if "segment_ids" in np_batch and module is not None:
+            raise ValueError(f"the packed layout has no PyTorch side for {arch} (its 4-D mask path is not tested "
+                             "here); run --sides jax")
         if "segment_ids" in np_batch:
             # Packed rows: HF takes a ready 4-D boolean mask [B, 1, T, T] as is (True = may attend; block-diagonal,
             # as xlm_jax.models.xlm.segment_mask) and explicit position ids restarting per example (XLM-R's rows of
@@ -73,7 +79,7 @@ class TorchWorker:
         # The decay mask of xlm_jax.training.optim (no decay for biases, LayerNorm, position table), in HF names.
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
-            skip = name.endswith("bias") or "LayerNorm" in name or "position_embeddings" in name
+            skip = name.endswith("bias") or "norm" in name.lower() or "position_embeddings" in name
             (no_decay if skip else decay).append(p)
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
@@ -93,10 +99,15 @@ class TorchWorker:
         with self.autocast():
             if not self.masked_head:
                 return model(**self.inputs).loss
-            hidden = model.roberta(**self.encoder_inputs).last_hidden_state
+            hidden = model.base_model(**self.encoder_inputs).last_hidden_state
             hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.masked_index)
-            logits = model.lm_head(hidden)
+            logits = self._lm_head(model, hidden)
             return self.torch.nn.functional.cross_entropy(logits.float(), self.masked_targets)
+
+    @staticmethod
+    def _lm_head(model, hidden):
+        # XLM-R and EuroBERT: lm_head; ModernBERT: head (dense -> act -> norm) then decoder.
+        return model.lm_head(hidden) if hasattr(model, "lm_head") else model.decoder(model.head(hidden))
 
     def _optimizer(self):
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -142,7 +153,7 @@ class TorchWorker:
 
     def infer(self, steps: int) -> dict[str, Any]:
         torch = self.torch
-        encoder = self.model.roberta
+        encoder = self.model.base_model
         encoder.eval()
 
         def one(_):
@@ -166,7 +177,7 @@ class TorchWorker:
     def breakdown(self, steps: int) -> dict[str, Any]:
         def encoder(_):
             with self.autocast():
-                return self.model.roberta(**self.encoder_inputs).last_hidden_state
+                return self.model.base_model(**self.encoder_inputs).last_hidden_state
 
         def forward_backward(_):
             loss = self._forward()

@@ -14,6 +14,7 @@ import numpy as np
 
 from xlm_jax.data.masking import MaskConfig, mask_tokens, noise_width
 from xlm_jax.data.packing import first_fit, pack
+from xlm_jax.models import hf_families
 from xlm_jax.models.config import ModelConfig, from_dict, get_model_config
 
 ARCH = "XLMRobertaForMaskedLM"
@@ -51,11 +52,25 @@ CONFIGS: dict[str, BenchConfig] = {
         _cfg("tiny", get_model_config("xlmr_tiny"), 16, 128, ("cpu", "gpu")),
         _cfg("xlmr_base", get_model_config("xlmr_base"), 32, 512, ("gpu",)),
         _cfg("xlmr_large", get_model_config("xlmr_large"), 16, 512, ("gpu",)),
+        # mmBERT shaped (Gemma 2's 256,000 vocabulary, global attention every 3rd layer, a 128-token window
+        # elsewhere, GeGLU 3x wide) at cpu_xlmr's CPU size and tokens per step, in rows long enough (512) for the
+        # window to matter: the PyTorch sides are transformers' ModernBertForMaskedLM.
+        _cfg("cpu_mmbert", get_model_config("mmbert_small", num_layers=4, hidden_size=256, num_heads=4,
+                                            intermediate_size=768), 4, 512, ("cpu",)),
         # Seconds-long CI check of the whole pipeline.
         _cfg("smoke", get_model_config("xlmr_tiny", num_layers=1, hidden_size=32, num_heads=2,
                                        intermediate_size=64, vocab_size=200), 2, 32, ()),
+        _cfg("smoke_modernbert", get_model_config("modernbert_tiny", num_layers=2, hidden_size=32, num_heads=2,
+                                                  intermediate_size=48, vocab_size=200, global_attn_every_n=2),
+             2, 32, ()),
     )
 }
+
+
+def hf_architecture(m: ModelConfig) -> str:
+    """The transformers masked-LM class the PyTorch sides train for `m`'s family (XLMRobertaForMaskedLM for XLM-R)."""
+    module = hf_families.module_for(m.family)
+    return ARCH if module is None else module.default_architecture(m, "mlm")
 
 
 LAYOUTS = ("full", "padded", "packed")
@@ -89,7 +104,8 @@ def make_batch(cfg: BenchConfig, seed: int = 0) -> dict[str, np.ndarray]:
     b, t = cfg.batch, cfg.seq_len
     extra = {}
     if cfg.layout == "full":
-        ids = rng.integers(4, m.mask_id, size=(b, t), dtype=np.int64)
+        low, high = (4, m.mask_id) if m.mask_id > 4 else (m.mask_id + 1, m.vocab_size)  # as _examples
+        ids = rng.integers(low, high, size=(b, t), dtype=np.int64)
         ids[:, 0], ids[:, -1] = m.bos_token_id, m.eos_token_id
         attention = np.ones((b, t), np.int32)
         positions = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy()

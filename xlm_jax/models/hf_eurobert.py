@@ -147,7 +147,8 @@ def hf_config_to_model_config(hf: dict[str, Any], source: str) -> tuple[ModelCon
         bos_token_id=hf.get("bos_token_id", 128000),
         eos_token_id=eos,
         pad_token_id=eos if hf.get("pad_token_id") is None else hf["pad_token_id"],
-        unk_token_id=eos,  # the Llama-3 vocabulary has no unknown piece
+        # The Llama-3 vocabulary has no unknown piece (unk = eos) unless the config names one (a vocabulary that has it).
+        unk_token_id=eos if hf.get("unk_token_id") is None else hf["unk_token_id"],
         mask_token_id=hf.get("mask_token_id", 128002),
         rope_theta=_rope_theta(hf, source),
         use_bias=t.bias_setting(hf, ("attention_bias", "mlp_bias"), source),
@@ -178,6 +179,7 @@ def model_config_to_hf_config(cfg: ModelConfig, architecture: str, num_labels: i
         "eos_token_id": cfg.eos_token_id,
         "pad_token_id": cfg.pad_token_id,
         "mask_token_id": cfg.mask_id,
+        **({} if cfg.unk_token_id == cfg.eos_token_id else {"unk_token_id": cfg.unk_token_id}),
         "attention_bias": cfg.use_bias,
         "mlp_bias": cfg.use_bias,
         "attention_dropout": cfg.attention_dropout,

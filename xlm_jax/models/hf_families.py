@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from xlm_jax.models import hf_eurobert, hf_modernbert
+from xlm_jax.models import hf_tables as t
 
 MODULES: dict[str, ModuleType] = {"modernbert": hf_modernbert, "eurobert": hf_eurobert}  # by ModelConfig.family
 MODEL_TYPES: dict[str, str] = {"modernbert": "modernbert", "eurobert": "eurobert"}  # HF model_type -> family
@@ -28,3 +29,23 @@ def module_for_hf(hf_config: dict[str, Any]) -> ModuleType | None:
     """The mapping module for an HF config.json dict (by its model_type), or None when it is no RoPE family."""
     family = MODEL_TYPES.get(hf_config.get("model_type"))
     return MODULES[family] if family else None
+
+
+def module_for_architecture(architecture: str) -> ModuleType | None:
+    """The mapping module whose `ARCHITECTURES` name `architecture` (e.g. "ModernBertForMaskedLM"), else None."""
+    return next((m for m in MODULES.values() if architecture in m.ARCHITECTURES), None)
+
+
+def architectures() -> tuple[str, ...]:
+    """Every transformers class the RoPE families read and write."""
+    return tuple(a for m in MODULES.values() for a in m.ARCHITECTURES)
+
+
+def head_kind(architecture: str) -> str | None:
+    """The task head kind ("sequence", "token", "span") of a RoPE family's fine-tuned class; None for the masked LM,
+    the bare encoder and classes of other families."""
+    module = module_for_architecture(architecture)
+    if module is None:
+        return None
+    head = t.head_of(architecture, module.PREFIX)
+    return None if head == "mlm" else head

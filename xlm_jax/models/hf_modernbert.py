@@ -144,6 +144,9 @@ def hf_config_to_model_config(hf: dict[str, Any], source: str) -> tuple[ModelCon
         raise UserError(f"{source}: classifier_pooling={pooling!r} is not supported (cls or mean)")
     layers = hf["num_hidden_layers"]
     layer_types = hf.get("layer_types")
+    if layer_types is not None and (not isinstance(layer_types, list) or len(layer_types) != layers):
+        raise UserError(f"{source}: layer_types {layer_types!r} does not give one type per layer "
+                        f"(num_hidden_layers={layers})")
     every_n = _every_n(list(layer_types), source) if layer_types else int(hf.get("global_attn_every_n_layers", 3))
     global_theta, local_theta = _rope_thetas(hf, source)
     ids = {k: hf.get(k) for k in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")}

@@ -159,11 +159,13 @@ class GatedMLP(nn.Module):
 
 # ------------------------------------------------------------------------------------------------ pooling
 
-def pool(hidden: Array, how: str, attention_mask: Array, segment_ids: Array | None = None,
+def pool(hidden: Array, how: str, attention_mask: Array | None, segment_ids: Array | None = None,
          example_starts: Array | None = None) -> Array:
     """hidden [B, T, X] -> [B, X] ("first": token 0; "mean": the mean over real tokens, HF's masked mean), or with
     `example_starts` int [B, E] (packed rows) [B, E, X]: each example's first token, or the mean over the tokens
-    of its segment (`segment_ids` [B, T])."""
+    of its segment (`segment_ids` [B, T]). `attention_mask` None: every token is real (a head's initialisation)."""
+    if attention_mask is None:
+        attention_mask = jnp.ones(hidden.shape[:2], jnp.int32)
     if how == "first":
         if example_starts is None:
             return hidden[:, 0]

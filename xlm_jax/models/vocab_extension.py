@@ -67,6 +67,7 @@ def _set_leaf(params: dict, path: tuple[str, ...], value) -> dict:
 
 EMBEDDING_PATH = ("encoder", "embeddings", "word_embeddings", "embedding")
 LM_BIAS_PATH = ("lm_head", "bias")
+LM_DECODER_PATH = ("lm_head", "decoder", "kernel")  # an untied LM projection [D, V] (EuroBERT)
 
 
 def base_split(base: Tokenizer, extended: Tokenizer) -> dict[int, list[int]]:
@@ -143,10 +144,12 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
 
     `params`: our parameter tree (`xlm_jax.models.xlm`; host NumPy or jax arrays, boxed ones are unboxed), an MLM
     model's or an encoder with a task head. The word embeddings [V, D] become [V', D] and the LM-head bias [V]
-    becomes [V'] (when the tree has an LM head; its output projection is tied to the embeddings, so nothing else
-    has a vocab axis). Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from
-    V-1 to V'-1, the last id, as fairseq and Hugging Face expect; each new piece's row is the mean of the base
-    rows of its base split, `<unk>` counting as the mean of all base piece rows (Gee et al. 2022 / Hewitt 2021:
+    becomes [V'] (when the tree has an LM head with a bias; a tied output projection needs nothing more). An untied
+    projection (EuroBERT: lm_head/decoder/kernel [D, V]) gets its new columns as the embeddings get their new
+    rows (split means; without an LM-head bias the log N offset, and with it the bound below, does not apply).
+    Rows of ids 0 .. V-2 are copied bit for bit; `<mask>`'s trained row (embedding and bias) moves from V-1 to
+    V'-1, the last id, as fairseq and Hugging Face expect; each new piece's row is the mean of the base rows of
+    its base split, `<unk>` counting as the mean of all base piece rows (Gee et al. 2022 / Hewitt 2021:
     see the module docstring); its bias is the mean of the split's biases minus log N (N = V' - V new pieces),
     which bounds the probability M the extended model puts on the new ids at any position by
     M / (1 - M) <= the mean base probability of the new pieces' split pieces <= 1 (so M <= 1/2; module
@@ -182,5 +185,12 @@ def extend_embeddings(params: dict, config: ModelConfig, base: Tokenizer, extend
         # minus log N: the new ids together start no likelier than one piece of their splits (module docstring).
         out = _set_leaf(out, LM_BIAS_PATH, _extend_rows(np.asarray(bias), splits, n, "LM-head bias",
                                                         offset=-float(np.log(len(splits)))))
+    decoder = _leaf(params, LM_DECODER_PATH)
+    if decoder is not None:  # untied projection: its columns are output embeddings, extended as the rows are
+        if getattr(decoder, "shape", None) != (config.hidden_size, config.vocab_size):
+            raise UserError(f"params: {'/'.join(LM_DECODER_PATH)} has shape {tuple(getattr(decoder, 'shape', ()))}"
+                            f"; expected [{config.hidden_size}, {config.vocab_size}]")
+        columns = _extend_rows(np.asarray(decoder).T, splits, n, "LM projection")
+        out = _set_leaf(out, LM_DECODER_PATH, np.ascontiguousarray(columns.T))
     mask = {} if config.mask_token_id < 0 else {"mask_token_id": n - 1}
     return out, dataclasses.replace(config, vocab_size=n, **mask)

@@ -57,8 +57,12 @@ from xlm_jax.training import checkpoint
 from xlm_jax.training.optim import _key
 from xlm_jax.training.step import boxed_abstract_params
 
+# The vocabulary-sized parameters of the XLM-R / ModernBERT families: the word embeddings and the LM-head bias; the
+# preset adds an untied LM projection (EuroBERT). A preset selects those its model has (a pattern of a preset may
+# match nothing; the preset as a whole may not).
 EMBEDDINGS = ("encoder/embeddings/word_embeddings/embedding", "lm_head/bias")
-PRESETS = {"embeddings": EMBEDDINGS}
+UNTIED_PROJECTION = "lm_head/decoder"
+PRESETS = {"embeddings": (*EMBEDDINGS, UNTIED_PROJECTION)}
 FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq Dictionary's first ids, before dict.txt's lines
 
 
@@ -93,16 +97,21 @@ def trainable_mask(trainable: tuple[str, ...] | list[str], params: Any) -> Any |
     for item in items:
         if not isinstance(item, str) or not item:
             raise UserError(f"train.trainable: {item!r} is not a parameter-path pattern (a non-empty string)")
+        preset_hit: set[str] = set()
         for pattern in PRESETS.get(item, (item,)):
             try:
                 rx = re.compile(pattern)
             except re.error as err:
                 raise UserError(f"train.trainable: {pattern!r} is not a regular expression ({err})") from None
             hit = {p for p in paths if _selects(rx, p)}
-            if not hit:
+            if not hit and item not in PRESETS:
                 raise UserError(f"train.trainable: {pattern!r} matches no parameter of this model; valid: all, "
                                 f"embeddings, or patterns over the paths {', '.join(paths)}")
-            chosen |= hit
+            preset_hit |= hit
+        if not preset_hit:
+            raise UserError(f"train.trainable: {item!r} matches no parameter of this model; valid: all, "
+                            f"embeddings, or patterns over the paths {', '.join(paths)}")
+        chosen |= preset_hit
     treedef = jax.tree_util.tree_structure(params)
     return jax.tree_util.tree_unflatten(treedef, [p in chosen for p in paths])
 
@@ -285,7 +294,7 @@ def _orbax_config(path: Path) -> ModelConfig:
             jax.tree_util.tree_flatten_with_path(saved, is_leaf=lambda m: hasattr(m, "shape"))[0]}
     shapes = _shapes(config)
     want = {p: tuple(a.shape) for p, a in zip(param_paths(shapes), jax.tree.leaves(shapes))}
-    if "lm_head/bias" not in flat:
+    if not any(p.startswith("lm_head/") for p in flat):  # EuroBERT's LM head may have no bias
         raise UserError(f"model.init_from={path}: the checkpoint has no LM head (an encoder-only export); "
                         "continued MLM pretraining needs one")
     bad = [f"{p}: {flat.get(p)} vs {s}" for p, s in want.items() if flat.get(p) != s]

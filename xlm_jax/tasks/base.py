@@ -1,9 +1,12 @@
 """What every fine-tuning task shares: the `Task` protocol the workflows dispatch on, the input protocols of the
-two model families, unpadded encodings and their (padded or packed) batches, data-file helpers, the head-loss
+model families, unpadded encodings and their (padded or packed) batches, data-file helpers, the head-loss
 builder and the per-language results table.
 
 Input protocols (`InputProtocol.frame`), following the original fine-tuning code:
 - XLM-R: `<s> A </s>` and `<s> A </s></s> B </s>`; langs are ignored by the model;
+- ModernBERT / mmBERT, EuroBERT: BERT's `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` with the model's own
+  bos / eos ids (`[CLS]` / `[SEP]` of ModernBERT, `<bos>` / `<eos>` of Gemma 2 and Llama 3 vocabularies), the
+  layout ModernBERT's tokenizer.json writes;
 - XLM:   `</s> A </s>` and `</s> A </s> B </s>` (XLM's XNLI code), and *every* token — both halves — carries
   the id of the language being evaluated (index in `ModelConfig.langs`), as the original fine-tuning did.
 
@@ -33,6 +36,7 @@ from xlm_jax.data import packing
 from xlm_jax.data.tokenizer import check_max_len, min_max_len, pad_rows
 from xlm_jax.training.step import StepLoss
 from xlm_jax.models import families
+from xlm_jax.models.config import ROPE_FAMILIES
 
 IGNORE_INDEX = -100  # token-classification label of positions that do not count (later sub-words, specials, pads)
 
@@ -390,6 +394,8 @@ class InputProtocol:
     def frame(self, a: list[int], b: list[int] | None) -> list[int]:
         if self.family == "xlm":  # XLM's XNLI code: </s> a </s> [b </s>]
             return [self.eos_id, *a, self.eos_id] + ([*b, self.eos_id] if b is not None else [])
+        if self.family in ROPE_FAMILIES:  # BERT's layout, as ModernBERT's tokenizer.json: [CLS] a [SEP] [b [SEP]]
+            return [self.bos_id, *a, self.eos_id] + ([*b, self.eos_id] if b is not None else [])
         return [self.bos_id, *a, self.eos_id] + ([self.eos_id, *b, self.eos_id] if b is not None else [])
 
     def n_specials(self, pair: bool) -> int:
@@ -409,7 +415,7 @@ class InputProtocol:
 
 def n_specials(family: str, pair: bool) -> int:
     """Special tokens `InputProtocol.frame` adds around one text or a pair."""
-    if family == "xlm":
+    if family == "xlm" or family in ROPE_FAMILIES:
         return 3 if pair else 2
     return 4 if pair else 2
 

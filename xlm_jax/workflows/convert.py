@@ -53,14 +53,16 @@ from safetensors.numpy import save_file
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import UserError, check_range
 from xlm_jax.core.textfiles import read_text
+from xlm_jax.data.hf_tokenizer import HFTokenizer
+from xlm_jax.data.tokenizer import check_tokenizer_fits
 from xlm_jax.data.tokenizer_files import _is_tokenizer, read_run_record
-from xlm_jax.models import families, hf_mapping, hf_seq2seq
+from xlm_jax.models import families, hf_families, hf_mapping, hf_seq2seq
 from xlm_jax.models.config import EncoderDecoderConfig, ModelConfig
 from xlm_jax.models.decoder import EncoderDecoder
 from xlm_jax.models.decoder import init_params as init_mt_params
 from xlm_jax.models.sentence_transformers import (POOLING_MODES, SentenceEmbeddingConfig, read_sentence_transformers,
                                                   write_sentence_transformers)
-from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+from xlm_jax.models.xlm import init_params
 from xlm_jax.tasks import get_task
 from xlm_jax.tasks.embedding import sentence_config as embedding_sentence_config
 from xlm_jax.training import checkpoint
@@ -410,9 +412,15 @@ def export_hf_seq2seq(params: dict, config: EncoderDecoderConfig, out_dir: str |
 def param_shapes(cfg: ModelConfig, kind: str | None = None, num_labels: int = 2) -> dict:
     """Our parameter shapes for `cfg` (with a task head of `kind` and `num_labels` outputs: {encoder,
     classifier}; else the masked LM's {encoder, lm_head}), without allocating anything."""
-    model = families.task_model(cfg, kind, num_labels) if kind else XLMForMaskedLM(cfg)
+    model = families.task_model(cfg, kind, num_labels) if kind else families.masked_lm(cfg)
     abstract = jax.eval_shape(lambda key: nn.unbox(init_params(model, key)), jax.random.key(0))
     return jax.tree_util.tree_map(lambda x: tuple(x.shape), abstract)
+
+
+def head_kind(architecture: str) -> str | None:
+    """The task head kind ("sequence", "token", "span") of any family's fine-tuned HF class; None for the masked LM
+    and the bare encoder."""
+    return hf_mapping.head_kind(architecture) or hf_families.head_kind(architecture)
 
 
 def _is_bare(architecture: str) -> bool:
@@ -431,19 +439,24 @@ def _strip_base_prefix(state: dict[str, np.ndarray], architecture: str) -> dict[
 
 
 def _check_layer_count(state: dict[str, np.ndarray], cfg: ModelConfig, source: str) -> None:
-    found = {int(m.group(1)) for k in state if (m := re.search(r"(?:encoder\.layer|attentions)\.(\d+)\.", k))}
+    found = {int(m.group(1)) for k in state
+             if (m := re.search(r"(?:encoder\.layer|attentions|(?:^|\.)layers)\.(\d+)\.", k))}
     if found and max(found) + 1 != cfg.num_layers:
         raise UserError(f"{source}: the tensors hold {max(found) + 1} layers but the config says "
                         f"num_layers={cfg.num_layers}")
 
 
 def check_architecture(architecture: str, cfg: ModelConfig, source: str) -> None:
-    if architecture not in hf_mapping.HF_ARCHITECTURES:
-        raise UserError(f"{source}: unknown architecture {architecture!r}; valid: "
-                        f"{', '.join(hf_mapping.HF_ARCHITECTURES)}")
-    family = hf_mapping.class_prefix(cfg)
-    valid = ([f"{family}ForMaskedLM", f"{family}Model"] if cfg.family == "xlmr"
-             else ["XLMWithLMHeadModel", "XLMModel"]) + list(hf_mapping.HEAD_ARCHITECTURES[family].values())
+    known = hf_mapping.HF_ARCHITECTURES + hf_families.architectures()
+    if architecture not in known:
+        raise UserError(f"{source}: unknown architecture {architecture!r}; valid: {', '.join(known)}")
+    rope = hf_families.module_for(cfg.family)
+    if rope is not None:
+        valid = list(rope.ARCHITECTURES)
+    else:
+        family = hf_mapping.class_prefix(cfg)
+        valid = ([f"{family}ForMaskedLM", f"{family}Model"] if cfg.family == "xlmr"
+                 else ["XLMWithLMHeadModel", "XLMModel"]) + list(hf_mapping.HEAD_ARCHITECTURES[family].values())
     if architecture not in valid:
         raise UserError(f"{source}: architecture {architecture} does not fit this model "
                         f"(family {cfg.family}, pre_layer_norm={cfg.pre_layer_norm}); valid: {', '.join(valid)}")
@@ -451,7 +464,12 @@ def check_architecture(architecture: str, cfg: ModelConfig, source: str) -> None
 
 def default_architecture(cfg: ModelConfig, with_head: bool = True, kind: str | None = None) -> str:
     """transformers' class for `cfg`: with a task head of `kind` ("sequence", "token", "span") its fine-tuned
-    class (`XLMRobertaForSequenceClassification`, ...), else the masked LM (`with_head`) or the bare encoder."""
+    class (`XLMRobertaForSequenceClassification`, ...), else the masked LM (`with_head`) or the bare encoder.
+    ModernBERT / EuroBERT: their own classes (`hf_families`); UserError for a EuroBERT span head, which
+    transformers lacks."""
+    rope = hf_families.module_for(cfg.family)
+    if rope is not None:
+        return rope.default_architecture(cfg, kind or ("mlm" if with_head else None))
     if kind:
         return hf_mapping.head_architecture(cfg, kind)
     if cfg.family == "xlm":
@@ -462,23 +480,27 @@ def default_architecture(cfg: ModelConfig, with_head: bool = True, kind: str | N
 
 def _from_hf_state(hf_cfg: dict, state: dict[str, np.ndarray], source: str, vocab_size: int | None,
                    names: dict[str, str] | None = None) -> tuple[dict, ModelConfig, str]:
+    rope = hf_families.module_for_hf(hf_cfg)  # ModernBERT / EuroBERT, else None: XLM / XLM-R
+    mapping = rope or hf_mapping
     try:
-        cfg, arch = hf_mapping.hf_config_to_model_config(hf_cfg, source)
+        cfg, arch = mapping.hf_config_to_model_config(hf_cfg, source)
     except KeyError as e:
         raise UserError(f"{source}: the model configuration (config.json) lacks the key {e}") from None
     except (TypeError, ValueError) as e:  # e.g. a number given as a string
         raise UserError(f"{source}: malformed model configuration (config.json): {e}") from None
     hf_mapping.check_xlm_intermediate(cfg, source)
-    state = _strip_base_prefix(state, arch)
-    kind = hf_mapping.head_kind(arch)
+    if rope is None:  # the RoPE families' hf_to_params strip their own prefix
+        state = _strip_base_prefix(state, arch)
+    kind = head_kind(arch)
     shapes = param_shapes(cfg, kind, len(hf_mapping.hf_labels(hf_cfg, kind)) if kind else 2)
-    word_key = next(e.hf for e in hf_mapping.table_for(cfg, arch) if e.ours[-2] == "word_embeddings")
+    table = rope.table(cfg, arch) if rope is not None else hf_mapping.table_for(cfg, arch)
+    word_key = next(e.hf for e in table if e.ours[-2] == "word_embeddings")
     if vocab_size is not None and vocab_size != cfg.vocab_size:
         got = state[word_key].shape if word_key in state else (cfg.vocab_size, cfg.hidden_size)
         hf_mapping.check_shape(f"{word_key} (--vocab-size {vocab_size})", got, (vocab_size, cfg.hidden_size), source)
     _check_layer_count(state, cfg, source)
     try:
-        params = hf_mapping.hf_to_params(state, cfg, arch, shapes, source)
+        params = mapping.hf_to_params(state, cfg, arch, shapes, source)
     except UserError as e:
         if not names:
             raise
@@ -641,7 +663,7 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
             params, cfg, arch = _from_hf_state(hf_cfg, state, source, vocab_size)
         task = None if isinstance(cfg, EncoderDecoderConfig) else _hf_task(hf_cfg, arch, cfg)
         named = (hf_cfg.get("architectures") or [arch])[0]
-        if named != arch and hf_mapping.head_kind(arch) is None and "For" in str(named):
+        if named != arch and head_kind(arch) is None and "For" in str(named):
             note = f"{named}'s head has no xlm_jax counterpart: read the encoder only ({arch})"
         tokenizer_files = _tokenizer_files(path)
     else:
@@ -658,7 +680,7 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
                         f"checkpoint is written as {MT_ARCHITECTURE} (leave --architecture out)")
     if architecture is not None:
         check_architecture(architecture, cfg, source)
-        want = hf_mapping.head_kind(architecture)
+        want = head_kind(architecture)
         if _is_bare(architecture):
             if task is not None:
                 note = (f"left out the {task.task} head (labels {', '.join(task.labels)}): {architecture} is the "
@@ -681,7 +703,7 @@ def _hf_task(hf_cfg: dict, arch: str, cfg: ModelConfig) -> TaskInfo | None:
     """The task of a fine-tuned HF model (None for other classes): the one `export_hf` recorded
     (`xlm_jax_task`), else by head kind: sequence -> task classification (xnli / pawsx when `finetuning_task`
     names one and the labels are its own), token -> ner, span -> qa; labels from `id2label`."""
-    kind = hf_mapping.head_kind(arch)
+    kind = head_kind(arch)
     if kind is None:
         return None
     labels = hf_mapping.hf_labels(hf_cfg, kind)
@@ -726,7 +748,7 @@ def export_hf(params: dict, config: ModelConfig, out_dir: str | Path, architectu
     with_head = "lm_head" in params
     arch = architecture or default_architecture(config, with_head, kind)
     check_architecture(arch, config, str(out_dir))
-    want = hf_mapping.head_kind(arch)
+    want = head_kind(arch)
     if want is not None and want != kind:
         has = f"a {task.task} ({kind}) head" if task else "no task head"
         raise UserError(f"{out_dir}: {arch} needs a {want} head but these params have {has}; "
@@ -735,9 +757,19 @@ def export_hf(params: dict, config: ModelConfig, out_dir: str | Path, architectu
         raise UserError(f"{out_dir}: {arch} needs an LM head but these params have none; "
                         f"use {default_architecture(config, False, kind)}")
     hf_mapping.check_xlm_intermediate(config, str(out_dir))
-    state = hf_mapping.params_to_hf(params, config, arch)
-    state = {k: v for k, v in state.items() if k not in TIED_HF_KEYS}
-    hf_config = hf_mapping.model_config_to_hf_config(config, arch)
+    rope = hf_families.module_for(config.family)
+    if rope is not None:  # ModernBERT / EuroBERT: their own names; tied copies left out only when tied
+        state = rope.params_to_hf(params, config, arch)
+        tied = rope.TIED_KEYS if config.tie_word_embeddings else ()
+        state = {k: v for k, v in state.items() if k not in tied}
+        hf_config = rope.model_config_to_hf_config(config, arch)
+        if want in ("sequence", "token"):
+            hf_config |= {"id2label": {str(i): label for i, label in enumerate(task.labels)},
+                          "label2id": {label: i for i, label in enumerate(task.labels)}}
+    else:
+        state = hf_mapping.params_to_hf(params, config, arch)
+        state = {k: v for k, v in state.items() if k not in TIED_HF_KEYS}
+        hf_config = hf_mapping.model_config_to_hf_config(config, arch)
     if want is not None:
         hf_config |= hf_mapping.head_config(config, arch, task.labels)
         hf_config |= {"finetuning_task": task.task, "xlm_jax_task": {"task": task.task, "labels": list(task.labels),
@@ -747,6 +779,30 @@ def export_hf(params: dict, config: ModelConfig, out_dir: str | Path, architectu
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     return arch
+
+
+def model_special_ids(config: ModelConfig) -> dict:
+    """The model's special ids as `check_tokenizer_fits` takes them. The mask id only when the config names it
+    (mask_token_id >= 0): -1 means "the last row", which is not the tokenizer's mask when the model has spare
+    rows."""
+    ids = dict(bos_id=config.bos_token_id, pad_id=config.pad_token_id, eos_id=config.eos_token_id,
+               unk_id=config.unk_token_id)
+    if config.mask_token_id >= 0:
+        ids["mask_id"] = config.mask_token_id
+    return ids
+
+
+def check_tokenizer_json(files: tuple[str, ...], config: ModelConfig, source: str) -> None:
+    """A source whose tokenizer is a Hugging Face tokenizer.json (no SentencePiece model beside it: ModernBERT,
+    mmBERT, EuroBERT) must fit the model before anything is written: `check_tokenizer_fits`'s UserError (sizes
+    and every differing special id) otherwise. SentencePiece sources are left to the readers, as before."""
+    names = {Path(f).name: f for f in files}
+    if "tokenizer.json" not in names or {"sentencepiece.bpe.model", "tokenizer.model"} & set(names):
+        return
+    if not _is_hf_tokenizer(Path(names["tokenizer.json"])):
+        return
+    check_tokenizer_fits(HFTokenizer.load(names["tokenizer.json"]), config.vocab_size, f"convert {source}",
+                         **model_special_ids(config))
 
 
 def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architecture: str | None = None,
@@ -766,6 +822,8 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
         except UserError as e:
             raise UserError(f"{src}: --to hf: {e}; XLM's encoder-decoder has no transformers class, keep it as "
                             "xlm_jax (--to orbax)") from None
+    # an encoder-decoder's tokenizer is its encoder's (both sides share the vocabulary)
+    check_tokenizer_json(info.tokenizer_files, getattr(cfg, "encoder", cfg), str(src))
 
     def write(tmp: Path) -> str:
         # The tokenizer comes along either way, so that `xlm_jax.load(DST)` carries it; transformers'

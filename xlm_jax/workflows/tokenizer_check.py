@@ -22,7 +22,7 @@ from xlm_jax.data.tokenizer import Tokenizer, check_tokenizer_fits
 from xlm_jax.data.tokenizer_files import load_tokenizer, read_run_record
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.training.checkpoint import resolve
-from xlm_jax.workflows.convert import orbax_tokenizer_files, source_tokenizer_files
+from xlm_jax.workflows.convert import model_special_ids, orbax_tokenizer_files, source_tokenizer_files
 from xlm_jax.workflows.loading import finetune_tokenizer_record, is_task_checkpoint
 
 SPM_COPY = "tokenizer.model"  # the name a SentencePiece model is copied under into our outputs
@@ -36,17 +36,6 @@ class Found:
     file: Path | None
     sha256: str = ""
     note: str = ""
-
-
-def model_special_ids(config: ModelConfig) -> dict:
-    """The model's special ids as `check_tokenizer_fits` takes them. The mask id only when the config names it
-    (mask_token_id >= 0): -1 means "the last row", which is not the tokenizer's mask when the model has spare
-    rows."""
-    ids = dict(bos_id=config.bos_token_id, pad_id=config.pad_token_id, eos_id=config.eos_token_id,
-               unk_id=config.unk_token_id)
-    if config.mask_token_id >= 0:
-        ids["mask_id"] = config.mask_token_id
-    return ids
 
 
 def check_fits(tok, config: ModelConfig, where: str, sha256: str = "") -> None:
