@@ -1,0 +1,185 @@
+"""Machine translation on this machine's gettext catalogs (issue #21 item 9; write-up in docs/translation.md,
+"Results on this machine"): random init vs MLM init of encoder and decoder vs encoder-only init, supervised
+en->fr (full and low-resource) and en->de, and a reduced unsupervised (denoising + back-translation) en<->fr run.
+
+    python experiments/mt_gettext.py /tmp/mt_exp [--steps 60] [--mlm-steps 150] [--low 3000]
+                                                 [--json docs/results/mt_gettext.json]
+
+Reduced sizes (the default model of `configs/default.yaml`: 128-d, 2 layers; sentences up to 32 pieces; a few
+dozen iterations) so that the whole script ends in about 15 minutes on 2 busy CPU cores; the numbers show the
+plumbing and the direction of the differences, not XLM's results. Stages (each skipped when its output is there,
+so a re-run resumes; every command is printed and recorded):
+
+1. corpus:  WORK/corpus/{train,valid}/para/en-{fr,de}.*: gettext pairs split by whole catalogs (domain names,
+            crc32(domain) % 5 == 0 held out for every language), and any training pair whose English is also in
+            a held-out catalog removed, so that repeated UI strings cannot leak into the held-out pairs;
+2. mlm:     python -m xlm_jax.train configs/default.yaml (MLM only, no TLM: no aligned pairs seen) for
+            --mlm-steps steps: the pretrained encoder;
+3. random:  a checkpoint of the same shape with fresh random weights (so every variant has the same model);
+4. runs:    python -m xlm_jax.train_mt with the same data, seed and iterations: en-fr supervised x {random, mlm,
+            encoder}; en-fr low-resource (--low pairs) x {random, mlm}; en-de supervised x {random, mlm};
+            UNMT en<->fr (objectives.ae=[en,fr] objectives.bt=[en-fr-en,fr-en-fr], data.mono_split: the English
+            side of half the pairs and the French side of the other half; 500 held-out pairs for selection)
+            x {random, mlm}.
+Results: WORK/results.json (also --json) and a Markdown table: the last validation BLEU / chrF++ / tokenized
+BLEU of each run, the copy-the-source row, and for UNMT the first and last AE / BT losses.
+
+The runs share one persistent XLA compilation cache (WORK/xla_cache): the variants have the same shapes, so
+only the first run of each shape pays for compilation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LANGS = ("fr", "de")
+
+
+def run(cmd: list[str], env: dict, log: list[dict]) -> None:
+    shown = " ".join(cmd).replace(sys.executable, "python")
+    print(f"$ {shown}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True)
+    log.append({"command": shown, "wall_s": round(time.perf_counter() - t0, 1)})
+    if proc.returncode:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"failed ({proc.returncode}): {shown}")
+
+
+def records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def finished(run_dir: Path, steps: int) -> bool:
+    return any(r.get("step") == steps and r.get("kind") == "train" for r in records(run_dir))
+
+
+def build_corpus(out: Path) -> dict:
+    """Stage 1 (see the module docstring). Returns pairs per language and split."""
+    from xlm_jax.data.gettext import DEFAULT_EXCLUDE_DOMAINS, DEFAULT_LOCALE_DIRS, _read_catalog, find_catalogs
+
+    stats_path = out / "stats.json"
+    if stats_path.is_file():
+        return json.loads(stats_path.read_text())
+    stats = {}
+    for lang in LANGS:
+        split: dict[str, dict[str, str]] = {"train": {}, "valid": {}}
+        for cat in find_catalogs(list(DEFAULT_LOCALE_DIRS), [lang], exclude_domains=list(DEFAULT_EXCLUDE_DOMAINS)):
+            _, pairs, _ = _read_catalog(cat)
+            side = "valid" if zlib.crc32(cat.domain.encode()) % 5 == 0 else "train"
+            for en, x in pairs:
+                split[side].setdefault(en, x)
+        held = set(split["valid"])
+        split["train"] = {en: x for en, x in split["train"].items() if en not in held}
+        for name, pairs in split.items():
+            d = out / name / "para"
+            d.mkdir(parents=True, exist_ok=True)
+            l1, l2 = sorted(("en", lang))
+            (d / f"{l1}-{l2}.en").write_text("".join(en + "\n" for en in pairs), encoding="utf-8")
+            (d / f"{l1}-{l2}.{lang}").write_text("".join(x + "\n" for x in pairs.values()), encoding="utf-8")
+            stats.setdefault(lang, {})[name] = len(pairs)
+    stats_path.write_text(json.dumps(stats, indent=1))
+    return stats
+
+
+def random_checkpoint(mlm: Path, out: Path, seed: int) -> None:
+    """Stage 3: fresh weights in the MLM's shape (xlm_jax.models.xlm.init_params)."""
+    import flax.linen as nn
+    import jax
+
+    from xlm_jax.models.xlm import XLMForMaskedLM, init_params
+    from xlm_jax.training.checkpoint import restore_params, save_params
+
+    _, cfg = restore_params(mlm)
+    params = nn.unbox(init_params(XLMForMaskedLM(cfg), jax.random.key(seed)))
+    save_params(out, params, cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--steps", type=int, default=60, help="iterations of every train_mt run")
+    ap.add_argument("--mlm-steps", type=int, default=150)
+    ap.add_argument("--low", type=int, default=3000, help="training pairs of the low-resource variant")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": str(work / "xla_cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    log: list[dict] = []
+    t0 = time.perf_counter()
+    corpus = work / "corpus"
+    stats = build_corpus(corpus)
+    print(f"corpus (pairs by split, catalogs held out whole): {stats}", flush=True)
+
+    mlm = work / "mlm"
+    if not finished(mlm, args.mlm_steps):
+        run([sys.executable, "-m", "xlm_jax.train", "configs/default.yaml", f"run_dir={mlm}",
+             f"train.steps={args.mlm_steps}", "data.objectives.tlm=0", "train.progress=false",
+             f"checkpoint.every={args.mlm_steps}", f"train.eval_every={args.mlm_steps}"], env, log)
+    rand = work / "random_init"
+    if not rand.exists():
+        random_checkpoint(mlm / "checkpoints", rand, args.seed)
+    tok = mlm / "tokenizer.model"
+
+    common = [f"data.corpus={corpus}", f"data.tokenizer={tok}", "data.max_len=32", "data.width_bucket=16",
+              "data.tokens_per_batch=2048", f"train.steps={args.steps}", f"train.eval_every={args.steps}",
+              f"train.log_every={max(1, args.steps // 6)}", f"checkpoint.every={args.steps}", f"seed={args.seed}",
+              "train.progress=false", "optimizer.lr=1e-3", "optimizer.warmup_steps=20", "model.dropout=0.1"]
+    inits = {"random": ["model.init=mlm", f"model.init_from={rand}"],  # fresh weights, the same shape
+             "mlm": ["model.init=mlm", f"model.init_from={mlm / 'checkpoints'}"],
+             "encoder": ["model.init=encoder", f"model.init_from={mlm / 'checkpoints'}"]}
+    plan = [(f"en-fr/{i}", ["objectives.mt=[en-fr]", "data.valid_sentences=500"], i)
+            for i in ("random", "mlm", "encoder")]
+    plan += [(f"en-fr low {args.low}/{i}", ["objectives.mt=[en-fr]", f"data.max_pairs={args.low}",
+                                            "data.valid_sentences=500"], i) for i in ("random", "mlm")]
+    plan += [(f"en-de/{i}", ["objectives.mt=[en-de]", "data.valid_sentences=500"], i) for i in ("random", "mlm")]
+    plan += [(f"unmt en-fr/{i}", ["objectives.mt=[]", "objectives.ae=[en,fr]", "objectives.bt=[en-fr-en,fr-en-fr]",
+                                  "data.mono_split=true", "train.valid_direction=en-fr", "data.valid_sentences=500",
+                                  "optimizer.warmup_steps=40"], i) for i in ("random", "mlm")]
+    results = []
+    for name, extra, init in plan:
+        run_dir = work / "runs" / name.replace(" ", "_").replace("/", "__")
+        if not finished(run_dir, args.steps):
+            run([sys.executable, "-m", "xlm_jax.train_mt", *common, *inits[init], *extra, f"run_dir={run_dir}"],
+                env, log)
+        recs = records(run_dir)
+        valid = [r for r in recs if r["kind"] == "valid"][-1]
+        train = [r for r in recs if r["kind"] == "train"]
+        row = {"run": name, "init": init, **{m: round(valid[m], 2) for m in ("bleu", "chrf++", "bleu_tok")},
+               **{f"copy/{m}": round(valid[f"copy/{m}"], 2) for m in ("bleu", "chrf++")},
+               "sentences": valid["sentences"], "signature": valid["signature"]}
+        for key in sorted(k for k in train[-1] if k.endswith("/nll")):
+            row[key] = [round(train[0][key], 3), round(train[-1][key], 3)]  # first and last logged
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    out = {"stats": stats, "steps": args.steps, "mlm_steps": args.mlm_steps, "seed": args.seed, "results": results,
+           "commands": log, "wall_s": round(time.perf_counter() - t0, 1)}
+    (work / "results.json").write_text(json.dumps(out, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
+    print("\n| run | BLEU | chrF++ | tok. BLEU | copy BLEU / chrF++ | losses (first -> last) |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        losses = ", ".join(f"{k[:-4]} {v[0]} -> {v[1]}" for k, v in r.items() if k.endswith("/nll"))
+        print(f"| {r['run']} | {r['bleu']} | {r['chrf++']} | {r['bleu_tok']} | {r['copy/bleu']} / {r['copy/chrf++']} "
+              f"| {losses} |")
+    print(f"\n{out['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()
