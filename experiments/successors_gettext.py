@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zero_shot_gettext import balanced, decoded_pairs, distinct, run, topic  # noqa: E402
+from zero_shot_gettext import balanced, decoded_pairs, distinct, prepare_text, run, topic  # noqa: E402
 
 
 def n_params(base: str, **overrides) -> int:
@@ -58,19 +57,7 @@ def main() -> None:
     log = work / "commands.log"
     py = sys.executable
 
-    corpus = work / "corpus"
-    if not (corpus / "stats.json").is_file():
-        from xlm_jax.data.gettext import build_gettext_corpus
-
-        build_gettext_corpus(corpus, langs=args.langs)
-    tok_path = work / "tokenizer.model"
-    if not tok_path.is_file():
-        run([py, "-m", "xlm_jax.tokenizer", "train", "--input", str(corpus), "--vocab-size", str(args.vocab),
-             "--output", str(tok_path), "--max-sentences", "100000", "--quiet"], log)
-    pre = work / "preprocessed"
-    if not (pre / "manifest.json").is_file():
-        run([py, "-m", "xlm_jax.preprocess", str(corpus), "--tokenizer", str(tok_path), "--out", str(pre),
-             "--max-len", "64", "--valid-fraction", "0.05"], log)
+    corpus, tok_path, pre = prepare_text(work, args.langs, args.vocab, log)
 
     from xlm_jax.data.tokenizer import Tokenizer
 

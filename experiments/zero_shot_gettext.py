@@ -82,6 +82,27 @@ def balanced(rows: list[dict], seed: int, cap: int) -> list[dict]:
     return out
 
 
+def prepare_text(work: Path, langs: list[str], vocab: int, log: Path) -> tuple[Path, Path, Path]:
+    """WORK/corpus (this machine's gettext catalogs), WORK/tokenizer.model (SentencePiece, `vocab` pieces) and
+    WORK/preprocessed (max length 64, 5 % of the translation groups held out as valid) -> their three paths;
+    each step skipped when its output is there."""
+    py = sys.executable
+    corpus = work / "corpus"
+    if not (corpus / "stats.json").is_file():
+        from xlm_jax.data.gettext import build_gettext_corpus
+
+        build_gettext_corpus(corpus, langs=langs)
+    tok_path = work / "tokenizer.model"
+    if not tok_path.is_file():
+        run([py, "-m", "xlm_jax.tokenizer", "train", "--input", str(corpus), "--vocab-size", str(vocab),
+             "--output", str(tok_path), "--max-sentences", "100000", "--quiet"], log)
+    pre = work / "preprocessed"
+    if not (pre / "manifest.json").is_file():
+        run([py, "-m", "xlm_jax.preprocess", str(corpus), "--tokenizer", str(tok_path), "--out", str(pre),
+             "--max-len", "64", "--valid-fraction", "0.05"], log)
+    return corpus, tok_path, pre
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("work")
@@ -95,19 +116,7 @@ def main() -> None:
     log = work / "commands.log"
     py = sys.executable
 
-    corpus = work / "corpus"
-    if not (corpus / "stats.json").is_file():
-        from xlm_jax.data.gettext import build_gettext_corpus
-
-        build_gettext_corpus(corpus, langs=args.langs)
-    tok_path = work / "tokenizer.model"
-    if not tok_path.is_file():
-        run([py, "-m", "xlm_jax.tokenizer", "train", "--input", str(corpus), "--vocab-size", str(args.vocab),
-             "--output", str(tok_path), "--max-sentences", "100000", "--quiet"], log)
-    pre = work / "preprocessed"
-    if not (pre / "manifest.json").is_file():
-        run([py, "-m", "xlm_jax.preprocess", str(corpus), "--tokenizer", str(tok_path), "--out", str(pre),
-             "--max-len", "64", "--valid-fraction", "0.05"], log)
+    corpus, tok_path, pre = prepare_text(work, args.langs, args.vocab, log)
 
     models = {"mlm": "{mlm: 1.0}", "mlm+tlm": "{mlm: 1.0, tlm: 1.0}"}
     for name, objectives in models.items():

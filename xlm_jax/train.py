@@ -33,9 +33,10 @@ import os
 import sys
 
 from xlm_jax.core import outputs
-from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, nonnegative_int, positive_int
+from xlm_jax.core.errors import ArgumentParser, exit_on_user_error, nonnegative_int, positive_int
 from xlm_jax.pretrain.config import describe, load_config
 from xlm_jax.pretrain.loop import train  # `xlm_jax.train.train`: the workflow, re-exported
+from xlm_jax.training.settings import split_config_args
 from xlm_jax.training.saving import abandoned_writes_left
 from xlm_jax.training.sharding import initialize_distributed
 
@@ -60,11 +61,9 @@ def main(argv: list[str] | None = None) -> None:
         print(describe())
         return
     with exit_on_user_error(EXIT_USER_ERROR):
-        configs = [a for a in args.args if "=" not in a]
-        if len(configs) > 1:
-            raise UserError(f"more than one config file given: {configs} (overrides look like key=value)")
+        config_path, overrides = split_config_args(args.args)
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-        cfg = load_config(configs[0] if configs else None, [a for a in args.args if "=" in a])
+        cfg = load_config(config_path, overrides)
         try:
             code = train(cfg, force=args.force)
         except OSError as err:  # a full disk outside the training loop (config.yaml, the data cache, ...)

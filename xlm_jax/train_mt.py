@@ -26,9 +26,10 @@ import argparse
 import sys
 
 from xlm_jax.core import outputs
-from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error
+from xlm_jax.core.errors import ArgumentParser, exit_on_user_error
 from xlm_jax.mt.config import describe, load_mt_config
 from xlm_jax.mt.loop import train_mt
+from xlm_jax.training.settings import split_config_args
 
 EXIT_USER_ERROR = 2
 
@@ -45,10 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         print(describe())
         return
     with exit_on_user_error(EXIT_USER_ERROR):
-        configs = [a for a in args.args if "=" not in a]
-        if len(configs) > 1:
-            raise UserError(f"more than one config file given: {configs} (overrides look like key=value)")
-        cfg = load_mt_config(configs[0] if configs else None, [a for a in args.args if "=" in a])
+        cfg = load_mt_config(*split_config_args(args.args))
         try:
             code = train_mt(cfg, force=args.force)
         except OSError as err:

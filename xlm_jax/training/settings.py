@@ -131,6 +131,15 @@ def apply_override(raw: dict, item: str, root: Any) -> None:
     node[path[-1]] = value
 
 
+def split_config_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """A command's positional arguments -> (the YAML config path or None, the `key=value` overrides in order).
+    Raises UserError when more than one argument is not an override (one config file at most)."""
+    configs = [a for a in args if "=" not in a]
+    if len(configs) > 1:
+        raise UserError(f"more than one config file given: {configs} (overrides look like key=value)")
+    return (configs[0] if configs else None), [a for a in args if "=" in a]
+
+
 def load_dataclass(default: Any, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
     """`default` (a config dataclass instance) with a YAML file and then `key=value` overrides applied, every
     value type-checked and unknown keys rejected (UserError naming the file / key, the value and what is valid).
