@@ -259,3 +259,10 @@ def test_beir_retrieval_with_a_sentence_transformers_directory(built, tmp_path):
     expected = evaluate_scores(q @ d.T, list(queries), list(docs), qrels, (1, 10, 100))
     for key in ("ndcg@10", "mrr@10", "recall@1", "recall@10", "map"):
         assert result[key] == pytest.approx(expected[key], abs=1e-6), key
+    # --query-lang / --corpus-lang label the run; an XLM-R model has no language embeddings to feed them to, so
+    # they change nothing (as for a pretraining checkpoint) instead of being refused on this path only.
+    _, labelled = run_beir(str(built / "e5"), None, str(tmp_path), query_lang="de", corpus_lang="en",
+                           load=xlm_jax.load)
+    assert (labelled["query_lang"], labelled["corpus_lang"]) == ("de", "en")
+    for key in ("ndcg@10", "mrr@10", "recall@1", "recall@10", "map"):
+        assert labelled[key] == result[key], key

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--src-file", default=None, help="line-aligned mode: line i translates line i of --tgt-file")
     r.add_argument("--tgt-file", default=None)
     r.add_argument("--src-lang", "--query-lang", dest="src_lang", default=None,
-                   help="language of --src-file (or of the queries of --data)")
+                   help="language of --src-file (or of the queries of --data): recorded in the result, and fed to "
+                   "the language embeddings of XLM models that have them")
     r.add_argument("--tgt-lang", "--corpus-lang", dest="tgt_lang", default=None,
                    help="language of --tgt-file (or of the corpus of --data)")
     r.add_argument("--query-prompt", default=None, help="--data: text prepended to every query (default: a "

@@ -236,10 +236,12 @@ def embed_texts(model, tokenizer, texts: Sequence[str], lang: str | None, prompt
     """[N, D] float32 embeddings for retrieval. A sentence-transformers model (`model.sentence`) with its own
     tokenizer embeds as `SentenceTransformer.encode` does (its pooling, max_seq_length, prompts: `prompt` if
     given, else the first of `prompt_names` it has); any other model gives `embed_sentences` of
-    prompt + text (mean of layer `layer`'s states)."""
+    prompt + text (mean of layer `layer`'s states). `lang` labels the texts; it reaches the model only when the
+    model has language embeddings (XLM), on both paths, so one command line serves every family."""
     if getattr(model, "sentence", None) is not None and tokenizer is model.tokenizer:
         model.batch_size = batch_size
         name = None if prompt is not None else _prompt_name(model, prompt_names)
+        lang = lang if model.config.has_lang_embeddings else None
         return model.embed(list(texts), layer, lang=lang, normalize=True, prompt=prompt, prompt_name=name)
     return embed_sentences(model, tokenizer, [(prompt or "") + t for t in texts], lang, layer, max_len, batch_size)
 
