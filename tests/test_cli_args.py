@@ -106,11 +106,19 @@ def test_finetune_help_config_lists_every_key_with_its_default_and_type():
         key, _, rest = line.partition(" = ")
         value, _, kind = rest.partition("  (")
         shown[key] = (ast.literal_eval(value), kind.split(")", 1)[0])
-    default = FinetuneConfig()
-    fields = dataclasses.fields(FinetuneConfig)
-    assert list(shown) == [f.name for f in fields]
-    hints = __import__("typing").get_type_hints(FinetuneConfig)
-    for f in fields:
-        assert shown[f.name] == (to_dict(getattr(default, f.name)), type_name(hints[f.name])), f.name
+    def expected(obj, prefix=""):  # (key, default, type name) per field; a nested config's fields as section.key
+        hints = __import__("typing").get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                yield from expected(value, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}", to_dict(value), type_name(hints[f.name])
+
+    rows = list(expected(FinetuneConfig()))
+    assert list(shown) == [key for key, _, _ in rows]
+    assert "contrastive.temperature" in shown
+    for key, value, kind in rows:
+        assert shown[key] == (value, kind), key
     assert shown["train"] == ([], "list of str") and shown["lr"] == (2e-5, "float") and shown["pack"] == (True, "bool")
     assert "# -1: the checkpoint's" in next(line for line in proc.stdout.splitlines() if line.startswith("dropout ="))

@@ -270,6 +270,10 @@ def test_every_shipped_config_loads(path):
         from xlm_jax.finetune import load_config as load_finetune
 
         load_finetune(path)
+    elif path.name.startswith("mt_"):
+        from xlm_jax.mt.config import load_mt_config
+
+        load_mt_config(path)
     else:
         load_config(path).model.provisional()
 

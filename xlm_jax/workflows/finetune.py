@@ -75,7 +75,7 @@ INIT_HEADS = ("keep", "fresh")  # init_head=: reuse the checkpoint's task head w
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    task: str = "xnli"  # xnli | pawsx | classification | ner | qa
+    task: str = "xnli"  # xnli | pawsx | classification | ner | qa | contrastive
     init: str = ""  # orbax checkpoint: ours, or converted (python -m xlm_jax.convert); a fine-tuning output: its best
     init_head: str = "keep"  # keep: reuse init's task head when its labels are this task's (else refuse) | fresh
     tokenizer: str = ""  # SentencePiece .model or tokenizer.json; "": the init checkpoint's own
