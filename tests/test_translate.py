@@ -337,3 +337,33 @@ def test_xlm_mt_pth_bad_files(tmp_path):
     torch.save(ckpt, tmp_path / "c.pth")
     with pytest.raises(UserError, match="decoder state dict holds no layers"):
         C.load_any(tmp_path / "c.pth")
+
+
+def test_commands_that_need_an_encoder_refuse_a_translation_model(setup, tmp_path, capsys):
+    """merge, negatives / retrieval, finetune init= and train model.init_from= given an MT checkpoint: one
+    `error:` line naming it and saying it is a translation model, exit 2, nothing written (an AttributeError
+    traceback before)."""
+    from xlm_jax.finetune import main as finetune_main
+    from xlm_jax.merge import main as merge_main
+    from xlm_jax.negatives import main as negatives_main
+    from xlm_jax.train import main as train_main
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"anchor": "a b", "positive": "c d"}\n')
+    mt = str(setup.mt)
+    runs = {
+        "merge": (merge_main, [str(tmp_path / "merged"), mt, mt]),
+        "negatives": (negatives_main, ["--checkpoint", mt, "--pairs", str(pairs), "--out", str(tmp_path / "n.jsonl")]),
+        "finetune init=": (finetune_main, ["task=contrastive", f"init={mt}", f"train=[{pairs}]",
+                                           f"out={tmp_path / 'ft'}"]),
+        "model.init_from": (train_main, [f"model.init_from={mt}", f"run_dir={tmp_path / 'run'}",
+                                         f"data.cache_dir={tmp_path / 'cache'}"]),
+    }
+    for what, (main, argv) in runs.items():
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, (what, err)
+        assert err.startswith("error: ") and err.count("\n") == 1 and "a translation model" in err, (what, err)
+        assert what.split()[0] in err and mt in err, (what, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]

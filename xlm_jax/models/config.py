@@ -431,3 +431,13 @@ def any_config_from_dict(d: dict[str, Any]) -> ModelConfig | EncoderDecoderConfi
     encoder–decoder (no `ModelConfig` field has either name). Raises UserError on unknown or missing keys."""
     return encoder_decoder_from_dict(d) if {"encoder", "decoder"} & set(d) else from_dict(d)
 
+
+def require_encoder(config: ModelConfig | EncoderDecoderConfig, source: str, what: str) -> ModelConfig:
+    """`config` when it is an encoder's (`ModelConfig`); UserError naming `source` and the command / key `what`
+    when it is a translation model's (`EncoderDecoderConfig`), which only `translate`, `train_mt` and `convert` take."""
+    if isinstance(config, EncoderDecoderConfig):
+        raise UserError(f"{source}: a translation model (an encoder-decoder: train_mt's output, a Hugging Face "
+                        f"EncoderDecoderModel or an XLM MT .pth); {what} needs an encoder (a pretraining run, a masked "
+                        "LM converted with python -m xlm_jax.convert, or a fine-tuning output); it translates with "
+                        "python -m xlm_jax.translate")
+    return config

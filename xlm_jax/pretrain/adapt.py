@@ -49,7 +49,7 @@ import yaml
 from xlm_jax.core.errors import UserError
 from xlm_jax.data.tokenizer import Tokenizer, check_tokenizer_fits
 from xlm_jax.models.vocab_extension import extend_embeddings
-from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, to_dict as model_to_dict
+from xlm_jax.models.config import NAMED_CONFIGS, NON_ARCHITECTURE, ModelConfig, require_encoder, to_dict as model_to_dict
 from xlm_jax.pretrain.config import check_positions
 from xlm_jax.workflows import convert
 from xlm_jax.workflows.convert import param_shapes
@@ -283,7 +283,7 @@ def _orbax_config(path: Path) -> ModelConfig:
     orbax's metadata; the arrays themselves are read, and verified, at step 0)."""
     directory, step = checkpoint.resolve(path)
     step_dir = directory / str(step)
-    config = checkpoint.load_model_config(step_dir)
+    config = require_encoder(checkpoint.load_model_config(step_dir), str(path), "model.init_from")
     try:
         with ocp.StandardCheckpointer() as ckptr:
             meta = ckptr.metadata((step_dir / checkpoint.PARAMS).absolute())
@@ -344,6 +344,7 @@ def prepare(cfg, run_dir: Path) -> Start:
                 params, config, info = convert.load_any(path)
             except UserError as err:
                 raise UserError(f"model.init_from: {err}") from None
+            require_encoder(config, where, "model.init_from")
             start.kind = info.kind
             if info.kind == "xlm" or config.family == "xlm":
                 raise _moses_refusal(where)

@@ -20,7 +20,7 @@ from xlm_jax.core.errors import UserError, check_range
 from xlm_jax.core.textfiles import open_text
 from xlm_jax.data import packing
 from xlm_jax.data.tokenizer import check_max_len, truncate_pair
-from xlm_jax.models.config import ModelConfig
+from xlm_jax.models.config import ModelConfig, require_encoder
 from xlm_jax.tasks import InputProtocol, Task, check_layout_max_len, mining, read_all, results_table  # noqa: F401
 from xlm_jax.tasks.retrieval_metrics import evaluate_rankings, read_beir
 from xlm_jax.training.sharding import MeshConfig, batch_sharding, batch_size_multiple, make_mesh
@@ -189,6 +189,7 @@ def load_embedder(checkpoint: str, tokenizer_path: str | None, load: Callable):
     if (Path(checkpoint) / "best" / TASK_FILE).is_file():  # a fine-tuning run directory: its best checkpoint
         checkpoint = str(Path(checkpoint) / "best")
     model = load(checkpoint, tokenizer=tokenizer_path or None)
+    require_encoder(model.config, checkpoint, "embedding (retrieval, mining, negatives)")
     if model.tokenizer is None:
         raise UserError(f"{checkpoint} has no tokenizer ({model.tokenizer_note}): pass --tokenizer PATH (a "
                         "SentencePiece .model or a tokenizer.json)")

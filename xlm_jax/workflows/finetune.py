@@ -53,7 +53,7 @@ from xlm_jax.core import outputs
 from xlm_jax.core.errors import NonFiniteError, UserError, check_choice, check_fields, check_range
 from xlm_jax.data.packing import check_packing
 from xlm_jax.data.tokenizer_files import load_tokenizer
-from xlm_jax.models.config import ModelConfig, check_dtype
+from xlm_jax.models.config import ModelConfig, check_dtype, require_encoder
 from xlm_jax.training.settings import MAX_SEED, check_batch_split, load_dataclass
 from xlm_jax.tasks import (InputProtocol, Task, check_layout_max_len, get_task, packed_rows_needed, read_all,
                            resolve_labels)
@@ -188,6 +188,7 @@ def init_from_checkpoint(path: str, spec: Task, labels: Sequence[str], rng, over
     naming both label lists and init_head=fresh."""
     path, old_task = fine_tuned_checkpoint(path)
     params, config = restore_params(path)
+    config = require_encoder(config, str(path), "finetune init=")
     if "encoder" not in params:
         raise UserError(f"{path}: no 'encoder' parameters (top-level keys: {sorted(params)}); not an xlm_jax checkpoint")
     config = config.replace(**overrides) if overrides else config

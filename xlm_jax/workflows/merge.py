@@ -19,7 +19,7 @@ from pathlib import Path
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import UserError, check_choice, check_range
 from xlm_jax.data.tokenizer import file_sha256
-from xlm_jax.models.config import NON_ARCHITECTURE, ModelConfig, to_dict
+from xlm_jax.models.config import NON_ARCHITECTURE, ModelConfig, require_encoder, to_dict
 from xlm_jax.training import checkpoint
 from xlm_jax.training.merging import METHODS, average, ties
 from xlm_jax.workflows.convert import load_any
@@ -75,6 +75,8 @@ def merge(out: str | Path, checkpoints: Sequence[str], *, method: str = "average
         outputs.check_overlap(out, src)
     loaded = [load_any(c) for c in checkpoints]
     base_loaded = load_any(base) if base is not None else None
+    for c, (_, cfg, _) in zip([*checkpoints, *([base] if base else [])], [*loaded, *([base_loaded] if base else [])]):
+        require_encoder(cfg, c, "merge")
     first_params, first_cfg, first_info = loaded[0]
     named = [(c, p, cfg, info) for c, (p, cfg, info) in zip(checkpoints, loaded)]
     if base_loaded is not None:
