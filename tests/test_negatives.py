@@ -83,10 +83,16 @@ def test_ties_by_corpus_order_on_both_backends():
 
 
 def test_readers(tmp_path):
-    (tmp_path / "p.tsv").write_text("a\tb\tn1\n\nc\td\n")
+    # TSV: the header contrastive fine-tuning reads (anchor / query, positive / pos, neg*, other columns kept)
+    (tmp_path / "p.tsv").write_text("query\tlang\tpos\tneg1\na\tde\tb\tn1\n\nc\tfr\td\n")
     pairs, fmt = N.read_pairs(tmp_path / "p.tsv")
-    assert fmt == "tsv" and [(p.anchor, p.positive, p.negatives, p.line) for p in pairs] == [
-        ("a", "b", ["n1"], 1), ("c", "d", [], 3)]
+    assert fmt == "tsv" and [(p.anchor, p.positive, p.negatives, p.line, p.extra) for p in pairs] == [
+        ("a", "b", ["n1"], 2, {"lang": "de"}), ("c", "d", [], 4, {"lang": "fr"})]
+    assert N.format_pairs(pairs, [["x", "y"], ["z", "w"]], "tsv") == (
+        "anchor\tpositive\tlang\tneg1\tneg2\na\tb\tde\tx\ty\nc\td\tfr\tz\tw\n")
+    (tmp_path / "bad.tsv").write_text("a\tb\n")
+    with pytest.raises(UserError, match=r"bad\.tsv:1: the header 'a\\tb' must name an 'anchor'"):
+        N.read_pairs(tmp_path / "bad.tsv")
     (tmp_path / "pairs").write_text('{"anchor": "a", "positive": "b", "id": 7}\n')  # no suffix: sniffed
     pairs, fmt = N.read_pairs(tmp_path / "pairs")
     assert fmt == "jsonl" and pairs[0].extra == {"id": 7}
@@ -129,7 +135,14 @@ def test_command_writes_k_negatives_deterministically(tiny, capsys):
     again = tiny["dir"] / "again.tsv"
     mine(tiny, again, "--k", "3", "--relative-margin", "0")
     capsys.readouterr()
-    assert again.read_text() == "".join("\t".join([r["anchor"], r["positive"], *r["negatives"]]) + "\n" for r in rows)
+    assert again.read_text() == "anchor\tpositive\tlang\tneg1\tneg2\tneg3\n" + "".join(
+        "\t".join([r["anchor"], r["positive"], r["lang"], *r["negatives"]]) + "\n" for r in rows)
+    # ... and contrastive fine-tuning reads that file with its negatives and languages
+    from xlm_jax.tasks.embedding import read as read_contrastive
+
+    read_back = read_contrastive(again)
+    assert [(e.anchor, e.positive, list(e.negatives), e.lang) for e in read_back] == [
+        (r["anchor"], r["positive"], r["negatives"], "en") for r in rows]
     # Nothing-lost: an existing output is kept unless --force.
     before = out.read_text()
     with pytest.raises(SystemExit):
@@ -172,7 +185,7 @@ def test_bad_inputs_exit_2_and_write_nothing(tiny, capsys, pairs_text, extra, ma
 
 
 def test_tsv_row_without_positive_names_file_and_line(tmp_path):
-    (tmp_path / "p.tsv").write_text("a\tb\nlonely anchor\n")
+    (tmp_path / "p.tsv").write_text("anchor\tpositive\nlonely anchor\n")
     with pytest.raises(UserError, match=r"p\.tsv:2: missing positive.*'lonely anchor'"):
         N.read_pairs(tmp_path / "p.tsv")
 

@@ -272,3 +272,11 @@ def test_sniffing_keeps_each_readers_own_files_and_errors(tmp_path):
         (tmp_path / "x.txt").write_text(content)
         assert T.sniff_formats(tmp_path / "x.txt") == set(), content
     assert T.sniff_formats(tmp_path / "missing.txt") == set()
+
+
+def test_a_directory_gives_a_language_only_when_its_name_is_a_language_code():
+    from xlm_jax.tasks.base import _dir_lang
+
+    for name, lang in [("de", "de"), ("pt_BR", "pt_BR"), ("zh-CN", "zh-CN"), ("sr-Latn", "sr-Latn"),
+                       ("nu_neg", None), ("my_data", None), ("tr_old", None), ("tmp", None), ("data", None)]:
+        assert _dir_lang(Path("/x") / name / "train.jsonl") == lang, name

@@ -230,8 +230,10 @@ def _tsv_rows(f, path: Path, header: list[str]):
 
 
 def _dir_lang(path: Path) -> str | None:
+    """The language a file's directory names (PAWS-X's `x-final/de/`): a two-letter code, optionally with a region
+    or script subtag (`pt_BR`, `zh-CN`, `sr-Latn`); None for any other name (`my_data`, `tr_old`, `nu_neg`)."""
     name = path.parent.name
-    return name if re.fullmatch(r"[a-z]{2}(?:[-_][A-Za-z]+)?", name) else None
+    return name if re.fullmatch(r"[a-z]{2}(?:[-_](?:[A-Z]{2}|[A-Z][a-z]{3}))?", name) else None
 
 
 def _jsonl(path: Path) -> Iterable[tuple[int, dict]]:

@@ -5,7 +5,8 @@ command `python -m xlm_jax.negatives` (`xlm_jax.workflows.negatives`) embeds wit
 The pairs file (the format contrastive fine-tuning reads):
 - JSONL (`.jsonl` / `.json`, or a first line starting with `{`): one object a line,
   `{"anchor": str, "positive": str, "negatives": [str, ...]}` ("negatives" optional; other keys are kept).
-- TSV (any other name): `anchor<TAB>positive[<TAB>negative ...]`.
+- TSV (any other name): a header line naming the columns, `anchor` (or `query`), `positive` (or `pos`), negatives
+  `neg1`, `neg2`, ... (any name starting with "neg"), other columns kept (e.g. `lang`); then one row a line.
 Every anchor and positive must be a non-empty string (UserError naming the file, line and value otherwise).
 
 The corpus: one text per line (blank lines skipped), or a BEIR `corpus.jsonl` ("title text" per document, as
@@ -84,6 +85,24 @@ def _text(value: Any, path: Path, n: int, field: str) -> str:
     return value
 
 
+ANCHOR_COLUMNS, POSITIVE_COLUMNS = ("anchor", "query"), ("positive", "pos")  # as contrastive fine-tuning reads
+
+
+def _tsv_header(line: str, path: Path, n: int) -> dict:
+    """A TSV pairs file's header -> column indices {"anchor", "positive", "negatives" (list), "extra" ({name:
+    index}), "names"}. UserError when it names no anchor or no positive column."""
+    names = [c.strip() for c in line.split("\t")]
+    anchor = next((names.index(c) for c in ANCHOR_COLUMNS if c in names), None)
+    positive = next((names.index(c) for c in POSITIVE_COLUMNS if c in names), None)
+    if anchor is None or positive is None:
+        raise UserError(f"{path}:{n}: the header {line.strip()[:80]!r} must name an 'anchor' (or 'query') and a "
+                        "'positive' (or 'pos') column, negatives as neg1, neg2, ... (the TSV layout contrastive "
+                        "fine-tuning reads); or write JSONL")
+    negatives = [i for i, c in enumerate(names) if c.startswith("neg")]
+    extra = {c: i for i, c in enumerate(names) if i not in (anchor, positive, *negatives)}
+    return {"anchor": anchor, "positive": positive, "negatives": negatives, "extra": extra, "names": names}
+
+
 def read_pairs(path: str | Path) -> tuple[list[Pair], str]:
     """The rows of a pairs file and its format ("jsonl" / "tsv"). Blank lines are skipped. Raises UserError naming
     the file and line for a missing / non-UTF-8 / empty file, bad JSON, a missing or empty anchor / positive, a
@@ -92,9 +111,12 @@ def read_pairs(path: str | Path) -> tuple[list[Pair], str]:
     lines = read_text(path, "pairs file").splitlines()
     first = next((line for line in lines if line.strip()), "")
     fmt = pairs_format(path, first)
-    pairs = []
+    pairs, header = [], None
     for n, line in enumerate(lines, 1):
         if not line.strip():
+            continue
+        if fmt == "tsv" and header is None:
+            header = _tsv_header(line, path, n)
             continue
         if fmt == "jsonl":
             try:
@@ -114,10 +136,12 @@ def read_pairs(path: str | Path) -> tuple[list[Pair], str]:
             anchor, positive = row["anchor"], row["positive"]
         else:
             cells = line.split("\t")
-            if len(cells) < 2:
-                raise UserError(f"{path}:{n}: missing positive: expected 'anchor<TAB>positive[<TAB>negative...]', "
-                                f"got {line[:60]!r}")
-            anchor, positive, negatives, extra = cells[0], cells[1], cells[2:], {}
+            if len(cells) <= max(header["anchor"], header["positive"]):
+                raise UserError(f"{path}:{n}: missing positive: expected the header's columns "
+                                f"({', '.join(header['names'])}), got {line[:60]!r}")
+            anchor, positive = cells[header["anchor"]], cells[header["positive"]]
+            negatives = [cells[i] for i in header["negatives"] if i < len(cells) and cells[i]]
+            extra = {name: cells[i] for name, i in header["extra"].items() if i < len(cells)}
         pairs.append(Pair(_text(anchor, path, n, "anchor"), _text(positive, path, n, "positive"),
                           [_text(x, path, n, f"negatives[{i}]") for i, x in enumerate(negatives)], n, extra))
     if not pairs:
@@ -248,12 +272,16 @@ def format_pairs(pairs: Sequence[Pair], negatives: Sequence[Sequence[str]], fmt:
     keys ("anchor", "positive", "negatives" first); TSV rows are anchor, positive, negatives by tabs. UserError
     when a text cannot be a TSV cell (it holds a tab or a line break: write JSONL instead)."""
     lines = []
+    if fmt == "tsv":  # the header contrastive fine-tuning reads: anchor, positive, the other columns, neg1..negK
+        extra = list(pairs[0].extra) if pairs else []
+        k = max((len(negs) for negs in negatives), default=0)
+        lines.append("\t".join(["anchor", "positive", *extra, *(f"neg{i + 1}" for i in range(k))]))
     for p, negs in zip(pairs, negatives):
         if fmt == "jsonl":
             lines.append(json.dumps({"anchor": p.anchor, "positive": p.positive, "negatives": list(negs), **p.extra},
                                     ensure_ascii=False))
             continue
-        cells = [p.anchor, p.positive, *negs]
+        cells = [p.anchor, p.positive, *(p.extra.get(c, "") for c in extra), *negs]
         bad = next((c for c in cells if re.search(r"[\t\r\n]", c)), None)
         if bad is not None:
             raise UserError(f"{path}: the text {bad[:60]!r} (line {p.line}'s row) holds a tab or line break and cannot "
