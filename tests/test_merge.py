@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -174,3 +175,26 @@ def test_command_refuses_a_foreign_output_directory(cfg, tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_a_contrastive_models_embedding_settings_travel_and_must_agree(cfg, tmp_path, capsys):
+    # A contrastive fine-tuning output has no head, only its task.json (pooling, length, prefixes): merging two of
+    # them keeps it, so the merged model still embeds as they do; different settings are refused.
+    from xlm_jax.tasks.embedding import ContrastiveConfig, options
+    from xlm_jax.workflows.loading import TASK_FILE, TaskInfo
+
+    settings = options(types.SimpleNamespace(contrastive=ContrastiveConfig(pooling="cls", query_prefix="query: ")))
+    paths = []
+    for i in range(2):
+        path = _save(tmp_path / f"out{i}", "best", cfg, _params(cfg, i))
+        (path / TASK_FILE).write_text(TaskInfo("contrastive", (), 48, settings).to_json())
+        paths.append(path)
+    code, _, err = _main(capsys, tmp_path / "merged", *paths)
+    assert code == 0, err
+    merged = TaskInfo.read(tmp_path / "merged" / TASK_FILE)
+    assert (merged.task, merged.max_len, merged.options) == ("contrastive", 48, settings)
+
+    (paths[1] / TASK_FILE).write_text(TaskInfo("contrastive", (), 48, {**settings, "pooling": "mean"}).to_json())
+    code, _, err = _main(capsys, tmp_path / "refused", *paths)
+    assert code == 2 and err.startswith("error: ") and "differs from" in err and "pooling" in err, err
+    assert not (tmp_path / "refused").exists()

@@ -23,7 +23,7 @@ from xlm_jax.models.config import NON_ARCHITECTURE, ModelConfig, require_encoder
 from xlm_jax.training import checkpoint
 from xlm_jax.training.merging import METHODS, average, ties
 from xlm_jax.workflows.convert import load_any
-from xlm_jax.workflows.loading import TASK_FILE
+from xlm_jax.workflows.loading import TASK_FILE, fine_tuned_checkpoint
 
 MERGE_RECORD = "merge.json"  # what was merged, how: written next to the checkpoint
 
@@ -77,13 +77,17 @@ def merge(out: str | Path, checkpoints: Sequence[str], *, method: str = "average
     base_loaded = load_any(base) if base is not None else None
     for c, (_, cfg, _) in zip([*checkpoints, *([base] if base else [])], [*loaded, *([base_loaded] if base else [])]):
         require_encoder(cfg, c, "merge")
+    # A fine-tuning output's task.json travels (a head's task and labels; a contrastive model's pooling, length and
+    # prefixes, which it has without a head): the same on every side, or refused.
+    tasks = [info.task or fine_tuned_checkpoint(c)[1] for c, (_, _, info) in zip(checkpoints, loaded)]
     first_params, first_cfg, first_info = loaded[0]
-    named = [(c, p, cfg, info) for c, (p, cfg, info) in zip(checkpoints, loaded)]
+    named = [(c, p, cfg, info, t) for c, (p, cfg, info), t in zip(checkpoints, loaded, tasks)]
     if base_loaded is not None:
-        named.append((f"--base {base}", *base_loaded))
+        named.append((f"--base {base}", *base_loaded, base_loaded[2].task or fine_tuned_checkpoint(base)[1]))
     arch = _architecture(first_cfg)
     first_tok = _tokenizer_hashes(first_info.tokenizer_files)
-    for name, params, cfg, info in named[1:]:
+    first_task = tasks[0]
+    for name, params, cfg, info, task in named[1:]:
         if cfg.vocab_size != first_cfg.vocab_size:
             raise UserError(f"{name}: a vocabulary of {cfg.vocab_size} ids, but {checkpoints[0]} has "
                             f"{first_cfg.vocab_size}: only models of one vocabulary can be merged")
@@ -100,11 +104,12 @@ def merge(out: str | Path, checkpoints: Sequence[str], *, method: str = "average
         if set(params) != set(first_params):
             raise UserError(f"{name}: parts {sorted(params)}, but {checkpoints[0]} has {sorted(first_params)} (an "
                             "LM head or a task head on one side only): only models of one architecture can be merged")
-        task, first_task = info.task, first_info.task
-        if (task is None) != (first_task is None) or (task is not None and (task.task, task.labels) != (
-                first_task.task, first_task.labels)):
-            raise UserError(f"{name}: task head {task.task if task else None} {list(task.labels) if task else ''} "
-                            f"differs from {checkpoints[0]}'s ({first_task.task if first_task else None})")
+        if (task is None) != (first_task is None) or (task is not None and (
+                task.task, task.labels, task.max_len, task.options) != (
+                first_task.task, first_task.labels, first_task.max_len, first_task.options)):
+            raise UserError(f"{name}: task {task.task if task else None} {list(task.labels) if task else ''} (its "
+                            "task.json: labels, length, pooling, prefixes) differs from "
+                            f"{checkpoints[0]}'s ({first_task.task if first_task else None})")
     trees = [p for p, _, _ in loaded]
     if method == "ties":
         merged = ties(base_loaded[0], trees, density=0.2 if density is None else density,
@@ -121,8 +126,8 @@ def merge(out: str | Path, checkpoints: Sequence[str], *, method: str = "average
         for f in first_info.tokenizer_files:
             shutil.copy2(f, tmp / Path(f).name)
         checkpoint.save_params(tmp, merged, first_cfg, step=0)
-        if first_info.task is not None:
-            (tmp / TASK_FILE).write_text(first_info.task.to_json())
+        if first_task is not None:
+            (tmp / TASK_FILE).write_text(first_task.to_json())
         (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
     outputs.write_atomically(out, write, "merge")
