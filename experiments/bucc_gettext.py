@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from zero_shot_gettext import decoded_pairs, distinct, run  # noqa: E402  (same corpus and pretraining commands)
+from zero_shot_gettext import decoded_pairs, distinct, prepare_text, run  # noqa: E402  (same corpus and pretraining commands)
 
 MODELS = {"mlm": "{mlm: 1.0}", "mlm+tlm": "{mlm: 1.0, tlm: 1.0}"}
 
@@ -41,19 +41,7 @@ def prepare(work: Path, langs: list[str], steps: int, vocab: int, models: dict[s
             untrained: bool = False) -> tuple[Path, Path]:
     log = work / "commands.log"
     py = sys.executable
-    corpus = work / "corpus"
-    if not (corpus / "stats.json").is_file():
-        from xlm_jax.data.gettext import build_gettext_corpus
-
-        build_gettext_corpus(corpus, langs=langs)
-    tok_path = work / "tokenizer.model"
-    if not tok_path.is_file():
-        run([py, "-m", "xlm_jax.tokenizer", "train", "--input", str(corpus), "--vocab-size", str(vocab),
-             "--output", str(tok_path), "--max-sentences", "100000", "--quiet"], log)
-    pre = work / "preprocessed"
-    if not (pre / "manifest.json").is_file():
-        run([py, "-m", "xlm_jax.preprocess", str(corpus), "--tokenizer", str(tok_path), "--out", str(pre),
-             "--max-len", "64", "--valid-fraction", "0.05"], log)
+    _, tok_path, pre = prepare_text(work, langs, vocab, log)
     runs = [(name, objectives, steps) for name, objectives in models.items()]
     if untrained:  # 2 steps at a tiny learning rate: the initialisation's score, the floor to beat
         runs.append(("untrained", "{mlm: 1.0}", 2))
