@@ -63,17 +63,17 @@ def test_chunked_cross_entropy_equals_full_logits(chunk):
         np.testing.assert_array_equal(grads[0][-3:], 0.0)  # the zero-weight rows
 
 
-def test_chunked_argmax_takes_the_first_of_tied_columns_as_jnp_argmax():
-    hidden, table, bias, targets, _ = _head_problem()
+def test_correct_means_the_target_logit_is_the_row_maximum_in_both_heads():
+    hidden, table, bias, targets, weights = _head_problem()
     table = table.at[3].set(hidden[0] * 10).at[970].set(hidden[0] * 10)  # row 0's best logit twice, in two chunks
     bias = jnp.zeros_like(bias)
     logits = hidden @ table.T
-    assert int(jnp.argmax(logits[0])) == 3
-    targets = targets.at[0].set(3)
-    _, correct = chunked_softmax_cross_entropy(hidden, table, bias, targets, 64)
-    assert float(correct[0]) == 1.0
-    _, correct = chunked_softmax_cross_entropy(hidden, table, bias, targets.at[0].set(970), 64)
-    assert float(correct[0]) == 0.0
+    runner_up = int(jnp.argsort(logits[0])[-3])
+    for target, expected in ((3, 1.0), (970, 1.0), (runner_up, 0.0)):  # a tie counts as correct for both columns
+        t = targets.at[0].set(target)
+        _, correct = chunked_softmax_cross_entropy(hidden, table, bias, t, 64)
+        assert float(correct[0]) == expected
+        assert float(cross_entropy(logits[:1], t[:1], jnp.ones(1))["correct"]) == expected
 
 
 @pytest.mark.parametrize("name", ["xlmr_tiny", "xlm_tiny"])

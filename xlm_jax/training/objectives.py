@@ -21,13 +21,20 @@ Array = jax.Array
 def cross_entropy(logits: Array, targets: Array, weights: Array) -> dict[str, Array]:
     """Weighted token cross-entropy in float32, summed per row.
 
-    Returns per-row `loss_sum`, `correct` and `count` ([B]); `weights` is 1 for a real prediction, 0 for padding.
+    logits [..., V] (any float dtype; computed in float32), targets [...] int, weights [...] (1 for a real
+    prediction, 0 for padding). Returns per-row `loss_sum`, `correct` and `count` ([B] float32).
+
+    A prediction is `correct` when the target's logit is the row's maximum (a tie with another column counts as
+    correct). This is argmax accuracy except on exact ties, and costs no pass of its own: the maximum is the one
+    the logsumexp needs anyway, whereas `argmax` is a separate (value, index) reduction over [..., V] that cost
+    ~20 % of the LM head's forward + backward on one CPU core at V = 250,002 (docs/benchmarks.md, "CPU levers").
     """
     logits = logits.astype(jnp.float32)
-    log_z = jax.nn.logsumexp(logits, axis=-1)
+    row_max = jax.lax.stop_gradient(logits.max(-1))
+    log_z = row_max + jnp.log(jnp.exp(logits - row_max[..., None]).sum(-1))  # jax.nn.logsumexp for finite logits
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     nll = (log_z - target_logit) * weights
-    correct = (jnp.argmax(logits, axis=-1) == targets) * weights
+    correct = (target_logit >= row_max) * weights
     return {"loss_sum": nll.sum(-1), "correct": correct.sum(-1), "count": weights.sum(-1)}
 
 
@@ -54,24 +61,20 @@ def _chunked_forward(hidden, table, bias, targets, chunk):
     n, vocab = hidden.shape[0], table.shape[0]
 
     def body(carry, i):
-        m, s, best, best_id, target_logit = carry
+        m, s, target_logit = carry
         logits, cols, valid = _chunk_logits(hidden, table, bias, i, chunk)
-        m_c = logits.max(-1)
-        m_new = jnp.maximum(m, m_c)
+        m_new = jnp.maximum(m, logits.max(-1))
         s = s * jnp.exp(m - m_new) + jnp.exp(logits - m_new[:, None]).sum(-1)
-        # Strictly greater: on a tie the earlier column wins, as jnp.argmax over the whole row.
-        a_c = cols[jnp.argmax(logits, -1)]
-        better = m_c > best
         hit = (cols[None, :] == targets[:, None]) & valid[None, :]
         target_logit = target_logit + jnp.where(hit, logits, 0.0).sum(-1)
-        return (m_new, s, jnp.where(better, m_c, best), jnp.where(better, a_c, best_id), target_logit), None
+        return (m_new, s, target_logit), None
 
-    neg_inf = jnp.full((n,), -jnp.inf, jnp.float32)
     zeros = jnp.zeros((n,), jnp.float32)
-    init = (neg_inf, zeros, neg_inf, jnp.zeros((n,), jnp.int32), zeros)
-    (m, s, _, argmax, target_logit), _ = jax.lax.scan(body, init, jnp.arange(-(-vocab // chunk)))
+    init = (jnp.full((n,), -jnp.inf, jnp.float32), zeros, zeros)
+    (m, s, target_logit), _ = jax.lax.scan(body, init, jnp.arange(-(-vocab // chunk)))
     log_z = m + jnp.log(s)
-    return log_z - target_logit, (argmax == targets).astype(jnp.float32), log_z
+    # Correct where the target's logit is the row maximum: `cross_entropy`'s definition (a tie counts as correct).
+    return log_z - target_logit, (target_logit >= m).astype(jnp.float32), log_z
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -81,10 +84,10 @@ def chunked_softmax_cross_entropy(hidden: Array, table: Array, bias: Array, targ
 
     hidden [N, D] (any float dtype: the matmul runs in it, as `LMHead`), table [V, D], bias [V], targets [N] int;
     chunk: a static int >= 1 (V need not be divisible by it; a chunk >= V is one pass over the whole table).
-    Returns `nll` [N] float32 (logsumexp - target logit) and `correct` [N] float32 (1.0 where the argmax, first on
-    ties, is the target; not differentiated). The forward pass scans the chunks with an online logsumexp and a
-    running max / argmax; the backward pass recomputes each chunk's logits and forms d hidden, d table, d bias
-    chunk by chunk: memory O(N * chunk + V * D).
+    Returns `nll` [N] float32 (logsumexp - target logit) and `correct` [N] float32 (1.0 where the target's logit is
+    the row maximum, as `cross_entropy`; not differentiated). The forward pass scans the chunks with an online
+    logsumexp (its running max gives `correct`); the backward pass recomputes each chunk's logits and forms
+    d hidden, d table, d bias chunk by chunk: memory O(N * chunk + V * D).
 
     Method: the "Cut Your Losses in Large-Vocabulary Language Models" cross-entropy (Wijmans et al. 2024,
     arXiv:2411.09009) and Liger Kernel's fused linear cross-entropy, as a `lax.scan` in place of a fused kernel
