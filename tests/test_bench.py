@@ -11,9 +11,9 @@ import pytest
 
 from xlm_jax.bench.__main__ import main, parse_sides
 from xlm_jax.bench.jax_side import JaxWorker
-from xlm_jax.bench.report import derive, format_table, new_record
+from xlm_jax.bench.report import derive, format_table, format_varlen_table, new_record
 from xlm_jax.bench.torch_side import TorchWorker
-from xlm_jax.bench.workload import CONFIGS, BenchConfig, hf_labels, make_batch
+from xlm_jax.bench.workload import CONFIGS, BenchConfig, hf_labels, make_batch, per_sentence, varlen_set
 from xlm_jax.core.errors import UserError
 from xlm_jax.models.config import to_dict
 from xlm_jax.training.flops import model_flops_per_token
@@ -42,6 +42,12 @@ def test_named_configs_match_the_issue():
     assert (c.seq_len, c.batch) == (128, 16)
     assert CONFIGS["xlmr_base"].seq_len == CONFIGS["xlmr_large"].seq_len == 512
     assert CONFIGS["xlmr_base"].devices == ("gpu",)
+    # --varlen's XLM-R comparison: cpu_mmbert's shape and MLP parameters (GELU 2 x D x 1152 = GeGLU 3 x D x 768).
+    mm, xr = CONFIGS["cpu_mmbert"], CONFIGS["cpu_xlmr_mmshape"]
+    assert (xr.model.family, mm.model.family) == ("xlmr", "modernbert") and xr.devices == ()
+    assert [(c.model.num_layers, c.model.hidden_size, c.model.num_heads, c.batch, c.seq_len) for c in (mm, xr)] == \
+        [(4, 256, 4, 4, 512)] * 2
+    assert 2 * xr.model.intermediate_size == 3 * mm.model.intermediate_size
 
 
 def _exit_code(argv) -> int:
@@ -67,6 +73,7 @@ def test_bad_config_name_exits_2(capsys):
     (["--configs", ","], ["--configs=','", "no configuration named", "cpu_xlmr"]),
     (["--configs", "cpu_xlm"], ["unknown configuration --configs=cpu_xlm", "did you mean --configs=cpu_xlmr"]),
     (["--smoke", "--configs", "smok"], ["did you mean --configs=smoke"]),
+    (["--varlen", "--sides", "jax,torch_compile"], ["lists torch_compile but --varlen", "valid with --varlen"]),
 ])
 def test_bad_sides_and_configs_exit_2_with_one_line_before_any_worker(argv, words, capsys):
     assert _exit_code(argv) == 2
@@ -302,3 +309,70 @@ def test_smoke_table_says_it_is_not_a_measurement():
     assert "250.00x" in ratio_line and ratio_line.endswith("(smoke run: not a measurement)")
     plain = format_table([record])
     assert "SMOKE" not in plain and "not a measurement" not in plain
+
+
+# ------------------------------------------------------------------------- --varlen: padded vs packed inference
+
+
+def test_varlen_set_holds_the_same_sentences_in_both_layouts():
+    """Every sentence of the --varlen set sits whole in a padded batch (after it only padding) and in a packed row
+    (its own segment, positions restarting); two configurations of the same shape draw the same lengths."""
+    cfg = CONFIGS["smoke_modernbert"]
+    data = varlen_set(cfg, seed=0)
+    padded = per_sentence([b["input_ids"] for b in data["padded"]], data["padded_where"])
+    packed = per_sentence([b["input_ids"] for b in data["packed"]], data["packed_where"])
+    assert len(padded) == data["sentences"] == 32 * cfg.batch
+    for a, b in zip(padded, packed):
+        np.testing.assert_array_equal(a, b)
+        assert a[0] == cfg.model.bos_token_id and a[-1] == cfg.model.eos_token_id
+    assert data["real_tokens"] == sum(len(a) for a in padded)
+    assert data["real_tokens"] == sum(int(b["attention_mask"].sum()) for layout in ("padded", "packed")
+                                      for b in data[layout]) // 2
+    for (k, r, t, n) in data["packed_where"]:
+        seg = data["packed"][k]["segment_ids"][r]
+        assert np.all(seg[t:t + n] == seg[t]) and (t == 0 or seg[t - 1] != seg[t])
+    for b in data["padded"]:  # each batch as wide as its longest sentence
+        assert b["attention_mask"][:, -1].any()
+    assert all(b["input_ids"].shape == (cfg.batch, cfg.seq_len) for b in data["packed"])
+    assert data["packed_slots"] < data["padded_slots"]
+    other = varlen_set(CONFIGS["smoke"], seed=0)
+    np.testing.assert_array_equal(other["padded_where"][:, 3], data["padded_where"][:, 3])
+
+
+@pytest.mark.parametrize("name", ["smoke_modernbert", "smoke"])
+def test_varlen_every_side_runs_and_packed_equals_padded(tmp_path, name):
+    """`--varlen` on both families: the JAX worker's packed pass (segment ids) gives each sentence the hidden states
+    of its padded pass to 1e-4 (the models' own packed-vs-alone parity: tests/test_modernbert.py
+    test_logits_equal_transformers_padded_and_packed, tests/test_packing.py), and the PyTorch encoder on the padded
+    batches gives the same mean |h| from the same weights; the table prints real tokens/s for every side."""
+    pytest.importorskip("torch")
+    cfg = CONFIGS[name]
+    base = {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
+            "device": "cpu", "threads": 1, "cpus": None, "seed": 0, "max_steps": 4}
+    weights = str(tmp_path / "w.npz")
+    jax_worker = JaxWorker({**base, "framework": "jax", "weights": None})
+    jax_worker.export_weights(weights)
+    torch_worker = TorchWorker({**base, "framework": "torch_eager", "weights": weights})
+    record = new_record(cfg, 0, varlen=True)
+    for fw, worker in (("jax", jax_worker), ("torch_eager", torch_worker)):
+        res = worker.varlen(1)
+        assert res["padded_s"] > 0 and ("packed_s" in res) == (fw == "jax")
+        record["frameworks"][fw] = {f"varlen_{k}": v for k, v in res.items() if k not in ("padded_s", "packed_s")}
+        record["frameworks"][fw] |= {f"varlen_{k}_all": [v] for k, v in res.items() if k in ("padded_s", "packed_s")}
+    jax_entry, torch_entry = record["frameworks"]["jax"], record["frameworks"]["torch_eager"]
+    assert jax_entry["varlen_max_abs_diff_packed_padded"] < 1e-4
+    assert torch_entry["varlen_mean_abs_hidden"] == pytest.approx(jax_entry["varlen_mean_abs_hidden"], rel=1e-4)
+    assert "packed_s" in jax_worker.varlen(1)  # a second call times again (B A order), without the first passes
+    derive(record)
+    table = format_varlen_table([record])
+    for fw, layouts in (("jax", ("padded", "packed")), ("torch_eager", ("padded",))):
+        for layout in layouts:
+            assert record["frameworks"][fw][f"varlen_{layout}_tokens_per_s"] == pytest.approx(
+                record["varlen"]["real_tokens"] / record["frameworks"][fw][f"varlen_{layout}_s"])
+            assert any(line.split()[:3] == [name, fw, layout] for line in table.splitlines())
+    assert "packed vs padded max |diff|" in table
+
+
+def test_varlen_sides():
+    assert parse_sides(None, "auto", smoke=False, varlen=True) == ("jax", "torch_eager")
+    assert parse_sides("jax,torch_masked", "auto", smoke=False, varlen=True) == ("jax", "torch_masked")

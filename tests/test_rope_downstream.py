@@ -82,6 +82,63 @@ def test_pretrain_mlm_from_scratch(env, tmp_path, base):
     assert len(model.fill_mask("the cat <mask> house", top_k=2)[0]) == 2
 
 
+@pytest.mark.parametrize("base", ["modernbert_tiny", "eurobert_tiny"])
+def test_tlm_step_on_rope_families(tmp_path, base):
+    """TLM for the RoPE families (docs/successors.md "TLM"): each pair `<s> a </s></s> b </s>` in one row, RoPE
+    positions restarting at the second sentence (XLM's TLM), language ids ignored (no language embeddings). The
+    packed TLM batch predicts tokens on both sides of its pairs; one training step gives a finite TLM loss; the
+    restart reaches the model (its loss differs with the same rows numbered straight through) and the language
+    ids do not."""
+    from test_batches import MASK, V, _random_sentences, write_corpus
+
+    from xlm_jax.data.batches import BatchSource, DataConfig
+    from xlm_jax.training import optim, sharding
+    from xlm_jax.training import step as step_lib
+    from xlm_jax.models.xlm import segment_positions
+
+    rng = np.random.default_rng(3)
+    corpus = write_corpus(tmp_path / "pre", {}, {("de", "en"): (_random_sentences(rng, 60, 2, 14),
+                                                                _random_sentences(rng, 60, 2, 14))})
+    data = DataConfig(seq_len=48, batch_size=4, objectives={"tlm": 1.0}, para_pairs=("de-en",), seed=2,
+                      mask_prob=0.3)
+    batch = BatchSource(corpus, data).batch(0)["tlm"]
+    ids, seg, pos = batch["input_ids"], batch["segment_ids"], batch["positions"]
+    sides = 0
+    for r in range(len(ids)):
+        for s in range(1, seg[r].max() + 1):
+            where = np.nonzero(seg[r] == s)[0]
+            a = int(np.nonzero(pos[r, where][1:] == 0)[0][0]) + 1  # the second sentence starts at position 0 again
+            np.testing.assert_array_equal(pos[r, where], np.r_[np.arange(a), np.arange(len(where) - a)])
+            predicted = set(batch["mlm_positions"][r][batch["mlm_weights"][r] > 0].tolist())
+            sides += bool(predicted & set(where[:a].tolist())) and bool(predicted & set(where[a:].tolist()))
+    assert sides > 0  # some pair has masked tokens in both its sentences
+    cfg = get_model_config(base, vocab_size=V, mask_token_id=MASK, dropout=0.0, attention_dropout=0.0)
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=1), devices=jax.devices()[:1])
+    tx = optim.make_optimizer(optim.OptimizerConfig(lr=1e-3, warmup_steps=1), 10)
+    state, shardings = step_lib.init_state(cfg, tx, mesh, jax.random.key(0))
+    sums = step_lib.make_eval_step(cfg, mesh, shardings, objective="tlm")(state["params"],
+                                                                          sharding.global_batch(mesh, batch))
+    train_step = step_lib.make_train_step(cfg, tx, mesh, shardings, {"tlm": 1.0}, {"tlm": 1})
+    state, metrics = train_step(state, sharding.global_batch(mesh, {"tlm": batch}), jax.random.key(1))
+    assert np.isfinite(float(metrics["tlm/loss"]))
+    assert float(metrics["tlm/loss"]) == pytest.approx(float(sums["loss_sum"] / sums["count"]), rel=1e-4)
+
+    # The model reads the batch's positions and ignores its language ids: hidden states with weights far from the
+    # initialisation (at init, attention is near uniform and positions barely show).
+    leaves, tree = jax.tree_util.tree_flatten(nn.unbox(state["params"]))
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    params = tree.unflatten([x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+    model = families.masked_lm(cfg)
+
+    def hidden(positions, langs):
+        return np.asarray(model.apply({"params": params}, ids, batch["attention_mask"], positions, langs,
+                                      segment_ids=seg))[seg > 0]
+
+    want = hidden(pos, batch["langs"])
+    assert np.abs(hidden(np.asarray(segment_positions(seg)), batch["langs"]) - want).max() > 1e-3
+    np.testing.assert_array_equal(hidden(pos, np.zeros_like(batch["langs"])), want)
+
+
 def _hf_mlm(family, vocab, tok):
     """A random HF masked LM on `tok`'s ids (fairseq layout: <s> 0, <pad> 1, </s> 2, <unk> 3, <mask> last)."""
     # EuroBERT's unk is its eos unless the config names one: a fairseq vocabulary has its own <unk>, so it does.

@@ -31,6 +31,14 @@ extra full-vocabulary logits are not credited; MFU needs a known or declared pea
 inference (forward-only encode) throughput, and a breakdown of where the time goes (forward, forward + backward,
 optimizer, LM head + loss share, and on the JAX side the cost of computing HF-style full logits).
 
+`--varlen` measures inference instead, on variable-length batches (`workload.varlen_set`): one seeded set of
+sentences (log-normal lengths: many short, a few long) encoded (a) padded to each batch's longest sentence and
+(b) packed into full rows with segment ids (`xlm_jax.data.packing`; the model's packed path: no attention across
+sentences, positions restarting), by the JAX worker, and padded by the PyTorch worker (the family's base model:
+ModernBertModel / XLMRobertaModel, SDPA); the figure is real (non-pad) tokens/s. `cpu_xlmr_mmshape` is the XLM-R
+family at `cpu_mmbert`'s shape for that comparison. Checks: per sentence, packed and padded hidden states agree
+(largest |difference| reported), and both frameworks' mean |h| over the real tokens.
+
 The package: `workload` (the configurations, the shared batch, the workers' timing helpers), `jax_side` and
 `torch_side` (one worker class per framework; torch is imported only when a PyTorch worker is built), `harness`
 (the worker processes and their JSON-lines protocol, the run settings, the alternation), `report` (the record, the

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from xlm_jax.bench.harness import RunSettings, machine_info, missing_gpu, probe_devices, run_config, worker_main
-from xlm_jax.bench.report import DESCRIPTIONS, SMOKE_NOTE, format_table, json_default, plot
+from xlm_jax.bench.report import DESCRIPTIONS, SMOKE_NOTE, format_table, format_varlen_table, json_default, plot
 from xlm_jax.bench.workload import CONFIGS, FRAMEWORKS, versions
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, positive_int, unknown_name
@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "earlier bench output")
     p.add_argument("--force", action="store_true", help="write into --out even if it holds files bench did not write "
                    "(files of the same names are replaced, others kept)")
+    p.add_argument("--varlen", action="store_true",
+                   help="instead of training: inference (encode) on one set of variable-length sentences, padded to "
+                   "each batch's longest vs packed with segment ids (jax), padded (PyTorch); real tokens/s. Default "
+                   "sides: jax,torch_eager")
     p.add_argument("--smoke", action="store_true", help="seconds-long check: smoke shapes, one step, no compile")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -58,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args, sys.argv[1:] if argv is None else argv)
 
 
-def parse_sides(text: str | None, torch_compile: str, smoke: bool) -> tuple[str, ...]:
+def parse_sides(text: str | None, torch_compile: str, smoke: bool, varlen: bool = False) -> tuple[str, ...]:
     """The sides to run, in FRAMEWORKS' order. `text` None: jax, torch_eager, torch_masked, plus torch_compile when
-    `torch_compile` is "on", or "auto" without `smoke`. Raises UserError for an unknown, repeated or empty name, a
-    list without jax, or torch_compile listed with --torch-compile off."""
+    `torch_compile` is "on", or "auto" without `smoke`; with `varlen`, jax and torch_eager (the PyTorch sides
+    share one encoder at inference). Raises UserError for an unknown, repeated or empty name, a list without jax,
+    or torch_compile listed with --torch-compile off or with `varlen` (its compiled model is never run there)."""
+    if text is None and varlen:
+        return ("jax", "torch_eager")
     if text is None:
         compile_torch = torch_compile == "on" or (torch_compile == "auto" and not smoke)
         return ("jax", "torch_eager", "torch_masked") + (("torch_compile",) if compile_torch else ())
@@ -79,6 +86,9 @@ def parse_sides(text: str | None, torch_compile: str, smoke: bool) -> tuple[str,
                         "jax / other)")
     if "torch_compile" in names and torch_compile == "off":
         raise UserError(f"--sides={text!r} lists torch_compile but --torch-compile off; drop one of them")
+    if "torch_compile" in names and varlen:
+        raise UserError(f"--sides={text!r} lists torch_compile but --varlen runs the uncompiled encoder; drop it "
+                        "(valid with --varlen: jax, torch_eager, torch_masked)")
     return tuple(fw for fw in FRAMEWORKS if fw in names)
 
 
@@ -113,10 +123,10 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if min(steps, repeats, warmup) < 1:
         raise UserError(f"--steps={steps}, --repeats={repeats}, --warmup={warmup}: each must be >= 1")
     peak_flops_override()  # a bad $XLM_JAX_PEAK_FLOPS stops here, before any worker starts
-    sides = parse_sides(args.sides, args.torch_compile, args.smoke)
+    sides = parse_sides(args.sides, args.torch_compile, args.smoke, args.varlen)
     settings = RunSettings(steps=steps, repeats=repeats, warmup=warmup, device=args.device, threads=threads,
                            torch_compile="torch_compile" in sides, breakdown=not (args.no_breakdown or args.smoke),
-                           sides=sides)
+                           sides=sides, varlen=args.varlen)
     if args.device == "gpu":
         check_gpu(sides)
     out_dir = outputs.claim_dir(args.out, "bench", force=args.force, legacy="bench.json") if args.out else None
@@ -136,13 +146,14 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         "descriptions": DESCRIPTIONS, "results": results,
         **({"note": SMOKE_NOTE} if args.smoke else {}),
     }
-    print(format_table(results, smoke=args.smoke))
+    print((format_varlen_table if args.varlen else format_table)(results, smoke=args.smoke))
     if out_dir:
         outputs.atomic_write_text(out_dir / "bench.json", json.dumps(report, indent=2, default=json_default))
         plot(results, out_dir / "bench.png", smoke=args.smoke)
         print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+    figure = "varlen_padded_tokens_per_s" if args.varlen else "train_tokens_per_s"
     failed = [f"{r['config']}/{fw}" for r in results for fw in settings.sides if fw != "torch_compile"
-              if not r["frameworks"].get(fw, {}).get("train_tokens_per_s")]
+              if not r["frameworks"].get(fw, {}).get(figure)]
     if failed:
         print(f"error: no timing for {', '.join(failed)} (see the logs)", file=sys.stderr)
         return 1

@@ -135,6 +135,7 @@ class RunSettings:
     torch_compile: bool
     breakdown: bool
     sides: tuple[str, ...] = ("jax", "torch_eager", "torch_masked")  # in FRAMEWORKS' order; jax always first
+    varlen: bool = False  # only the inference on variable-length batches (padded vs packed), no training
     seed: int = 0
     timeout: float = 900.0
 
@@ -218,7 +219,7 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
     }
     frameworks = list(settings.sides)
     weights = str(workdir / f"{cfg.name}_weights.npz")
-    record = new_record(cfg, settings.seed)
+    record = new_record(cfg, settings.seed, varlen=settings.varlen)
     workers: dict[str, WorkerProcess] = {}
     try:
         for fw in frameworks:
@@ -236,6 +237,8 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
             check = w.call("export_weights", weights, timeout=settings.timeout) if fw == "jax" else \
                 w.call("export_weights", "", timeout=settings.timeout)
             entry["eval_loss_same_weights"] = check.get("eval_loss")
+            if settings.varlen:
+                continue
             warm = w.call("warmup", settings.warmup, timeout=settings.timeout)
             entry["warmup"] = warm
             if warm.get("error"):
@@ -246,41 +249,74 @@ def run_config(cfg: BenchConfig, settings: RunSettings, workdir: Path, log=print
             else:
                 log(f"[{cfg.name}] {fw} first step {warm['first_step_s']:.2f} s")
 
-        train: dict[str, list[float]] = {fw: [] for fw in workers}
-        infer: dict[str, list[float]] = {fw: [] for fw in workers}
-        names = list(workers)
-        for r in range(settings.repeats):
-            order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
-            for fw in order:
-                res = workers[fw].call("train", settings.steps, timeout=settings.timeout)
-                if "step_s" in res:
-                    train[fw].append(res["step_s"])
-                    record["frameworks"][fw]["loss_last"] = res["loss"]
-                else:
-                    record["frameworks"][fw]["error"] = res.get("error")
-            log(f"[{cfg.name}] repeat {r + 1}/{settings.repeats}: " + ", ".join(
-                f"{fw} {train[fw][-1] * 1e3:.1f} ms" for fw in order if train[fw]))
-        for r in range(settings.repeats):
-            order = names[r % len(names):] + names[: r % len(names)]
-            for fw in order:
-                res = workers[fw].call("infer", settings.steps, timeout=settings.timeout)
-                if "step_s" in res:
-                    infer[fw].append(res["step_s"])
-                    record["frameworks"][fw]["infer_first_step_s"] = res["first_step_s"]
-        for fw, w in workers.items():
-            record["frameworks"][fw]["memory"] = w.call("memory")
-        if settings.breakdown:
-            for fw in ("jax", "torch_eager", "torch_masked"):
-                if fw in workers:
-                    log(f"[{cfg.name}] breakdown {fw}")
-                    record["frameworks"][fw]["breakdown_s"] = workers[fw].call(
-                        "breakdown", settings.steps, timeout=settings.timeout)
-        for fw in workers:
-            entry = record["frameworks"][fw]
-            entry["train_step_s_all"], entry["infer_step_s_all"] = train[fw], infer[fw]
+        (_run_varlen if settings.varlen else _run_training)(cfg.name, workers, record, settings, log)
     finally:
         for w in workers.values():
             w.close()
         Path(weights).unlink(missing_ok=True)
     derive(record)
     return record
+
+
+def _run_training(name: str, workers: dict[str, WorkerProcess], record: dict[str, Any], settings: RunSettings,
+                  log) -> None:
+    """The training and inference timings: `train` then `infer` calls alternated between the workers over
+    `repeats`, then memory and (with `settings.breakdown`) the per-part timings, raw into the record."""
+    train: dict[str, list[float]] = {fw: [] for fw in workers}
+    infer: dict[str, list[float]] = {fw: [] for fw in workers}
+    names = list(workers)
+    for r in range(settings.repeats):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+        for fw in order:
+            res = workers[fw].call("train", settings.steps, timeout=settings.timeout)
+            if "step_s" in res:
+                train[fw].append(res["step_s"])
+                record["frameworks"][fw]["loss_last"] = res["loss"]
+            else:
+                record["frameworks"][fw]["error"] = res.get("error")
+        log(f"[{name}] repeat {r + 1}/{settings.repeats}: " + ", ".join(
+            f"{fw} {train[fw][-1] * 1e3:.1f} ms" for fw in order if train[fw]))
+    for r in range(settings.repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for fw in order:
+            res = workers[fw].call("infer", settings.steps, timeout=settings.timeout)
+            if "step_s" in res:
+                infer[fw].append(res["step_s"])
+                record["frameworks"][fw]["infer_first_step_s"] = res["first_step_s"]
+    for fw, w in workers.items():
+        record["frameworks"][fw]["memory"] = w.call("memory")
+    if settings.breakdown:
+        for fw in ("jax", "torch_eager", "torch_masked"):
+            if fw in workers:
+                log(f"[{name}] breakdown {fw}")
+                record["frameworks"][fw]["breakdown_s"] = workers[fw].call(
+                    "breakdown", settings.steps, timeout=settings.timeout)
+    for fw in workers:
+        entry = record["frameworks"][fw]
+        entry["train_step_s_all"], entry["infer_step_s_all"] = train[fw], infer[fw]
+
+
+def _run_varlen(name: str, workers: dict[str, WorkerProcess], record: dict[str, Any], settings: RunSettings,
+                log) -> None:
+    """`--varlen`: the workers' `varlen` passes (JAX: padded and packed; PyTorch: padded), alternated between the
+    workers over `repeats`, `steps` passes each; raw seconds per pass into the record (`report.derive` takes the
+    medians)."""
+    names = list(workers)
+    for r in range(settings.repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for fw in order:
+            res = workers[fw].call("varlen", settings.steps, timeout=settings.timeout)
+            entry = record["frameworks"][fw]
+            if res.get("error"):
+                entry["error"] = res["error"]
+                continue
+            for key, value in res.items():
+                if key in ("padded_s", "packed_s"):
+                    entry.setdefault(f"varlen_{key}_all", []).append(value)
+                else:
+                    entry[f"varlen_{key}"] = value
+        log(f"[{name}] varlen repeat {r + 1}/{settings.repeats}: " + ", ".join(
+            f"{fw} {layout} {record['frameworks'][fw][f'varlen_{layout}_s_all'][-1]:.2f} s" for fw in order
+            for layout in ("padded", "packed") if record["frameworks"][fw].get(f"varlen_{layout}_s_all")))
+    for fw, w in workers.items():
+        record["frameworks"][fw]["memory"] = w.call("memory")

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xlm_jax.bench.workload import (LR, TOTAL_STEPS, WARMUP_STEPS, hf_architecture, hf_labels, make_batch, rss_mb,
-                                   spec_config, timed_loop, versions)
+from xlm_jax.bench.workload import (LR, TOTAL_STEPS, WARMUP_STEPS, hf_architecture, hf_labels, make_batch,
+                                   per_sentence, rss_mb, spec_config, timed_loop, varlen_set, versions)
 from xlm_jax.models import families, hf_families
 from xlm_jax.models.config import from_dict
 from xlm_jax.models.hf_mapping import params_to_hf
@@ -110,6 +110,39 @@ class JaxWorker:
         first = time.perf_counter() - t0
         per_step = timed_loop(lambda _: encode(*args), steps, jax.block_until_ready)
         return {"step_s": per_step, "first_step_s": first}
+
+    def varlen(self, passes: int) -> dict[str, Any]:
+        """`--varlen`: seconds per pass over the whole `workload.varlen_set`, padded and packed (the model's packed
+        path: segment ids, positions restarting per sentence, no attention across sentences), alternated (A B, then
+        B A on the next call); the first call's first passes (one compile per padded shape) are reported apart.
+        Also the largest |difference| between a sentence's hidden states in the two layouts, and their mean |h|
+        over the real tokens of the padded batches (the PyTorch side reports the same figure)."""
+        encode, params = self._encode_fn(), self._params()
+        if not hasattr(self, "_varlen"):
+            self._varlen = varlen_set(spec_config(self.spec), self.spec["seed"])
+            self._varlen_calls = 0
+        data = self._varlen
+        args = {layout: [(params, jnp.asarray(b["input_ids"]), jnp.asarray(b["attention_mask"]),
+                          jnp.asarray(b["segment_ids"]) if "segment_ids" in b else None) for b in data[layout]]
+                for layout in ("padded", "packed")}
+        out: dict[str, Any] = {}
+        if not self._varlen_calls:
+            hidden = {}
+            for layout in ("padded", "packed"):
+                t0 = time.perf_counter()
+                hidden[layout] = [np.asarray(h, np.float32) for h in
+                                  jax.block_until_ready([encode(*a) for a in args[layout]])]
+                out[f"first_{layout}_s"] = time.perf_counter() - t0
+            padded = per_sentence(hidden["padded"], data["padded_where"])
+            packed = per_sentence(hidden["packed"], data["packed_where"])
+            out["max_abs_diff_packed_padded"] = max(float(np.abs(a - b).max()) for a, b in zip(padded, packed))
+            out["mean_abs_hidden"] = float(np.mean(np.abs(np.concatenate(padded))))
+        order = ("padded", "packed") if self._varlen_calls % 2 == 0 else ("packed", "padded")
+        self._varlen_calls += 1
+        for layout in order:
+            out[f"{layout}_s"] = timed_loop(lambda _: [encode(*a) for a in args[layout]], passes,
+                                            jax.block_until_ready)
+        return out
 
     def memory(self) -> dict[str, Any]:
         out = rss_mb()

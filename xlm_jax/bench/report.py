@@ -9,20 +9,28 @@ from typing import Any
 
 import numpy as np
 
-from xlm_jax.bench.workload import TORCH_SIDES, BenchConfig, make_batch
+from xlm_jax.bench.workload import TORCH_SIDES, BenchConfig, make_batch, varlen_set
 from xlm_jax.models.config import to_dict
 from xlm_jax.training.flops import Work, batch_work, throughput
 
 
-def new_record(cfg: BenchConfig, seed: int) -> dict[str, Any]:
+def new_record(cfg: BenchConfig, seed: int, varlen: bool = False) -> dict[str, Any]:
     """The JSON record of one configuration before any timing: shapes and the work of its batch (the same batch
-    for every side), counted by `xlm_jax.training.flops.batch_work` as the trainer counts its own."""
+    for every side), counted by `xlm_jax.training.flops.batch_work` as the trainer counts its own; with `varlen`,
+    also the sizes of `workload.varlen_set` (sentences, real tokens, slots and padding share of each layout)."""
     work = batch_work(cfg.model, {"mlm": make_batch(cfg, seed)})
-    return {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
-            "layout": cfg.layout,
-            "tokens_per_step": cfg.tokens_per_step, "real_tokens_per_step": work.real_tokens,
-            "predicted_tokens_per_step": work.predicted, "flops_per_step": work.flops,
-            "flops_per_token": work.flops_per_token, "frameworks": {}}
+    record = {"config": cfg.name, "model": to_dict(cfg.model), "batch": cfg.batch, "seq_len": cfg.seq_len,
+              "layout": cfg.layout,
+              "tokens_per_step": cfg.tokens_per_step, "real_tokens_per_step": work.real_tokens,
+              "predicted_tokens_per_step": work.predicted, "flops_per_step": work.flops,
+              "flops_per_token": work.flops_per_token, "frameworks": {}}
+    if varlen:
+        data = varlen_set(cfg, seed)
+        record["varlen"] = {key: data[key] for key in ("sentences", "real_tokens", "padded_slots", "packed_slots")}
+        for layout in VARLEN_LAYOUTS:
+            record["varlen"][f"{layout}_batches"] = len(data[layout])
+            record["varlen"][f"{layout}_padding_share"] = 1 - data["real_tokens"] / data[f"{layout}_slots"]
+    return record
 
 
 def derive(record: dict[str, Any]) -> None:
@@ -45,6 +53,13 @@ def derive(record: dict[str, Any]) -> None:
         entry["first_step_s"] = entry.get("warmup", {}).get("first_step_s")
         entry["model_tflops_per_s"] = rates["tflops_per_s"]
         entry["mfu"] = rates["mfu"]
+    if "varlen" in record:
+        real = record["varlen"]["real_tokens"]
+        for entry in fws.values():
+            for layout in VARLEN_LAYOUTS:
+                seconds = _median(entry.get(f"varlen_{layout}_s_all", []))
+                entry[f"varlen_{layout}_s"] = seconds
+                entry[f"varlen_{layout}_tokens_per_s"] = real / seconds if seconds else None  # real (non-pad) tokens
     ratios = {}
     jax_entry = fws.get("jax", {})
     for fw in TORCH_SIDES:
@@ -55,6 +70,9 @@ def derive(record: dict[str, Any]) -> None:
     record["ratio"] = ratios
     losses = {fw: e.get("eval_loss_same_weights") for fw, e in fws.items()}
     record["eval_loss_same_weights"] = losses
+
+
+VARLEN_LAYOUTS = ("padded", "packed")
 
 
 def _median(xs: list[float]) -> float | None:
@@ -115,6 +133,35 @@ def format_table(results: list[dict[str, Any]], smoke: bool = False) -> str:
     return "\n".join(lines)
 
 
+def format_varlen_table(results: list[dict[str, Any]], smoke: bool = False) -> str:
+    """The `--varlen` table: per configuration and side, real (non-pad) tokens/s of the padded and the packed
+    passes, the first pass (compile) time, and the checks (packed vs padded hidden states; mean |h|)."""
+    head = (f"{'config':<16} {'side':<12} {'layout':<7} {'real tok/s':>11} {'pass s':>8} {'first s':>8} "
+            f"{'pad share':>9}")
+    lines = ([f"SMOKE RUN: {SMOKE_NOTE}"] if smoke else []) + [head, "-" * len(head)]
+    for rec in results:
+        info = rec.get("varlen", {})
+        for fw, e in rec["frameworks"].items():
+            if e.get("error") and not e.get("varlen_padded_tokens_per_s"):
+                lines.append(f"{rec['config']:<16} {fw:<12} error: {e['error'][:80]}")
+                continue
+            for layout in VARLEN_LAYOUTS:
+                if e.get(f"varlen_{layout}_s") is None:
+                    continue
+                first = e.get(f"varlen_first_{layout}_s")
+                lines.append(f"{rec['config']:<16} {fw:<12} {layout:<7} "
+                             f"{_fmt(e[f'varlen_{layout}_tokens_per_s'], ',.0f'):>11} "
+                             f"{_fmt(e[f'varlen_{layout}_s'], '.3f'):>8} {_fmt(first, '.2f'):>8} "
+                             f"{_fmt(info.get(f'{layout}_padding_share'), '.1%'):>9}")
+        jax_entry = rec["frameworks"].get("jax", {})
+        checks = [f"{fw} {e['varlen_mean_abs_hidden']:.6f}" for fw, e in rec["frameworks"].items()
+                  if e.get("varlen_mean_abs_hidden") is not None]
+        lines.append(f"{'':<16} {info.get('sentences')} sentences, {info.get('real_tokens'):,} real tokens; jax "
+                     f"packed vs padded max |diff| {_fmt(jax_entry.get('varlen_max_abs_diff_packed_padded'), '.1e')}; "
+                     f"mean |h| " + ", ".join(checks))
+    return "\n".join(lines)
+
+
 def plot(results: list[dict[str, Any]], path: Path, smoke: bool = False) -> None:
     """Bar charts of training and inference tokens/s, one column per configuration, written to `path` (PNG); with
     `smoke`, the title says the figures are no measurement."""
@@ -125,18 +172,22 @@ def plot(results: list[dict[str, Any]], path: Path, smoke: bool = False) -> None
 
     fig, axes = plt.subplots(2, len(results), figsize=(3.6 * len(results) + 1, 6.5), squeeze=False)
     colors = {"jax": "#1f77b4", "torch_eager": "#ff7f0e", "torch_masked": "#9467bd", "torch_compile": "#2ca02c"}
+    titles = {"train": "training step", "infer": "inference (encode)", "varlen_padded": "varlen inference, padded",
+              "varlen_packed": "varlen inference, packed"}
     for col, rec in enumerate(results):
-        for row, kind in enumerate(("train", "infer")):
+        kinds = ("varlen_padded", "varlen_packed") if "varlen" in rec else ("train", "infer")
+        for row, kind in enumerate(kinds):
             ax = axes[row][col]
             names = [fw for fw in rec["frameworks"] if rec["frameworks"][fw].get(f"{kind}_tokens_per_s")]
             values = [rec["frameworks"][fw][f"{kind}_tokens_per_s"] for fw in names]
             bars = ax.bar(names, values, color=[colors[n] for n in names])
             ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
-            ax.set_title(f"{rec['config']} — {'training step' if kind == 'train' else 'inference (encode)'}",
-                         fontsize=9)
-            ax.set_ylabel("tokens / s")
+            ax.set_title(f"{rec['config']} — {titles[kind]}", fontsize=9)
+            ax.set_ylabel("real tokens / s" if "varlen" in rec else "tokens / s")
             ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle("xlm_jax vs HF transformers: MLM tokens/s (higher is better)"
+    varlen = any("varlen" in rec for rec in results)
+    fig.suptitle(("xlm_jax vs HF transformers: encoder real tokens/s on variable-length sentences" if varlen else
+                  "xlm_jax vs HF transformers: MLM tokens/s") + " (higher is better)"
                  + ("\nSMOKE RUN: not a measurement" if smoke else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from xlm_jax.bench.workload import (LR, TOTAL_STEPS, WARMUP_STEPS, hf_architecture, hf_labels, make_batch, rss_mb,
-                                   spec_config, timed_loop, versions)
+from xlm_jax.bench.workload import (LR, TOTAL_STEPS, WARMUP_STEPS, hf_architecture, hf_labels, make_batch,
+                                   per_sentence, rss_mb, spec_config, timed_loop, varlen_set, versions)
 from xlm_jax.models import hf_families
 from xlm_jax.models.config import from_dict
 from xlm_jax.models.hf_mapping import model_config_to_hf_config
@@ -167,6 +167,37 @@ class TorchWorker:
         per_step = timed_loop(one, steps, self._sync)
         encoder.train()
         return {"step_s": per_step, "first_step_s": first}
+
+    def varlen(self, passes: int) -> dict[str, Any]:
+        """`--varlen`: the padded batches of `workload.varlen_set` through the encoder (`base_model`: ModernBertModel
+        / XLMRobertaModel, SDPA, inference mode), seconds per pass; on the first call also the first pass's time and
+        the mean |h| over the real tokens (the JAX side's check figure)."""
+        torch = self.torch
+        if not hasattr(self, "_varlen"):
+            data = varlen_set(spec_config(self.spec), self.spec["seed"])
+            self._varlen = ([{k: torch.from_numpy(v.astype(np.int64)).to(self.dev) for k, v in b.items()}
+                             for b in data["padded"]], data["padded_where"])
+            self._varlen_first = True
+        batches, where = self._varlen
+        encoder = self.model.base_model
+        encoder.eval()
+
+        def one(_):
+            with torch.inference_mode(), self.autocast():
+                return [encoder(**b).last_hidden_state for b in batches]
+
+        out: dict[str, Any] = {}
+        if self._varlen_first:
+            t0 = time.perf_counter()
+            hidden = one(0)
+            self._sync()
+            out["first_padded_s"] = time.perf_counter() - t0
+            hidden = [h.float().cpu().numpy() for h in hidden]
+            out["mean_abs_hidden"] = float(np.mean(np.abs(np.concatenate(per_sentence(hidden, where)))))
+            self._varlen_first = False
+        out["padded_s"] = timed_loop(one, passes, self._sync)
+        encoder.train()
+        return out
 
     def memory(self) -> dict[str, Any]:
         out = rss_mb()

@@ -57,6 +57,10 @@ CONFIGS: dict[str, BenchConfig] = {
         # window to matter: the PyTorch sides are transformers' ModernBertForMaskedLM.
         _cfg("cpu_mmbert", get_model_config("mmbert_small", num_layers=4, hidden_size=256, num_heads=4,
                                             intermediate_size=768), 4, 512, ("cpu",)),
+        # XLM-R at cpu_mmbert's shape, for `--varlen` (inference on variable-length batches) only: the same layers,
+        # width, heads and rows, and the MLP's parameter count (a GELU 1152 wide = GeGLU 768's 3 x 256 x 768).
+        _cfg("cpu_xlmr_mmshape", get_model_config("xlmr_base", num_layers=4, hidden_size=256, num_heads=4,
+                                                  intermediate_size=1152), 4, 512, ()),
         # Seconds-long CI check of the whole pipeline.
         _cfg("smoke", get_model_config("xlmr_tiny", num_layers=1, hidden_size=32, num_heads=2,
                                        intermediate_size=64, vocab_size=200), 2, 32, ()),
@@ -139,6 +143,65 @@ def make_batch(cfg: BenchConfig, seed: int = 0) -> dict[str, np.ndarray]:
         "example_lang": np.zeros((b,), np.int32),
         **extra,
     }
+
+
+# ------------------------------------------------------------------- variable-length inference (--varlen)
+
+VARLEN_SENTENCES = 32  # sentences in the --varlen set, per row of the configuration's batch
+VARLEN_PADDED_ROWS = 8  # sentences per padded batch, per row of the configuration's batch
+VARLEN_SIGMA = 1.0  # spread of the log-normal length law
+
+
+def varlen_lengths(rng: np.random.Generator, n: int, seq_len: int) -> np.ndarray:
+    """Lengths (special tokens included) of the `--varlen` sentences: log-normal with median max(4, seq_len / 16)
+    and sigma `VARLEN_SIGMA`, rounded and clipped to [4, seq_len]: many short sentences, a few long ones (at
+    seq_len 512: median 32, mean ~53, 1 % above ~330), as in text read for embedding or classification."""
+    median = max(4.0, seq_len / 16)
+    drawn = np.rint(rng.lognormal(np.log(median), VARLEN_SIGMA, size=n))
+    return np.clip(drawn, 4, seq_len).astype(np.int64)
+
+
+def varlen_set(cfg: BenchConfig, seed: int = 0) -> dict[str, Any]:
+    """The `--varlen` workload: the same `VARLEN_SENTENCES * batch` sentences (`<s> w... </s>`, uniform random ids,
+    lengths from `varlen_lengths`; the lengths depend only on seed, batch and seq_len, so two configurations of the
+    same shape encode the same lengths) laid out two ways:
+    - "padded": consecutive groups of `VARLEN_PADDED_ROWS * batch` sentences, each group padded to its own longest
+      sentence (one batch shape per group, as a tokenizer's `padding=True` gives);
+    - "packed": all of them packed first-fit decreasing into rows of seq_len (`xlm_jax.data.packing`, at most
+      `PACK_SEGMENTS` a row) with segment ids, in batches of `batch` rows (the last filled with empty rows).
+    Returns {"padded": [{"input_ids", "attention_mask"} int64 / int32 [b, t]], "packed": [{... "segment_ids"}
+    [batch, seq_len]], "padded_where" / "packed_where": int64 [N, 4] (batch, row, first token, length) of each
+    sentence, "sentences", "real_tokens", "padded_slots", "packed_slots"}."""
+    m = cfg.model
+    rng = np.random.default_rng(seed)
+    n, group = VARLEN_SENTENCES * cfg.batch, VARLEN_PADDED_ROWS * cfg.batch
+    lengths = varlen_lengths(rng, n, cfg.seq_len)
+    examples = _examples(rng, lengths, m)
+    padded, padded_where = [], np.zeros((n, 4), np.int64)
+    for k, first in enumerate(range(0, n, group)):
+        members = examples[first:first + group]
+        ids = np.full((len(members), max(len(e) for e in members)), m.pad_token_id, np.int64)
+        for r, ex in enumerate(members):
+            ids[r, :len(ex)] = ex
+            padded_where[first + r] = (k, r, 0, len(ex))
+        padded.append({"input_ids": ids, "attention_mask": (ids != m.pad_token_id).astype(np.int32)})
+    rows = first_fit(lengths, cfg.seq_len, PACK_SEGMENTS)
+    n_rows = -(-len(rows) // cfg.batch) * cfg.batch
+    laid = pack(examples, rows, cfg.seq_len, PACK_SEGMENTS, m.pad_token_id, n_rows=n_rows)
+    packed = [{"input_ids": laid["input_ids"][r:r + cfg.batch].astype(np.int64),
+               "attention_mask": laid["attention_mask"][r:r + cfg.batch],
+               "segment_ids": laid["segment_ids"][r:r + cfg.batch]} for r in range(0, n_rows, cfg.batch)]
+    row = laid["slot_of"][:, 0]
+    packed_where = np.stack([row // cfg.batch, row % cfg.batch, laid["start_of"], lengths], axis=1)
+    return {"padded": padded, "packed": packed, "padded_where": padded_where, "packed_where": packed_where,
+            "sentences": n, "real_tokens": int(lengths.sum()),
+            "padded_slots": int(sum(b["input_ids"].size for b in padded)), "packed_slots": n_rows * cfg.seq_len}
+
+
+def per_sentence(hidden: list[np.ndarray], where: np.ndarray) -> list[np.ndarray]:
+    """Each sentence's own hidden states [length, D] from the outputs [b, t, D] of a layout's batches, read at its
+    `where` row (batch, row, first token, length) of `varlen_set`."""
+    return [hidden[k][r, t:t + n] for k, r, t, n in where]
 
 
 def hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
