@@ -16,7 +16,7 @@ from xlm_jax.bench import decode, seq2seq  # noqa: E402
 
 SHAPE = ["--hidden", "32", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", "50", "--repeats", "1"]
 TINY = SHAPE + ["--batch", "2", "--src-len", "6", "--max-len", "8", "--beam", "2"]
-TINY_TRAIN = SHAPE + ["--batch", "4", "--src-len", "8", "--tgt-len", "9", "--steps", "2"]
+TINY_TRAIN = SHAPE + ["--batch", "4", "--src-len", "8", "--tgt-len", "9", "--steps", "2", "--breakdown"]
 
 
 def test_tiny_run_reports_every_side_and_agrees():
@@ -46,8 +46,11 @@ def test_tiny_training_run_same_losses_on_both_sides():
     assert 4 * 4 <= result["target_tokens"] <= 4 * 8 and result["tokens"] > result["target_tokens"]
     for r in (ours, hf):
         assert r["step_s"] > 0 and r["target_tokens_per_s"] == pytest.approx(result["target_tokens"] / r["step_s"])
+    for part in ("forward", "forward_backward"):
+        assert set(result["breakdown"][part]) == {"jax", "hf"} and min(result["breakdown"][part].values()) > 0
     table = seq2seq.format_table(args, result)
     assert table.count("\n| ") == 2 and "ratio jax / hf" in table  # one row per side
+    assert table.count("\nbreakdown ") == 2
 
 
 BAD = {
@@ -63,6 +66,7 @@ BAD = {
     "train_src_len_2": (seq2seq, ["--src-len", "2"], r"--src-len 2: must be at least 3"),
     "train_heads": (seq2seq, ["--hidden", "30", "--heads", "4"], r"--heads 4 does not divide --hidden 30"),
     "train_threads": (seq2seq, ["--threads", "100000"], r"--threads 100000: this process may use"),
+    "train_breakdown_value": (seq2seq, ["--breakdown=yes"], r"--breakdown: ignored explicit argument"),
     "train_max_len": (seq2seq, ["--max-len", "8"], r"unrecognized arguments: --max-len"),
 }
 

@@ -2,7 +2,7 @@
 
     python -m xlm_jax.bench.seq2seq [--hidden 256] [--layers 3] [--heads 4] [--ffn 1024] [--vocab 8000]
                                     [--batch 16] [--src-len 24] [--tgt-len 24] [--steps 5] [--repeats 3]
-                                    [--threads 1]
+                                    [--threads 1] [--breakdown]
 
 The model is `xlm_jax.bench.decode`'s (`build_models`: one XLM-R-shaped `EncoderDecoder`, float32, dropout 0,
 exported once to HF `EncoderDecoderModel` = `XLMRobertaModel` + `XLMRobertaForCausalLM` with cross-attention,
@@ -25,7 +25,8 @@ updates each, in one process (torch limited to `--threads` threads, XLA's CPU po
 CPUs; default 1, see --help); each side's state carries on from update to update. Figures: s per step (median over
 the repeats of a repeat's time / `--steps`), target tokens/s (the predicted target tokens of the batch / s per
 step), source + target tokens/s (those plus the real source tokens the encoder reads), the first step's time and
-loss, and the last step's loss (after 1 + steps x repeats updates on both sides).
+loss, and the last step's loss (after 1 + steps x repeats updates on both sides). With --breakdown, then the
+forward alone and the forward + backward alone, timed the same way (`breakdown`).
 
 Bad input (a size below 1, heads not dividing hidden, a source or target length below 3 or above the model's 512
 positions): one `error:` line, exit 2, before anything is built. Nothing is written but stdout.
@@ -51,6 +52,8 @@ def parse_args(argv: list[str] | None = None):
     add_model_arguments(p)
     p.add_argument("--tgt-len", type=positive_int, default=24, help="target slots, <s> and </s> included")
     p.add_argument("--steps", type=positive_int, default=5, help="updates per side per repeat")
+    p.add_argument("--breakdown", action="store_true",
+                   help="then time the forward (loss, no gradient) and the forward + backward alone, alternating too")
     add_run_arguments(p)
     return p.parse_args(argv)
 
@@ -163,9 +166,49 @@ def run(args) -> dict:
         step_s = statistics.median(times[name]) / args.steps
         result[name] = dict(step_s=step_s, target_tokens_per_s=predicted / step_s, tokens_per_s=read / step_s,
                             first_step_s=first[name], first_loss=first_losses[name][0], last_loss=last[name][-1])
+    if args.breakdown:
+        result["breakdown"] = breakdown(args, model, state["params"], j_batch, rng, hf, inputs, t_opt)
     result["first_loss_diff"] = abs(result["jax"]["first_loss"] - result["hf"]["first_loss"])
     result["target_tokens"], result["tokens"], result["updates"] = predicted, read, updates
     return result
+
+
+def breakdown(args, model, params, batch, rng, hf, inputs, t_opt) -> dict:
+    """{part: {side: s per call}} for the parts of a step: "forward" (the loss, no gradient: jitted `seq2seq_loss`
+    / `torch.no_grad`) and "forward_backward" (the gradients, no update: `jax.grad` of the same loss, jitted /
+    `loss.backward()`), alternating as the steps do, after one untimed call each; the rest of a step (clipping, Adam,
+    and on the JAX side the donated state's bookkeeping) is the step's time minus forward_backward."""
+    import jax  # deferred as in `run`
+    import torch
+
+    from xlm_jax.training.seq2seq import seq2seq_loss
+
+    loss = seq2seq_loss(model)
+    totals = loss.totals(batch)
+    j_forward = jax.jit(lambda p, b: loss.fn(p, b, rng, totals)[0])
+    j_grad = jax.jit(lambda p, b: jax.grad(loss.fn, has_aux=True)(p, b, rng, totals)[0])
+
+    def hf_forward():
+        with torch.no_grad():
+            return hf(**inputs).loss
+
+    def hf_forward_backward():
+        hf(**inputs).loss.backward()
+        t_opt.zero_grad(set_to_none=True)
+
+    parts = {"jax_forward": lambda: jax.block_until_ready(j_forward(params, batch)), "hf_forward": hf_forward,
+             "jax_forward_backward": lambda: jax.block_until_ready(j_grad(params, batch)),
+             "hf_forward_backward": hf_forward_backward}
+
+    def block(fn):
+        return lambda: [fn() for _ in range(args.steps)]
+
+    _, times, _ = alternate({name: block(fn) for name, fn in parts.items()}, args.repeats, first=parts)
+    out: dict = {}
+    for name, t in times.items():
+        side, part = name.split("_", 1)
+        out.setdefault(part, {})[side] = statistics.median(t) / args.steps
+    return out
 
 
 def format_table(args, result: dict) -> str:
@@ -180,6 +223,14 @@ def format_table(args, result: dict) -> str:
     lines.append(f"ratio jax / hf (tokens/s): {ratio:.2f}x; first-step losses differ by {result['first_loss_diff']:.1e}; "
                  f"{result['target_tokens']} target + {result['tokens'] - result['target_tokens']} source tokens per "
                  f"step; last loss after {result['updates']} updates per side")
+    if "breakdown" in result:
+        b = result["breakdown"]
+        for name in SIDES:
+            step = result[name]["step_s"]
+            rest = step - b["forward_backward"][name]
+            lines.append(f"breakdown {name} (s per call): forward {b['forward'][name]:.4f}, forward + backward "
+                         f"{b['forward_backward'][name]:.4f}, the rest of the step (clip, Adam) {rest:.4f} of "
+                         f"{step:.4f}")
     return "\n".join(lines)
 
 
