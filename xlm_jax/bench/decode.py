@@ -37,8 +37,8 @@ from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, p
 POSITIONS = 512
 
 
-def parse_args(argv: list[str] | None = None):
-    p = ArgumentParser(prog="python -m xlm_jax.bench.decode", description=__doc__.split("\n\n")[0])
+def add_model_arguments(p) -> None:
+    """The model's shape and the source batch (flags shared with `xlm_jax.bench.seq2seq`)."""
     p.add_argument("--hidden", type=positive_int, default=256)
     p.add_argument("--layers", type=positive_int, default=3, help="encoder layers = decoder layers")
     p.add_argument("--heads", type=positive_int, default=4)
@@ -46,41 +46,65 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--vocab", type=positive_int, default=8000)
     p.add_argument("--batch", type=positive_int, default=16)
     p.add_argument("--src-len", type=positive_int, default=24, help="source tokens, <s> and </s> included")
-    p.add_argument("--max-len", type=positive_int, default=40, help="decoding slots, start and EOS included")
-    p.add_argument("--beam", type=positive_int, default=4)
+
+
+def add_run_arguments(p) -> None:
+    """The alternation's flags (shared with `xlm_jax.bench.seq2seq`)."""
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=positive_int, default=1,
                    help="CPU threads per side (default 1: on a shared, loaded machine torch's OpenMP threads spin "
                    "against other processes and slow its small matmuls tens of times)")
+
+
+def parse_args(argv: list[str] | None = None):
+    p = ArgumentParser(prog="python -m xlm_jax.bench.decode", description=__doc__.split("\n\n")[0])
+    add_model_arguments(p)
+    p.add_argument("--max-len", type=positive_int, default=40, help="decoding slots, start and EOS included")
+    p.add_argument("--beam", type=positive_int, default=4)
+    add_run_arguments(p)
     return p.parse_args(argv)
 
 
-def check_args(args) -> None:
-    """UserError for settings the model cannot run (checked before anything is built)."""
+def check_length(flag: str, n: int, smallest: str) -> None:
+    """UserError unless 3 <= n <= the model's positions (`smallest` says what the 3 slots hold)."""
+    if n < 3:
+        raise UserError(f"{flag} {n}: must be at least 3 ({smallest})")
+    if n > POSITIONS:
+        raise UserError(f"{flag} {n}: must be at most the model's {POSITIONS} positions")
+
+
+def check_model_args(args) -> None:
+    """UserError for a model shape or source length the model cannot run (checked before anything is built)."""
     if args.hidden % args.heads:
         raise UserError(f"--heads {args.heads} does not divide --hidden {args.hidden}")
-    if args.max_len < 3:
-        raise UserError(f"--max-len {args.max_len}: must be at least 3 (start token, one word, EOS)")
-    for flag, n in (("--src-len", args.src_len), ("--max-len", args.max_len)):
-        if n > POSITIONS:
-            raise UserError(f"{flag} {n}: must be at most the model's {POSITIONS} positions")
-    if args.src_len < 3:
-        raise UserError(f"--src-len {args.src_len}: must be at least 3 (<s>, one word, </s>)")
+    check_length("--src-len", args.src_len, "<s>, one word, </s>")
     if args.vocab < 6:
         raise UserError(f"--vocab {args.vocab}: must be at least 6 (4 special ids, a word, <mask>)")
 
 
-def _pin(threads: int) -> None:
-    """Both frameworks on the same `threads` CPUs: XLA sizes its pool from the affinity mask."""
-    cpus = sorted(os.sched_getaffinity(0))[:threads]
-    os.sched_setaffinity(0, cpus)
+def check_args(args) -> None:
+    """UserError for settings the model cannot run (checked before anything is built)."""
+    check_model_args(args)
+    check_length("--max-len", args.max_len, "start token, one word, EOS")
 
 
-def run(args) -> dict:
-    """The measurement (see the module docstring) -> {side: figures} plus 'agreement'."""
+def check_and_pin(args, check) -> None:
+    """`check(args)` and the thread count (bad input: one `error:` line, exit 2), then this process pinned to
+    `args.threads` CPUs, so that both frameworks run on the same ones: XLA sizes its pool from the affinity mask."""
+    with exit_on_user_error():
+        check(args)
+        available = len(os.sched_getaffinity(0))
+        if args.threads > available:
+            raise UserError(f"--threads {args.threads}: this process may use {available} CPUs")
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
+
+
+def build_models(args):
+    """-> (EncoderDecoderConfig, EncoderDecoder, params, HF EncoderDecoderModel in eval mode): one XLM-R-shaped
+    model of `args`' shape (float32, dropout 0), random weights perturbed away from the initialisation so that
+    outputs are not degenerate, exported once to HF (sdpa attention); torch limited to `args.threads` threads."""
     # Deferred: jax starts its backend and torch is heavy; both only once the arguments are checked.
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import torch
     import transformers
@@ -88,7 +112,6 @@ def run(args) -> dict:
 
     from xlm_jax.models.config import encoder_decoder_config, get_model_config
     from xlm_jax.models.decoder import EncoderDecoder, init_params
-    from xlm_jax.models.decoding import beam_search, greedy_decode
     from xlm_jax.workflows.convert import export_hf_seq2seq
 
     torch.set_num_threads(args.threads)
@@ -106,7 +129,40 @@ def run(args) -> dict:
         tree, [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
     with tempfile.TemporaryDirectory() as tmp:
         export_hf_seq2seq(jax.tree_util.tree_map(np.asarray, params), cfg, tmp)
-        hf = transformers.EncoderDecoderModel.from_pretrained(tmp).eval()
+        hf = transformers.EncoderDecoderModel.from_pretrained(tmp, attn_implementation="sdpa").eval()
+    return cfg, model, params, hf
+
+
+def alternate(sides: dict, repeats: int, first: dict | None = None) -> tuple[dict, dict, dict]:
+    """Every side's first call alone (`first[name]()`, default `sides[name]()`; JAX compiles there), then
+    `repeats` rounds calling the sides of `sides` in turn, in this process.
+
+    -> (seconds of the first call per side, the `repeats` seconds per side, the first call's output per side)."""
+    first = first or sides
+    first_s, times, outputs = {}, {name: [] for name in sides}, {}
+    for name in sides:
+        start = time.perf_counter()
+        outputs[name] = first[name]()
+        first_s[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, fn in sides.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return first_s, times, outputs
+
+
+def run(args) -> dict:
+    """The measurement (see the module docstring) -> {side: figures} plus 'agreement'."""
+    # Deferred: jax starts its backend and torch is heavy; both only once the arguments are checked.
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from xlm_jax.models.decoding import beam_search, greedy_decode
+
+    cfg, model, params, hf = build_models(args)
 
     rng = np.random.default_rng(0)
     src = rng.integers(5, args.vocab - 1, (args.batch, args.src_len)).astype(np.int32)
@@ -141,16 +197,9 @@ def run(args) -> dict:
 
     sides = {"jax_greedy": jax_greedy, "hf_greedy": hf_generate(1), "jax_beam": jax_beam,
              "hf_beam": hf_generate(args.beam)}
-    first, times, lengths, outputs = {}, {k: [] for k in sides}, {}, {}
-    for name, fn in sides.items():
-        start = time.perf_counter()
-        outputs[name], lengths[name] = fn()
-        first[name] = time.perf_counter() - start
-    for _ in range(args.repeats):
-        for name, fn in sides.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    first, times, returned = alternate(sides, args.repeats)
+    outputs = {name: out for name, (out, _) in returned.items()}
+    lengths = {name: n for name, (_, n) in returned.items()}
     ours, theirs = outputs["jax_greedy"], outputs["hf_greedy"]
     compare = min(args.max_len - 1, theirs.shape[1])
     theirs = np.pad(theirs, ((0, 0), (0, args.max_len - theirs.shape[1])), constant_values=pad)
@@ -181,12 +230,7 @@ def format_table(args, result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with exit_on_user_error():
-        check_args(args)
-        available = len(os.sched_getaffinity(0))
-        if args.threads > available:
-            raise UserError(f"--threads {args.threads}: this process may use {available} CPUs")
-    _pin(args.threads)
+    check_and_pin(args, check_args)
     print(f"decoding bench: hidden {args.hidden}, {args.layers}+{args.layers} layers, {args.heads} heads, ffn "
           f"{args.ffn}, vocab {args.vocab}; batch {args.batch} x {args.src_len} source tokens, max_len "
           f"{args.max_len}, beam {args.beam}, {args.repeats} alternating repeats, threads {args.threads}",
