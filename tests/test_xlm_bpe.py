@@ -109,6 +109,23 @@ def test_framing_batches_and_languages(tok_dir):
         tok.encode_with_offsets(["Hello"])
 
 
+def test_hub_style_files(tok_dir, tmp_path):
+    """The Hub's older XLM directories: tokenizer_config.json without tokenizer_class, `<specialN></w>` in vocab.json."""
+    out, _, lowercase = tok_dir
+    if lowercase:
+        pytest.skip("once is enough")
+    config = json.loads((out / X.CONFIG_JSON).read_text())
+    del config["tokenizer_class"]
+    vocab = {(k + "</w>" if k in X.SPECIAL_WORDS else k): v for k, v in json.loads((out / X.VOCAB_JSON).read_text()).items()}
+    (tmp_path / X.CONFIG_JSON).write_text(json.dumps(config))
+    (tmp_path / X.VOCAB_JSON).write_text(json.dumps(vocab))
+    (tmp_path / X.MERGES_TXT).write_bytes((out / X.MERGES_TXT).read_bytes())
+    ours, hub = load_tokenizer(out), load_tokenizer(tmp_path)
+    text = "Could not open <special1> lock file /var/lib/dpkg/lock"
+    assert hub.encode_pieces_ids(text) == ours.encode_pieces_ids(text) and hub.lang == "en"
+    assert hub.id_to_piece(5) == "<special1>" and hub.mask_id == 5
+
+
 def test_bad_codes_and_dictionaries(tok_dir, tmp_path):
     out, id2word, lowercase = tok_dir
     if not lowercase:

@@ -148,7 +148,8 @@ def write_xlm_tokenizer(out: str | Path, codes: str | Path, id2word: Sequence[st
 
 
 def is_xlm_tokenizer_dir(directory: str | Path) -> bool:
-    """Whether `directory` holds XLMTokenizer files (vocab.json + merges.txt + a tokenizer_config.json naming it)."""
+    """Whether `directory` holds XLMTokenizer files: vocab.json + merges.txt + a tokenizer_config.json naming the class
+    (or, naming none, holding XLMTokenizer's `do_lowercase_and_remove_accent`)."""
     d = Path(directory)
     if not ((d / VOCAB_JSON).is_file() and (d / MERGES_TXT).is_file() and (d / CONFIG_JSON).is_file()):
         return False
@@ -156,7 +157,9 @@ def is_xlm_tokenizer_dir(directory: str | Path) -> bool:
         config = json.loads((d / CONFIG_JSON).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(config, dict) and config.get("tokenizer_class") == TOKENIZER_CLASS
+    # The Hub's older XLM directories name no class; do_lowercase_and_remove_accent is XLMTokenizer's own setting.
+    return isinstance(config, dict) and (config.get("tokenizer_class") == TOKENIZER_CLASS or (
+        "tokenizer_class" not in config and "do_lowercase_and_remove_accent" in config))
 
 
 def romanian_preprocessing(text: str) -> str:
@@ -225,7 +228,12 @@ class XLMBPETokenizer:
         codes = tuple(langs[k] for k in sorted(langs, key=int)) if isinstance(langs, dict) else ()
         tok = cls(backend, str(d / VOCAB_JSON), file_sha256(d / VOCAB_JSON), len(vocab), tuple(pieces), codes,
                   lowercase_and_strip_accents=bool(config.get("do_lowercase_and_remove_accent", True)))
-        return tok.for_language(lang or (codes[0] if "en" not in codes and codes else "en"))
+        if lang is not None:
+            return tok.for_language(lang)
+        # Default: English when the model has it, else its first language that Moses handles.
+        usable = [c for c in codes if c not in SEGMENTED_LANGS]
+        tok.lang = "en" if "en" in codes or not usable else usable[0]
+        return tok
 
     def for_language(self, lang: str) -> "XLMBPETokenizer":
         """This tokenizer with Moses' rules for `lang` (an ISO code). Raises UserError for a code that is not a
