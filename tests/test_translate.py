@@ -358,6 +358,9 @@ def test_xlm_mt_pth_converts(tmp_path, xlm_bpe, capsys, monkeypatch):
     code, stdout, err = _run(capsys, monkeypatch, [str(tmp_path / "with_codes"), "--src-lang", "en", "--tgt-lang", "fr",
                                                    "--max-len", "12"], "\n".join(texts) + "\n")
     assert code == 0 and stdout.splitlines() == out, err
+    # The .pth itself with that tokenizer directory given (`translate --tokenizer DIR`): the same translations.
+    assert xlm_jax.load(src, tokenizer=tmp_path / "with_codes").translate(
+        texts, src_lang="en", tgt_lang="fr", max_len=12) == out
     # The codes next to the .pth are picked up without the flag.
     shutil.copy(xlm_bpe.codes, tmp_path / "codes")
     assert "tokenizer: Moses + BPE codes" in C.convert(src, tmp_path / "auto")
