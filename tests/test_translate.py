@@ -14,6 +14,7 @@ from pathlib import Path
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -29,7 +30,7 @@ from xlm_jax.training.checkpoint import restore_params, save_params
 from xlm_jax.workflows import convert as C
 from xlm_jax.workflows.translate import MT_TRAIN_COMMAND, Translator, check_translation
 
-from tiny_setup import make_checkpoint, make_tokenizer
+from tiny_setup import gettext_texts, make_checkpoint, make_tokenizer, make_xlm_bpe
 
 LANGS = ("de", "en", "fr")
 SMALL = dict(hidden_size=32, num_heads=4, intermediate_size=64, max_positions=24, dropout=0.0, attention_dropout=0.0,
@@ -290,23 +291,37 @@ def test_hf_encoder_decoder_round_trip(tmp_path, capsys):
         xlm_jax.load(tmp_path / "back", tokenizer=False).hidden_states([[0, 5, 2]])
 
 
-def _xlm_mt_file(path: Path, cfg: EncoderDecoderConfig, params: dict, **extra_params) -> Path:
+def _xlm_mt_file(path: Path, cfg: EncoderDecoderConfig, params: dict, id2word: list[str] | None = None,
+                 **extra_params) -> Path:
     state = hf_seq2seq.params_to_xlm_mt(params, cfg)
+    id2word = id2word or [f"w{i}" for i in range(cfg.encoder.vocab_size)]
     p = {"emb_dim": 32, "n_heads": 4, "n_langs": 3, "lang2id": {lang: i for i, lang in enumerate(LANGS)},
          "id2lang": dict(enumerate(LANGS)), "n_words": cfg.encoder.vocab_size, "n_layers": 12,
          "n_enc_layers": 2, "n_dec_layers": 2, "bos_index": 0, "eos_index": 1, "pad_index": 2, "unk_index": 3,
          "mask_index": 5, "gelu_activation": True, "use_lang_emb": True, **extra_params}
     torch.save({"encoder": {f"module.{k}": torch.tensor(v) for k, v in state["encoder"].items()},
                 "decoder": {k: torch.tensor(v) for k, v in state["decoder"].items()},
-                "params": p, "dico_id2word": {i: f"w{i}" for i in range(cfg.encoder.vocab_size)}}, path)
+                "params": p, "dico_id2word": dict(enumerate(id2word))}, path)
     return path
 
 
-def test_xlm_mt_pth_converts(tmp_path):
-    cfg, params = _mt("xlm", 40, intermediate_size=128, max_positions=32)
-    src = _xlm_mt_file(tmp_path / "best-valid_en-fr_mt_bleu.pth", cfg, params)
+@pytest.fixture(scope="module")
+def xlm_bpe(tmp_path_factory):
+    """fastBPE-style codes and XLM's (lowercased) dictionary learned on gettext text (`tiny_setup.make_xlm_bpe`)."""
+    d = tmp_path_factory.mktemp("xlm_bpe")
+    texts = gettext_texts(("fr", "de"), ("apt", "bash", "coreutils"), per_catalog=60)
+    if len(texts["fr"]) < 20:
+        pytest.skip("too few gettext catalogs on this system")
+    codes, id2word = make_xlm_bpe(d, texts, lowercase=True, vocab_size=400)
+    return types.SimpleNamespace(codes=codes, id2word=id2word, texts=texts)
+
+
+def test_xlm_mt_pth_converts(tmp_path, xlm_bpe, capsys, monkeypatch):
+    cfg, params = _mt("xlm", len(xlm_bpe.id2word), intermediate_size=128, max_positions=32)
+    src = _xlm_mt_file(tmp_path / "best-valid_en-fr_mt_bleu.pth", cfg, params, xlm_bpe.id2word)
     line = C.convert(src, tmp_path / "ours")
     assert "converted xlm checkpoint" in line and "EncoderDecoderModel" in line
+    assert "note: no BPE codes found next to it" in line and "--bpe-codes FILE" in line
     restored, restored_cfg = restore_params(tmp_path / "ours")
     assert restored_cfg.encoder.langs == LANGS and restored_cfg.decoder.num_layers == 2
     assert restored_cfg.encoder.max_positions == 32
@@ -317,12 +332,68 @@ def test_xlm_mt_pth_converts(tmp_path):
     assert not (tmp_path / "hf").exists()
     # A vocabulary of another size is refused, naming the tensor.
     with pytest.raises(UserError, match="vocab-size"):
-        C.load_any(src, vocab_size=41)
-    # Translation works on it with ids; no tokenizer travels with an XLM checkpoint.
+        C.load_any(src, vocab_size=cfg.encoder.vocab_size + 1)
+    # Without its BPE codes no tokenizer travels with an XLM checkpoint: translate says how to give one.
     m = xlm_jax.load(tmp_path / "ours")
     assert m.is_translation and m.tokenizer is None
     with pytest.raises(UserError, match="needs a tokenizer"):
         m.translate("hello", src_lang="en", tgt_lang="fr")
+    # With them (--bpe-codes, or `codes` next to the .pth): Moses + BPE with the dictionary's ids, end to end.
+    line = C.convert(src, tmp_path / "with_codes", bpe_codes=xlm_bpe.codes)
+    assert "tokenizer: Moses + BPE codes" in line and "(lowercased, accents stripped)" in line
+    m = xlm_jax.load(tmp_path / "with_codes")
+    tok = m.tokenizer
+    assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id, tok.mask_id) == (0, 1, 2, 3, 5) and len(tok) == len(
+        xlm_bpe.id2word) and tok.langs == LANGS
+    texts = xlm_bpe.texts["en"][:3] + [""] + xlm_bpe.texts["en"][3:5]
+    out = m.translate(texts, src_lang="en", tgt_lang="fr", max_len=12)
+    # The same as decoding by hand: English Moses + BPE ids framed `</s> … </s>`, greedy, French detokenization.
+    en, fr = tok.for_language("en"), tok.for_language("fr")
+    src_row = en.frame(en.encode_pieces_ids(texts[0], special_tokens=False))
+    ids, lengths = greedy_decode(EncoderDecoder(cfg), m.params, jnp.asarray([src_row]),
+                                 jnp.ones((1, len(src_row)), jnp.int32), jnp.full((1, len(src_row)), 1, jnp.int32),
+                                 jnp.asarray([2]), max_len=12)
+    assert out[0] == fr.decode(np.asarray(ids)[0, 1:max(1, int(lengths[0]) - 1)].tolist()) and out[3] == ""
+    assert all(isinstance(t, str) for t in out) and any(out)
+    code, stdout, err = _run(capsys, monkeypatch, [str(tmp_path / "with_codes"), "--src-lang", "en", "--tgt-lang", "fr",
+                                                   "--max-len", "12"], "\n".join(texts) + "\n")
+    assert code == 0 and stdout.splitlines() == out, err
+    # The .pth itself with that tokenizer directory given (`translate --tokenizer DIR`): the same translations.
+    assert xlm_jax.load(src, tokenizer=tmp_path / "with_codes").translate(
+        texts, src_lang="en", tgt_lang="fr", max_len=12) == out
+    # The codes next to the .pth are picked up without the flag.
+    shutil.copy(xlm_bpe.codes, tmp_path / "codes")
+    assert "tokenizer: Moses + BPE codes" in C.convert(src, tmp_path / "auto")
+    assert (tmp_path / "auto" / "merges.txt").read_bytes() == xlm_bpe.codes.read_bytes()
+
+
+def test_xlm_mt_pth_bad_codes(tmp_path, xlm_bpe, capsys):
+    """Codes that do not parse or do not belong to the dictionary, and --bpe-codes for a source that is not an XLM
+    .pth: one error line, exit 2, nothing written."""
+    from xlm_jax.convert import main as convert_main
+
+    cfg, params = _mt("xlm", len(xlm_bpe.id2word), intermediate_size=128, max_positions=32)
+    src = _xlm_mt_file(tmp_path / "mt.pth", cfg, params, xlm_bpe.id2word)
+    for name in ("w", "plain"):
+        (tmp_path / name).mkdir()
+    specials = xlm_bpe.id2word[:14]
+    # XLM's special tokens, then words w14, w15, ...: not the codes' pieces; without the specials: not XLM's at all.
+    words = _xlm_mt_file(tmp_path / "w" / "mt.pth", cfg, params, specials + [f"w{i}" for i in range(14, len(xlm_bpe.id2word))])
+    plain = _xlm_mt_file(tmp_path / "plain" / "mt.pth", cfg, params)
+    (tmp_path / "garbled").write_text("e r 10\ner</w>\n")
+    for argv, message in (([str(src), "--bpe-codes", str(tmp_path / "garbled")], "garbled line 2: 'er</w>' is not"),
+                          ([str(words), "--bpe-codes", str(xlm_bpe.codes)], "make pieces that the dictionary of"),
+                          ([str(plain), "--bpe-codes", str(xlm_bpe.codes)], "dictionary id 0 is 'w0'"),
+                          ([str(tmp_path / "ours_mt"), "--bpe-codes", str(xlm_bpe.codes)], "no such file")):
+        with pytest.raises(SystemExit) as exit_:
+            convert_main([argv[0], str(tmp_path / "dst"), *argv[1:]])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+        assert not (tmp_path / "dst").exists()
+    save_params(tmp_path / "orbax", params, cfg)
+    with pytest.raises(UserError, match="BPE codes belong to an original XLM .pth"):
+        C.convert(tmp_path / "orbax", tmp_path / "dst", bpe_codes=xlm_bpe.codes)
+    assert not (tmp_path / "dst").exists()
 
 
 def test_xlm_mt_pth_bad_files(tmp_path):

@@ -21,7 +21,8 @@ import numpy as np
 
 from xlm_jax.core.errors import UserError, check_choice, check_range
 from xlm_jax.data.hf_tokenizer import HFTokenizer
-from xlm_jax.data.tokenizer import Tokenizer, _check_texts, pad_rows
+from xlm_jax.data.xlm_bpe import XLMBPETokenizer
+from xlm_jax.data.tokenizer import Tokenizer, _check_texts, encode_by_language, pad_rows
 from xlm_jax.models import families
 from xlm_jax.models.config import EncoderDecoderConfig, ModelConfig
 from xlm_jax.models.sentence_transformers import SentenceEmbeddingConfig, prompt_length, read_sentence_transformers
@@ -608,7 +609,7 @@ class LoadedModel:
                             "can fill in: the tokenizer's ids without the special tokens)")
         langs = self._langs(lang, len(items))
         budget = self.config.max_positions - n_specials(self.config.family, False)  # pieces a row keeps
-        for i, pieces in enumerate(tok.encode_batch_pieces_ids(items)):
+        for i, pieces in enumerate(encode_by_language(tok, items, langs)):
             where = "text" if single else f"texts[{i}]"
             masks = np.flatnonzero(pieces == tok.mask_id)
             if not len(masks):
@@ -768,14 +769,15 @@ class LoadedModel:
 # ------------------------------------------------------------------------------------------------ loading
 
 TOKENIZER_NAMES = ("tokenizer.model", "sentencepiece.bpe.model", "tokenizer.json")  # ours, XLM-R's, Hugging Face's
-XLM_NO_TOKENIZER = ("an original XLM checkpoint: its text is tokenized with Moses and fastBPE (codes + vocab "
-                    "files), which xlm_jax does not run, so no tokenizer can be carried")
+XLM_NO_TOKENIZER = ("an original XLM checkpoint: its text is tokenized with Moses and its fastBPE codes, which "
+                    "come with the tokenizer when it is converted: `python -m xlm_jax.convert X.pth OUT --bpe-codes "
+                    "CODES`, then xlm_jax.load(OUT)")
 
 
 def _load_tokenizer(tokenizer, config: ModelConfig, found: Found | None = None, where: str = "load"):
     """`tokenizer` (a path, a Tokenizer / HFTokenizer; None: the checkpoint's own, `found`) checked against the
     model (`xlm_jax.workflows.tokenizer_check.open_tokenizer`)."""
-    if tokenizer is not None and not isinstance(tokenizer, Tokenizer | HFTokenizer | str | Path):
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer | HFTokenizer | XLMBPETokenizer | str | Path):
         raise UserError(f"tokenizer={tokenizer!r:.60}: give the path of a SentencePiece model or a Hugging Face "
                         "tokenizer.json (str or Path), or an xlm_jax.Tokenizer")
     return open_tokenizer(tokenizer, found or Found(None), config, where)
@@ -795,8 +797,10 @@ def load(path: str | Path, tokenizer=None) -> LoadedModel:
       not support is refused, naming it;
     - a Hugging Face directory (tokenizer: its sentencepiece.bpe.model, else its tokenizer.json, as
       transformers 5 saves it), a fairseq XLM-R model.pt (tokenizer: sentencepiece.bpe.model beside it), or an
-      original XLM .pth (no tokenizer: XLM uses Moses + fastBPE; the array methods work on ids), converted in
-      memory by `xlm_jax.workflows.convert.load_any`.
+      original XLM .pth (no tokenizer: XLM uses Moses + fastBPE, which `convert --bpe-codes` turns into one; the
+      array methods work on ids), converted in memory by `xlm_jax.workflows.convert.load_any`;
+    - a `convert` output of an XLM .pth with its BPE codes (tokenizer: its vocab.json + merges.txt, XLM's Moses +
+      BPE, `xlm_jax.data.xlm_bpe`).
 
     `tokenizer` (a SentencePiece model or tokenizer.json path, a Tokenizer or HFTokenizer) replaces the one
     found; `tokenizer=False` carries none (for a checkpoint whose tokenizer file is broken, when only the array

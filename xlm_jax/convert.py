@@ -15,6 +15,12 @@ Encoder-decoders (machine translation): an original XLM MT `.pth` (`encoder` / `
 cross-attention) or our MT checkpoint is read as one; `--to orbax` writes ours, `--to hf` an `EncoderDecoderModel`
 (XLM-R family only: XLM's encoder-decoder has no transformers class, refused before anything is written).
 
+An original XLM `.pth` (MLM or MT) gets its tokenizer when `--bpe-codes FILE` names its fastBPE codes, or a `codes` /
+`codes_*` file lies next to it: DST then holds transformers' XLMTokenizer files (vocab.json from the checkpoint's
+dictionary, merges.txt = the codes, tokenizer_config.json), which `xlm_jax.load(DST)` and `python -m
+xlm_jax.translate DST` use (Moses + BPE, `xlm_jax.data.xlm_bpe`). Codes that do not parse or do not belong to the
+dictionary are refused before anything is written.
+
 This module is the command only; the library (the format readers, `load_any`, `export_hf`, `convert`, the pickle
 allow-list) is `xlm_jax.workflows.convert`.
 """
@@ -49,11 +55,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="replace DST even if it holds files convert did not write (they are deleted)")
     parser.add_argument("--vocab-size", type=positive_int, help="refuse a checkpoint whose vocabulary has another size")
     parser.add_argument("--num-heads", type=positive_int, help="attention heads, for checkpoints that do not record them")
+    parser.add_argument("--bpe-codes", metavar="FILE", default=None,
+                        help="original XLM .pth: its fastBPE codes file, written with the dictionary as the output's "
+                             "tokenizer (default: codes or codes_* next to the .pth, when there is one)")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         if args.to == ST_FORMAT:
             if args.architecture:
                 raise UserError("--architecture: a sentence-transformers model holds the bare encoder")
+            if args.bpe_codes:
+                raise UserError(f"--bpe-codes {args.bpe_codes}: is for --to orbax / hf (sentence-transformers does "
+                                "not run XLM's Moses + BPE); convert the XLM .pth to orbax first")
             line = convert_sentence_transformers(args.src, args.dst, pooling=args.pooling, normalize=args.normalize,
                                                  max_seq_length=args.max_seq_length, force=args.force,
                                                  vocab_size=args.vocab_size, num_heads=args.num_heads)
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.pooling or args.normalize or args.max_seq_length:
             raise UserError("--pooling / --normalize / --max-seq-length are for --to sentence-transformers")
         line = convert(args.src, args.dst, to=args.to, architecture=args.architecture, force=args.force,
-                       vocab_size=args.vocab_size, num_heads=args.num_heads)
+                       vocab_size=args.vocab_size, num_heads=args.num_heads, bpe_codes=args.bpe_codes)
     print(line)
 
 

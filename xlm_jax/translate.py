@@ -5,7 +5,10 @@
 
 CKPT: anything `xlm_jax.load` reads that holds an encoder–decoder: an MT training run (`python -m
 xlm_jax.train_mt`'s OUT, its latest checkpoint) or one of its checkpoints, a `convert` output, a Hugging Face
-`EncoderDecoderModel` directory or an original XLM MT `.pth` (the last without a tokenizer: give --tokenizer).
+`EncoderDecoderModel` directory or an original XLM MT `.pth` (the last without a tokenizer: convert it with
+`python -m xlm_jax.convert X.pth OUT --bpe-codes CODES`, which writes its Moses + BPE tokenizer into OUT, or give
+--tokenizer such a directory). An XLM tokenizer encodes with the source language's Moses rules and detokenizes with
+the target language's.
 Line i of stdout translates line i of stdin (UTF-8); an empty (or all-blank) line stays an empty line. A line
 longer than the encoder's positions is truncated, with one `warning:` line on stderr saying how many were.
 --beam 1 (default) is greedy decoding, more is XLM's beam search with --length-penalty (score
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-len", type=int, default=None,
                         help="tokens per translation, start and end included (default: from the source length)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch (default 32)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer to use instead of the checkpoint's own")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer to use instead of the checkpoint's own (a "
+                        "SentencePiece model, a tokenizer.json, or an XLM tokenizer directory: vocab.json + merges.txt)")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         length_penalty = _number(args.length_penalty)

@@ -301,6 +301,26 @@ def batch_encode(tok: "TokenizerLike", texts, max_len: int, pad_to: int | None =
     return {"input_ids": input_ids, "attention_mask": attention_mask, "num_truncated": truncated}
 
 
+def for_language(tok: "TokenizerLike", lang: str) -> "TokenizerLike":
+    """`tok` with the rules of language `lang` when its splitting depends on the language (XLM's Moses + BPE,
+    `xlm_jax.data.xlm_bpe`: `for_language`), else `tok` itself; "" (a model without languages) keeps `tok`."""
+    switch = getattr(tok, "for_language", None)
+    return switch(lang) if switch is not None and lang else tok
+
+
+def encode_by_language(tok: "TokenizerLike", texts: Sequence[str], langs: Sequence[str]) -> list[np.ndarray]:
+    """`tok.encode_batch_pieces_ids(texts)` with each text split by the rules of its language (`for_language`):
+    one call per language, results in the texts' order."""
+    if getattr(tok, "for_language", None) is None or len(set(langs)) <= 1:
+        return for_language(tok, langs[0] if len(langs) else "").encode_batch_pieces_ids(list(texts))
+    out: list = [None] * len(texts)
+    for lang in dict.fromkeys(langs):
+        idx = [i for i, code in enumerate(langs) if code == lang]
+        for i, ids in zip(idx, for_language(tok, lang).encode_batch_pieces_ids([texts[i] for i in idx])):
+            out[i] = ids
+    return out
+
+
 def check_id_row(ids, n_ids: int, path: str) -> np.ndarray:
     """`ids` as one 1-D integer array with every id in [0, n_ids). Raises UserError otherwise (a 2-D batch, floats,
     strings, an id out of range), naming the first bad position and the tokenizer `path`."""

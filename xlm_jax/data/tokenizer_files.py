@@ -3,7 +3,10 @@
 PATH may be
 - a SentencePiece model (`*.model`: ours, XLM-R's `sentencepiece.bpe.model`) -> `Tokenizer` (fairseq ids);
 - a Hugging Face `tokenizer.json` (any `*.json` file) -> `HFTokenizer`;
-- a directory holding one of them: `sentencepiece.bpe.model`, else `tokenizer.model`, else `tokenizer.json`.
+- a directory holding one of them: `sentencepiece.bpe.model`, else `tokenizer.model`, else `tokenizer.json`;
+- an XLM tokenizer (Moses + fastBPE codes + XLM's dictionary: transformers' XLMTokenizer files vocab.json,
+  merges.txt and tokenizer_config.json, as `convert --bpe-codes` writes them), its directory or its vocab.json
+  -> `XLMBPETokenizer` (`xlm_jax.data.xlm_bpe`).
 
 When a directory holds both a SentencePiece model and a tokenizer.json, the SentencePiece model is preferred:
 - a training run directory written before the record was renamed `tokenizer_record.json` holds `tokenizer.model`
@@ -25,12 +28,13 @@ from pathlib import Path
 from xlm_jax.core.errors import UserError
 from xlm_jax.data.hf_tokenizer import TOKENIZER_JSON, HFTokenizer, is_hf_tokenizer_json, read_json
 from xlm_jax.data.tokenizer import Tokenizer, TokenizerLike
+from xlm_jax.data.xlm_bpe import VOCAB_JSON, XLMBPETokenizer, is_xlm_tokenizer_dir
 
 RUN_RECORD = "tokenizer_record.json"  # a pretraining run's record of its tokenizer: sha256, path, data
 LEGACY_RUN_RECORD = "tokenizer.json"  # its name before: it clashed with Hugging Face's tokenizer.json
 SPM_NAMES = ("sentencepiece.bpe.model", "tokenizer.model")  # XLM-R's name first, then ours (train copies it into RUN)
 VALID = ("a SentencePiece PATH.model, a Hugging Face tokenizer.json, or a directory holding sentencepiece.bpe.model, "
-         "tokenizer.model or tokenizer.json")
+         "tokenizer.model, tokenizer.json or an XLM tokenizer (vocab.json + merges.txt + tokenizer_config.json)")
 
 
 def tokenizer_file(directory: str | os.PathLike) -> Path | None:
@@ -45,7 +49,9 @@ def tokenizer_file(directory: str | os.PathLike) -> Path | None:
         if not hf_ok or _same_ids(spm, hf):
             return spm
         return hf
-    return hf if hf_ok else None
+    if hf_ok:
+        return hf
+    return d / VOCAB_JSON if is_xlm_tokenizer_dir(d) else None
 
 
 def _is_tokenizer(path: Path) -> bool:
@@ -70,8 +76,9 @@ def _same_ids(spm: Path, hf: Path) -> bool:
 
 def load_tokenizer(path, lowercase_and_strip_accents: bool = False) -> TokenizerLike:
     """The tokenizer at `path` (see the module docstring): a `Tokenizer` for a SentencePiece model, an
-    `HFTokenizer` for a tokenizer.json. `lowercase_and_strip_accents` (XLM's normalisation) applies to
-    SentencePiece models only.
+    `HFTokenizer` for a tokenizer.json, an `XLMBPETokenizer` for XLM's vocab.json + merges.txt.
+    `lowercase_and_strip_accents` (XLM's normalisation) applies to SentencePiece models only (an XLM tokenizer's
+    tokenizer_config.json says whether it lowercases).
 
     Raises UserError naming `path` and what would be valid when it is not a str / Path, does not exist, is a
     directory without a tokenizer file, or a file neither loader reads (each loader's own message: not a
@@ -87,6 +94,11 @@ def load_tokenizer(path, lowercase_and_strip_accents: bool = False) -> Tokenizer
     elif not p.exists():
         raise UserError(f"tokenizer {path} does not exist; give {VALID} (train one with "
                         "`python -m xlm_jax.tokenizer train`)")
+    if p.name == VOCAB_JSON and is_xlm_tokenizer_dir(p.parent):
+        if lowercase_and_strip_accents:
+            raise UserError(f"{p}: lowercase_and_strip_accents is set by the XLM tokenizer's own "
+                            "tokenizer_config.json (do_lowercase_and_remove_accent)")
+        return XLMBPETokenizer.load(p)
     if p.suffix == ".json":
         return HFTokenizer.load(p, lowercase_and_strip_accents)
     return Tokenizer.load(p, lowercase_and_strip_accents)

@@ -22,7 +22,7 @@ from typing import Sequence
 
 
 from xlm_jax.core.errors import UserError
-from xlm_jax.data.tokenizer import check_max_len, truncate_pair
+from xlm_jax.data.tokenizer import check_max_len, encode_by_language, truncate_pair
 from xlm_jax.tasks.base import (Encoded, InputProtocol, Task, _cells, _check_fields, _check_types, _dir_lang, _jsonl,
                                 _open, _text, _tsv_rows, check_not_empty, packed, task_loss)
 
@@ -246,9 +246,11 @@ def encode_sequence_examples(examples: Sequence[Example], tokenizer, protocol: I
     pair = any(ex.text_b is not None for ex in examples)
     check_max_len(max_len, protocol.n_specials(pair), pair)
     label_ids = {x: i for i, x in enumerate(labels)}
-    texts_a = tokenizer.encode_batch_pieces_ids([ex.text_a for ex in examples])
+    # Each text is split by the rules of its language where the tokenizer has them (XLM's Moses + BPE).
+    texts_a = encode_by_language(tokenizer, [ex.text_a for ex in examples], [ex.lang for ex in examples])
     pair_idx = [i for i, ex in enumerate(examples) if ex.text_b is not None]
-    texts_b = dict(zip(pair_idx, tokenizer.encode_batch_pieces_ids([examples[i].text_b for i in pair_idx])))
+    texts_b = dict(zip(pair_idx, encode_by_language(tokenizer, [examples[i].text_b for i in pair_idx],
+                                                    [examples[i].lang for i in pair_idx])))
     out = Encoded([], [], [], [], 0)
     for i, ex in enumerate(examples):
         b = texts_b[i].tolist() if i in texts_b else None

@@ -54,6 +54,7 @@ from xlm_jax.core import outputs
 from xlm_jax.core.errors import UserError, check_range
 from xlm_jax.core.textfiles import read_text
 from xlm_jax.data.hf_tokenizer import HFTokenizer
+from xlm_jax.data import xlm_bpe
 from xlm_jax.data.tokenizer import check_tokenizer_fits
 from xlm_jax.data.tokenizer_files import _is_tokenizer, read_run_record
 from xlm_jax.models import families, hf_families, hf_mapping, hf_seq2seq
@@ -90,6 +91,7 @@ class SourceInfo:
     tokenizer_files: tuple[str, ...] = ()
     task: TaskInfo | None = None
     note: str = ""
+    dico: tuple[str, ...] = ()  # an original XLM checkpoint's dictionary (dico_id2word), word of each id
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -613,6 +615,32 @@ def _encoder_pickle(ckpt: Any, path: Path, source: str, vocab_size: int | None, 
     return kind, params, cfg, arch
 
 
+def xlm_dico(ckpt: dict, source: str) -> tuple[str, ...]:
+    """The words of an original XLM checkpoint's dictionary in id order, from `dico_id2word` (else `dico_word2id`);
+    () when it has neither. Raises UserError when the ids are not 0..n-1 or a word is not a str."""
+    id2word = ckpt.get("dico_id2word")
+    if not id2word and isinstance(ckpt.get("dico_word2id"), dict):
+        id2word = {i: w for w, i in ckpt["dico_word2id"].items()}
+    if not id2word:
+        return ()
+    if not isinstance(id2word, dict) or sorted(id2word) != list(range(len(id2word))) or not all(
+            isinstance(w, str) for w in id2word.values()):
+        raise UserError(f"{source}: dico_id2word must map the ids 0..n-1 to words (str): not an XLM dictionary")
+    return tuple(id2word[i] for i in range(len(id2word)))
+
+
+def find_bpe_codes(pth: Path) -> Path | None:
+    """The fastBPE codes file next to an XLM .pth: `codes`, else the one `codes_*` (XLM's downloads name them
+    codes_xnli_15, codes_enfr, ...); None when there is none. Raises UserError when several `codes_*` are there."""
+    if (pth.parent / "codes").is_file():
+        return pth.parent / "codes"
+    found = sorted(p for p in pth.parent.glob("codes_*") if p.is_file())
+    if len(found) > 1:
+        raise UserError(f"{pth.parent} holds several BPE codes files ({', '.join(p.name for p in found)}): pick the "
+                        "model's with --bpe-codes FILE")
+    return found[0] if found else None
+
+
 def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int | None = None,
              architecture: str | None = None) -> tuple[dict, ModelConfig | EncoderDecoderConfig, SourceInfo]:
     """Any supported checkpoint -> (our params as NumPy arrays, ModelConfig, SourceInfo). Pure apart from reading.
@@ -631,7 +659,7 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
     kind, path = detect(src)
     source = str(path)
     tokenizer_files: tuple[str, ...] = ()
-    task, note = None, ""
+    task, note, dico = None, "", ()
     if kind == "orbax":
         params, cfg = checkpoint.restore_params(path)
         if vocab_size is not None:
@@ -675,6 +703,7 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
         else:
             kind, params, cfg, arch = _encoder_pickle(ckpt, path, source, vocab_size, num_heads)
         tokenizer_files = _tokenizer_files(path.parent)
+        dico = xlm_dico(ckpt, source) if kind == "xlm" else ()
     if architecture is not None and isinstance(cfg, EncoderDecoderConfig):
         raise UserError(f"{source}: --architecture {architecture} is for encoders; an encoder-decoder (MT) "
                         f"checkpoint is written as {MT_ARCHITECTURE} (leave --architecture out)")
@@ -695,7 +724,7 @@ def load_any(src: str | Path, *, vocab_size: int | None = None, num_heads: int |
             raise UserError(f"{source}: --architecture {architecture} needs an LM head, but the checkpoint "
                             f"({arch}) has none; use {keep}{default_architecture(cfg, False)}")
         arch = architecture
-    info = SourceInfo(kind, source, arch, _num_params(params), tokenizer_files, task, note)
+    info = SourceInfo(kind, source, arch, _num_params(params), tokenizer_files, task, note, dico)
     return params, cfg, info
 
 
@@ -806,12 +835,25 @@ def check_tokenizer_json(files: tuple[str, ...], config: ModelConfig, source: st
 
 
 def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architecture: str | None = None,
-            force: bool = False, vocab_size: int | None = None, num_heads: int | None = None) -> str:
-    """Reads SRC, writes DST; returns the one-line summary the CLI prints."""
+            force: bool = False, vocab_size: int | None = None, num_heads: int | None = None,
+            bpe_codes: str | Path | None = None) -> str:
+    """Reads SRC, writes DST; returns the one-line summary the CLI prints.
+
+    An original XLM .pth gets its tokenizer written into DST (`xlm_jax.data.xlm_bpe`: vocab.json from its dictionary,
+    merges.txt = the fastBPE codes, tokenizer_config.json with the languages and whether it lowercases, read from the
+    dictionary) when `bpe_codes` is given or a `codes` / `codes_*` file lies next to the .pth. Raises UserError,
+    before anything is written, for `bpe_codes` with another kind of source, a codes file that does not parse or
+    does not belong to the dictionary, and a dictionary that is not XLM's."""
     src, dst = Path(src), Path(dst)
-    kind, _ = detect(src)
+    kind, path = detect(src)
     outputs.check_dir(dst, "convert", force=force)
     outputs.check_overlap(dst, src)
+    if bpe_codes is not None and kind != "pickle":
+        raise UserError(f"--bpe-codes {bpe_codes}: BPE codes belong to an original XLM .pth; {src} is a {kind} "
+                        "checkpoint, which carries its own tokenizer files")
+    codes = Path(bpe_codes) if bpe_codes is not None else find_bpe_codes(path) if kind == "pickle" else None
+    if codes is not None:
+        xlm_bpe.read_codes(codes)  # a file that does not parse is refused before the weights are read
     to = to or ("hf" if kind == "orbax" else "orbax")
     if to not in ("orbax", "hf"):
         raise UserError(f"--to {to!r}: valid values are 'orbax' and 'hf'")
@@ -824,6 +866,18 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
                             "xlm_jax (--to orbax)") from None
     # an encoder-decoder's tokenizer is its encoder's (both sides share the vocabulary)
     check_tokenizer_json(info.tokenizer_files, getattr(cfg, "encoder", cfg), str(src))
+    if codes is not None and info.kind != "xlm":
+        if bpe_codes is not None:
+            raise UserError(f"--bpe-codes {bpe_codes}: {src} is a {info.kind} checkpoint, not an original XLM .pth")
+        codes = None  # a codes file next to a fairseq model.pt is not ours to read
+    if codes is not None:
+        if not info.dico:
+            raise UserError(f"{src}: no dico_id2word / dico_word2id in the checkpoint, so --bpe-codes {codes} has no "
+                            "dictionary to give ids: give an XLM .pth that holds its dictionary")
+        xlm_bpe.check_codes_fit(xlm_bpe.read_codes(codes), xlm_bpe.dico_vocab(info.dico, str(src)), str(codes),
+                                str(src))
+    langs = tuple(getattr(cfg, "encoder", cfg).langs)
+    lowercase = xlm_bpe.lowercased_dico(info.dico)
 
     def write(tmp: Path) -> str:
         # The tokenizer comes along either way, so that `xlm_jax.load(DST)` carries it; transformers'
@@ -832,6 +886,8 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
         for f in info.tokenizer_files:
             name = Path(f).name
             shutil.copy2(f, tmp / ("sentencepiece.bpe.model" if to == "hf" and name == "tokenizer.model" else name))
+        if codes is not None:
+            xlm_bpe.write_xlm_tokenizer(tmp, codes, info.dico, langs, lowercase, str(src))
         if to == "orbax":
             checkpoint.save_params(tmp, params, cfg, step=0)
             if info.task is not None:  # the head's task and labels: DST is a fine-tuned checkpoint, like OUT/best
@@ -846,7 +902,12 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
     labels = f" [{', '.join(info.task.labels)}]" if info.task is not None and info.task.spec.kind != "span" else ""
     return (f"converted {info.kind} checkpoint {src} ({arch}{head}{labels}, {info.num_params:,} parameters) "
             f"-> {'xlm_jax orbax' if to == 'orbax' else 'Hugging Face'} {dst}"
-            + (f"\nnote: {info.note}" if info.note else ""))
+            + (f"; tokenizer: Moses + BPE codes {codes}{' (lowercased, accents stripped)' if lowercase else ''}"
+               if codes is not None else "")
+            + (f"\nnote: {info.note}" if info.note else "")
+            + ("\nnote: no BPE codes found next to it, so the output carries no tokenizer (text methods and "
+               "translate need one): give the model's fastBPE codes with --bpe-codes FILE"
+               if info.kind == "xlm" and codes is None and info.dico else ""))
 
 
 # ------------------------------------------------------------------------------- sentence-transformers

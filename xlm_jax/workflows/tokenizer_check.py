@@ -20,6 +20,7 @@ from xlm_jax.core.errors import UserError
 from xlm_jax.data.hf_tokenizer import CONFIG_FILES, TOKENIZER_JSON, HFTokenizer
 from xlm_jax.data.tokenizer import Tokenizer, check_tokenizer_fits
 from xlm_jax.data.tokenizer_files import load_tokenizer, read_run_record
+from xlm_jax.data.xlm_bpe import CONFIG_JSON, MERGES_TXT, VOCAB_JSON, XLMBPETokenizer, is_xlm_tokenizer_dir
 from xlm_jax.models.config import ModelConfig
 from xlm_jax.training.checkpoint import resolve
 from xlm_jax.workflows.convert import model_special_ids, orbax_tokenizer_files, source_tokenizer_files
@@ -77,6 +78,8 @@ def _pick(files) -> Path | None:
     for name in ("sentencepiece.bpe.model", SPM_COPY, TOKENIZER_JSON):
         if name in names:
             return names[name]
+    if VOCAB_JSON in names and is_xlm_tokenizer_dir(names[VOCAB_JSON].parent):  # XLM's Moses + BPE
+        return names[VOCAB_JSON]
     return None
 
 
@@ -92,7 +95,7 @@ def open_tokenizer(given, found: Found, config: ModelConfig, where: str):
             tok = load_tokenizer(found.file)
         except UserError as err:
             raise UserError(f"{err} (found next to the checkpoint; pass tokenizer=PATH to use another)") from None
-    elif isinstance(given, Tokenizer | HFTokenizer):
+    elif isinstance(given, Tokenizer | HFTokenizer | XLMBPETokenizer):
         tok = given
     else:
         tok = load_tokenizer(given)
@@ -103,8 +106,13 @@ def open_tokenizer(given, found: Found, config: ModelConfig, where: str):
 def copy_tokenizer(tok, out: Path, spm_name: str = SPM_COPY) -> str:
     """Copies the tokenizer `tok` was loaded from into the directory `out` (a SentencePiece model as `spm_name`,
     tokenizer.model by default, sentencepiece.bpe.model for a Hugging Face directory; a tokenizer.json with its
-    tokenizer_config.json / special_tokens_map.json) -> the copy's name, relative to `out`."""
+    tokenizer_config.json / special_tokens_map.json; XLM's vocab.json + merges.txt + tokenizer_config.json) -> the
+    copy's name, relative to `out`."""
     src = Path(tok.path)
+    if isinstance(tok, XLMBPETokenizer):  # vocab.json + merges.txt + tokenizer_config.json, under their own names
+        for name in (VOCAB_JSON, MERGES_TXT, CONFIG_JSON):
+            _copy(src.parent / name, out / name)
+        return VOCAB_JSON
     if isinstance(tok, HFTokenizer):
         _copy(src, out / TOKENIZER_JSON)
         for name in CONFIG_FILES:

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xlm_jax.core.errors import UserError, check_range
+from xlm_jax.data.tokenizer import for_language
 from xlm_jax.models.config import EncoderDecoderConfig
 from xlm_jax.models.decoder import EncoderDecoder
 from xlm_jax.models.decoding import beam_search, check_decoding, greedy_decode
@@ -87,7 +88,8 @@ class Translator:
     """An encoder–decoder with its tokenizer, translating lists of texts (see the module docstring).
 
     `config`: EncoderDecoderConfig; `params`: {encoder, decoder} (device or host arrays); `tokenizer`: the
-    model's tokenizer (`xlm_jax.data.tokenizer.TokenizerLike`: encode_batch_pieces_ids, decode)."""
+    model's tokenizer (`xlm_jax.data.tokenizer.TokenizerLike`: encode_batch_pieces_ids, decode), set to the source
+    language to encode and to the target language to decode when its rules depend on it (XLM's Moses + BPE)."""
 
     def __init__(self, config: EncoderDecoderConfig, params: Any, tokenizer: Any):
         if not isinstance(config, EncoderDecoderConfig):
@@ -96,10 +98,10 @@ class Translator:
         self.model = EncoderDecoder(config)
         self.protocol = InputProtocol.from_config(config.encoder)
 
-    def _encode(self, texts: Sequence[str]) -> tuple[list[list[int]], int]:
+    def _encode(self, texts: Sequence[str], src_lang: str) -> tuple[list[list[int]], int]:
         """Framed source rows (truncated to the encoder's positions) and how many were truncated."""
         limit = self.config.encoder.max_positions - 2
-        pieces = self.tokenizer.encode_batch_pieces_ids(list(texts), special_tokens=False)
+        pieces = for_language(self.tokenizer, src_lang).encode_batch_pieces_ids(list(texts), special_tokens=False)
         rows, cut = [], 0
         for p in pieces:
             p = [int(i) for i in p]
@@ -123,7 +125,8 @@ class Translator:
         todo = [i for i, t in enumerate(texts) if t.strip()]
         if not todo:
             return out, 0
-        rows, cut = self._encode([texts[i] for i in todo])
+        rows, cut = self._encode([texts[i] for i in todo], src_lang)
+        target = for_language(self.tokenizer, tgt_lang)  # XLM's Moses detokenizes by the target language's rules
         enc, dec = self.config.encoder, self.config.decoder
         order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
         for start in range(0, len(order), batch_size):
@@ -148,5 +151,5 @@ class Translator:
                 tokens, lengths = result.tokens, result.lengths
             tokens, lengths = np.asarray(tokens), np.asarray(lengths)
             for j, r in enumerate(chunk):
-                out[todo[r]] = self.tokenizer.decode(tokens[j, 1:max(1, lengths[j] - 1)].tolist())
+                out[todo[r]] = target.decode(tokens[j, 1:max(1, lengths[j] - 1)].tolist())
         return out, cut
