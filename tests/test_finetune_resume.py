@@ -278,8 +278,8 @@ def _start(argv: list[str], env: dict | None = None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_for(proc: subprocess.Popen, text: str, seen: list[str]) -> None:
-    deadline = time.time() + 240
+def _wait_for(proc: subprocess.Popen, text: str, seen: list[str], timeout: float = 240) -> None:
+    deadline = time.time() + timeout
     while time.time() < deadline:
         line = proc.stdout.readline()
         if not line:

@@ -376,7 +376,7 @@ def test_sigterm_from_outside_then_signals_during_the_save_keep_the_checkpoint(c
     run_dir = tmp_path / "run"
     argv = tiny(corpus, tokenizer, run_dir, *MT_RUN)
     proc = _start(argv, WAIT_AT_UPDATE="3")
-    _wait_for(proc, "waiting for a signal", [])
+    _wait_for(proc, "waiting for a signal", [], timeout=600)  # start-up, compilation
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-2000:]
@@ -385,7 +385,7 @@ def test_sigterm_from_outside_then_signals_during_the_save_keep_the_checkpoint(c
     saved = digest(run_dir / "checkpoints" / "3")
 
     proc = _start(argv, WAIT_AT_UPDATE="1", **{ckpt_lib.SAVE_DELAY_ENV: "3"})  # resumed: update 1 is iteration 4
-    _wait_for(proc, "waiting for a signal", [])
+    _wait_for(proc, "waiting for a signal", [], timeout=600)  # start-up, compilation
     signal_until_exit(proc, signal.SIGTERM)
     assert proc.returncode == -signal.SIGTERM
     assert steps_in(run_dir / "checkpoints") == [2, 3] and digest(run_dir / "checkpoints" / "3") == saved
