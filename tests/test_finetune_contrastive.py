@@ -102,6 +102,23 @@ def test_the_output_embeds_with_its_trained_pooling_and_converts_to_sentence_tra
     np.testing.assert_allclose(ref.encode(texts, prompt_name="query"), m.embed(texts, prompt_name="query"), atol=1e-5)
 
 
+def test_convert_says_when_pooling_replaces_the_trained_one(run, tmp_path, capsys):
+    """`convert --pooling` over a contrastive output's trained pooling (cls, task.json): used, with one `warning:`
+    line naming both (issue 21; convert notes overrides, it does not refuse them); the trained one: no warning."""
+    from xlm_jax.convert import main as convert_main
+
+    capsys.readouterr()
+    convert_main([str(run), str(tmp_path / "mean"), "--to", "sentence-transformers", "--pooling", "mean"])
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "--pooling mean replaces the cls pooling that" in warned[0], err
+    assert str(run) in warned[0] and "task.json" in warned[0]
+    pooling = json.loads((tmp_path / "mean" / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
+    convert_main([str(run), str(tmp_path / "cls"), "--to", "sentence-transformers", "--pooling", "cls"])
+    assert "warning:" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ the step
 
 

@@ -57,10 +57,12 @@ def args(base: dict, out: Path, **kw) -> list[str]:
     return [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in {**base, "out": str(out), **kw}.items()]
 
 
-def signal_at(monkeypatch, step: int, signum: int) -> None:
+def signal_at(monkeypatch, step: int, signum: int, module=F) -> None:
     """The test hook: the training step sends `signum` to this process during step `step` (as Ctrl-C or a
-    scheduler would), so the loop sees it after that step."""
-    real = F.make_step
+    scheduler would), so the loop sees it after that step. `module`: the loop's module, whose `make_step` is
+    replaced (fine-tuning's by default; tests/test_train_mt.py passes `xlm_jax.mt.loop`, where a step is an
+    update)."""
+    real = module.make_step
 
     def make_step(*a, **kw):
         train_step = real(*a, **kw)
@@ -74,7 +76,7 @@ def signal_at(monkeypatch, step: int, signum: int) -> None:
 
         return step_fn
 
-    monkeypatch.setattr(F, "make_step", make_step)
+    monkeypatch.setattr(module, "make_step", make_step)
 
 
 def digest(d: Path) -> dict:
@@ -276,8 +278,8 @@ def _start(argv: list[str], env: dict | None = None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_for(proc: subprocess.Popen, text: str, seen: list[str]) -> None:
-    deadline = time.time() + 240
+def _wait_for(proc: subprocess.Popen, text: str, seen: list[str], timeout: float = 240) -> None:
+    deadline = time.time() + timeout
     while time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
@@ -287,6 +289,16 @@ def _wait_for(proc: subprocess.Popen, text: str, seen: list[str]) -> None:
             return
     proc.kill()
     raise AssertionError(f"never saw {text!r}: {''.join(seen)[-2000:]} {proc.stderr.read()[-2000:]}")
+
+
+def signal_until_exit(proc: subprocess.Popen, signum: int, timeout: float = 60) -> None:
+    """Sends `signum` every 20 ms until `proc` ends (then reaps it): signals arriving while the main thread is inside
+    one XLA call reach Python's handler as one, so a fixed number of them could be merged into one."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        proc.send_signal(signum)
+        time.sleep(0.02)
+    proc.communicate(timeout=120)
 
 
 @pytest.mark.slow
@@ -310,11 +322,7 @@ def test_ctrl_c_from_outside_saves_and_a_second_signal_ends_at_once(setup, tmp_p
     # while the main thread is inside one XLA call reach Python's handler as one.
     proc, seen = _start(argv, env={ckpt_lib.SAVE_DELAY_ENV: "3"}), []
     _wait_for(proc, f"step {step + 1}/200", seen)
-    deadline = time.time() + 60
-    while proc.poll() is None and time.time() < deadline:
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.02)
-    proc.communicate(timeout=120)
+    signal_until_exit(proc, signal.SIGTERM)
     assert proc.returncode == -signal.SIGTERM
     assert [p.name for p in (out / "resume").iterdir() if p.name.isdigit()] == [str(step)]
     assert digest(out / "resume" / str(step)) == saved

@@ -301,6 +301,25 @@ def test_train_refuses_bad_values_before_any_work(tmp_path, monkeypatch, capsys)
     assert list(cache.iterdir()) == [] and not run_dir.exists()
 
 
+def test_steps_below_the_default_warm_up_name_a_warm_up_that_fits(capsys):
+    """`python -m xlm_jax.train train.steps=20` (default warm-up 50): one error line naming
+    optimizer.warmup_steps= with a value that the same command then accepts (issue 21)."""
+    from xlm_jax import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["train.steps=20"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "train.steps=20 must exceed optimizer.warmup_steps=50" in err
+    suggested = err.split("e.g. optimizer.warmup_steps=")[1].split(")")[0]
+    assert load_config(None, ["train.steps=20", f"optimizer.warmup_steps={suggested}"]).optimizer.warmup_steps == 2
+    # wsd: the suggestion leaves room for the decay too.
+    with pytest.raises(UserError, match=r"e\.g\. optimizer\.warmup_steps=2\b"):
+        load_config(None, ["train.steps=20", "optimizer.schedule=wsd", "optimizer.decay_steps=10"])
+    load_config(None, ["train.steps=20", "optimizer.schedule=wsd", "optimizer.decay_steps=10",
+                       "optimizer.warmup_steps=2"])
+
+
 def _help_config_model_defaults() -> tuple[str, dict, dict]:
     """--help-config's output, parsed: (default base, the model.<field> defaults, {base: its differing fields})."""
     import ast

@@ -1,10 +1,20 @@
 """`python -m xlm_jax.train_mt` (xlm_jax/mt, training/seq2seq.py): bad input refused before work, the batching
-and noise plumbing, no gradient through back-translation's generation, and an exact resume in the middle of an
-unsupervised (denoising + back-translation) run. Tiny synthetic en/fr corpus, CPU."""
+and noise plumbing, no gradient through back-translation's generation, an exact resume in the middle of an
+unsupervised (denoising + back-translation) run, and what `train` guarantees (tests/test_train.py,
+tests/test_finetune_resume.py test the same for `train` / `finetune`): NaN / inf -> exit 3 with nothing saved
+after the last good checkpoint; SIGTERM -> a checkpoint, exit 143, and a re-run ending as an uninterrupted run;
+train.grad_accum = the update of the whole batch; RUN_DIR/best follows train.metric; a finished run is not
+trained again. Tiny synthetic en/fr corpus, CPU."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import flax.linen as nn
@@ -18,6 +28,9 @@ from xlm_jax.models.config import encoder_decoder_config, get_model_config
 from xlm_jax.models.decoder import EncoderDecoder, init_params
 from xlm_jax.models.decoding import start_token
 from xlm_jax.mt import data as mtdata
+from test_finetune_resume import _wait_for, digest, signal_at, signal_until_exit
+
+from xlm_jax.mt import loop
 from xlm_jax.mt.config import load_mt_config
 from xlm_jax.mt.loop import train_mt
 from xlm_jax.train_mt import main as train_mt_main
@@ -76,6 +89,9 @@ def tiny(corpus: Path, tokenizer: Path, run_dir: Path, *extra: str) -> list[str]
     (["objectives.mt=[en-de]"], "de"),
     (["objectives.bt=[en-fr-de]"], "objectives.bt='en-fr-de'"),
     (["data.tokens_per_batch=8"], "data.tokens_per_batch=8 is below data.max_len=16"),
+    (["optimizer.schedule=linear", "optimizer.warmup_steps=50", "train.steps=4"],
+     "train.steps x updates per iteration=12 must exceed optimizer.warmup_steps=50 for schedule='linear': lower the "
+     "warm-up (e.g. optimizer.warmup_steps=1)"),
 ])
 def test_bad_config_is_one_error_line_exit_2_nothing_written(corpus, tokenizer, tmp_path, capsys, extra, message):
     run_dir = tmp_path / "run"
@@ -222,8 +238,6 @@ def test_resume_in_the_middle_of_unsupervised_mt_equals_an_uninterrupted_run(cor
     its iteration-2 checkpoint (as if stopped there) and re-run gives the metrics and final parameters of the run
     that was not interrupted (the back-translations of iterations 3 and 4 are generated again from the restored
     parameters)."""
-    import shutil
-
     common = ["objectives.mt=[]", "objectives.ae=[en,fr]", "objectives.bt=[en-fr-en]", "data.mono_split=true",
               "train.steps=4", "model.dropout=0.1", "model.decoder_layers=1", "checkpoint.keep=2"]
     straight = tmp_path / "straight"
@@ -234,13 +248,205 @@ def test_resume_in_the_middle_of_unsupervised_mt_equals_an_uninterrupted_run(cor
     assert ckpt_lib.manager(resumed / "checkpoints").latest_step() == 2
     assert train_mt(load_mt_config(None, tiny(corpus, tokenizer, resumed, *common))) == 0
 
-    def records(run_dir):
-        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(run_dir)]
-
     assert [r["step"] for r in records(resumed)] == [1, 2, 3, 4]
     assert records(straight) == records(resumed)
     assert {"ae_en/loss", "ae_fr/loss", "bt_en-fr-en/loss"} <= set(records(straight)[-1])
-    a, _ = ckpt_lib.restore_params(straight / "checkpoints")
-    b, _ = ckpt_lib.restore_params(resumed / "checkpoints")
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_same_params(straight / "checkpoints", resumed / "checkpoints")
+
+
+def records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock times."""
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(run_dir)]
+
+
+def params_of(path: Path) -> list[np.ndarray]:
+    params, _ = ckpt_lib.restore_params(path)
+    return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+
+def assert_same_params(a: Path, b: Path, atol: float = 0.0) -> None:
+    for x, y in zip(params_of(a), params_of(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=atol, atol=atol)
+
+
+def steps_in(directory: Path) -> list[int]:
+    """The complete steps of an orbax directory (a save in flight is a temporary directory, not a step)."""
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+# ------------------------------------------------------------------------------------------ train's guarantees
+
+# Supervised en-fr with dropout: 4 iterations, one update each, checkpoints at 2 and 4.
+MT_RUN = ("train.steps=4", "model.decoder_layers=1", "model.dropout=0.1", "checkpoint.keep=10")
+
+
+@pytest.fixture(scope="module")
+def straight(corpus, tokenizer, tmp_path_factory) -> Path:
+    """An uninterrupted run of MT_RUN."""
+    run_dir = tmp_path_factory.mktemp("mt_straight") / "run"
+    assert train_mt(load_mt_config(None, tiny(corpus, tokenizer, run_dir, *MT_RUN))) == 0
+    return run_dir
+
+
+def test_nan_loss_stops_with_exit_3_and_saves_nothing_after_the_last_good_checkpoint(corpus, tokenizer, tmp_path,
+                                                                                   capsys):
+    """tests/test_train.py's injection: a warm-up from 1e-7 to lr=1e30 with no clipping; update 1 is good, update 2
+    blows the parameters up. Validation every iteration and a log only at the end: the NaN / inf is caught before
+    the state is validated, kept as best or checkpointed, and no record is written for it."""
+    run_dir = tmp_path / "nan"
+    with pytest.raises(SystemExit) as exit_:
+        train_mt_main(tiny(corpus, tokenizer, run_dir, "optimizer.lr=1e30", "optimizer.warmup_steps=2",
+                           "optimizer.clip_norm=0", "checkpoint.every=1", "checkpoint.keep=10", "train.steps=6",
+                           "train.log_every=6", "train.eval_every=1", "data.valid_sentences=8",
+                           "train.valid_max_len=8", "model.decoder_layers=1"))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 3, err
+    assert "NaN / inf" in err and "last good checkpoint" in err and "Traceback" not in err, err
+    bad = int(err.split(" at step ")[1].split(";")[0])
+    assert 1 < bad < 6
+    good = steps_in(run_dir / "checkpoints")
+    assert good and max(good) < bad and f"The last good checkpoint is {run_dir / 'checkpoints' / str(max(good))}" in err
+    assert all(np.isfinite(x).all() for x in params_of(run_dir / "checkpoints" / str(max(good))))
+    assert all(step < bad for step in steps_in(run_dir / "best"))
+    assert [r["step"] for r in read_metrics(run_dir) if r["kind"] == "valid"] == list(range(1, bad))
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_rerun_ends_as_an_uninterrupted_run(
+        corpus, tokenizer, straight, tmp_path, monkeypatch, capsys):
+    """The signal is sent from inside update 3 (tests/test_finetune_resume.py's `signal_at`): deterministic, one
+    signal. The subprocess test below sends it from outside."""
+    run_dir = tmp_path / "run"
+    argv = tiny(corpus, tokenizer, run_dir, *MT_RUN)
+    with monkeypatch.context() as m:
+        signal_at(m, 3, signal.SIGTERM, module=loop)
+        with pytest.raises(SystemExit) as exit_:
+            train_mt_main(argv)
+    out = capsys.readouterr().out
+    assert exit_.value.code == 143
+    assert (f"SIGTERM: stopped after iteration 3; checkpoint {run_dir / 'checkpoints' / '3'} saved. Re-run the same "
+            "command to resume.") in out
+    assert steps_in(run_dir / "checkpoints") == [2, 3]
+    assert max(r["step"] for r in read_metrics(run_dir)) == 3
+    with pytest.raises(SystemExit) as exit_:
+        train_mt_main(argv)  # the same command: resumes
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "resuming from iteration 3" in out and "iteration 1:" not in out
+    assert records(run_dir) == records(straight)
+    assert_same_params(straight / "checkpoints", run_dir / "checkpoints")
+
+
+DRIVER = """
+import os, signal, sys, time
+from xlm_jax.mt import loop
+real = loop.make_step
+def make_step(*a, **kw):
+    train_step, calls = real(*a, **kw), []
+    def step(state, batch, rng):
+        calls.append(1)
+        if len(calls) == int(os.environ["WAIT_AT_UPDATE"]):
+            # Wait until the stop handler has run (StopSignals then restores SIG_DFL): the signal lands in this
+            # update whatever the machine's load, and is never merged with another into one handler call.
+            print("waiting for a signal", flush=True)
+            deadline = time.time() + 300
+            while signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL and time.time() < deadline:
+                time.sleep(0.02)
+        return train_step(state, batch, rng)
+    return step
+loop.make_step = make_step
+from xlm_jax.train_mt import main
+main(sys.argv[1:])
+"""
+
+
+def _start(argv: list[str], **env: str) -> subprocess.Popen:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen([sys.executable, "-c", DRIVER, *argv], cwd=root, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                                         "PYTHONPATH": str(root), **env})
+
+
+@pytest.mark.slow
+def test_sigterm_from_outside_then_signals_during_the_save_keep_the_checkpoint(corpus, tokenizer, straight,
+                                                                             tmp_path):
+    """From outside, as a scheduler sends it: one SIGTERM during update 3 -> checkpoint 3, exit 143. Resumed, then
+    SIGTERM repeated until the process ends (two signals arriving inside one XLA call reach Python's handler as
+    one, so a fixed count could be merged): the first is taken, a later one ends the process at once while the
+    checkpoint of iteration 4 is held open 3 s by the test hook (XLM_JAX_TEST_SAVE_DELAY_S); checkpoint 3 is
+    kept unchanged, and the same command then ends as the uninterrupted run."""
+    run_dir = tmp_path / "run"
+    argv = tiny(corpus, tokenizer, run_dir, *MT_RUN)
+    proc = _start(argv, WAIT_AT_UPDATE="3")
+    _wait_for(proc, "waiting for a signal", [], timeout=600)  # start-up, compilation
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    assert "SIGTERM: stopped after iteration 3" in out and "Traceback" not in err
+    assert steps_in(run_dir / "checkpoints") == [2, 3]
+    saved = digest(run_dir / "checkpoints" / "3")
+
+    proc = _start(argv, WAIT_AT_UPDATE="1", **{ckpt_lib.SAVE_DELAY_ENV: "3"})  # resumed: update 1 is iteration 4
+    _wait_for(proc, "waiting for a signal", [], timeout=600)  # start-up, compilation
+    signal_until_exit(proc, signal.SIGTERM)
+    assert proc.returncode == -signal.SIGTERM
+    assert steps_in(run_dir / "checkpoints") == [2, 3] and digest(run_dir / "checkpoints" / "3") == saved
+
+    assert train_mt(load_mt_config(None, argv)) == 0
+    assert records(run_dir) == records(straight)
+    assert_same_params(straight / "checkpoints", run_dir / "checkpoints")
+
+
+def test_grad_accum_is_the_update_of_the_whole_batch(corpus, tokenizer, tmp_path):
+    """Batches of 8 rows (128 tokens / width 16) split into 3 micro-batches (one padding row added, which counts
+    nothing): the same sentences, losses and parameters as one update on the batch (no dropout: micro-batches
+    draw other dropout keys)."""
+    common = ("train.steps=2", "model.dropout=0.0", "model.decoder_layers=1")
+    assert train_mt(load_mt_config(None, tiny(corpus, tokenizer, tmp_path / "one", *common))) == 0
+    assert train_mt(load_mt_config(None, tiny(corpus, tokenizer, tmp_path / "three", *common,
+                                              "train.grad_accum=3"))) == 0
+    one, three = records(tmp_path / "one"), records(tmp_path / "three")
+    assert [r["step"] for r in three] == [1, 2]
+    for a, b in zip(one, three, strict=True):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-5), (a["step"], key)
+    assert_same_params(tmp_path / "one" / "checkpoints", tmp_path / "three" / "checkpoints", atol=1e-5)
+
+
+def test_best_follows_train_metric_not_the_last_iteration(corpus, tokenizer, tmp_path, monkeypatch):
+    """The scorer is replaced in-process (a tiny model's BLEU is 0 throughout): BLEU 3, 1, 2 and chrF++ 10, 30, 20
+    at iterations 1, 2, 3. With train.metric=chrf++, best/ holds iteration 2 -- neither the last nor BLEU's best."""
+    real, scores = loop.mt_report, iter([(3.0, 10.0), (1.0, 30.0), (2.0, 20.0)])
+
+    def report(*a, **kw):
+        out = real(*a, **kw)
+        bleu, chrf = next(scores)
+        out["rows"][0] = {**out["rows"][0], "bleu": bleu, "chrf++": chrf}
+        return out
+
+    monkeypatch.setattr(loop, "mt_report", report)
+    run_dir = tmp_path / "best"
+    assert train_mt(load_mt_config(None, tiny(corpus, tokenizer, run_dir, "train.steps=3", "train.eval_every=1",
+                                              "checkpoint.every=1", "checkpoint.keep=10", "data.valid_sentences=8",
+                                              "train.valid_max_len=8", "train.metric=chrf++",
+                                              "model.decoder_layers=1"))) == 0
+    valid = [(r["step"], r["bleu"], r["chrf++"]) for r in read_metrics(run_dir) if r["kind"] == "valid"]
+    assert valid == [(1, 3.0, 10.0), (2, 1.0, 30.0), (3, 2.0, 20.0)]
+    assert steps_in(run_dir / "best") == [2]
+    assert_same_params(run_dir / "best", run_dir / "checkpoints" / "2")
+    meta = json.loads((run_dir / "checkpoints" / "3" / "train_meta" / "metadata").read_text())
+    assert meta["best_step"] == 2 and meta["best_metric"] == 30.0
+
+
+def test_a_finished_run_says_so_and_trains_nothing(corpus, tokenizer, straight, tmp_path, capsys):
+    """Re-running a finished run: `train`'s "already at" line, no "done: ... updates" line, nothing changed."""
+    run_dir = tmp_path / "again"
+    shutil.copytree(straight, run_dir)
+    before = digest(run_dir / "checkpoints")
+    capsys.readouterr()
+    assert train_mt(load_mt_config(None, tiny(corpus, tokenizer, run_dir, *MT_RUN))) == 0
+    out = capsys.readouterr().out
+    assert ("the run is already at iteration 4 (train.steps=4, train.stop_at=0): nothing to train; raise "
+            "train.steps to continue it") in out, out
+    assert "done:" not in out and "updates in" not in out and "iteration 4:" not in out, out
+    assert digest(run_dir / "checkpoints") == before and records(run_dir) == records(straight)

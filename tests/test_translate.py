@@ -155,6 +155,12 @@ def test_translate_bad_input(setup, capsys, monkeypatch, case):
         assert MT_TRAIN_COMMAND in lines[0]
 
 
+def test_translate_command_on_empty_stdin_writes_nothing(setup, capsys, monkeypatch):
+    code, out, err = _run(capsys, monkeypatch, [setup.mt, "--src-lang", "en", "--tgt-lang", "fr"], "")
+    assert code == 0 and out == "", err
+    assert "translated 0 lines (0 empty) en->fr" in err and "error" not in err
+
+
 def test_translate_command_subprocess_exit_path(setup, tmp_path):
     """The real exit path once: a masked LM given to translate is exit 2, one error line naming train_mt."""
     result = subprocess.run([sys.executable, "-m", "xlm_jax.translate", str(setup.mlm), "--src-lang", "en",
@@ -177,8 +183,10 @@ def test_api_refuses_crossed_methods(setup):
         m.translate("the cat", src_lang="en", tgt_lang="fr", length_penalty="1")
     with pytest.raises(UserError, match="tgt_lang=None"):
         m.translate("the cat", src_lang="en")
-    with pytest.raises(UserError, match="is empty"):
-        m.translate([], src_lang="en", tgt_lang="fr")
+    # No texts: no translations (issue 21), the settings still checked.
+    assert m.translate([], src_lang="en", tgt_lang="fr") == []
+    with pytest.raises(UserError, match="tgt_lang=None"):
+        m.translate([], src_lang="en")
 
 
 def test_saved_translation_model_translates_the_same(setup, tmp_path):

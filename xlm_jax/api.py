@@ -182,12 +182,12 @@ def bucket(n: int, low: int, high: int) -> int:
     return max(1, min(high, max(low, 1 << max(0, n - 1).bit_length())))
 
 
-def _as_list(items, where: str, pairs: bool = False) -> tuple[list, bool]:
+def _as_list(items, where: str, pairs: bool = False, allow_empty: bool = False) -> tuple[list, bool]:
     """-> (a list of texts (or pairs), whether one text was given rather than a list). UserError for an empty
-    list or an item that is not a str (or a (str, str) pair when `pairs`)."""
+    list (unless `allow_empty`) or an item that is not a str (or a (str, str) pair when `pairs`)."""
     single = isinstance(items, str) or (pairs and isinstance(items, tuple) and len(items) == 2
                                         and all(isinstance(t, str) for t in items))
-    return _check_texts([items] if single else items, where, pairs=pairs), single
+    return _check_texts([items] if single else items, where, pairs=pairs, allow_empty=allow_empty), single
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -456,8 +456,8 @@ class LoadedModel:
     def translate(self, texts, src_lang: str | None = None, tgt_lang: str | None = None, beam: int = 1,
                   length_penalty: float = 1.0, max_len: int | None = None, batch_size: int | None = None,
                   early_stopping: bool = False) -> str | list[str]:
-        """Translations of `texts` (a str, or a non-empty list of str: one translation each, in order; an empty or
-        all-blank text gives "") from `src_lang` into `tgt_lang` (codes of `config.decoder.langs`), with an
+        """Translations of `texts` (a str, or a list of str: one translation each, in order; [] gives []; an empty
+        or all-blank text gives "") from `src_lang` into `tgt_lang` (codes of `config.decoder.langs`), with an
         encoder-decoder checkpoint (MT training's output, a converted HF EncoderDecoderModel or XLM MT .pth).
 
         beam=1: greedy decoding; beam > 1: XLM's beam search, hypotheses scored `sum_logprob / length **
@@ -469,7 +469,7 @@ class LoadedModel:
         missing tokenizer, a language the model lacks, beam < 1, a length_penalty that is not a number, a
         max_len below 3 or above the decoder's positions."""
         self.check_translate()
-        items, single = _as_list(texts, "translate(texts)")
+        items, single = _as_list(texts, "translate(texts)", allow_empty=True)
         out, cut = self._translator.translate(items, src_lang, tgt_lang, beam=beam, length_penalty=length_penalty,
                                               max_len=max_len, batch_size=batch_size or self.batch_size,
                                               early_stopping=early_stopping)

@@ -6,7 +6,8 @@ goes to Hugging Face as `...ForSequenceClassification` / `...ForTokenClassificat
 with its labels (`id2label`), and to orbax with its task.json. `--to orbax` (default unless SRC is ours) writes `DST/0/{params,model_config}`; `--to hf`
 writes `DST/config.json` + `DST/model.safetensors` for transformers; the tokenizer files found next to SRC come
 along. `--to sentence-transformers` writes the encoder with a pooling config (`--pooling mean|cls|...`,
-`--normalize`, `--max-seq-length`; a sentence-transformers SRC keeps its own, prompts included) that
+`--normalize`, `--max-seq-length`; a sentence-transformers SRC, or a contrastive fine-tuning output, keeps its
+own, prompts included; a --pooling that replaces SRC's is used with a `warning:` line on stderr naming both) that
 `SentenceTransformer(DST)` loads with the vectors `xlm_jax.load(DST).embed` gives. DST is written to a temporary sibling directory and renamed into place. Bad input (flags, an unreadable or
 refused source, a DST holding other files without --force) prints one `error:` line and exits 2.
 
@@ -26,6 +27,9 @@ allow-list) is `xlm_jax.workflows.convert`.
 """
 
 from __future__ import annotations
+
+import sys
+import warnings
 
 from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, positive_int
 from xlm_jax.models import hf_families, hf_mapping
@@ -66,9 +70,17 @@ def main(argv: list[str] | None = None) -> None:
             if args.bpe_codes:
                 raise UserError(f"--bpe-codes {args.bpe_codes}: is for --to orbax / hf (sentence-transformers does "
                                 "not run XLM's Moses + BPE); convert the XLM .pth to orbax first")
-            line = convert_sentence_transformers(args.src, args.dst, pooling=args.pooling, normalize=args.normalize,
-                                                 max_seq_length=args.max_seq_length, force=args.force,
-                                                 vocab_size=args.vocab_size, num_heads=args.num_heads)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                line = convert_sentence_transformers(args.src, args.dst, pooling=args.pooling,
+                                                     normalize=args.normalize, max_seq_length=args.max_seq_length,
+                                                     force=args.force, vocab_size=args.vocab_size,
+                                                     num_heads=args.num_heads)
+            for w in caught:  # ours (an overridden pooling) as one line; a library's as Python shows it
+                if w.category is UserWarning:
+                    print(f"warning: {w.message}", file=sys.stderr)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
             print(line)
             return
         if args.pooling or args.normalize or args.max_seq_length:

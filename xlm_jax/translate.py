@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             warnings.simplefilter("always")
             out = model.translate(lines, src_lang=args.src_lang, tgt_lang=args.tgt_lang, beam=args.beam,
                                   length_penalty=length_penalty, max_len=args.max_len,
-                                  batch_size=args.batch_size) if lines else []
+                                  batch_size=args.batch_size)  # no lines: [] (nothing written)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     sys.stdout.write("".join(line + "\n" for line in out))

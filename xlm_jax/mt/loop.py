@@ -80,6 +80,7 @@ class Setup:
     valid: tuple[list[str], list[str]] | None
     init_params: object  # params to start from (None: random init inside the mesh)
     log: object
+    mesh_rows: int = 1  # every batch's rows are a multiple of this (the mesh's data x fsdp)
 
 
 def _langs_of(model_cfg) -> list[str]:
@@ -141,7 +142,8 @@ def prepare(cfg: MTConfig, force: bool, log) -> Setup:
         fresh = init_params(EncoderDecoder(model_cfg), jax.random.fold_in(jax.random.key(cfg.seed), INIT_STREAM))
         init = init_from_mlm(mlm_params, fresh, decoder=cfg.model.init == "mlm")
 
-    sentences, batches = _batches(cfg, text, tok)
+    mesh_rows = _rows_multiple(cfg)
+    sentences, batches = _batches(cfg, text, tok, mesh_rows)
     vd = cfg.valid_direction
     valid = None
     if vd and cfg.data.valid_sentences:
@@ -153,12 +155,11 @@ def prepare(cfg: MTConfig, force: bool, log) -> Setup:
             valid = (src[: cfg.data.valid_sentences], tgt[: cfg.data.valid_sentences])
         else:
             log(f"note: no validation pairs {s}-{t} in {root}: no BLEU, no best checkpoint")
-    return Setup(cfg, run_dir, tok, model_cfg, lang_ids, sentences, batches, valid, init, log)
+    return Setup(cfg, run_dir, tok, model_cfg, lang_ids, sentences, batches, valid, init, log, mesh_rows)
 
 
-def _batches(cfg: MTConfig, text: mtdata.TextData, tok):
-    """The tokenized sentences and the TokenBatches of every update kind."""
-    mesh_rows = _rows_multiple(cfg)
+def _batches(cfg: MTConfig, text: mtdata.TextData, tok, mesh_rows: int):
+    """The tokenized sentences and the TokenBatches of every update kind (rows a multiple of `mesh_rows`)."""
     max_pieces = cfg.data.max_len - 2
     sentences, batches = {}, {}
     encoded = {}
@@ -214,8 +215,17 @@ def _check_mlm(cfg: MTConfig, enc, langs: list[str]):
 
 
 def _rows_multiple(cfg: MTConfig) -> int:
-    mesh = make_mesh(cfg.mesh)
-    return batch_size_multiple(mesh) * cfg.train.grad_accum
+    """The rows of every batch are a multiple of the mesh's data x fsdp (not of train.grad_accum: which sentences
+    make up a batch must not depend on how its update is split; `_accum_rows` pads for the micro-batches)."""
+    return batch_size_multiple(make_mesh(cfg.mesh))
+
+
+def _accum_rows(idx: np.ndarray, grad_accum: int, mesh_rows: int) -> np.ndarray:
+    """`idx` padded with padding rows (-1: masks 0, they predict and count nothing) to a multiple of mesh_rows x
+    grad_accum, so that `make_step` can split it into grad_accum micro-batches: the update is that of the batch
+    itself (the loss is normalised by the whole batch's target tokens)."""
+    multiple = mesh_rows * grad_accum
+    return np.concatenate([idx, -np.ones(-len(idx) % multiple, idx.dtype)])
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -265,6 +275,10 @@ def train_mt(cfg: MTConfig, force: bool = False) -> int:
     log(f"model: encoder {mcfg.encoder.num_layers} + decoder {mcfg.decoder.num_layers} layers, hidden "
         f"{mcfg.encoder.hidden_size}, vocab {mcfg.encoder.vocab_size}; init {cfg.model.init}; updates per "
         f"iteration: {', '.join(_name(k, l) for k, l in cfg.objectives.updates())}; iterations {start}->{stop_step}")
+    if start >= stop_step:  # as `train` says it
+        log(f"the run is already at iteration {start} (train.steps={cfg.train.steps}, train.stop_at="
+            f"{cfg.train.stop_at}): nothing to train; raise train.steps to continue it")
+    updates_before = meta["updates"]
 
     schedules = {kind: cfg.objectives.schedule(kind) for kind in ("mt", "ae", "bt")}
     first_bad = jnp.asarray(-1, jnp.int32)
@@ -298,6 +312,7 @@ def train_mt(cfg: MTConfig, force: bool = False) -> int:
                         log(f"iteration {k}: " + ", ".join(f"{n} {v:.3f}" for n, v in values.items()
                                                            if n.endswith("/loss")))
                 if s.valid and ((cfg.train.eval_every and k % cfg.train.eval_every == 0) or k == cfg.train.steps):
+                    _finite_or_raise(first_bad, state, k)  # no validation record, no best/, after a NaN / inf
                     _validate(s, model, state, writer, k, meta, best_mngr)
                 if k % cfg.checkpoint.every == 0 or k == stop_step or stop.signum is not None:
                     _checkpoint(mngr, k, state, mcfg, meta, cfg, first_bad)
@@ -326,9 +341,10 @@ def train_mt(cfg: MTConfig, force: bool = False) -> int:
             mngr.close()
             if best_mngr is not None:
                 best_mngr.close()
-    if exit_code == 0:
-        log(f"done: {k} iterations, {meta['updates']} updates in {time.perf_counter() - wall:.0f} s; best "
-            f"{cfg.train.metric} {meta['best_metric']} at iteration {meta['best_step']}; run dir {run_dir}")
+    if exit_code == 0 and k > start:
+        log(f"done: iterations {start + 1}-{k}, {meta['updates'] - updates_before} updates in "
+            f"{time.perf_counter() - wall:.0f} s; best {cfg.train.metric} {meta['best_metric']} at iteration "
+            f"{meta['best_step']}; run dir {run_dir}")
     return exit_code
 
 
@@ -344,6 +360,7 @@ def build_update(s: Setup, model: EncoderDecoder, params, kind: str, langs: tupl
     start, eos, pad = start_token(mcfg), mcfg.eos_token_id, mcfg.pad_token_id
     stream = mtdata.stream_id(kind, langs)
     width, idx = s.batches[(kind, langs)].at(k)
+    idx = _accum_rows(idx, cfg.train.grad_accum, s.mesh_rows)
     if kind == "mt":
         src_lang, tgt_lang = langs
         key = tuple(sorted(langs))
@@ -381,10 +398,14 @@ def _summarize(interval: dict[str, list]) -> dict:
     return out
 
 
-def _finite_or_raise(first_bad) -> None:
+def _finite_or_raise(first_bad, state: dict | None = None, k: int = 0) -> None:
+    """NonFiniteError for the first iteration whose loss or gradient norm was NaN / inf (`first_bad` >= 0), or,
+    given `state`, for parameters holding NaN / inf at iteration k."""
     first = int(jax.device_get(first_bad))
     if first >= 0:
         raise NonFiniteError(first, "the loss or gradient norm is NaN / inf")
+    if state is not None and not bool(all_finite(state["params"])):
+        raise NonFiniteError(k, "the parameters contain NaN / inf")
 
 
 def _save(mngr, k: int, state: dict, mcfg: EncoderDecoderConfig, meta: dict, with_opt: bool = True) -> None:
@@ -398,9 +419,7 @@ def _save(mngr, k: int, state: dict, mcfg: EncoderDecoderConfig, meta: dict, wit
 
 
 def _checkpoint(mngr, k: int, state, mcfg, meta, cfg: MTConfig, first_bad) -> None:
-    _finite_or_raise(first_bad)
-    if not bool(all_finite(state["params"])):
-        raise NonFiniteError(k, "the parameters contain NaN / inf")
+    _finite_or_raise(first_bad, state, k)
     if k not in mngr.all_steps():
         _save(mngr, k, state, mcfg, {"step": k, "seed": cfg.seed, **meta})
 

@@ -70,13 +70,19 @@ class OptimizerConfig:
                             f"(schedule={self.schedule!r} decays over all of train.steps); leave it 0")
 
     def check_steps(self, total_steps: int, key: str = "train.steps") -> None:
-        """A decaying schedule needs more steps than its warm-up."""
+        """A decaying schedule needs more steps than its warm-up (UserError naming a warm-up that would fit:
+        a tenth of the steps, as fine-tuning's default warmup_ratio)."""
+        fits = total_steps // 10
+        if self.schedule == "wsd":
+            fits = max(min(fits, total_steps - self.decay_steps), 0)
         if self.schedule not in ("inverse_sqrt", "constant") and total_steps <= self.warmup_steps:
             raise UserError(f"{key}={total_steps} must exceed optimizer.warmup_steps={self.warmup_steps} for "
-                            f"schedule={self.schedule!r}")
+                            f"schedule={self.schedule!r}: lower the warm-up (e.g. optimizer.warmup_steps={fits}) "
+                            f"or raise the steps")
         if self.schedule == "wsd" and self.warmup_steps + self.decay_steps > total_steps:
             raise UserError(f"optimizer.warmup_steps={self.warmup_steps} + optimizer.decay_steps="
-                            f"{self.decay_steps} exceed {key}={total_steps}: warm-up and decay must fit in the run")
+                            f"{self.decay_steps} exceed {key}={total_steps}: warm-up and decay must fit in the run "
+                            f"(e.g. optimizer.warmup_steps={fits}, or lower optimizer.decay_steps)")
 
 
 def check_adamw(cfg: Any, prefix: str = "") -> None:

@@ -41,6 +41,7 @@ import json
 import pickle
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -915,6 +916,10 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, architec
 ST_FORMAT = "sentence-transformers"
 
 
+def _pooling_name(pooling: str | tuple[str, ...]) -> str:
+    return pooling if isinstance(pooling, str) else "+".join(pooling)
+
+
 def convert_sentence_transformers(src: str | Path, dst: str | Path, *, pooling: str | None = None,
                                   normalize: bool | None = None, max_seq_length: int | None = None,
                                   force: bool = False, vocab_size: int | None = None,
@@ -932,6 +937,10 @@ def convert_sentence_transformers(src: str | Path, dst: str | Path, *, pooling: 
     `sentencepiece.bpe.model`, the name transformers' XLMRobertaTokenizer reads). `SentenceTransformer(DST)`
     then encodes as `xlm_jax.load(DST).embed` does. Written atomically (nothing on failure).
 
+    A `pooling` other than the one SRC records (a sentence-transformers directory's, or the pooling a contrastive
+    fine-tuning was trained with, from its task.json) is used, with a UserWarning naming both (`convert` prints
+    it as a `warning:` line, as it prints other overrides' notes rather than refusing them).
+
     Raises UserError for an unknown pooling mode, a max_seq_length < 1 or above the model's positions, a
     source without tokenizer files, and what `load_any` / `outputs.check_dir` refuse."""
     src, dst = Path(src), Path(dst)
@@ -940,10 +949,12 @@ def convert_sentence_transformers(src: str | Path, dst: str | Path, *, pooling: 
     if max_seq_length is not None:
         check_range("--max-seq-length", max_seq_length, 1, integer=True)
     base = read_sentence_transformers(src) if (src / "modules.json").is_file() else SentenceEmbeddingConfig()
+    recorded = f"of {src} (its 1_Pooling/config.json)" if (src / "modules.json").is_file() else None
     if not (src / "modules.json").is_file() and is_task_checkpoint(src):
         task = fine_tuned_checkpoint(src)[1]
         if task is not None and task.spec.kind == "embedding":  # a contrastive fine-tuning output: its own pooling
             base = embedding_sentence_config(task.options, task.max_len)
+            recorded = f"that {src} was trained with (its {TASK_FILE})"
     model_src = src / base.transformer_path
     detect(model_src)
     outputs.check_dir(dst, "convert", force=force)
@@ -958,6 +969,9 @@ def convert_sentence_transformers(src: str | Path, dst: str | Path, *, pooling: 
     if not info.tokenizer_files:
         raise UserError(f"{src}: no tokenizer files found with it ({', '.join(TOKENIZER_FILES)}); "
                         "SentenceTransformer needs one")
+    if recorded and pooling is not None and pooling != base.pooling:
+        warnings.warn(f"--pooling {pooling} replaces the {_pooling_name(base.pooling)} pooling {recorded}: the "
+                      "embeddings will differ from the source's", UserWarning, stacklevel=2)
     config = dataclasses.replace(base, pooling=base.pooling if pooling is None else pooling,
                                  normalize=base.normalize if normalize is None else normalize,
                                  max_seq_length=length, transformer_path="", embedding_dimension=None)
