@@ -23,6 +23,8 @@ def _script():
     (["--groups", ","], "--groups=','"),
     (["--steps", "0"], "--steps=0"),
     (["--unmt-steps", "-1"], "--unmt-steps=-1"),
+    (["--low-steps", "-2"], "--low-steps=-2"),
+    (["--inits", "random,bert"], "--inits='random,bert'"),
     (["--mlm-steps", "0"], "--mlm-steps=0"),
     (["--low", "0"], "--low=0"),
     (["--eval-every", "-5"], "--eval-every=-5"),
