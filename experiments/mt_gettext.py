@@ -2,13 +2,19 @@
 "Results on this machine"): random init vs MLM init of encoder and decoder vs encoder-only init, supervised
 en->fr (full and low-resource) and en->de, and a reduced unsupervised (denoising + back-translation) en<->fr run.
 
-    python experiments/mt_gettext.py /tmp/mt_exp [--steps 60] [--mlm-steps 150] [--low 3000]
-                                                 [--json docs/results/mt_gettext.json]
+    python experiments/mt_gettext.py /tmp/mt_exp [--steps 60] [--low-steps N] [--unmt-steps N] [--mlm-steps 150]
+        [--low 3000] [--groups en-fr,low,en-de,unmt] [--inits random,mlm,encoder] [--eval-every N]
+        [--tokens-per-batch 2048] [--lr 1e-3] [--warmup 20] [--jobs 1] [--no-train]
+        [--json docs/results/mt_gettext.json]
 
-Reduced sizes (the default model of `configs/default.yaml`: 128-d, 2 layers; sentences up to 32 pieces; a few
-dozen iterations) so that the whole script ends in about 15 minutes on 2 busy CPU cores; the numbers show the
-plumbing and the direction of the differences, not XLM's results. Stages (each skipped when its output is there,
-so a re-run resumes; every command is printed and recorded):
+Reduced sizes (the default model of `configs/default.yaml`: 128-d, 2 layers; sentences up to 32 pieces; hundreds
+of iterations at most on 2 busy CPU cores); the numbers show the plumbing and the direction of the differences,
+not XLM's results. --groups / --inits pick the runs of stage 4 (a re-run with a larger --steps continues a
+finished run from its last checkpoint: the inverse-sqrt schedule does not depend on the total); --eval-every
+records a learning curve of held-out BLEU / chrF++ (and checkpoints as often, so an interrupted run resumes
+there); --jobs runs that many train_mt processes side by side; --no-train only reports (a run stopped early
+reports its last validation and "stopped_at"). Stages (each skipped when its output is there, so a re-run
+resumes; every command is printed and recorded):
 
 1. corpus:  WORK/corpus/{train,valid}/para/en-{fr,de}.*: gettext pairs split by whole catalogs (domain names,
             crc32(domain) % 5 == 0 held out for every language), and any training pair whose English is also in
@@ -22,7 +28,8 @@ so a re-run resumes; every command is printed and recorded):
             side of half the pairs and the French side of the other half; 500 held-out pairs for selection)
             x {random, mlm}.
 Results: WORK/results.json (also --json) and a Markdown table: the last validation BLEU / chrF++ / tokenized
-BLEU of each run, the copy-the-source row, and for UNMT the first and last AE / BT losses.
+BLEU of each run, the copy-the-source row, the first and last logged training losses (for UNMT AE and BT), and
+("curve") every validation's [iteration, BLEU, chrF++].
 
 The runs share one persistent XLA compilation cache (WORK/xla_cache): the variants have the same shapes, so
 only the first run of each shape pays for compilation.
@@ -30,19 +37,20 @@ only the first run of each shape pays for compilation.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 LANGS = ("fr", "de")
+GROUPS = ("en-fr", "low", "en-de", "unmt")  # --groups: which runs of stage 4
 
 
 def run(cmd: list[str], env: dict, log: list[dict]) -> None:
@@ -107,14 +115,49 @@ def random_checkpoint(mlm: Path, out: Path, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from xlm_jax.core.errors import ArgumentParser
+
+    ap = ArgumentParser(prog="experiments/mt_gettext.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("work", type=Path)
     ap.add_argument("--steps", type=int, default=60, help="iterations of every train_mt run")
+    ap.add_argument("--low-steps", type=int, default=0, help="iterations of the low-resource runs (0: --steps)")
+    ap.add_argument("--unmt-steps", type=int, default=0, help="iterations of the UNMT runs (0: --steps)")
     ap.add_argument("--mlm-steps", type=int, default=150)
     ap.add_argument("--low", type=int, default=3000, help="training pairs of the low-resource variant")
+    ap.add_argument("--groups", default=",".join(GROUPS),
+                    help=f"comma-separated groups of runs to train and report, of {', '.join(GROUPS)}")
+    ap.add_argument("--inits", default="random,mlm,encoder",
+                    help="comma-separated initialisations to run within the groups, of random, mlm, encoder")
+    ap.add_argument("--no-train", action="store_true",
+                    help="train nothing: report what WORK/runs holds (a run stopped early reports its last validation)")
+    ap.add_argument("--eval-every", type=int, default=0,
+                    help="iterations between validations (the learning curve of held-out BLEU / chrF++); 0: at the end")
+    ap.add_argument("--tokens-per-batch", type=int, default=2048, help="train_mt's data.tokens_per_batch")
+    ap.add_argument("--lr", type=float, default=1e-3, help="train_mt's peak learning rate (inverse-sqrt schedule)")
+    ap.add_argument("--warmup", type=int, default=20, help="train_mt's warm-up updates (UNMT: twice as many)")
+    ap.add_argument("--jobs", type=int, default=1, help="train_mt runs at once (separate processes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    bad = [g for g in groups if g not in GROUPS]
+    if bad or not groups:
+        ap.error(f"--groups={args.groups!r}: valid groups are {', '.join(GROUPS)} (comma-separated)")
+    inits_wanted = [i.strip() for i in args.inits.split(",") if i.strip()]
+    if not inits_wanted or any(i not in ("random", "mlm", "encoder") for i in inits_wanted):
+        ap.error(f"--inits={args.inits!r}: valid are random, mlm, encoder (comma-separated)")
+    for name in ("steps", "mlm_steps", "low", "tokens_per_batch", "warmup", "jobs"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be a positive integer")
+    for name in ("low_steps", "unmt_steps"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be 0 (as --steps) or a positive integer")
+    if args.eval_every < 0:
+        ap.error(f"--eval-every={args.eval_every}: must be 0 (validate at the end) or a positive integer")
+    if args.tokens_per_batch < 32:
+        ap.error(f"--tokens-per-batch={args.tokens_per_batch}: must be at least 32 (the longest sentence, 32 pieces)")
+    if not 0 < args.lr < 1:
+        ap.error(f"--lr={args.lr}: must be in (0, 1)")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": str(work / "xla_cache"),
@@ -136,37 +179,57 @@ def main(argv: list[str] | None = None) -> None:
     tok = mlm / "tokenizer.model"
 
     common = [f"data.corpus={corpus}", f"data.tokenizer={tok}", "data.max_len=32", "data.width_bucket=16",
-              "data.tokens_per_batch=2048", f"train.steps={args.steps}", f"train.eval_every={args.steps}",
-              f"train.log_every={max(1, args.steps // 6)}", f"checkpoint.every={args.steps}", f"seed={args.seed}",
-              "train.progress=false", "optimizer.lr=1e-3", "optimizer.warmup_steps=20", "model.dropout=0.1"]
+              f"data.tokens_per_batch={args.tokens_per_batch}", f"seed={args.seed}", "train.progress=false",
+              f"optimizer.lr={args.lr}", "model.dropout=0.1"]
+
+    def iterations(steps: int) -> list[str]:
+        every = min(args.eval_every or steps, steps)
+        return [f"train.steps={steps}", f"train.eval_every={every}", f"train.log_every={max(1, steps // 6)}",
+                f"checkpoint.every={every}"]
+
     inits = {"random": ["model.init=mlm", f"model.init_from={rand}"],  # fresh weights, the same shape
              "mlm": ["model.init=mlm", f"model.init_from={mlm / 'checkpoints'}"],
              "encoder": ["model.init=encoder", f"model.init_from={mlm / 'checkpoints'}"]}
-    plan = [(f"en-fr/{i}", ["objectives.mt=[en-fr]", "data.valid_sentences=500"], i)
-            for i in ("random", "mlm", "encoder")]
-    plan += [(f"en-fr low {args.low}/{i}", ["objectives.mt=[en-fr]", f"data.max_pairs={args.low}",
-                                            "data.valid_sentences=500"], i) for i in ("random", "mlm")]
-    plan += [(f"en-de/{i}", ["objectives.mt=[en-de]", "data.valid_sentences=500"], i) for i in ("random", "mlm")]
-    plan += [(f"unmt en-fr/{i}", ["objectives.mt=[]", "objectives.ae=[en,fr]", "objectives.bt=[en-fr-en,fr-en-fr]",
-                                  "data.mono_split=true", "train.valid_direction=en-fr", "data.valid_sentences=500",
-                                  "optimizer.warmup_steps=40"], i) for i in ("random", "mlm")]
+    sup = ["data.valid_sentences=500", f"optimizer.warmup_steps={args.warmup}"]
+    unmt_steps = args.unmt_steps or args.steps
+    plan = {"en-fr": [(f"en-fr/{i}", ["objectives.mt=[en-fr]", *sup], i, args.steps)
+                      for i in ("random", "mlm", "encoder")],
+            "low": [(f"en-fr low {args.low}/{i}", ["objectives.mt=[en-fr]", f"data.max_pairs={args.low}", *sup], i,
+                     args.low_steps or args.steps) for i in ("random", "mlm")],
+            "en-de": [(f"en-de/{i}", ["objectives.mt=[en-de]", *sup], i, args.steps) for i in ("random", "mlm")],
+            "unmt": [(f"unmt en-fr/{i}", ["objectives.mt=[]", "objectives.ae=[en,fr]",
+                                          "objectives.bt=[en-fr-en,fr-en-fr]", "data.mono_split=true",
+                                          "train.valid_direction=en-fr", "data.valid_sentences=500",
+                                          f"optimizer.warmup_steps={2 * args.warmup}"], i, unmt_steps)
+                     for i in ("random", "mlm")]}
+    runs = [(name, extra, init, steps, work / "runs" / name.replace(" ", "_").replace("/", "__"))
+            for g in GROUPS if g in groups for name, extra, init, steps in plan[g] if init in inits_wanted]
+    todo = [[sys.executable, "-m", "xlm_jax.train_mt", *common, *iterations(steps), *inits[init], *extra,
+             f"run_dir={run_dir}"] for name, extra, init, steps, run_dir in runs if not finished(run_dir, steps)]
+    if args.no_train:
+        todo = []
+    with ThreadPoolExecutor(args.jobs) as pool:  # train_mt runs side by side (each a subprocess)
+        list(pool.map(lambda cmd: run(cmd, env, log), todo))
     results = []
-    for name, extra, init in plan:
-        run_dir = work / "runs" / name.replace(" ", "_").replace("/", "__")
-        if not finished(run_dir, args.steps):
-            run([sys.executable, "-m", "xlm_jax.train_mt", *common, *inits[init], *extra, f"run_dir={run_dir}"],
-                env, log)
+    for name, extra, init, steps, run_dir in runs:
         recs = records(run_dir)
-        valid = [r for r in recs if r["kind"] == "valid"][-1]
-        train = [r for r in recs if r["kind"] == "train"]
+        valids, train = [r for r in recs if r["kind"] == "valid"], [r for r in recs if r["kind"] == "train"]
+        if not valids or not train:
+            print(f"{name}: nothing to report in {run_dir}", flush=True)
+            continue
+        valid = valids[-1]
         row = {"run": name, "init": init, **{m: round(valid[m], 2) for m in ("bleu", "chrf++", "bleu_tok")},
                **{f"copy/{m}": round(valid[f"copy/{m}"], 2) for m in ("bleu", "chrf++")},
-               "sentences": valid["sentences"], "signature": valid["signature"]}
+               "sentences": valid["sentences"], "signature": valid["signature"], "iterations": steps,
+               "stopped_at": None if finished(run_dir, steps) else train[-1]["step"]}
         for key in sorted(k for k in train[-1] if k.endswith("/nll")):
             row[key] = [round(train[0][key], 3), round(train[-1][key], 3)]  # first and last logged
+        row["curve"] = [[r["step"], round(r["bleu"], 2), round(r["chrf++"], 2)] for r in recs if r["kind"] == "valid"]
+        row["elapsed_s"] = round(train[-1]["elapsed_s"], 1)
         results.append(row)
         print(json.dumps(row), flush=True)
-    out = {"stats": stats, "steps": args.steps, "mlm_steps": args.mlm_steps, "seed": args.seed, "results": results,
+    out = {"stats": stats, "steps": args.steps, "mlm_steps": args.mlm_steps, "seed": args.seed,
+           "options": {k: str(v) for k, v in vars(args).items() if k not in ("work", "json")}, "results": results,
            "commands": log, "wall_s": round(time.perf_counter() - t0, 1)}
     (work / "results.json").write_text(json.dumps(out, indent=1))
     if args.json:

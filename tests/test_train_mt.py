@@ -450,3 +450,18 @@ def test_a_finished_run_says_so_and_trains_nothing(corpus, tokenizer, straight, 
             "train.steps to continue it") in out, out
     assert "done:" not in out and "updates in" not in out and "iteration 4:" not in out, out
     assert digest(run_dir / "checkpoints") == before and records(run_dir) == records(straight)
+
+
+def test_supervised_training_learns_a_word_for_word_toy_language(corpus, tokenizer, tmp_path):
+    """End to end (batches, labels, source conditioning, greedy validation): a tiny random-init model trained on
+    the word-for-word en->fr corpus translates held-out sentences (new combinations of the same 14 words) far
+    better than copying the source does — the check that train_mt can learn at all, independent of scale."""
+    run_dir = tmp_path / "learn"
+    args = tiny(corpus, tokenizer, run_dir, "objectives.mt=[en-fr]", "train.steps=600", "train.eval_every=600",
+                "train.log_every=100", "checkpoint.every=600", "data.valid_fraction=0.1", "data.valid_sentences=50",
+                "optimizer.lr=3e-3", "optimizer.warmup_steps=10", "model.dropout=0.0")
+    assert train_mt(load_mt_config(None, args)) == 0
+    valid = [r for r in read_metrics(run_dir) if r["kind"] == "valid"][-1]
+    assert valid["sentences"] >= 10
+    # measured: BLEU 36.3, chrF++ 59.8 (copying the source: 15.8), training accuracy 0.97 at iteration 600
+    assert valid["bleu"] > 20 and valid["chrf++"] > valid["copy/chrf++"] + 30, valid
