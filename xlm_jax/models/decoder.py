@@ -284,7 +284,8 @@ class EncoderDecoder(nn.Module):
         cross = self.decoder(None, None, src_mask, memory=memory)
         shape = (cfg.num_layers, memory.shape[0], cfg.num_heads, cfg.head_dim, max_len)
         zeros = jnp.zeros(shape, _dtype(cfg.dtype))
-        return {"self_k": zeros, "self_v": jnp.swapaxes(zeros, -1, -2), **cross, "memory_mask": src_mask.astype(jnp.int32),
+        return {"self_k": zeros, "self_v": jnp.swapaxes(zeros, -1, -2), **cross,
+                "memory_mask": src_mask.astype(jnp.int32),
                 "index": jnp.zeros((), jnp.int32)}
 
     def decode_step(self, tokens: Array, langs: Array, cache: dict) -> tuple[Array, dict]:

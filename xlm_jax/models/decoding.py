@@ -174,6 +174,12 @@ def _beam_search(model, params, src, src_mask, src_langs, tgt_langs, max_len, be
         return (s["cur"] < max_len) & ~s["done"].all()
 
     def body(s):
+        """One step at slot `cur`. State (K = beam): tokens int32 [B, K, max_len] (the live beams, padding from
+        `cur` on), scores float32 [B, K] (their sum_logprob), hyp_tokens / hyp_lengths / hyp_scores [B, K, max_len]
+        / [B, K] / [B, K] (the kept hypotheses, best first), hyp_count int32 [B], done bool [B], the decoder cache
+        (rows b * K + k); every row's previous token is decoded, the 2K best (beam, word) candidates per sentence
+        are picked (`_top_k` over [B, K x vocab]), finishing ones become hypotheses and the first K live ones the
+        next beams, whose cache rows are gathered."""
         cur, done = s["cur"], s["done"]
         previous = jax.lax.dynamic_index_in_dim(s["tokens"], cur - 1, axis=2).reshape(batch * k, 1)
         logits, cache = step(previous, s["cache"])
