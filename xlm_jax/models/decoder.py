@@ -40,12 +40,12 @@ Incremental decoding cache (a plain dict, batch on axis 1 of the layer-stacked a
     self_k [L, B, H, Dh, max_len], self_v [L, B, H, max_len, Dh]   this sequence's keys / values, written one
                                                                     slot per new token
     cross_k [L, B, H, Dh, S], cross_v [L, B, H, S, Dh]              the source's keys / values, computed once
-    memory_mask      [B, S]                  source padding
-    index            int32 []                slots filled so far (= position of the next token)
+    memory_mask [B, S]                                              source padding
+    index int32 []                                                  slots filled so far (= next token's position)
 
 Keys are stored transposed and heads before positions: these are the operand layouts of the two attention
-products (`attend_cached`), so that XLA's CPU backend reads the cache in place instead of copying it into a
-transposed layout for every layer at every step (it did: a third of a beam-search step, docs/translation.md).
+products (`attend_cached`), so that XLA's CPU backend reads the cache as it is instead of copying it into a
+transposed layout for every layer at every step (it did: a fifth of a beam-search step, docs/translation.md).
 The layer scan carries the whole self-attention cache and each layer updates its own slot in place
 (`dynamic_update_slice`), so a step writes B x H x Dh values per layer instead of copying the cache; the
 cross-attention cache is a scanned input (read only). The same scanned (and remat'd) layers serve training,
