@@ -3,6 +3,8 @@ mappings (models/hf_seq2seq.py): tiny random models, CPU, float32."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -422,3 +424,45 @@ def test_top_k_by_argmax_equals_lax_top_k():
         want, got = jax.lax.top_k(jnp.asarray(x), k), _top_k(jnp.asarray(x), k)
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+
+
+def test_top_k_by_blocks_equals_lax_top_k():
+    """The block path of `_top_k` (the best blocks by their maxima, then rounds over them) is lax.top_k exactly,
+    with ties across and inside blocks, -inf entries and a last block padded."""
+    from xlm_jax.models.decoding import _top_k
+
+    rng = np.random.default_rng(1)
+    for trial in range(30):
+        n, k = int(rng.integers(9, 300)), int(rng.integers(1, 9))
+        block = int(rng.integers(1, n // (k + 1) + 1))
+        x = rng.integers(-4, 4, (3, n)).astype(np.float32)
+        if trial % 3 == 0:
+            x[:, : n // 2] = -np.inf
+        assert -(-n // block) > k, "the block path runs"
+        want, got = jax.lax.top_k(jnp.asarray(x), k), _top_k(jnp.asarray(x), k, block=block)
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+
+
+def test_beam_search_candidates_by_blocks_equal_lax_top_k(monkeypatch):
+    """Beam search gives the same hypotheses whether its candidates come from the block path of `_top_k` or from
+    lax.top_k (the search as it was first written), on a model with tied words (equal logits every step) and EOS
+    midway."""
+    from xlm_jax.models import decoding
+
+    cfg, model, params, (src, src_mask, src_langs, tgt_langs) = _decoding_setup()
+    words = params["decoder"]["embeddings"]["word_embeddings"]["embedding"]
+    params["decoder"]["embeddings"]["word_embeddings"]["embedding"] = words.at[38].set(words[39]).at[14].set(words[15])
+    bias = params["decoder"]["lm_head"]["bias"]
+    params["decoder"]["lm_head"]["bias"] = bias.at[38].set(bias[39]).at[14].set(bias[15])
+    original = decoding._top_k
+    outputs = []
+    for top_k in (functools.partial(original, block=4), jax.lax.top_k):
+        monkeypatch.setattr(decoding, "_top_k", top_k)
+        jax.clear_caches()
+        outputs.append(beam_search(model, params, src, src_mask, src_langs, tgt_langs, max_len=10, beam=3))
+    for new, old in zip(*outputs):
+        np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+    ended = np.asarray(outputs[0].hyp_lengths)
+    assert ((ended > 2) & (ended < 10)).any(), "EOS midway"
+    assert np.isin(np.asarray(outputs[0].hyp_tokens), [14, 15, 38, 39]).any(), "tied words are written"

@@ -37,11 +37,15 @@ Parameter layout (stacked layers, leading axis L, as the encoder's):
 
 Incremental decoding cache (a plain dict, batch on axis 1 of the layer-stacked arrays):
 
-    self_k, self_v   [L, B, max_len, H, Dh]  this sequence's keys / values, written one slot per new token
-    cross_k, cross_v [L, B, S, H, Dh]        the source's keys / values, computed once per source
-    memory_mask      [B, S]                  source padding
-    index            int32 []                slots filled so far (= position of the next token)
+    self_k [L, B, H, Dh, max_len], self_v [L, B, H, max_len, Dh]   this sequence's keys / values, written one
+                                                                    slot per new token
+    cross_k [L, B, H, Dh, S], cross_v [L, B, H, S, Dh]              the source's keys / values, computed once
+    memory_mask [B, S]                                              source padding
+    index int32 []                                                  slots filled so far (= next token's position)
 
+Keys are stored transposed and heads before positions: these are the operand layouts of the two attention
+products (`attend_cached`), so that XLA's CPU backend reads the cache as it is instead of copying it into a
+transposed layout for every layer at every step (it did: a fifth of a beam-search step, docs/translation.md).
 The layer scan carries the whole self-attention cache and each layer updates its own slot in place
 (`dynamic_update_slice`), so a step writes B x H x Dh values per layer instead of copying the cache; the
 cross-attention cache is a scanned input (read only). The same scanned (and remat'd) layers serve training,
@@ -66,6 +70,14 @@ from xlm_jax.models.xlm import (
 Array = jax.Array
 
 
+def attend_cached(cfg: ModelConfig, q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """`attend` (explicit form, no dropout) on the cache's layouts: q [B, Tq, H, Dh], k [B, H, Dh, Tk], v
+    [B, H, Tk, Dh], mask bool broadcastable to [B, 1, Tq, Tk] -> [B, Tq, H, Dh]."""
+    scores = jnp.einsum("bqhd,bhdk->bhqk", q * cfg.head_dim**-0.5, k.astype(q.dtype)).astype(jnp.float32)
+    probs = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(jnp.float32).min), axis=-1)
+    return jnp.einsum("bhqk,bhkd->bqhd", probs.astype(q.dtype), v.astype(q.dtype))
+
+
 class DecoderAttention(nn.Module):
     """Attention whose queries come from `x` and keys / values from `source` (self-attention: `source = x`;
     cross-attention: the encoder states) or from a cache. Its projections are named as the encoder's
@@ -75,9 +87,11 @@ class DecoderAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array | None, mask: Array | None = None, deterministic: bool = True, *,
-                 source: Array | None = None, kv: tuple[Array, Array] | None = None):
-        """x [B, Tq, D] (None: only project `source`), source [B, Tk, D] or kv = (k, v) [B, Tk, H, Dh], mask bool
-        broadcastable to [B, 1, Tq, Tk]. Returns (k, v) when x is None, else the output [B, Tq, D]."""
+                 source: Array | None = None, kv: tuple[Array, Array] | None = None,
+                 cached: tuple[Array, Array] | None = None):
+        """x [B, Tq, D] (None: only project `source`); source [B, Tk, D], or kv = (k, v) [B, Tk, H, Dh], or cached
+        = (k [B, H, Dh, Tk], v [B, H, Tk, Dh]) in the cache's layouts; mask bool broadcastable to [B, 1, Tq, Tk].
+        Returns (k, v) [B, Tk, H, Dh] when x is None, else the output [B, Tq, D]."""
         cfg = self.config
         d, heads = cfg.hidden_size, (cfg.num_heads, cfg.head_dim)
         if source is not None:
@@ -86,7 +100,10 @@ class DecoderAttention(nn.Module):
         if x is None:
             return kv
         q = _dense(cfg, d, heads, ("embed",), ("heads", "kv"), "query")(x)
-        out = attend(cfg, q, kv[0].astype(q.dtype), kv[1].astype(q.dtype), mask, deterministic)
+        if cached is not None:
+            out = attend_cached(cfg, q, *cached, mask)
+        else:
+            out = attend(cfg, q, kv[0].astype(q.dtype), kv[1].astype(q.dtype), mask, deterministic)
         return _dense(cfg, heads, d, ("heads", "kv"), ("embed",), "out")(out)
 
 
@@ -119,21 +136,24 @@ class DecoderLayer(nn.Module):
         def self_attend(h):
             if xs is None:
                 return attention(h, carry["mask"], det, source=h)
-            k_new, v_new = attention(None, source=h)
+            k_new, v_new = attention(None, source=h)  # [B, n, H, Dh]
             kv = []
-            for name, new in (("self_k", k_new), ("self_v", v_new)):
+            for name, new, axis in (("self_k", k_new.transpose(0, 2, 3, 1), 3),
+                                    ("self_v", v_new.transpose(0, 2, 1, 3), 2)):
                 stacked = carry[name]
                 new = new.astype(stacked.dtype)
                 own = jax.lax.dynamic_index_in_dim(stacked, xs["layer"], 0, keepdims=False)
-                kv.append(jax.lax.dynamic_update_slice_in_dim(own, new, carry["index"], axis=1))
-                carry[name] = jax.lax.dynamic_update_slice(stacked, new[None], (xs["layer"], 0, carry["index"], 0, 0))
-            return attention(h, carry["mask"], det, kv=tuple(kv))
+                kv.append(jax.lax.dynamic_update_slice_in_dim(own, new, carry["index"], axis=axis))
+                starts = [xs["layer"], 0, 0, 0, 0]
+                starts[axis + 1] = carry["index"]
+                carry[name] = jax.lax.dynamic_update_slice(stacked, new[None], starts)
+            return attention(h, carry["mask"], det, cached=tuple(kv))
 
         def cross_attend(h):
             mask = carry["memory_mask"]
             if xs is None:
                 return cross_attention(h, mask, det, source=carry["memory"])
-            return cross_attention(h, mask, det, kv=(xs["cross_k"], xs["cross_v"]))
+            return cross_attention(h, mask, det, cached=(xs["cross_k"], xs["cross_v"]))
 
         x = carry["x"]
         for sublayer, norm in ((self_attend, attention_norm), (cross_attend, cross_norm)):
@@ -174,15 +194,16 @@ class Decoder(nn.Module):
         - `tokens` [B, T], `tokens_mask` [B, T], `memory` [B, S, D], `memory_mask` [B, S]: the full causal forward
           -> logits [B, T, V] (compute dtype), or [B, P, V] at `predict_positions` [B, P] (hidden states gathered
           before the vocabulary projection);
-        - `tokens` None, `memory`: the source part of the cache -> {cross_k, cross_v} [L, B, S, H, Dh];
+        - `tokens` None, `memory`: the source part of the cache -> {cross_k, cross_v} in the cache's layouts;
         - `tokens` [B, n], `cache`: the next n tokens at positions index .. index + n - 1 -> (logits [B, n, V],
           the updated cache).
         `langs` int [B, T] (or [B, n]): the target language at every position (XLM: language embeddings; XLM-R:
         token-type rows when the decoder has more than one)."""
         cfg = self.config
         if tokens is None:
-            _, cross = self._stack(True)({"memory": memory}, None)
-            return cross
+            _, cross = self._stack(True)({"memory": memory}, None)  # [L, B, S, H, Dh] each
+            return {"cross_k": cross["cross_k"].transpose(0, 1, 3, 4, 2),
+                    "cross_v": cross["cross_v"].transpose(0, 1, 3, 2, 4)}
         dt = _dtype(cfg.dtype)
         if cache is None:
             if tokens_mask is None:
@@ -191,7 +212,7 @@ class Decoder(nn.Module):
             length = tokens.shape[1]
             mask = (tokens_mask > 0)[:, None, None, :] & jnp.tril(jnp.ones((length, length), bool))[None, None]
         else:
-            n, max_len = tokens.shape[1], cache["self_k"].shape[2]
+            n, max_len = tokens.shape[1], cache["self_k"].shape[-1]
             tokens_mask = jnp.ones_like(tokens, jnp.int32)
             steps = cache["index"] + jnp.arange(n, dtype=jnp.int32)
             positions = jnp.broadcast_to(steps[None], tokens.shape)
@@ -261,9 +282,10 @@ class EncoderDecoder(nn.Module):
         from `memory` [B, S, D] (layout in the module docstring)."""
         cfg = self.config.decoder
         cross = self.decoder(None, None, src_mask, memory=memory)
-        shape = (cfg.num_layers, memory.shape[0], max_len, cfg.num_heads, cfg.head_dim)
+        shape = (cfg.num_layers, memory.shape[0], cfg.num_heads, cfg.head_dim, max_len)
         zeros = jnp.zeros(shape, _dtype(cfg.dtype))
-        return {"self_k": zeros, "self_v": zeros, **cross, "memory_mask": src_mask.astype(jnp.int32),
+        return {"self_k": zeros, "self_v": jnp.swapaxes(zeros, -1, -2), **cross,
+                "memory_mask": src_mask.astype(jnp.int32),
                 "index": jnp.zeros((), jnp.int32)}
 
     def decode_step(self, tokens: Array, langs: Array, cache: dict) -> tuple[Array, dict]:
@@ -274,8 +296,11 @@ class EncoderDecoder(nn.Module):
 def reorder_cache(cache: dict, rows: Array) -> dict:
     """The cache of rows `rows` int [B'] (beam search: each new beam's parent). Only the target side moves: the
     rows must come from the same source sentence, as beams do, so the source keys / values stay."""
-    return {**cache, "self_k": jnp.take(cache["self_k"], rows, axis=1),
-            "self_v": jnp.take(cache["self_v"], rows, axis=1)}
+    def take(x):  # [L, B, rest]: one contiguous block per row; "clip" (rows are in bounds) adds no masking select
+        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        return jnp.take(flat, rows, axis=1, mode="clip").reshape(x.shape[0], len(rows), *x.shape[2:])
+
+    return {**cache, "self_k": take(cache["self_k"]), "self_v": take(cache["self_v"])}
 
 
 def init_params(model: EncoderDecoder, rng: Array, src_len: int = 8, tgt_len: int = 8, batch: int = 1) -> dict:

@@ -114,20 +114,41 @@ class BeamOutput(NamedTuple):
     hyp_scores: Array  # float32 [B, beam]: sum_logprob / (length without EOS) ** length_penalty
 
 
-def _top_k(x: Array, k: int) -> tuple[Array, Array]:
-    """`jax.lax.top_k(x, k)` over the last axis of x float [B, N] (k <= N), by k rounds of argmax: the same values
-    and indices (largest first, the lower index first among equal values; -inf entries rank as the dtype's lowest
-    finite value, which log-probabilities never reach). Inside the beam-search loop XLA's CPU backend ran `top_k`
-    over [B, beam x vocab] tens of times slower than this (docs/translation.md)."""
-    rows = jnp.arange(x.shape[0])
+def _top_k_by_rounds(x: Array, k: int) -> tuple[Array, Array]:
+    """`_top_k` by k rounds over the whole of x, each two plain reductions (the largest value, then the lowest index
+    holding it), which XLA's CPU backend vectorises, unlike the (value, index) pair reduction of `jnp.argmax`."""
+    n = x.shape[-1]
+    positions = jnp.arange(n, dtype=jnp.int32)
     work = jnp.where(x == -jnp.inf, jnp.finfo(x.dtype).min, x)  # so that a picked entry (-inf) is never re-picked
     values, indices = [], []
     for _ in range(k):
-        index = jnp.argmax(work, axis=-1)
-        values.append(x[rows, index])
+        index = jnp.where(work == work.max(axis=-1, keepdims=True), positions, n).min(axis=-1)
+        values.append(jnp.take_along_axis(x, index[:, None], axis=-1)[:, 0])
         indices.append(index)
-        work = work.at[rows, index].set(-jnp.inf)
-    return jnp.stack(values, -1), jnp.stack(indices, -1).astype(jnp.int32)
+        work = jnp.where(positions == index[:, None], -jnp.inf, work)
+    return jnp.stack(values, -1), jnp.stack(indices, -1)
+
+
+def _top_k(x: Array, k: int, block: int = 128) -> tuple[Array, Array]:
+    """`jax.lax.top_k(x, k)` over the last axis of x float [B, N] (k <= N): the same values and indices, int32
+    [B, k] (largest first, the lower index first among equal values; -inf entries rank as the dtype's lowest finite
+    value, which log-probabilities never reach).
+
+    One pass over x: split into blocks of `block` entries, the k best blocks by their maximum (ties: lower block
+    first) hold the k best entries (each entry outside them is beaten by the k block maxima, ties included), then
+    `_top_k_by_rounds` over those k * block entries. Inside the beam-search loop XLA's CPU backend ran `top_k`,
+    and k `argmax` rounds over [B, beam x vocab], many times slower than this (docs/translation.md)."""
+    batch, n = x.shape
+    n_blocks = -(-n // block)
+    if n_blocks <= k:
+        return _top_k_by_rounds(x, k)
+    blocks = jnp.pad(x, ((0, 0), (0, n_blocks * block - n)), constant_values=-jnp.inf).reshape(batch, n_blocks, block)
+    block_max = jnp.where(blocks == -jnp.inf, jnp.finfo(x.dtype).min, blocks).max(axis=-1)
+    # In index order, so that a lower position among the candidates is a lower index of x.
+    top_blocks = jnp.sort(_top_k_by_rounds(block_max, k)[1], axis=-1)
+    candidates = jnp.take_along_axis(blocks, top_blocks[..., None], axis=1).reshape(batch, k * block)
+    values, position = _top_k_by_rounds(candidates, k)
+    return values, jnp.take_along_axis(top_blocks, position // block, axis=-1) * block + position % block
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_len", "beam", "length_penalty", "early_stopping"))
@@ -153,6 +174,12 @@ def _beam_search(model, params, src, src_mask, src_langs, tgt_langs, max_len, be
         return (s["cur"] < max_len) & ~s["done"].all()
 
     def body(s):
+        """One step at slot `cur`. State (K = beam): tokens int32 [B, K, max_len] (the live beams, padding from
+        `cur` on), scores float32 [B, K] (their sum_logprob), hyp_tokens / hyp_lengths / hyp_scores [B, K, max_len]
+        / [B, K] / [B, K] (the kept hypotheses, best first), hyp_count int32 [B], done bool [B], the decoder cache
+        (rows b * K + k); every row's previous token is decoded, the 2K best (beam, word) candidates per sentence
+        are picked (`_top_k` over [B, K x vocab]), finishing ones become hypotheses and the first K live ones the
+        next beams, whose cache rows are gathered."""
         cur, done = s["cur"], s["done"]
         previous = jax.lax.dynamic_index_in_dim(s["tokens"], cur - 1, axis=2).reshape(batch * k, 1)
         logits, cache = step(previous, s["cache"])
