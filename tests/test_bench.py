@@ -11,7 +11,7 @@ import pytest
 
 from xlm_jax.bench.__main__ import main, parse_sides
 from xlm_jax.bench.jax_side import JaxWorker
-from xlm_jax.bench.report import derive, format_table, format_varlen_table, new_record
+from xlm_jax.bench.report import derive, describe, format_table, format_varlen_table, new_record
 from xlm_jax.bench.torch_side import TorchWorker
 from xlm_jax.bench.workload import CONFIGS, BenchConfig, hf_labels, make_batch, per_sentence, varlen_set
 from xlm_jax.core.errors import UserError
@@ -74,6 +74,9 @@ def test_bad_config_name_exits_2(capsys):
     (["--configs", "cpu_xlm"], ["unknown configuration --configs=cpu_xlm", "did you mean --configs=cpu_xlmr"]),
     (["--smoke", "--configs", "smok"], ["did you mean --configs=smoke"]),
     (["--varlen", "--sides", "jax,torch_compile"], ["lists torch_compile but --varlen", "valid with --varlen"]),
+    (["--varlen", "--sides", "jax,torch_masked"],
+     ["lists torch_masked but --varlen", "valid with --varlen: jax, torch_eager"]),
+    (["--varlen", "--torch-compile", "on"], ["--torch-compile on: --varlen runs the uncompiled encoder"]),
 ])
 def test_bad_sides_and_configs_exit_2_with_one_line_before_any_worker(argv, words, capsys):
     assert _exit_code(argv) == 2
@@ -375,4 +378,13 @@ def test_varlen_every_side_runs_and_packed_equals_padded(tmp_path, name):
 
 def test_varlen_sides():
     assert parse_sides(None, "auto", smoke=False, varlen=True) == ("jax", "torch_eager")
-    assert parse_sides("jax,torch_masked", "auto", smoke=False, varlen=True) == ("jax", "torch_masked")
+    assert parse_sides("torch_eager,jax", "auto", smoke=False, varlen=True) == ("jax", "torch_eager")
+
+
+def test_descriptions_name_the_models_each_side_ran():
+    train = describe(["smoke_modernbert", "smoke"], ("jax", "torch_eager", "torch_masked"))
+    assert set(train) == {"jax", "torch_eager", "torch_masked"}
+    assert "ModernBertForMaskedLM" in train["torch_eager"] and "XLMRobertaForMaskedLM" in train["torch_eager"]
+    varlen = describe(["smoke_modernbert"], ("jax", "torch_eager"), varlen=True)
+    assert "inference" in varlen["jax"] and "ModernBertModel" in varlen["torch_eager"]
+    assert "train" not in varlen["torch_eager"] and "ForMaskedLM" not in varlen["torch_eager"]

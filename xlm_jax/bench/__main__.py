@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from xlm_jax.bench.harness import RunSettings, machine_info, missing_gpu, probe_devices, run_config, worker_main
-from xlm_jax.bench.report import DESCRIPTIONS, SMOKE_NOTE, format_table, format_varlen_table, json_default, plot
+from xlm_jax.bench.report import SMOKE_NOTE, describe, format_table, format_varlen_table, json_default, plot
 from xlm_jax.bench.workload import CONFIGS, FRAMEWORKS, versions
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import ArgumentParser, UserError, exit_on_user_error, positive_int, unknown_name
@@ -66,7 +66,10 @@ def parse_sides(text: str | None, torch_compile: str, smoke: bool, varlen: bool 
     """The sides to run, in FRAMEWORKS' order. `text` None: jax, torch_eager, torch_masked, plus torch_compile when
     `torch_compile` is "on", or "auto" without `smoke`; with `varlen`, jax and torch_eager (the PyTorch sides
     share one encoder at inference). Raises UserError for an unknown, repeated or empty name, a list without jax,
-    or torch_compile listed with --torch-compile off or with `varlen` (its compiled model is never run there)."""
+    torch_compile listed with --torch-compile off, or, with `varlen`, any side but jax and torch_eager."""
+    if varlen and torch_compile == "on":
+        raise UserError("--torch-compile on: --varlen runs the uncompiled encoder (torch_eager's model); drop "
+                        "--torch-compile, or run the training bench without --varlen")
     if text is None and varlen:
         return ("jax", "torch_eager")
     if text is None:
@@ -86,9 +89,10 @@ def parse_sides(text: str | None, torch_compile: str, smoke: bool, varlen: bool 
                         "jax / other)")
     if "torch_compile" in names and torch_compile == "off":
         raise UserError(f"--sides={text!r} lists torch_compile but --torch-compile off; drop one of them")
-    if "torch_compile" in names and varlen:
-        raise UserError(f"--sides={text!r} lists torch_compile but --varlen runs the uncompiled encoder; drop it "
-                        "(valid with --varlen: jax, torch_eager, torch_masked)")
+    if varlen and set(names) - {"jax", "torch_eager"}:
+        extra = ", ".join(n for n in names if n not in ("jax", "torch_eager"))
+        raise UserError(f"--sides={text!r} lists {extra} but --varlen runs the encoder without a head and "
+                        "uncompiled, which is torch_eager's model; valid with --varlen: jax, torch_eager")
     return tuple(fw for fw in FRAMEWORKS if fw in names)
 
 
@@ -143,7 +147,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
                     "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "settings": dataclasses.asdict(settings),
         "versions": versions(("jax", "jaxlib", "flax", "optax", "torch", "transformers")),
-        "descriptions": DESCRIPTIONS, "results": results,
+        "descriptions": describe(names, sides, varlen=args.varlen), "results": results,
         **({"note": SMOKE_NOTE} if args.smoke else {}),
     }
     print((format_varlen_table if args.varlen else format_table)(results, smoke=args.smoke))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from xlm_jax.bench.workload import TORCH_SIDES, BenchConfig, make_batch, varlen_set
+from xlm_jax.bench.workload import CONFIGS, TORCH_SIDES, BenchConfig, hf_architecture, make_batch, varlen_set
 from xlm_jax.models.config import to_dict
 from xlm_jax.training.flops import Work, batch_work, throughput
 
@@ -79,26 +79,40 @@ def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-DESCRIPTIONS = {
-    "jax": "xlm_jax train step: LM head at the P masked positions only, optax AdamW+clip, donated state, jit",
-    "torch_eager": "HF XLMRobertaForMaskedLM: logits at all B*T positions, labels=-100 elsewhere, fused AdamW+clip, SDPA",
-    "torch_masked": "the same HF model, fused AdamW+clip, SDPA, but its lm_head only at the predicted positions "
-                    "(fairseq / NVIDIA)",
-    "torch_compile": "as torch_eager with torch.compile(model)",
-}
+def describe(configs: list[str], sides: tuple[str, ...], varlen: bool = False) -> dict[str, str]:
+    """What each side of a run did, one line a side, naming the transformers classes of `configs` (the models
+    the PyTorch sides built: XLMRobertaForMaskedLM, ModernBertForMaskedLM, ...; with `varlen`, their base models)."""
+    masked = sorted({hf_architecture(CONFIGS[c].model) for c in configs if c in CONFIGS}) or ["XLMRobertaForMaskedLM"]
+    if varlen:
+        base = ", ".join(a.replace("ForMaskedLM", "Model") for a in masked)
+        text = {"jax": "xlm_jax encoder, inference (no head), jit: each padded batch, then the packed rows with "
+                       "segment ids; real (non-pad) tokens/s",
+                "torch_eager": f"transformers {base}, inference_mode, SDPA, on the padded batches"}
+    else:
+        hf = ", ".join(masked)
+        text = {"jax": "xlm_jax train step: LM head at the P masked positions only, optax AdamW+clip, donated "
+                       "state, jit",
+                "torch_eager": f"transformers {hf}: logits at all B*T positions, labels=-100 elsewhere, fused "
+                               "AdamW+clip, SDPA",
+                "torch_masked": "the same transformers model, fused AdamW+clip, SDPA, but its LM head only at the "
+                                "predicted positions (fairseq / NVIDIA)",
+                "torch_compile": "as torch_eager with torch.compile(model)"}
+    return {fw: text[fw] for fw in sides if fw in text}
 
 
 def _fmt(x, spec: str, scale: float = 1.0) -> str:
     return "-" if x is None else format(x * scale, spec)
 
 
-SMOKE_NOTE = ("--smoke: a check that every side runs (tiny shapes, one timed step, no compile), NOT a measurement; "
+SMOKE_NOTE = ("--smoke: a check that every side runs (tiny shapes, one timed step, no torch.compile), NOT a "
+              "measurement; "
               "its speeds and ratios mean nothing")
 
 
 def format_table(results: list[dict[str, Any]], smoke: bool = False) -> str:
     """The printed table; with `smoke`, a title line and a note at every ratio say the figures are no measurement."""
-    head = (f"{'config':<11} {'side':<14} {'train tok/s':>11} {'step ms':>9} {'first s':>8} {'peak MiB':>9} "
+    width = max([11] + [len(r["config"]) for r in results])
+    head = (f"{'config':<{width}} {'side':<14} {'train tok/s':>11} {'step ms':>9} {'first s':>8} {'peak MiB':>9} "
             f"{'TFLOP/s':>8} {'MFU':>6} {'infer tok/s':>12} {'eval loss':>9}")
     lines = ([f"SMOKE RUN: {SMOKE_NOTE}"] if smoke else []) + [head, "-" * len(head)]
     not_measured = " (smoke run: not a measurement)" if smoke else ""
@@ -107,29 +121,32 @@ def format_table(results: list[dict[str, Any]], smoke: bool = False) -> str:
             mem = e.get("memory", {})
             peak = mem.get("device_peak_mb", mem.get("peak_rss_mb"))
             if e.get("error") and not e.get("train_tokens_per_s"):
-                lines.append(f"{rec['config']:<11} {fw:<14} error: {e['error'][:80]}")
+                lines.append(f"{rec['config']:<{width}} {fw:<14} error: {e['error'][:80]}")
                 continue
             lines.append(
-                f"{rec['config']:<11} {fw:<14} {_fmt(e['train_tokens_per_s'], ',.0f'):>11} "
+                f"{rec['config']:<{width}} {fw:<14} {_fmt(e['train_tokens_per_s'], ',.0f'):>11} "
                 f"{_fmt(e['train_step_s'], '.1f', 1e3):>9} {_fmt(e['first_step_s'], '.2f'):>8} "
                 f"{_fmt(peak, ',.0f'):>9} {_fmt(e['model_tflops_per_s'], '.3f'):>8} {_fmt(e['mfu'], '.1%'):>6} "
                 f"{_fmt(e['infer_tokens_per_s'], ',.0f'):>12} {_fmt(e.get('eval_loss_same_weights'), '.4f'):>9}"
             )
-        r = rec["ratio"]
-        lines.append(f"{'':<11} ratio jax/torch_eager: train {_fmt(r.get('train_jax_over_torch_eager'), '.2f')}x, "
-                     f"inference {_fmt(r.get('infer_jax_over_torch_eager'), '.2f')}x; jax/torch_masked (the same "
-                     f"work): train {_fmt(r.get('train_jax_over_torch_masked'), '.2f')}x; jax/torch_compile: train "
-                     f"{_fmt(r.get('train_jax_over_torch_compile'), '.2f')}x{not_measured}")
+        r, ran = rec["ratio"], rec["frameworks"]
+        parts = [f"jax/{fw}{' (the same work)' if fw == 'torch_masked' else ''}: train "
+                 f"{_fmt(r.get(f'train_jax_over_{fw}'), '.2f')}x" for fw in TORCH_SIDES if fw in ran]
+        parts += [f"inference jax/{fw}: {_fmt(r.get(f'infer_jax_over_{fw}'), '.2f')}x" for fw in TORCH_SIDES
+                  if fw in ran and r.get(f"infer_jax_over_{fw}") is not None][:1]  # the PyTorch sides share an encoder
+        if parts:
+            lines.append(f"{'':<{width}} ratio " + "; ".join(parts) + not_measured)
         for fw in ("jax", "torch_eager", "torch_masked"):
             b = rec["frameworks"].get(fw, {}).get("breakdown_s")
             if b and "error" not in b:
                 step = rec["frameworks"][fw]["train_step_s"] or float("nan")
                 parts = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in b.items())
                 head_share = (b["forward_loss"] - b["encoder_forward"]) / b["forward_loss"]
-                lines.append(f"{'':<11} breakdown {fw} (ms; step {step * 1e3:.1f}): {parts}; "
+                lines.append(f"{'':<{width}} breakdown {fw} (ms; step {step * 1e3:.1f}): {parts}; "
                              f"LM head + loss = {head_share:.0%} of the forward")
     lines.append("")
-    lines += [f"{fw}: {d}" for fw, d in DESCRIPTIONS.items()]
+    lines += [f"{fw}: {d}" for fw, d in describe([r["config"] for r in results], tuple(
+        dict.fromkeys(fw for r in results for fw in r["frameworks"]))).items()]
     return "\n".join(lines)
 
 
@@ -159,6 +176,9 @@ def format_varlen_table(results: list[dict[str, Any]], smoke: bool = False) -> s
         lines.append(f"{'':<16} {info.get('sentences')} sentences, {info.get('real_tokens'):,} real tokens; jax "
                      f"packed vs padded max |diff| {_fmt(jax_entry.get('varlen_max_abs_diff_packed_padded'), '.1e')}; "
                      f"mean |h| " + ", ".join(checks))
+    lines.append("")
+    lines += [f"{fw}: {d}" for fw, d in describe([r["config"] for r in results], tuple(
+        dict.fromkeys(fw for r in results for fw in r["frameworks"])), varlen=True).items()]
     return "\n".join(lines)
 
 
