@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from zero_shot_gettext import decoded_pairs, distinct, prepare_text, run  # noqa: E402  (same corpus and pretraining commands)
+from zero_shot_gettext import decoded_pairs, distinct, prepare_text, run, write_results  # noqa: E402  (same corpus and pretraining commands)
 
 MODELS = {"mlm": "{mlm: 1.0}", "mlm+tlm": "{mlm: 1.0, tlm: 1.0}"}
 
@@ -134,9 +134,7 @@ def main() -> None:
         avg = sum(per[x]["f1"] for x in args.langs) / len(args.langs)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * avg:.1f} |")
     markdown = "\n".join(lines)
-    (work / "results.md").write_text(markdown + "\n")
-    (work / "results.json").write_text(json.dumps(results, indent=2))
-    print(markdown)
+    write_results(work, markdown, results)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from bucc_gettext import prepare, write_bucc  # noqa: E402  (same tokenizer, preprocess, pretraining, BUCC files)
-from zero_shot_gettext import distinct, run  # noqa: E402
+from zero_shot_gettext import distinct, run, write_results  # noqa: E402
 
 HELDOUT_DOMAINS = ["gnupg2", "dpkg*", "shadow"]  # crypto, packaging, user accounts: whole catalogs kept out
 QUICK = {"steps": 60, "ct_steps": 40, "retrieval": 200, "gold_sample": 60, "gold_test": 120}
@@ -186,9 +186,7 @@ def main() -> None:
         cells.append(f"{100 * sum(per[x]['f1'] for x in langs) / len(langs):.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines)
-    (work / "results.md").write_text(markdown + "\n")
-    (work / "results.json").write_text(json.dumps(results, indent=2))
-    print(markdown)
+    write_results(work, markdown, results)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zero_shot_gettext import balanced, decoded_pairs, distinct, prepare_text, run, topic  # noqa: E402
+from zero_shot_gettext import balanced, decoded_pairs, distinct, prepare_text, run, topic, write_results  # noqa: E402
 
 
 def n_params(base: str, **overrides) -> int:
@@ -141,9 +141,7 @@ def main() -> None:
                      else f"| {name} | {counts[name]:,} | – | {p1:.3f} | {100 * acc:.1f} |")
     lines.append(f"| always the majority class | | | | {100 * results['majority_class']:.1f} |")
     markdown = "\n".join(lines)
-    (work / "results.md").write_text(markdown + "\n")
-    (work / "results.json").write_text(json.dumps(results, indent=2))
-    print(markdown)
+    write_results(work, markdown, results)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,14 @@ def balanced(rows: list[dict], seed: int, cap: int) -> list[dict]:
     return out
 
 
+def write_results(work: Path, markdown: str, results: dict) -> None:
+    """WORK/results.md (the table, also printed) and WORK/results.json (every figure): the gettext experiments'
+    common ending."""
+    (work / "results.md").write_text(markdown + "\n")
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    print(markdown)
+
+
 def prepare_text(work: Path, langs: list[str], vocab: int, log: Path) -> tuple[Path, Path, Path]:
     """WORK/corpus (this machine's gettext catalogs), WORK/tokenizer.model (SentencePiece, `vocab` pieces) and
     WORK/preprocessed (max length 64, 5 % of the translation groups held out as valid) -> their three paths;
@@ -201,9 +209,7 @@ def main() -> None:
     counts = {lab: sum(r["label"] == lab for r in train_rows) for lab in ("error", "file", "other")}
     lines += ["", f"Training examples per class: {counts} (balanced; the test sets are not: see the majority row)."]
     markdown = "\n".join(lines)
-    (work / "results.md").write_text(markdown + "\n")
-    (work / "results.json").write_text(json.dumps(results, indent=2))
-    print(markdown)
+    write_results(work, markdown, results)
 
 
 if __name__ == "__main__":
