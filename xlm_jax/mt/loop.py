@@ -38,7 +38,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import yaml
 from tqdm import tqdm
 
@@ -54,7 +53,7 @@ from xlm_jax.tasks.mt_metrics import mt_report
 from xlm_jax.training import checkpoint as ckpt_lib
 from xlm_jax.training.metrics import MetricsWriter
 from xlm_jax.training.optim import make_optimizer
-from xlm_jax.training.saving import QuietOrbaxErrors, restore_state, verify_resume, wait_for_saves
+from xlm_jax.training.saving import QuietOrbaxErrors, restore_state, save_checkpoint, verify_resume, wait_for_saves
 from xlm_jax.training.seq2seq import back_translate, bt_max_len, mt_state_shardings, place_state, seq2seq_loss
 from xlm_jax.training.settings import to_dict
 from xlm_jax.training.sharding import batch_size_multiple, global_batch, make_mesh
@@ -408,20 +407,10 @@ def _finite_or_raise(first_bad, state: dict | None = None, k: int = 0) -> None:
         raise NonFiniteError(k, "the parameters contain NaN / inf")
 
 
-def _save(mngr, k: int, state: dict, mcfg: EncoderDecoderConfig, meta: dict, with_opt: bool = True) -> None:
-    items = {"params": ocp.args.StandardSave(state["params"]),
-             "model_config": ocp.args.JsonSave(any_config_to_dict(mcfg)),
-             "train_meta": ckpt_lib.json_save(meta)}
-    if with_opt:
-        items["opt_state"] = ocp.args.StandardSave(state["opt_state"])
-    wait_for_saves(mngr)
-    mngr.save(k, args=ocp.args.Composite(**items))
-
-
 def _checkpoint(mngr, k: int, state, mcfg, meta, cfg: MTConfig, first_bad) -> None:
     _finite_or_raise(first_bad, state, k)
     if k not in mngr.all_steps():
-        _save(mngr, k, state, mcfg, {"step": k, "seed": cfg.seed, **meta})
+        save_checkpoint(mngr, k, state, mcfg, {"step": k, "seed": cfg.seed, **meta})
 
 
 def translate_texts(s: Setup, model: EncoderDecoder, params, texts: list[str], src_lang: str, tgt_lang: str,
@@ -466,7 +455,7 @@ def _validate(s: Setup, model, state, writer, k: int, meta: dict, best_mngr) -> 
     metric = values[s.cfg.train.metric]
     if best_mngr is not None and math.isfinite(metric) and (meta["best_metric"] is None or metric > meta["best_metric"]):
         meta.update(best_metric=metric, best_step=k)
-        _save(best_mngr, k, state, s.model_cfg, {"step": k, "seed": s.cfg.seed, **meta}, with_opt=False)
+        save_checkpoint(best_mngr, k, state, s.model_cfg, {"step": k, "seed": s.cfg.seed, **meta}, with_opt=False)
         wait_for_saves(best_mngr)
 
 

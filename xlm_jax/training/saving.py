@@ -29,19 +29,22 @@ import orbax.checkpoint as ocp
 
 from xlm_jax.core import outputs
 from xlm_jax.core.errors import UserError
-from xlm_jax.models.config import NON_ARCHITECTURE, ModelConfig, to_dict as model_to_dict
+from xlm_jax.models.config import (NON_ARCHITECTURE, EncoderDecoderConfig, ModelConfig, any_config_to_dict,
+                                   to_dict as model_to_dict)
 from xlm_jax.training import checkpoint as ckpt_lib
 
 PARTIAL_SAVE = "*.orbax-checkpoint-tmp*"  # where orbax writes a step before renaming it to <step>
 
 
-def save_checkpoint(mngr, step: int, state: dict, model_cfg: ModelConfig, meta: dict, with_opt: bool = True) -> None:
-    """Starts an (async) save of step, after the previous one is complete; a full disk or read-only directory
+def save_checkpoint(mngr, step: int, state: dict, model_cfg: ModelConfig | EncoderDecoderConfig, meta: dict,
+                    with_opt: bool = True) -> None:
+    """Starts an (async) save of step (an encoder's or an encoder–decoder's parameters, `model_cfg` stored as
+    `model_config`), after the previous one is complete; a full disk or read-only directory
     becomes a UserError, the checkpoints already there stay intact (orbax writes into a temporary directory and
     renames it when complete; a partial one is removed)."""
     items = {
         "params": ocp.args.StandardSave(state["params"]),
-        "model_config": ocp.args.JsonSave(model_to_dict(model_cfg)),
+        "model_config": ocp.args.JsonSave(any_config_to_dict(model_cfg)),
         "train_meta": ckpt_lib.json_save(meta),  # slowed by the test hook XLM_JAX_TEST_SAVE_DELAY_S only
     }
     if with_opt:
