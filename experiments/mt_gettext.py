@@ -2,7 +2,7 @@
 "Results on this machine"): random init vs MLM init of encoder and decoder vs encoder-only init, supervised
 en->fr (full and low-resource) and en->de, and a reduced unsupervised (denoising + back-translation) en<->fr run.
 
-    python experiments/mt_gettext.py /tmp/mt_exp [--steps 60] [--low-steps N] [--unmt-steps N] [--mlm-steps 150]
+    python experiments/mt_gettext.py /tmp/mt_exp [--steps 60] [--low-steps N] [--unmt-steps N] [--en-de-steps N] [--mlm-steps 150]
         [--low 3000] [--groups en-fr,low,en-de,unmt] [--inits random,mlm,encoder] [--eval-every N]
         [--tokens-per-batch 2048] [--lr 1e-3] [--warmup 20] [--jobs 1] [--no-train]
         [--json docs/results/mt_gettext.json]
@@ -20,7 +20,9 @@ resumes; every command is printed and recorded):
             crc32(domain) % 5 == 0 held out for every language), and any training pair whose English is also in
             a held-out catalog removed, so that repeated UI strings cannot leak into the held-out pairs;
 2. mlm:     python -m xlm_jax.train configs/default.yaml (MLM only, no TLM: no aligned pairs seen) for
-            --mlm-steps steps: the pretrained encoder;
+            --mlm-steps steps on WORK/mlm_corpus/mono/{en,fr,de}.txt: the sides of the *training* pairs only (no
+            sentence of a held-out catalog, in any language), one language per file, its own 8k SentencePiece
+            vocabulary: the pretrained encoder;
 3. random:  a checkpoint of the same shape with fresh random weights (so every variant has the same model);
 4. runs:    python -m xlm_jax.train_mt with the same data, seed and iterations: en-fr supervised x {random, mlm,
             encoder}; en-fr low-resource (--low pairs) x {random, mlm}; en-de supervised x {random, mlm};
@@ -101,6 +103,28 @@ def build_corpus(out: Path) -> dict:
     return stats
 
 
+def build_mlm_corpus(corpus: Path, out: Path) -> None:
+    """Stage 2's text: each language's side of the training pairs, deduplicated, minus every English sentence of a
+    held-out split (an English source held out for fr may sit in a training catalog of de)."""
+    if (out / "mono").is_dir():
+        return
+    def read(split: str, lang: str, side: str) -> list[str]:
+        l1, l2 = sorted(("en", lang))
+        return (corpus / split / "para" / f"{l1}-{l2}.{side}").read_text(encoding="utf-8").splitlines()
+
+    held = {x for lang in LANGS for x in read("valid", lang, "en")}
+    sides: dict[str, dict[str, None]] = {}
+    for lang in LANGS:
+        for side in ("en", lang):
+            lines = read("train", lang, side)
+            sides.setdefault(side, {}).update(dict.fromkeys(x for x in lines if x.strip() and x not in held))
+    tmp = out.with_name(out.name + ".tmp")
+    (tmp / "mono").mkdir(parents=True, exist_ok=True)
+    for lang, lines in sides.items():
+        (tmp / "mono" / f"{lang}.txt").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    tmp.rename(out)
+
+
 def random_checkpoint(mlm: Path, out: Path, seed: int) -> None:
     """Stage 3: fresh weights in the MLM's shape (xlm_jax.models.xlm.init_params)."""
     import flax.linen as nn
@@ -122,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=60, help="iterations of every train_mt run")
     ap.add_argument("--low-steps", type=int, default=0, help="iterations of the low-resource runs (0: --steps)")
     ap.add_argument("--unmt-steps", type=int, default=0, help="iterations of the UNMT runs (0: --steps)")
+    ap.add_argument("--en-de-steps", type=int, default=0, help="iterations of the en-de runs (0: --steps)")
     ap.add_argument("--mlm-steps", type=int, default=150)
     ap.add_argument("--low", type=int, default=3000, help="training pairs of the low-resource variant")
     ap.add_argument("--groups", default=",".join(GROUPS),
@@ -149,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("steps", "mlm_steps", "low", "tokens_per_batch", "warmup", "jobs"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be a positive integer")
-    for name in ("low_steps", "unmt_steps"):
+    for name in ("low_steps", "unmt_steps", "en_de_steps"):
         if getattr(args, name) < 0:
             ap.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be 0 (as --steps) or a positive integer")
     if args.eval_every < 0:
@@ -169,10 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"corpus (pairs by split, catalogs held out whole): {stats}", flush=True)
 
     mlm = work / "mlm"
+    build_mlm_corpus(corpus, work / "mlm_corpus")
     if not finished(mlm, args.mlm_steps):
         run([sys.executable, "-m", "xlm_jax.train", "configs/default.yaml", f"run_dir={mlm}",
-             f"train.steps={args.mlm_steps}", "data.objectives.tlm=0", "train.progress=false",
-             f"checkpoint.every={args.mlm_steps}", f"train.eval_every={args.mlm_steps}"], env, log)
+             f"data.corpus={work / 'mlm_corpus'}", f"data.cache_dir={work / 'mlm_cache'}",
+             f"train.steps={args.mlm_steps}", "data.objectives.tlm=0", "train.progress=false", "model.dropout=0.1",
+             f"optimizer.warmup_steps={min(200, args.mlm_steps // 10 or 1)}", f"checkpoint.every={args.mlm_steps}",
+             f"train.eval_every={args.mlm_steps}"], env, log)
     rand = work / "random_init"
     if not rand.exists():
         random_checkpoint(mlm / "checkpoints", rand, args.seed)
@@ -196,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
                       for i in ("random", "mlm", "encoder")],
             "low": [(f"en-fr low {args.low}/{i}", ["objectives.mt=[en-fr]", f"data.max_pairs={args.low}", *sup], i,
                      args.low_steps or args.steps) for i in ("random", "mlm")],
-            "en-de": [(f"en-de/{i}", ["objectives.mt=[en-de]", *sup], i, args.steps) for i in ("random", "mlm")],
+            "en-de": [(f"en-de/{i}", ["objectives.mt=[en-de]", *sup], i, args.en_de_steps or args.steps)
+                      for i in ("random", "mlm")],
             "unmt": [(f"unmt en-fr/{i}", ["objectives.mt=[]", "objectives.ae=[en,fr]",
                                           "objectives.bt=[en-fr-en,fr-en-fr]", "data.mono_split=true",
                                           "train.valid_direction=en-fr", "data.valid_sentences=500",

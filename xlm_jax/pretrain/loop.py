@@ -233,7 +233,9 @@ def finish(run_dir: Path, wall_start: float, log) -> None:
     if records:
         first, last = records[0], records[-1]
         tps = [r["tokens_per_s"] for r in records if r.get("tokens_per_s")]
-        log(f"loss: {first['loss']:.3f} (step {first['step']}) -> {last['loss']:.3f} (step {last['step']}); "
+        loss = (f"{first['loss']:.3f} (step {first['step']})" if first is last else
+                f"{first['loss']:.3f} (step {first['step']}) -> {last['loss']:.3f} (step {last['step']})")
+        log(f"loss: {loss}; "
             f"median throughput {fmt_count(float(np.median(tps))) if tps else 'not measured'} tokens/s; "
             f"wall time {time.perf_counter() - wall_start:.0f} s; run dir {run_dir}")
 
