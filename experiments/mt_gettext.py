@@ -2,17 +2,17 @@
 "Results on this machine"): random init vs MLM init of encoder and decoder vs encoder-only init, supervised
 en->fr (full and low-resource) and en->de, and a reduced unsupervised (denoising + back-translation) en<->fr run.
 
-    python experiments/mt_gettext.py /tmp/mt_exp [--steps 60] [--low-steps N] [--unmt-steps N] [--en-de-steps N] [--mlm-steps 150]
-        [--low 3000] [--groups en-fr,low,en-de,unmt] [--inits random,mlm,encoder] [--eval-every N]
-        [--tokens-per-batch 2048] [--lr 1e-3] [--warmup 20] [--jobs 1] [--no-train]
+    python experiments/mt_gettext.py /tmp/mt_exp [--steps 60] [--low-steps N] [--unmt-steps N] [--en-de-steps N]
+        [--mlm-steps 150] [--low 3000] [--groups en-fr,low,en-de,unmt] [--inits random,mlm,encoder]
+        [--eval-every N] [--tokens-per-batch 2048] [--lr 1e-3] [--warmup 20] [--jobs 1] [--no-train]
         [--json docs/results/mt_gettext.json]
 
-Reduced sizes (the default model of `configs/default.yaml`: 128-d, 2 layers; sentences up to 32 pieces; hundreds
-of iterations at most on 2 busy CPU cores); the numbers show the plumbing and the direction of the differences,
-not XLM's results. --groups / --inits pick the runs of stage 4 (a re-run with a larger --steps continues a
-finished run from its last checkpoint: the inverse-sqrt schedule does not depend on the total); --eval-every
-records a learning curve of held-out BLEU / chrF++ (and checkpoints as often, so an interrupted run resumes
-there); --jobs runs that many train_mt processes side by side; --no-train only reports (a run stopped early
+Reduced sizes (the default model of `configs/default.yaml`: 128-d, 2 layers; sentences up to 32 pieces; a few
+thousand iterations on 2 CPU cores: the run recorded in docs/translation.md took two hours); the numbers show the
+direction of the differences, not XLM's results. --groups / --inits pick the runs of stage 4 (a re-run with a larger
+--steps continues a finished run from its last checkpoint: the inverse-sqrt schedule does not depend on the total);
+--eval-every records a learning curve of held-out BLEU / chrF++ (and checkpoints as often, so an interrupted run
+resumes there); --jobs runs that many train_mt processes side by side; --no-train only reports (a run stopped early
 reports its last validation and "stopped_at"). Stages (each skipped when its output is there, so a re-run
 resumes; every command is printed and recorded):
 
