@@ -158,7 +158,7 @@ def test_translate_bad_input(setup, capsys, monkeypatch, case):
 def test_translate_command_on_empty_stdin_writes_nothing(setup, capsys, monkeypatch):
     code, out, err = _run(capsys, monkeypatch, [setup.mt, "--src-lang", "en", "--tgt-lang", "fr"], "")
     assert code == 0 and out == "", err
-    assert "translated 0 lines (0 empty) en->fr" in err and "error" not in err
+    assert "0 lines: 0 translated, 0 empty (kept empty) en->fr" in err and "error" not in err
 
 
 def test_translate_command_subprocess_exit_path(setup, tmp_path):

@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write("".join(line + "\n" for line in out))
     sys.stdout.flush()
     done = sum(1 for line in lines if line.strip())
-    print(f"translated {done} lines ({len(lines) - done} empty) {args.src_lang}->{args.tgt_lang} in "
-          f"{time.perf_counter() - start:.1f}s", file=sys.stderr)
+    print(f"{len(lines)} lines: {done} translated, {len(lines) - done} empty (kept empty) "
+          f"{args.src_lang}->{args.tgt_lang} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
 
 
 if __name__ == "__main__":

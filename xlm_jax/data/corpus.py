@@ -195,10 +195,11 @@ def _scan_split(base: Path, split: str | None) -> list[RawSource]:
     return sources
 
 
-def scan_corpus(corpus_dir: str | Path, langs: list[str] | None = None) -> list[RawSource]:
+def scan_corpus(corpus_dir: str | Path, langs: list[str] | None = None, asked_by: str = "") -> list[RawSource]:
     """Find and validate a raw corpus's files (see the module docstring for the layout). Raises UserError for a
-    file that is empty, binary or mostly not UTF-8 (`xlm_jax.core.textfiles.check_corpus_file`), or a pair whose two
-    files differ in line count."""
+    language of `langs` the corpus lacks (the message starts with `asked_by`, the setting that asked for it), a
+    file that is empty, binary or mostly not UTF-8 (`xlm_jax.core.textfiles.check_corpus_file`), or a pair whose
+    two files differ in line count."""
     root = Path(corpus_dir)
     if not root.is_dir():
         raise UserError(f"corpus directory {root} does not exist")
@@ -218,7 +219,8 @@ def scan_corpus(corpus_dir: str | Path, langs: list[str] | None = None) -> list[
     if langs:
         missing = sorted(set(langs) - set(available))
         if missing:
-            raise UserError(f"corpus {root} has no data for {missing}; languages it has: {available}")
+            raise UserError(f"{asked_by + ': ' if asked_by else ''}corpus {root} has no data for {missing}; "
+                            f"languages it has: {available}")
         sources = [src for src in sources if set(src.langs) <= set(langs)]
     for src in sources:  # the files that will be read: each one text, not empty, the two sides of a pair aligned
         stats = [check_corpus_file(f) for f in src.files]

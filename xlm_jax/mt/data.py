@@ -64,10 +64,11 @@ class TextData:
     valid: dict[tuple[str, str], tuple[list[str], list[str]]]
 
 
-def read_text_data(root: Path, langs: list[str], valid_fraction: float, max_pairs: int) -> TextData:
-    """Reads every pair of `langs` under `root` (UserError for missing languages or sides with different line
-    counts, from `scan_corpus`); empty lines are left out of both sides."""
-    sources = [s for s in scan_corpus(root, langs) if s.kind == "para"]
+def read_text_data(root: Path, langs: list[str], valid_fraction: float, max_pairs: int,
+                   asked_by: str = "") -> TextData:
+    """Reads every pair of `langs` under `root` (UserError for missing languages, naming `asked_by`, or sides with
+    different line counts, from `scan_corpus`); empty lines are left out of both sides."""
+    sources = [s for s in scan_corpus(root, langs, asked_by) if s.kind == "para"]
     if not sources:
         raise UserError(f"corpus {root} has no parallel files para/{{l1}}-{{l2}}.{{l1}} for the languages {langs}")
     train: dict = {}

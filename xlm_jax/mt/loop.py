@@ -102,7 +102,9 @@ def prepare(cfg: MTConfig, force: bool, log) -> Setup:
                           if (Path(cfg.model.init_from) / f).is_file()), None)
         mlm_cfg = _check_mlm(cfg, mlm_cfg, langs)
     root = mtdata.corpus_dir(cfg.data, log, force)
-    text = mtdata.read_text_data(root, langs, cfg.data.valid_fraction, cfg.data.max_pairs)
+    asked_by = ", ".join(f"objectives.{k}=[{', '.join(getattr(cfg.objectives, k))}]" for k in ("mt", "ae", "bt")
+                         if getattr(cfg.objectives, k))
+    text = mtdata.read_text_data(root, langs, cfg.data.valid_fraction, cfg.data.max_pairs, asked_by)
     tok = mtdata.mt_tokenizer(cfg.data, root, langs, given_tok, log, force)
 
     if mlm_cfg is None:
