@@ -108,6 +108,7 @@ def build_mlm_corpus(corpus: Path, out: Path) -> None:
     held-out split (an English source held out for fr may sit in a training catalog of de)."""
     if (out / "mono").is_dir():
         return
+
     def read(split: str, lang: str, side: str) -> list[str]:
         l1, l2 = sorted(("en", lang))
         return (corpus / split / "para" / f"{l1}-{l2}.{side}").read_text(encoding="utf-8").splitlines()
